@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine (see README): `make train` and `make test`.
+# Both create .venv on first use from the pins in requirements.txt.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ssq_ros-installed
+
+.PHONY: train test lint bench
+
+$(STAMP): requirements.txt setup.py package.xml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[venv,test]'
+	touch $(STAMP)
+
+train: $(STAMP)
+	$(BIN)/ssq-gridworld --seeds 3 --out runs/gridworld.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check ssq_ros test bench launch setup.py
+
+test: lint
+	$(BIN)/python -m pytest -q
