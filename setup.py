@@ -33,6 +33,7 @@ def share(folder: str) -> tuple:
 
 
 CONSOLE_SCRIPTS = [
+    'hardware_interface = ssq_ros.nodes.hardware_interface:main',
 ]
 
 setup(

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: message conversion and wiring around the ROS-free layers."""

@@ -1,0 +1,269 @@
+"""What every ssq_ros node shares: parameters from config dataclasses, QoS, status, `main`.
+
+- `declare_config` turns a `ssq_ros.config` dataclass into ROS parameters (description and range
+  from its `spec`, nested sections as dotted names), reads them back and validates them with the
+  same code that checks YAML files, so a bad value stops the node at start with the key's name.
+- The QoS profiles are named for what they carry; docs/topics.md says which topic uses which.
+- `StatusReporter` publishes the current `SafetyStatus` and its counts (topic and /diagnostics).
+- `run_node` spins a node with clean SIGINT/SIGTERM handling and returns the exit code.
+"""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    ParameterType,
+)
+from rclpy.duration import Duration
+from rclpy.exceptions import ParameterException, ParameterUninitializedException
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+from std_msgs.msg import String
+
+from ssq_ros.config import ConfigError, parse
+from ssq_ros.safety.status import SafetyStatus, StatusCounter
+
+T = TypeVar('T')
+
+# Measurements at a high rate: the newest sample matters, a lost one is replaced 1-10 ms later.
+# Best effort also matches a driver that publishes reliably (ros2_control's broadcaster does).
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                        reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
+# Commands and e-stop: delivered, only the newest kept, never replayed to a late subscriber.
+COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+# Configuration that changes rarely (policy weights, static zone markers, current status): a node
+# that starts later still receives the last value.
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# /diagnostics as diagnostic_aggregator and rqt_robot_monitor expect it.
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+
+_INT64 = (-2 ** 63, 2 ** 63 - 1)
+_SCALAR_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+                 float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+_ARRAY_TYPES = {bool: ParameterType.PARAMETER_BOOL_ARRAY,
+                int: ParameterType.PARAMETER_INTEGER_ARRAY,
+                float: ParameterType.PARAMETER_DOUBLE_ARRAY,
+                str: ParameterType.PARAMETER_STRING_ARRAY}
+
+
+def parameter_type(tp: Any) -> int:
+    """The ROS parameter type of a config field type (Optional[X] maps like X)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return parameter_type(inner[0])
+    if origin is typing.Literal:
+        return _SCALAR_TYPES[type(typing.get_args(tp)[0])]
+    if origin in (tuple, list):
+        items = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        if len(items) == 1 and next(iter(items)) in _ARRAY_TYPES:
+            return _ARRAY_TYPES[next(iter(items))]
+    if tp in _SCALAR_TYPES:
+        return _SCALAR_TYPES[tp]
+    raise TypeError(f'config type {tp} has no ROS parameter equivalent')
+
+
+def parameter_descriptor(name: str, fld: dataclasses.Field, tp: Any) -> ParameterDescriptor:
+    """Descriptor with the field's description, range and choices; read-only, because nodes
+    read their parameters once at start-up."""
+    kind = parameter_type(tp)
+    meta = fld.metadata
+    descriptor = ParameterDescriptor(name=name, type=kind, description=meta.get('doc', ''),
+                                     read_only=True)
+    low, high, choices = meta.get('low'), meta.get('high'), meta.get('choices')
+    if typing.get_origin(tp) is typing.Literal:
+        choices = typing.get_args(tp)
+    if choices:
+        descriptor.additional_constraints = f'one of: {", ".join(map(repr, choices))}'
+    if low is not None or high is not None:
+        if kind == ParameterType.PARAMETER_DOUBLE:
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float('-inf') if low is None else float(low),
+                to_value=float('inf') if high is None else float(high), step=0.0)]
+        elif kind == ParameterType.PARAMETER_INTEGER:
+            descriptor.integer_range = [IntegerRange(
+                from_value=_INT64[0] if low is None else int(low),
+                to_value=_INT64[1] if high is None else int(high), step=0)]
+    return descriptor
+
+
+def _default(fld: dataclasses.Field) -> Any:
+    if fld.default_factory is not dataclasses.MISSING:
+        return fld.default_factory()
+    return None if fld.default is dataclasses.MISSING else fld.default
+
+
+def declare_config(node: Node, cls: type[T], prefix: str = '') -> T:
+    """Declare `cls`'s fields as parameters of `node`, read them back, validate into `cls`.
+
+    Raises ConfigError naming the parameter for a wrong type or an out-of-range value.
+    """
+    values = {}
+    hints = typing.get_type_hints(cls)
+    for fld in dataclasses.fields(cls):
+        name, tp = f'{prefix}{fld.name}', hints[fld.name]
+        if dataclasses.is_dataclass(tp):
+            values[fld.name] = dataclasses.asdict(declare_config(node, tp, f'{name}.'))
+            continue
+        default = _default(fld)
+        initial = default
+        if default is None or (isinstance(default, (list, tuple)) and not default):
+            initial = Parameter.Type(parameter_type(tp))  # ROS cannot infer a type from these
+        elif isinstance(default, tuple):
+            initial = list(default)
+        try:
+            node.declare_parameter(name, initial, parameter_descriptor(name, fld, tp))
+            value = node.get_parameter(name).value
+        except ParameterUninitializedException:
+            value = default
+        except ParameterException as exc:
+            raise ConfigError(f'parameter {name}: {exc}') from exc
+        if value is not None and not isinstance(value, (str, bool, int, float)):
+            value = list(value)  # array.array from rclpy
+        values[fld.name] = value
+    return parse(cls, values, prefix.rstrip('.'))
+
+
+def stamp_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+class StatusReporter:
+    """Counts and publishes a node's safety reactions.
+
+    `~/status` (std_msgs/String, latched) carries the current reaction's name whenever it
+    changes; /diagnostics carries level, description and every count, periodically and on change.
+    """
+
+    def __init__(self, node: Node, period: float, hardware_id: str = '') -> None:
+        self.node = node
+        self.counter = StatusCounter()
+        self.hardware_id = hardware_id
+        self.extra: dict[str, str] = {}
+        self._rejected = StatusCounter()
+        self._last_rejection = ''
+        self._published: SafetyStatus | None = None
+        self._status_pub = node.create_publisher(String, '~/status', LATCHED_QOS)
+        self._diag_pub = node.create_publisher(DiagnosticArray, '/diagnostics', DIAGNOSTICS_QOS)
+        node.create_timer(period, self.publish_diagnostics)
+
+    @property
+    def current(self) -> SafetyStatus:
+        return self.counter.current
+
+    def record(self, statuses: Iterable[SafetyStatus]) -> SafetyStatus:
+        """Count the reactions behind one outgoing command; publish if the current one changed."""
+        current = self.counter.record(statuses)
+        if current is not self._published:
+            self._published = current
+            self._status_pub.publish(String(data=current.name))
+            self._log(current, current.description)
+            self.publish_diagnostics()
+        return current
+
+    def reject(self, status: SafetyStatus, reason: str) -> None:
+        """Count a refused incoming message and log why (throttled: floods stay readable)."""
+        self._rejected.record([status])
+        self._last_rejection = f'{status.name}: {reason}'
+        self.node.get_logger().warning(f'refused: {self._last_rejection}',
+                                       throttle_duration_sec=1.0)
+
+    def counts(self) -> dict[str, int]:
+        """Outgoing commands per reaction plus refused messages per reason."""
+        merged = self.counter.as_dict()
+        for name, count in self._rejected.as_dict().items():
+            merged[name] = merged.get(name, 0) + count
+        return merged
+
+    def publish_diagnostics(self) -> None:
+        current = self.counter.current
+        values = [KeyValue(key=k, value=str(v)) for k, v in self.counts().items()]
+        values += [KeyValue(key=k, value=v) for k, v in self.extra.items()]
+        if self._last_rejection:
+            values.append(KeyValue(key='last_refused', value=self._last_rejection))
+        status = DiagnosticStatus(level=bytes([current.level]),
+                                  name=self.node.get_fully_qualified_name(),
+                                  message=f'{current.name}: {current.description}',
+                                  hardware_id=self.hardware_id, values=values)
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    def _log(self, status: SafetyStatus, text: str) -> None:
+        logger = self.node.get_logger()
+        log = logger.info if status.level == 0 else logger.warning if status.level == 1 else \
+            logger.error
+        log(f'{status.name}: {text}', throttle_duration_sec=0.5)
+
+
+def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
+    """Create the node and spin it until SIGINT/SIGTERM; returns the process exit code.
+
+    0 after a signal; 2 if the node refused its parameters at start (the message names the
+    parameter). The node's `before_shutdown()`, if it has one, runs while ROS is still up, so a
+    node can send a last stop command.
+    """
+    stop_requested = False
+
+    def request_stop(signum: int, frame: Any) -> None:
+        nonlocal stop_requested
+        stop_requested = True
+
+    # Our own handlers instead of rclpy's: rclpy's shut the context down at once, and a node
+    # could then no longer publish its final stop.
+    rclpy.init(args=sys.argv if args is None else args,
+               signal_handler_options=SignalHandlerOptions.NO)
+    previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    node = None
+    executor = SingleThreadedExecutor()
+    try:
+        node = factory()
+        executor.add_node(node)
+        while not stop_requested and rclpy.ok():
+            executor.spin_once(timeout_sec=0.05)
+        hook = getattr(node, 'before_shutdown', None)
+        if hook is not None:
+            hook()
+        return 0
+    except ConfigError as exc:
+        print(f'[{_node_label(args)}] bad configuration: {exc}', file=sys.stderr)
+        return 2
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def wait_until_delivered(publisher: Any, timeout: float = 0.2) -> None:
+    """Give a reliable publisher's last message a chance to reach its subscribers."""
+    publisher.wait_for_all_acked(Duration(seconds=timeout))
+
+
+def _node_label(args: list[str] | None) -> str:
+    argv = sys.argv if args is None else args
+    return argv[0].rsplit('/', 1)[-1] if argv else 'node'

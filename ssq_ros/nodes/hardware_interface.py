@@ -1,0 +1,212 @@
+"""hardware_interface: the node between the ssq_ros graph and a real arm's ros2_control controller.
+
+In:  /joint_states (sensor_msgs/JointState, the driver's order, reordered by name)
+     /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities in robot.yaml order)
+     /ssq/estop_button (std_msgs/Bool, true latches the e-stop)
+     services /ssq/estop and /ssq/estop_reset (std_srvs/Trigger)
+Out: the controller's topic (/<controller>/commands or /<controller>/joint_trajectory),
+     ~/status (std_msgs/String) and /diagnostics.
+
+All decisions live in `ssq_ros.safety.command_filter.CommandGate`; this node only converts
+messages. A forward controller keeps executing its last command, so silence is not a stop: a
+steady-clock timer re-sends every control period, a stop when the watchdog or the e-stop says so.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+
+from builtin_interfaces.msg import Duration as DurationMsg
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ssq_ros.config import ConfigError, spec
+from ssq_ros.nodes.common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    StatusReporter,
+    declare_config,
+    run_node,
+    stamp_seconds,
+    wait_until_delivered,
+)
+from ssq_ros.paths import config_path
+from ssq_ros.safety.command_filter import (
+    CommandGate,
+    CommandLimitsConfig,
+    GateOutput,
+    JointLimits,
+)
+from ssq_ros.safety.joint_state import JointStateError, JointStateReader
+from ssq_ros.safety.robot import load_robot
+
+# ros2_control controllers whose name says what they expect (UR's driver adds the scaled one).
+STANDARD_CONTROLLERS = {
+    'forward_velocity_controller': 'velocity',
+    'forward_position_controller': 'position',
+    'joint_trajectory_controller': 'trajectory',
+    'scaled_joint_trajectory_controller': 'trajectory',
+}
+_TOPIC_TOKEN = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
+
+
+@dataclass(frozen=True)
+class HardwareInterfaceConfig:
+    """Parameters of the hardware_interface node (config/hardware.yaml)."""
+
+    robot_config: str = spec('', doc="robot yaml with joints, URDF and acceleration limits; '' "
+                             "is the package's config/robot.yaml")
+    controller: str = spec('forward_velocity_controller', doc='name of the active ros2_control '
+                           'controller that receives the commands')
+    controller_kind: str = spec('', doc="what the controller expects; '' derives it from a "
+                                'standard controller name', choices=('', 'velocity', 'position',
+                                                                     'trajectory'))
+    control_rate: float = spec(100.0, doc='commands per second sent to the controller [Hz]',
+                               low=1.0, high=1000.0)
+    state_timeout: float = spec(0.1, doc='stop if no valid joint state for this long [s]',
+                                low=0.001, high=1.0)
+    command_timeout: float = spec(0.1, doc='stop if no valid command for this long [s]',
+                                  low=0.001, high=1.0)
+    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
+                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
+    require_velocity: bool = spec(True, doc='refuse joint states without velocities')
+    ignored_joints: tuple[str, ...] = spec((), doc='joints in /joint_states that are not '
+                                           'controlled and dropped on purpose (e.g. gripper)')
+    diagnostics_period: float = spec(0.5, doc='seconds between /diagnostics messages',
+                                     low=0.05, high=10.0)
+    limits: CommandLimitsConfig = field(default_factory=CommandLimitsConfig)
+
+
+def resolve_controller(cfg: HardwareInterfaceConfig) -> tuple[str, str]:
+    """(kind, topic) of the configured controller; a contradiction is a ConfigError."""
+    if not _TOPIC_TOKEN.fullmatch(cfg.controller):
+        raise ConfigError(f'controller: {cfg.controller!r} is not a valid controller name')
+    known = STANDARD_CONTROLLERS.get(cfg.controller.rsplit('/', 1)[-1])
+    kind = cfg.controller_kind or known
+    if kind is None:
+        raise ConfigError(f'controller_kind: must be set for the non-standard controller '
+                          f'{cfg.controller!r} (velocity, position or trajectory)')
+    if known is not None and known != kind:
+        raise ConfigError(f'controller_kind: {kind!r} contradicts controller '
+                          f'{cfg.controller!r}, which takes {known} commands')
+    suffix = 'joint_trajectory' if kind == 'trajectory' else 'commands'
+    return kind, f'/{cfg.controller}/{suffix}'
+
+
+class HardwareInterface(Node):
+    def __init__(self) -> None:
+        super().__init__('hardware_interface')
+        self.cfg = declare_config(self, HardwareInterfaceConfig)
+        self.kind, self.controller_topic = resolve_controller(self.cfg)
+        robot_file = self.cfg.robot_config or str(config_path('robot.yaml'))
+        self.robot = load_robot(robot_file)
+        try:
+            limits = JointLimits.from_robot(self.robot, self.cfg.limits)
+            self.reader = JointStateReader(self.robot.joint_names,
+                                           require_velocity=self.cfg.require_velocity,
+                                           max_stamp_age=self.cfg.max_stamp_age,
+                                           ignored_joints=self.cfg.ignored_joints)
+        except ValueError as exc:
+            raise ConfigError(f'{robot_file} with limits.*: {exc}') from exc
+        self.period = 1.0 / self.cfg.control_rate
+        self.gate = CommandGate(limits, self.period, self.cfg.state_timeout,
+                                self.cfg.command_timeout)
+        self.reporter = StatusReporter(self, self.cfg.diagnostics_period, self.cfg.controller)
+        self.reporter.extra['controller_topic'] = self.controller_topic
+
+        msg_type = JointTrajectory if self.kind == 'trajectory' else Float64MultiArray
+        self.controller_pub = self.create_publisher(msg_type, self.controller_topic, COMMAND_QOS)
+        self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
+        self.create_subscription(Float64MultiArray, '/ssq/joint_command', self.on_command,
+                                 COMMAND_QOS)
+        self.create_subscription(Bool, '/ssq/estop_button', self.on_estop_button, COMMAND_QOS)
+        self.create_service(Trigger, '/ssq/estop', self.on_estop)
+        self.create_service(Trigger, '/ssq/estop_reset', self.on_estop_reset)
+        # Steady clock: the watchdog must keep running if /clock (sim time) stops.
+        self.timer = self.create_timer(self.period, self.on_timer,
+                                       clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self.get_logger().info(
+            f'{self.kind} commands for {", ".join(self.robot.joint_names)} -> '
+            f'{self.controller_topic} at {self.cfg.control_rate:g} Hz; watchdog '
+            f'{self.cfg.state_timeout:g} s (state) / {self.cfg.command_timeout:g} s (command)')
+
+    def on_joint_state(self, msg: JointState) -> None:
+        now = time.monotonic()
+        try:
+            sample = self.reader.accept(msg.name, msg.position, msg.velocity,
+                                        stamp_seconds(msg.header.stamp),
+                                        self.get_clock().now().nanoseconds * 1e-9)
+        except JointStateError as exc:
+            self.reporter.reject(exc.status, exc.reason)
+            return
+        self.gate.update_state(sample.positions, now)
+
+    def on_command(self, msg: Float64MultiArray) -> None:
+        now = time.monotonic()
+        reason = self.gate.submit(msg.data, now)
+        if reason is not None:
+            self.reporter.reject(reason, f'{len(msg.data)} values for '
+                                 f'{len(self.robot.joint_names)} joints')
+        self.send(self.gate.step(now))
+        self.timer.reset()  # the next periodic send is one full period after this one
+
+    def on_timer(self) -> None:
+        self.send(self.gate.step(time.monotonic()))
+
+    def on_estop_button(self, msg: Bool) -> None:
+        was_latched = self.gate.estopped
+        self.gate.set_button(bool(msg.data))
+        if self.gate.estopped and not was_latched:
+            self.get_logger().error('e-stop button pressed: stopping')
+            self.send(self.gate.step(time.monotonic()))
+
+    def on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.gate.estop()
+        self.send(self.gate.step(time.monotonic()))
+        self.get_logger().error('e-stop requested: stopping; call /ssq/estop_reset to resume')
+        response.success, response.message = True, 'e-stop latched'
+        return response
+
+    def on_estop_reset(self, request: Trigger.Request,
+                       response: Trigger.Response) -> Trigger.Response:
+        refusal = self.gate.reset(time.monotonic())
+        response.success = refusal is None
+        response.message = 'e-stop released; waiting for a new command' if refusal is None \
+            else f'e-stop stays latched: {refusal}'
+        self.get_logger().warning(response.message)
+        return response
+
+    def send(self, out: GateOutput) -> None:
+        """Publish `out` in the controller's message type and count its reactions."""
+        self.reporter.record(out.statuses)
+        if self.kind == 'velocity':
+            self.controller_pub.publish(Float64MultiArray(data=out.velocity.tolist()))
+        elif out.position is None:
+            return  # no joint state yet: nothing known to hold; the controller holds itself
+        elif self.kind == 'position':
+            self.controller_pub.publish(Float64MultiArray(data=out.position.tolist()))
+        else:
+            nanosec = int(round(self.period * 1e9))
+            point = JointTrajectoryPoint(
+                positions=out.position.tolist(), velocities=out.velocity.tolist(),
+                time_from_start=DurationMsg(sec=nanosec // 10 ** 9, nanosec=nanosec % 10 ** 9))
+            # A zero header stamp means 'start now' to joint_trajectory_controller.
+            self.controller_pub.publish(JointTrajectory(joint_names=list(self.robot.joint_names),
+                                                        points=[point]))
+
+    def before_shutdown(self) -> None:
+        """Leave the arm stopped: a forward controller would otherwise keep the last command."""
+        self.gate.estop()
+        self.send(self.gate.step(time.monotonic()))
+        wait_until_delivered(self.controller_pub)
+        self.get_logger().info('shut down with a stop command sent')
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(HardwareInterface, args))
