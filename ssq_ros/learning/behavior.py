@@ -67,16 +67,21 @@ class DiscreteSafeBehavior:
         probs = np.asarray(probs, dtype=float)
         if probs.shape != (self.n_actions,):
             raise ValueError(f'probs must have shape ({self.n_actions},), got {probs.shape}')
-        if not np.all(np.isfinite(probs)) or np.any(probs < 0) \
-                or abs(probs.sum() - 1.0) > _SUM_TOLERANCE:
-            raise ValueError('probs must be a finite non-negative vector summing to 1')
-        # Inverse-CDF draw that can never land on a zero-probability (unsafe) action, even with
-        # round-off in the cumulative sum.
-        cdf = np.cumsum(probs)
-        index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side='right'))
-        if index >= self.n_actions or probs[index] == 0.0:
-            index = int(np.flatnonzero(probs)[-1])
-        return index
+        return sample_index(probs, rng)
+
+
+def sample_index(probs: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw an index from a probability vector; a zero-probability index is never returned."""
+    probs = np.asarray(probs, dtype=float)
+    if probs.ndim != 1 or not np.all(np.isfinite(probs)) or np.any(probs < 0) \
+            or abs(probs.sum() - 1.0) > _SUM_TOLERANCE:
+        raise ValueError('probs must be a finite non-negative vector summing to 1')
+    # Inverse-CDF draw; the guard covers round-off at the top of the cumulative sum.
+    cdf = np.cumsum(probs)
+    index = int(np.searchsorted(cdf, rng.random() * cdf[-1], side='right'))
+    if index >= probs.size or probs[index] == 0.0:
+        index = int(np.flatnonzero(probs)[-1])
+    return index
 
 
 class ContinuousSafeBehavior:

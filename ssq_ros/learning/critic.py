@@ -1,0 +1,208 @@
+"""The KL-regularized critic: Q learned from mu's transitions with the soft target under mu.
+
+    y = r + gamma (1 - d) V(s'),   V(s') = alpha log E_{a'~mu(.|s')} exp(Qbar(s', a') / alpha)
+
+Discrete actions: the expectation is an exact masked log-sum-exp over mu's probability vector.
+Continuous actions: it is the log-mean-exp over the K samples of mu stored with the transition.
+Either way Q is never evaluated at an action mu cannot take.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ssq_ros.config import ConfigError, parse, spec, to_dict
+from ssq_ros.learning.networks import mlp, polyak_update, seeded_init
+from ssq_ros.learning.replay import Batch
+from ssq_ros.learning.storage import atomic_write
+
+_CHECKPOINT_KIND = 'ssq_ros.KLCritic/1'
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or belongs to a differently shaped learner."""
+
+
+@dataclass
+class CriticConfig:
+    """Hyperparameters of the KL-regularized critic."""
+
+    alpha: float = spec(0.1, low=1e-6, high=1e6,
+                        doc='KL temperature: small -> best action inside mu support, '
+                            'large -> value of mu itself')
+    gamma: float = spec(0.99, low=0.0, high=0.9999, doc='discount factor')
+    tau: float = spec(0.005, low=1e-6, high=1.0,
+                      doc='Polyak rate of the target networks (1 = copy every update)')
+    lr: float = spec(3e-4, low=1e-7, high=1.0, doc='Adam learning rate of the Q networks')
+    hidden_sizes: tuple[int, ...] = spec((256, 256), low=1, high=4096,
+                                         doc='hidden layer widths of every Q network')
+    num_q: int = spec(2, low=1, high=16,
+                      doc='Q networks: 2 = twin (clipped double Q), more = ensemble; the target '
+                          'uses their minimum')
+    batch_size: int = spec(256, low=1, high=65536, doc='transitions per update')
+    grad_clip: float = spec(10.0, low=0.0, high=1e6,
+                            doc='max global gradient norm per update; 0 disables clipping')
+
+
+def soft_value_discrete(q_next: torch.Tensor, mu_next: torch.Tensor,
+                        alpha: float) -> torch.Tensor:
+    """alpha * logsumexp(q/alpha + log mu) over the last axis, actions with mu == 0 masked out."""
+    if q_next.shape != mu_next.shape:
+        raise ValueError(f'q_next {tuple(q_next.shape)} and mu_next {tuple(mu_next.shape)} '
+                         'must have the same shape')
+    return alpha * torch.logsumexp(q_next / alpha + masked_log(mu_next), dim=-1)
+
+
+def masked_log(mu: torch.Tensor) -> torch.Tensor:
+    """log mu with exactly -inf where mu == 0; refuses a row with no support at all."""
+    if not bool(torch.all(mu.sum(dim=-1) > 0)):
+        raise ValueError('mu has a row without support (no allowed action)')
+    return torch.where(mu > 0, torch.log(mu.clamp_min(1e-38)), torch.full_like(mu, -math.inf))
+
+
+def soft_value_sampled(q_samples: torch.Tensor, alpha: float) -> torch.Tensor:
+    """alpha * (logsumexp(q/alpha) - log K) over the last axis of K samples of mu."""
+    num_samples = q_samples.shape[-1]
+    if num_samples < 1:
+        raise ValueError('soft_value_sampled needs at least one sample')
+    return alpha * (torch.logsumexp(q_samples / alpha, dim=-1) - math.log(num_samples))
+
+
+class QEnsemble(nn.Module):
+    """num_q independent Q networks; discrete: Q(s, .) heads, continuous: Q(s, a)."""
+
+    def __init__(self, obs_dim: int, hidden_sizes, num_q: int, n_actions: int | None,
+                 action_dim: int | None):
+        super().__init__()
+        self.is_discrete = n_actions is not None
+        in_dim = obs_dim if self.is_discrete else obs_dim + action_dim
+        out_dim = n_actions if self.is_discrete else 1
+        self.nets = nn.ModuleList(mlp(in_dim, hidden_sizes, out_dim) for _ in range(num_q))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Discrete: (num_q, B, n). Continuous with actions (B, d) or (B, K, d):
+        (num_q, B) or (num_q, B, K)."""
+        if self.is_discrete:
+            return torch.stack([net(obs) for net in self.nets])
+        if actions.dim() == 3:
+            obs = obs.unsqueeze(1).expand(-1, actions.shape[1], -1)
+        inputs = torch.cat([obs, actions], dim=-1)
+        return torch.stack([net(inputs).squeeze(-1) for net in self.nets])
+
+
+class KLCritic:
+    """Q ensemble + Polyak targets trained by `update(batch)` on mu's transitions."""
+
+    def __init__(self, obs_dim: int, config: CriticConfig, *, n_actions: int | None = None,
+                 action_dim: int | None = None, seed: int = 0):
+        if (n_actions is None) == (action_dim is None):
+            raise ValueError('give exactly one of n_actions (discrete) or action_dim '
+                             '(continuous)')
+        self.config = parse(CriticConfig, to_dict(config), 'CriticConfig')
+        self.obs_dim, self.n_actions, self.action_dim = obs_dim, n_actions, action_dim
+        self.is_discrete = n_actions is not None
+        with seeded_init(seed):
+            self.q = QEnsemble(obs_dim, self.config.hidden_sizes, self.config.num_q, n_actions,
+                               action_dim)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.lr)
+        self.updates = 0
+
+    @torch.no_grad()
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Min over the ensemble: discrete (B, n); continuous at (B, d) -> (B,), (B, K, d) ->
+        (B, K)."""
+        return self.q(obs, actions).min(dim=0).values
+
+    @torch.no_grad()
+    def soft_value(self, obs: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
+        """V(s) = alpha log E_mu exp(Q/alpha) with the online networks; support as in replay."""
+        if self.is_discrete:
+            return soft_value_discrete(self.q_values(obs), support, self.config.alpha)
+        return soft_value_sampled(self.q_values(obs, support), self.config.alpha)
+
+    @torch.no_grad()
+    def target(self, batch: Batch) -> torch.Tensor:
+        """y = r + gamma (1 - d) V_target(s'), with the minimum of the target ensemble."""
+        cfg = self.config
+        q_next = self.q_target(batch.next_obs, None if self.is_discrete else batch.next_support)
+        q_next = q_next.min(dim=0).values
+        if self.is_discrete:
+            v_next = soft_value_discrete(q_next, batch.next_support, cfg.alpha)
+        else:
+            v_next = soft_value_sampled(q_next, cfg.alpha)
+        return batch.reward + cfg.gamma * (1.0 - batch.done) * v_next
+
+    def q_taken(self, batch: Batch) -> torch.Tensor:
+        """(num_q, B) Q of the actions in the batch, with gradient."""
+        if self.is_discrete:
+            q_all = self.q(batch.obs)
+            index = batch.action.view(1, -1, 1).expand(q_all.shape[0], -1, 1)
+            return q_all.gather(-1, index).squeeze(-1)
+        return self.q(batch.obs, batch.action)
+
+    def update(self, batch: Batch) -> dict[str, float]:
+        """One gradient step of every Q network towards the shared target; then Polyak."""
+        y = self.target(batch)
+        q = self.q_taken(batch)
+        loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.q.parameters(), max_norm)
+        self.optimizer.step()
+        polyak_update(self.q_target, self.q, self.config.tau)
+        self.updates += 1
+        q = q.detach()
+        return {'loss': loss.item(), 'q_mean': float(q.mean()), 'target_mean': float(y.mean()),
+                'q_spread': float((q.max(dim=0).values - q.min(dim=0).values).mean()),
+                'grad_norm': float(grad_norm)}
+
+    def state_dict(self) -> dict:
+        return {'kind': _CHECKPOINT_KIND, 'config': to_dict(self.config),
+                'obs_dim': self.obs_dim, 'n_actions': self.n_actions,
+                'action_dim': self.action_dim, 'updates': self.updates,
+                'q': self.q.state_dict(), 'q_target': self.q_target.state_dict(),
+                'optimizer': self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict, where: str = 'checkpoint') -> None:
+        """Restore nets, targets, optimizer and update count; refuse a mismatched learner."""
+        if not isinstance(state, dict) or state.get('kind') != _CHECKPOINT_KIND:
+            raise CheckpointError(f'{where}: not a KLCritic checkpoint')
+        mine = (self.obs_dim, self.n_actions, self.action_dim, to_dict(self.config))
+        try:
+            stored_config = to_dict(parse(CriticConfig, state['config'], f'{where}:config'))
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from exc
+        theirs = (state['obs_dim'], state['n_actions'], state['action_dim'], stored_config)
+        if theirs != mine:
+            raise CheckpointError(f'{where}: written for (obs_dim, n_actions, action_dim, '
+                                  f'config) = {theirs}, this critic is {mine}')
+        self.q.load_state_dict(state['q'])
+        self.q_target.load_state_dict(state['q_target'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.updates = int(state['updates'])
+
+    def save(self, path: str | Path) -> Path:
+        """Atomic checkpoint: the config travels with the weights."""
+        return atomic_write(path, lambda f: torch.save(self.state_dict(), f))
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(load_checkpoint(path), str(path))
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load restricted to tensors and plain data, with a clear error for a bad file."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f'{path}: checkpoint not found') from exc
+    except Exception as exc:  # torch raises several unrelated types for a damaged file
+        raise CheckpointError(f'{path}: corrupt checkpoint ({type(exc).__name__}: {exc})') \
+            from exc

@@ -1,0 +1,158 @@
+"""KL-regularized critic: target functions by hand, learning on known problems, checkpoints."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ssq_ros.config import ConfigError, parse
+from ssq_ros.learning.critic import (
+    CheckpointError,
+    CriticConfig,
+    KLCritic,
+    soft_value_discrete,
+    soft_value_sampled,
+)
+from ssq_ros.learning.replay import Batch, ReplayBuffer
+
+
+def test_soft_value_discrete_matches_hand_computation_and_masks_zero_mu():
+    q = torch.tensor([[1.0, 100.0, 3.0]], dtype=torch.float64)
+    mu = torch.tensor([[0.25, 0.0, 0.75]], dtype=torch.float64)
+    expected = 0.5 * math.log(0.25 * math.exp(2.0) + 0.75 * math.exp(6.0))
+    # Q = 100 at the forbidden action must not matter at all.
+    assert soft_value_discrete(q, mu, 0.5).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_soft_value_discrete_limits_in_alpha():
+    q = torch.tensor([1.0, 5.0, 3.0, 9.0], dtype=torch.float64)
+    mu = torch.tensor([0.2, 0.3, 0.5, 0.0], dtype=torch.float64)
+    assert soft_value_discrete(q, mu, 1e4).item() == pytest.approx(0.2 + 1.5 + 1.5, abs=1e-3)
+    assert soft_value_discrete(q, mu, 1e-3).item() == pytest.approx(5.0, abs=2e-3)
+
+
+def test_soft_value_discrete_rejects_rows_without_support_and_shape_mismatch():
+    with pytest.raises(ValueError, match='without support'):
+        soft_value_discrete(torch.zeros(2, 3), torch.zeros(2, 3), 1.0)
+    with pytest.raises(ValueError, match='same shape'):
+        soft_value_discrete(torch.zeros(2, 3), torch.ones(2, 2) / 2, 1.0)
+
+
+def test_soft_value_sampled_matches_hand_computation():
+    q = torch.tensor([[0.0, 1.0, 2.0], [4.0, 4.0, 4.0]], dtype=torch.float64)
+    alpha = 2.0
+    expected = alpha * (math.log(1 + math.exp(0.5) + math.exp(1.0)) - math.log(3))
+    values = soft_value_sampled(q, alpha)
+    assert values[0].item() == pytest.approx(expected, rel=1e-12)
+    assert values[1].item() == pytest.approx(4.0, rel=1e-12)  # equal samples: no bias
+    assert soft_value_sampled(torch.tensor([[7.0]]), 0.1).item() == pytest.approx(7.0)
+
+
+def small_config(**changes) -> CriticConfig:
+    base = dict(alpha=0.5, gamma=0.9, tau=0.05, lr=3e-3, hidden_sizes=[32, 32], num_q=2,
+                batch_size=64, grad_clip=10.0)
+    base.update(changes)
+    return parse(CriticConfig, base)
+
+
+def test_target_uses_the_minimum_of_the_target_ensemble_and_stops_at_terminals():
+    critic = KLCritic(obs_dim=2, config=small_config(num_q=3), n_actions=3, seed=1)
+    batch = Batch(obs=torch.zeros(2, 2), action=torch.tensor([0, 1]),
+                  reward=torch.tensor([1.0, -2.0]), next_obs=torch.tensor([[1.0, 0.0]] * 2),
+                  done=torch.tensor([0.0, 1.0]),
+                  next_support=torch.tensor([[0.5, 0.5, 0.0]] * 2))
+    with torch.no_grad():
+        q_next = torch.stack([net(batch.next_obs) for net in critic.q_target.nets])
+    v_next = soft_value_discrete(q_next.min(dim=0).values, batch.next_support, 0.5)
+    y = critic.target(batch)
+    assert y[0].item() == pytest.approx(1.0 + 0.9 * v_next[0].item(), rel=1e-6)
+    assert y[1].item() == pytest.approx(-2.0)
+
+
+def one_step_buffer(rng: np.random.Generator) -> ReplayBuffer:
+    """Two states, three actions, every step terminal: Q(s, a) must equal the reward."""
+    buffer = ReplayBuffer.discrete(capacity=512, obs_dim=2, n_actions=3)
+    rewards = np.array([[1.0, -1.0, 0.5], [0.0, 2.0, -3.0]])
+    for _ in range(512):
+        state, action = int(rng.integers(2)), int(rng.integers(3))
+        obs = np.eye(2)[state]
+        buffer.add(obs, action, rewards[state, action], obs, True, [1 / 3] * 3)
+    return buffer
+
+
+def test_discrete_critic_learns_terminal_rewards():
+    rng = np.random.default_rng(0)
+    buffer = one_step_buffer(rng)
+    critic = KLCritic(obs_dim=2, config=small_config(), n_actions=3, seed=0)
+    stats = [critic.update(buffer.sample(64, rng)) for _ in range(400)]
+    assert stats[-1]['loss'] < 0.01 * stats[0]['loss']
+    q = critic.q_values(torch.eye(2))
+    np.testing.assert_allclose(q.numpy(), [[1.0, -1.0, 0.5], [0.0, 2.0, -3.0]], atol=0.05)
+    assert set(stats[-1]) >= {'loss', 'q_mean', 'target_mean', 'grad_norm'}
+
+
+def test_continuous_critic_learns_a_bootstrapped_value_over_samples():
+    """One state, reward r(a) = -a^2, s' = s non-terminal, mu's K samples all at a' = 0.
+
+    Fixed point: V(s) = Q(s, 0) = 0 / (1 - gamma) = 0, so Q(s, a) = -a^2 + gamma * 0.
+    With samples at a' = 0.5 instead: Q(s, 0.5) = -0.25 / (1 - gamma).
+    """
+    rng = np.random.default_rng(1)
+    config = small_config(gamma=0.5, alpha=0.1)
+    buffer = ReplayBuffer.continuous(capacity=512, obs_dim=1, action_dim=1, num_samples=4)
+    for _ in range(512):
+        action = rng.uniform(-1, 1, size=1)
+        buffer.add([1.0], action, -float(action[0] ** 2), [1.0], False, np.full((4, 1), 0.5))
+    critic = KLCritic(obs_dim=1, config=config, action_dim=1, seed=0)
+    for _ in range(1500):
+        critic.update(buffer.sample(64, rng))
+    actions = torch.tensor([[[-1.0], [0.0], [0.5], [1.0]]])
+    q = critic.q_values(torch.ones(1, 1), actions)[0].numpy()
+    v = -0.25 / (1 - 0.5)  # V(s) = Q(s, 0.5) at the fixed point
+    np.testing.assert_allclose(q, [-1.0 + 0.5 * v, 0.5 * v, -0.25 + 0.5 * v, -1.0 + 0.5 * v],
+                               atol=0.06)
+
+
+def test_checkpoint_round_trip_restores_networks_targets_and_optimizer(tmp_path):
+    rng = np.random.default_rng(2)
+    buffer = one_step_buffer(rng)
+    critic = KLCritic(obs_dim=2, config=small_config(), n_actions=3, seed=0)
+    for _ in range(5):
+        critic.update(buffer.sample(64, rng))
+    path = critic.save(tmp_path / 'critic.pt')
+    restored = KLCritic(obs_dim=2, config=small_config(), n_actions=3, seed=99)
+    restored.load(path)
+    assert restored.updates == 5
+    batch = buffer.sample(64, np.random.default_rng(3))
+    torch.testing.assert_close(restored.target(batch), critic.target(batch))
+    # Same optimizer state: the next update is identical.
+    assert restored.update(batch) == critic.update(batch)
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path):
+    critic = KLCritic(obs_dim=2, config=small_config(), n_actions=3)
+    with pytest.raises(CheckpointError, match='not found'):
+        critic.load(tmp_path / 'absent.pt')
+    corrupt = tmp_path / 'corrupt.pt'
+    corrupt.write_bytes(b'\x00garbage')
+    with pytest.raises(CheckpointError, match='corrupt'):
+        critic.load(corrupt)
+    path = critic.save(tmp_path / 'critic.pt')
+    with pytest.raises(CheckpointError, match='this critic is'):
+        KLCritic(obs_dim=2, config=small_config(alpha=0.7), n_actions=3).load(path)
+    with pytest.raises(CheckpointError, match='this critic is'):
+        KLCritic(obs_dim=2, config=small_config(), n_actions=4).load(path)
+
+
+@pytest.mark.parametrize('bad', [dict(alpha=0.0), dict(gamma=1.5), dict(num_q=0),
+                                 dict(hidden_sizes=[0]), dict(bogus=1), dict(lr='fast')])
+def test_config_rejects_bad_values_by_name(bad):
+    with pytest.raises(ConfigError, match=next(iter(bad))):
+        small_config(**bad)
+
+
+def test_constructor_needs_exactly_one_action_space():
+    with pytest.raises(ValueError, match='exactly one'):
+        KLCritic(obs_dim=2, config=small_config())
+    with pytest.raises(ValueError, match='exactly one'):
+        KLCritic(obs_dim=2, config=small_config(), n_actions=2, action_dim=2)
