@@ -1,0 +1,165 @@
+"""The support check: which joint-velocity commands keep the arm in S now and able to stop in S.
+
+Model of the arm between two control steps (the assumption every guarantee rests on, see
+docs/safety.md): the velocity controller moves the joint velocity from its current value qdot
+toward the command v along a straight line in velocity space at the deceleration `a` (per joint,
+synchronised so the direction is kept), holds it, and after the period brakes the same way to
+zero. A candidate v is accepted iff every sampled state of that path, over the control period
+and the braking that follows, has all safe-set margins >= 0. The braking path of an accepted
+command is exactly the path of the hold command (v = 0) at the next state, so hold stays
+accepted from every state the accepted commands lead to; `hold_tolerance` absorbs the difference
+between the model and the tracked motion (see `SupportCheck.is_safe`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssq_ros.config import ConfigError, load, spec
+from ssq_ros.safety.safe_set import SafeSet, Verdict
+
+
+@dataclass(frozen=True)
+class SupportConfig:
+    deceleration_fraction: float = spec(
+        0.5, doc='velocity ramp and braking rate as a fraction of the acceleration limits; the '
+                 'velocity controller must ramp at least this fast', low=0.01, high=1.0)
+    period_samples: int = spec(3, doc='states checked along the control period', low=1, high=50)
+    braking_samples: int = spec(4, doc='states checked along the braking path', low=1, high=50)
+    hold_tolerance: float = spec(
+        0.01, doc='the hold command is accepted down to this negative margin [m or rad]: its '
+                  'path is the braking path already checked, off by the tracking error',
+        low=0.0, high=0.1)
+
+
+def load_support_config(path: str | Path) -> SupportConfig:
+    """The `support` section of a safe-set yaml."""
+    return load(SupportConfig, path, 'support')
+
+
+def ramp_time(start: np.ndarray, target: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """Time (N,) to move velocities start -> target (N, n) with |change_i| / rate_i <= t."""
+    return (np.abs(target - start) / rate).max(axis=-1)
+
+
+def ramp_displacement(start: np.ndarray, target: np.ndarray, duration: np.ndarray,
+                      times: np.ndarray) -> np.ndarray:
+    """Displacement (N, T, n) at `times` (T,) of a linear velocity ramp start -> target (N, n)
+    lasting `duration` (N,), then holding target."""
+    t = times[None, :]
+    ramp = duration[:, None]
+    with np.errstate(divide='ignore', invalid='ignore'):
+        shaped = np.where(t < ramp, t * t / (2.0 * ramp), t - ramp / 2.0)
+    shaped = np.where(ramp > 0, shaped, t)  # an instant switch when start == target
+    return start[:, None, :] * t[..., None] + (target - start)[:, None, :] * shaped[..., None]
+
+
+def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: float,
+               rate: np.ndarray, period_samples: int, braking_samples: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and velocities (N, P+B, n) of each command's model path: P states over the
+    period (ramp toward the command), then B states of braking to rest."""
+    commands = np.atleast_2d(commands)
+    start = np.broadcast_to(qdot, commands.shape)
+    ramp = ramp_time(start, commands, rate)
+    times = period * np.arange(1, period_samples + 1) / period_samples
+    positions = q + ramp_displacement(start, commands, ramp, times)
+    progress = np.minimum(1.0, np.divide(times, ramp[:, None], out=np.ones((len(ramp),
+                                         len(times))), where=ramp[:, None] > 0))
+    velocities = start[:, None, :] + (commands - start)[:, None, :] * progress[..., None]
+    end_position, end_velocity = positions[:, -1], velocities[:, -1]
+    stop = ramp_time(end_velocity, np.zeros_like(end_velocity), rate)
+    fractions = np.arange(1, braking_samples + 1) / braking_samples
+    # Synchronised braking from w over time t_s travels w * t_s * (f - f^2 / 2) at fraction f.
+    travel = stop[:, None] * (fractions - fractions ** 2 / 2.0)[None, :]
+    brake_positions = end_position[:, None, :] + end_velocity[:, None, :] * travel[..., None]
+    brake_velocities = end_velocity[:, None, :] * (1.0 - fractions)[None, :, None]
+    return (np.concatenate([positions, brake_positions], axis=1),
+            np.concatenate([velocities, brake_velocities], axis=1))
+
+
+class SupportCheck:
+    """Decides, at one state, which joint-velocity commands are in the safe support."""
+
+    def __init__(self, safe_set: SafeSet, config: SupportConfig, period: float):
+        robot = safe_set.robot
+        if not np.all(np.isfinite(robot.acceleration_limit)):
+            raise ConfigError('robot.acceleration_limits: the support check needs finite '
+                              'acceleration limits for every joint (braking distance)')
+        if not (np.isfinite(period) and period > 0):
+            raise ValueError(f'control period must be positive and finite, got {period!r}')
+        self.safe_set = safe_set
+        self.config = config
+        self.period = float(period)
+        self.rate = robot.acceleration_limit * config.deceleration_fraction
+        self.dof = robot.dof
+
+    def _check_state(self, q: np.ndarray, qdot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = np.asarray(q, dtype=float)
+        qdot = np.asarray(qdot, dtype=float)
+        for name, value in (('q', q), ('qdot', qdot)):
+            if value.shape != (self.dof,):
+                raise ValueError(f'{name} must have shape ({self.dof},), got {value.shape}')
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f'{name} contains NaN or inf')
+        return q, qdot
+
+    def path_margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray
+                     ) -> np.ndarray:
+        """Worst margin (N, C) of each constraint along each command's path.
+
+        Rows with a non-finite or wrongly sized command raise ValueError; use `is_safe`, which
+        rejects them instead, where a batch may hold garbage.
+        """
+        q, qdot = self._check_state(q, qdot)
+        commands = np.asarray(commands, dtype=float)
+        if commands.ndim != 2 or commands.shape[1] != self.dof:
+            raise ValueError(f'commands must have shape (N, {self.dof}), got {commands.shape}')
+        positions, velocities = swept_path(q, qdot, commands, self.period, self.rate,
+                                           self.config.period_samples,
+                                           self.config.braking_samples)
+        count, samples = positions.shape[:2]
+        margins = self.safe_set.margins(positions.reshape(-1, self.dof),
+                                        velocities.reshape(-1, self.dof))
+        margins = margins.reshape(count, samples, -1).min(axis=1)
+        # The command itself must respect the velocity limits, even where the ramp would not
+        # reach it within this period: repeated, it would be reached.
+        velocity_columns = slice(self.dof, 2 * self.dof)
+        margins[:, velocity_columns] = np.minimum(
+            margins[:, velocity_columns], self.safe_set.velocity_limit - np.abs(commands))
+        return margins
+
+    def margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
+        """Worst margin (N,) over all constraints along each command's path."""
+        return self.path_margins(q, qdot, commands).min(axis=1)
+
+    def is_safe(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
+        """(N,) booleans: command i keeps the arm in S for the period and can stop in S.
+
+        The hold command (all zeros) is judged against -hold_tolerance instead of 0, so the
+        braking path checked one step earlier stays acceptable under small tracking errors.
+        Malformed rows (NaN, inf) are rejected, never accepted.
+        """
+        commands = np.asarray(commands, dtype=float)
+        if commands.ndim != 2 or commands.shape[1] != self.dof:
+            raise ValueError(f'commands must have shape (N, {self.dof}), got {commands.shape}')
+        finite = np.all(np.isfinite(commands), axis=1)
+        result = np.zeros(len(commands), dtype=bool)
+        if finite.any():
+            rows = commands[finite]
+            threshold = np.where(np.all(rows == 0.0, axis=1), -self.config.hold_tolerance, 0.0)
+            result[finite] = self.margins(q, qdot, rows) >= threshold
+        return result
+
+    def hold_is_safe(self, q: np.ndarray, qdot: np.ndarray) -> bool:
+        """Whether the hold command (brake to rest) is accepted at this state."""
+        return bool(self.is_safe(q, qdot, np.zeros((1, self.dof)))[0])
+
+    def explain(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray) -> Verdict:
+        """The tightest constraint along one command's path (for status messages)."""
+        margins = self.path_margins(q, qdot, np.asarray(command, dtype=float)[None])[0]
+        index = int(np.argmin(margins))
+        return Verdict(bool(margins[index] >= 0.0), float(margins[index]),
+                       self.safe_set.names[index])

@@ -1,0 +1,117 @@
+"""The support check: model path math, rejection of unsafe commands, hold always available."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssq_ros.config import ConfigError
+from ssq_ros.paths import config_path
+from ssq_ros.safety.robot import build_robot, load_robot
+from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
+from ssq_ros.safety.support import SupportCheck, load_support_config, ramp_displacement, swept_path
+
+PERIOD = 0.05
+
+
+@pytest.fixture(scope='module')
+def support():
+    robot = load_robot(config_path('robot.yaml'))
+    safe_set = SafeSet(robot, load_safe_set_config(config_path('safe_set.yaml')))
+    return SupportCheck(safe_set, load_support_config(config_path('safe_set.yaml')), PERIOD)
+
+
+def test_ramp_displacement_integrates_a_linear_velocity_ramp():
+    start, target = np.array([[0.2, -0.4]]), np.array([[1.0, 0.4]])
+    duration = np.array([0.3])
+    times = np.linspace(0.0, 0.6, 601)
+    displacement = ramp_displacement(start, target, duration, times)[0]
+    velocity = start + (target - start) * np.minimum(1.0, times / 0.3)[:, None]
+    numeric = np.cumsum(velocity, axis=0) * (times[1] - times[0])
+    assert np.allclose(displacement, numeric - velocity[0] * (times[1] - times[0]), atol=2e-3)
+    instant = ramp_displacement(target, target, np.array([0.0]), times)[0]
+    assert np.allclose(instant, target * times[:, None])
+
+
+def test_braking_ends_at_rest_after_the_braking_distance():
+    rate = np.array([2.0, 4.0])
+    q, command = np.zeros(2), np.array([[1.0, 1.0]])
+    positions, velocities = swept_path(q, command, command, PERIOD, rate, 3, 5)
+    assert np.allclose(velocities[0, -1], 0.0)
+    assert np.allclose(velocities[0, :3], command)  # already at the command: no ramp
+    # Synchronised braking stops both joints in 1.0/2.0 s: travel 1.0 * 0.5 / 2 = 0.25.
+    assert np.allclose(positions[0, -1], PERIOD * command[0] + 0.25)
+
+
+def test_commands_into_a_keep_out_zone_are_rejected(support):
+    kin, safe_set = support.safe_set.kinematics, support.safe_set
+    # The hand 10 cm above the fixture, already moving down: going on is rejected, while
+    # braking (hold) and reversing are accepted.
+    q = np.array([0.0, -0.251, 0.0, -2.186, 0.0, 2.044, 0.785])
+    assert np.allclose(kin.ee_position(q), [0.5, 0.0, 0.4], atol=2e-3)
+    down = np.linalg.pinv(kin.ee_jacobian(q)) @ np.array([0.0, 0.0, -1.0])
+    down *= 0.9 * safe_set.velocity_limit.min() / np.abs(down).max()
+    qdot = 0.6 * down
+    assert safe_set.evaluate(q, qdot).safe
+    verdict = support.explain(q, qdot, down)
+    assert not verdict.safe and verdict.constraint == 'keep_out:fixture'
+    ok = support.is_safe(q, qdot, np.stack([down, np.zeros(7), -down]))
+    assert list(ok) == [False, True, True]
+    # Faster still, not even braking at the configured deceleration stops in time.
+    assert not support.hold_is_safe(q, down)
+
+
+def test_too_fast_and_malformed_commands_are_rejected(support):
+    home = support.safe_set.robot.home
+    fast = np.zeros(7)
+    fast[0] = support.safe_set.velocity_limit[0] * 1.05
+    slow = fast / 2
+    bad = np.full(7, np.nan)
+    ok = support.is_safe(home, np.zeros(7), np.stack([fast, slow, bad, np.zeros(7)]))
+    assert list(ok) == [False, True, False, True]
+    assert support.explain(home, np.zeros(7), fast).constraint == 'joint_velocity:ssq_joint1'
+    with pytest.raises(ValueError, match='shape'):
+        support.is_safe(home, np.zeros(7), np.zeros((2, 6)))
+    with pytest.raises(ValueError, match='qdot contains NaN'):
+        support.is_safe(home, np.full(7, np.nan), np.zeros((1, 7)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2 ** 31))
+def test_hold_stays_safe_after_any_accepted_command(support, seed):
+    """From the state an accepted command leads to, the hold command is accepted too."""
+    rng = np.random.default_rng(seed)
+    robot, safe_set = support.safe_set.robot, support.safe_set
+    q = np.clip(robot.home + rng.uniform(-0.6, 0.6, 7), safe_set.position_lower,
+                safe_set.position_upper)
+    qdot = rng.uniform(-0.5, 0.5, 7) * safe_set.velocity_limit
+    commands = rng.uniform(-1, 1, (64, 7)) * safe_set.velocity_limit
+    accepted = commands[support.is_safe(q, qdot, commands)]
+    positions, velocities = swept_path(q, qdot, accepted, PERIOD, support.rate,
+                                       support.config.period_samples,
+                                       support.config.braking_samples)
+    step = support.config.period_samples - 1
+    for q_next, qdot_next in zip(positions[:, step], velocities[:, step], strict=True):
+        assert support.hold_is_safe(q_next, qdot_next)
+        assert support.margins(q_next, qdot_next, np.zeros((1, 7)))[0] > -2e-3
+
+
+def test_hold_at_rest_in_a_safe_state_passes(support):
+    rng = np.random.default_rng(3)
+    safe_set = support.safe_set
+    qs = rng.uniform(safe_set.position_lower, safe_set.position_upper, (300, 7))
+    safe = safe_set.margins(qs, np.zeros((300, 7))).min(axis=1) >= 0
+    assert safe.sum() > 10
+    for q in qs[safe]:
+        assert support.hold_is_safe(q, np.zeros(7))
+
+
+def test_missing_acceleration_limits_are_refused(support):
+    robot = support.safe_set.robot
+    unlimited = build_robot(replace(robot.config, acceleration_limits=None))
+    safe_set = SafeSet(unlimited, support.safe_set.config)
+    with pytest.raises(ConfigError, match='acceleration_limits'):
+        SupportCheck(safe_set, support.config, PERIOD)
+    with pytest.raises(ValueError, match='period'):
+        SupportCheck(support.safe_set, support.config, 0.0)
