@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
+import traceback
 import types
 import typing
 from collections.abc import Callable, Iterable
@@ -212,18 +213,22 @@ class StatusReporter:
         self._diag_pub.publish(msg)
 
     def _log(self, status: SafetyStatus, text: str) -> None:
-        logger = self.node.get_logger()
-        log = logger.info if status.level == 0 else logger.warning if status.level == 1 else \
-            logger.error
-        log(f'{status.name}: {text}', throttle_duration_sec=0.5)
+        # rclpy ties one severity to each call site, hence three calls.
+        logger, line = self.node.get_logger(), f'{status.name}: {text}'
+        if status.level == 0:
+            logger.info(line, throttle_duration_sec=0.5)
+        elif status.level == 1:
+            logger.warning(line, throttle_duration_sec=0.5)
+        else:
+            logger.error(line, throttle_duration_sec=0.5)
 
 
 def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     """Create the node and spin it until SIGINT/SIGTERM; returns the process exit code.
 
     0 after a signal; 2 if the node refused its parameters at start (the message names the
-    parameter). The node's `before_shutdown()`, if it has one, runs while ROS is still up, so a
-    node can send a last stop command.
+    parameter); 1 after an unexpected exception. The node's `before_shutdown()`, if it has
+    one, runs while ROS is still up, so a node can send a last stop command.
     """
     stop_requested = False
 
@@ -243,13 +248,16 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         executor.add_node(node)
         while not stop_requested and rclpy.ok():
             executor.spin_once(timeout_sec=0.05)
-        hook = getattr(node, 'before_shutdown', None)
-        if hook is not None:
-            hook()
+        _before_shutdown(node)
         return 0
     except ConfigError as exc:
         print(f'[{_node_label(args)}] bad configuration: {exc}', file=sys.stderr)
         return 2
+    except Exception:  # a bug: still try to leave the arm stopped, then fail loudly
+        traceback.print_exc()
+        if node is not None:
+            _before_shutdown(node)
+        return 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -257,6 +265,12 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def _before_shutdown(node: Node) -> None:
+    hook = getattr(node, 'before_shutdown', None)
+    if hook is not None:
+        hook()
 
 
 def wait_until_delivered(publisher: Any, timeout: float = 0.2) -> None:
