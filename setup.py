@@ -19,7 +19,7 @@ def read_pinned_sections(path: Path) -> dict:
     sections = {'venv': []}
     current = 'venv'
     for raw in path.read_text().splitlines():
-        line = raw.strip()
+        line = raw.strip() if raw.lstrip().startswith('#') else raw.split('#')[0].strip()
         if line.startswith('# [') and line.endswith(']'):
             current = line[3:-1]
             sections.setdefault(current, [])
