@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Top-level Python module -> the package.xml key that provides it.
 MODULE_TO_KEY = {
-    'rclpy': 'rclpy', 'std_msgs': 'std_msgs', 'sensor_msgs': 'sensor_msgs',
+    'rclpy': 'rclpy', 'rcl_interfaces': 'rcl_interfaces', 'std_msgs': 'std_msgs',
+    'sensor_msgs': 'sensor_msgs',
     'geometry_msgs': 'geometry_msgs', 'trajectory_msgs': 'trajectory_msgs',
     'visualization_msgs': 'visualization_msgs', 'diagnostic_msgs': 'diagnostic_msgs',
     'std_srvs': 'std_srvs', 'rosgraph_msgs': 'rosgraph_msgs',
