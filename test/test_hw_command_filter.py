@@ -118,12 +118,12 @@ def test_gate_stops_until_state_and_command_are_fresh():
     out = gate.step(0.15)
     assert out.statuses == (S.STALE_COMMAND_STOP,) and out.is_stop
     assert np.array_equal(out.velocity, np.zeros(3)) and out.position[0] == 0.002
-    # The state ages out: stop and hold the last target, not the stale measurement.
+    # The state ages out: stop and hold the last measured position.
     gate.submit([0.01, 0, 0], 0.16)
-    moving = gate.step(0.17)
+    assert not gate.step(0.17).is_stop
     out = gate.step(0.2)
     assert out.statuses == (S.STALE_STATE_STOP,)
-    assert np.array_equal(out.position, moving.position)
+    assert np.array_equal(out.position, gate.measured_position)
 
 
 def test_gate_refused_command_stops_until_a_valid_one():

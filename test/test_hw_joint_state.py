@@ -47,6 +47,15 @@ def test_reader_checks_velocities_and_stamps():
     assert reader.accept(ORDER, [0, 0, 0], [0, 0, 0], 10.3, 10.2).stamp == 10.3
 
 
+def test_reader_refuses_implausible_positions():
+    bounds = (np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0]))
+    reader = JointStateReader(ORDER, position_bounds=bounds)
+    assert reader.accept(ORDER, [1.0, -1.0, 0], [0, 0, 0], 1.0, 1.0).positions[0] == 1.0
+    with pytest.raises(JointStateError, match="57.3 of joint 'j2' is outside") as info:
+        reader.accept(ORDER, [0, 57.3, 0], [0, 0, 0], 2.0, 2.0)  # degrees, not radians
+    assert info.value.status is S.STATE_IMPLAUSIBLE
+
+
 def test_reader_without_velocity_and_without_clock_check():
     reader = JointStateReader(ORDER, require_velocity=False)
     sample = reader.accept(ORDER, [1, 2, 3], [], 1.0, 1e9)

@@ -187,6 +187,10 @@ class StatusReporter:
     def reject(self, status: SafetyStatus, reason: str) -> None:
         """Count a refused incoming message and log why (throttled: floods stay readable)."""
         self._rejected.record([status])
+        self.explain(status, reason)
+
+    def explain(self, status: SafetyStatus, reason: str) -> None:
+        """Log and publish why a message was refused, without counting it."""
         self._last_rejection = f'{status.name}: {reason}'
         self.node.get_logger().warning(f'refused: {self._last_rejection}',
                                        throttle_duration_sec=1.0)

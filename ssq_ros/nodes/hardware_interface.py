@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from builtin_interfaces.msg import Duration as DurationMsg
 from rclpy.clock import Clock, ClockType
@@ -45,6 +47,7 @@ from ssq_ros.safety.command_filter import (
 )
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
+from ssq_ros.safety.status import SafetyStatus
 
 # ros2_control controllers whose name says what they expect (UR's driver adds the scaled one).
 STANDARD_CONTROLLERS = {
@@ -75,6 +78,8 @@ class HardwareInterfaceConfig:
                                   low=0.001, high=1.0)
     max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
                                 'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
+    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
+                                     'the URDF position limits [rad or m]', low=0.0, high=1.0)
     require_velocity: bool = spec(True, doc='refuse joint states without velocities')
     ignored_joints: tuple[str, ...] = spec((), doc='joints in /joint_states that are not '
                                            'controlled and dropped on purpose (e.g. gripper)')
@@ -100,18 +105,25 @@ def resolve_controller(cfg: HardwareInterfaceConfig) -> tuple[str, str]:
 
 
 class HardwareInterface(Node):
-    def __init__(self) -> None:
-        super().__init__('hardware_interface')
+    """`now` is the watchdog's time source in seconds (monotonic; a test may drive its own)."""
+
+    def __init__(self, now: Callable[[], float] = time.monotonic, **node_options: Any) -> None:
+        super().__init__('hardware_interface', **node_options)
+        self.now = now
         self.cfg = declare_config(self, HardwareInterfaceConfig)
         self.kind, self.controller_topic = resolve_controller(self.cfg)
         robot_file = self.cfg.robot_config or str(config_path('robot.yaml'))
         self.robot = load_robot(robot_file)
+        tolerance = self.cfg.position_tolerance
         try:
             limits = JointLimits.from_robot(self.robot, self.cfg.limits)
             self.reader = JointStateReader(self.robot.joint_names,
                                            require_velocity=self.cfg.require_velocity,
                                            max_stamp_age=self.cfg.max_stamp_age,
-                                           ignored_joints=self.cfg.ignored_joints)
+                                           ignored_joints=self.cfg.ignored_joints,
+                                           position_bounds=(
+                                               self.robot.position_lower - tolerance,
+                                               self.robot.position_upper + tolerance))
         except ValueError as exc:
             raise ConfigError(f'{robot_file} with limits.*: {exc}') from exc
         self.period = 1.0 / self.cfg.control_rate
@@ -137,7 +149,7 @@ class HardwareInterface(Node):
             f'{self.cfg.state_timeout:g} s (state) / {self.cfg.command_timeout:g} s (command)')
 
     def on_joint_state(self, msg: JointState) -> None:
-        now = time.monotonic()
+        now = self.now()
         try:
             sample = self.reader.accept(msg.name, msg.position, msg.velocity,
                                         stamp_seconds(msg.header.stamp),
@@ -148,34 +160,35 @@ class HardwareInterface(Node):
         self.gate.update_state(sample.positions, now)
 
     def on_command(self, msg: Float64MultiArray) -> None:
-        now = time.monotonic()
+        now = self.now()
         reason = self.gate.submit(msg.data, now)
-        if reason is not None:
-            self.reporter.reject(reason, f'{len(msg.data)} values for '
-                                 f'{len(self.robot.joint_names)} joints')
+        if reason is not None and reason is not SafetyStatus.ESTOPPED:
+            # Counted with the stop it causes (below); here only the details are logged.
+            self.reporter.explain(reason, f'{len(msg.data)} values for '
+                                  f'{len(self.robot.joint_names)} joints')
         self.send(self.gate.step(now))
         self.timer.reset()  # the next periodic send is one full period after this one
 
     def on_timer(self) -> None:
-        self.send(self.gate.step(time.monotonic()))
+        self.send(self.gate.step(self.now()))
 
     def on_estop_button(self, msg: Bool) -> None:
         was_latched = self.gate.estopped
         self.gate.set_button(bool(msg.data))
         if self.gate.estopped and not was_latched:
             self.get_logger().error('e-stop button pressed: stopping')
-            self.send(self.gate.step(time.monotonic()))
+            self.send(self.gate.step(self.now()))
 
     def on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.gate.estop()
-        self.send(self.gate.step(time.monotonic()))
+        self.send(self.gate.step(self.now()))
         self.get_logger().error('e-stop requested: stopping; call /ssq/estop_reset to resume')
         response.success, response.message = True, 'e-stop latched'
         return response
 
     def on_estop_reset(self, request: Trigger.Request,
                        response: Trigger.Response) -> Trigger.Response:
-        refusal = self.gate.reset(time.monotonic())
+        refusal = self.gate.reset(self.now())
         response.success = refusal is None
         response.message = 'e-stop released; waiting for a new command' if refusal is None \
             else f'e-stop stays latched: {refusal}'
@@ -203,7 +216,7 @@ class HardwareInterface(Node):
     def before_shutdown(self) -> None:
         """Leave the arm stopped: a forward controller would otherwise keep the last command."""
         self.gate.estop()
-        self.send(self.gate.step(time.monotonic()))
+        self.send(self.gate.step(self.now()))
         wait_until_delivered(self.controller_pub)
         self.get_logger().info('shut down with a stop command sent')
 

@@ -165,7 +165,7 @@ class CommandGate:
 
     Moving needs a joint state newer than `state_timeout` and a valid command newer than
     `command_timeout`. Anything else produces a stop: zero velocity and, for position
-    controllers, a hold at the measured position (at the last target if the state is stale).
+    controllers, a hold at the last measured position.
     """
 
     def __init__(self, limits: JointLimits, period: float, state_timeout: float,
@@ -183,13 +183,17 @@ class CommandGate:
         self._rejection: SafetyStatus | None = None
         self._sent = np.zeros(limits.size)
         self._sent_time: float | None = None
-        self._target: np.ndarray | None = None
         self._estop_latched = False
         self._button_pressed = False
 
     @property
     def estopped(self) -> bool:
         return self._estop_latched
+
+    @property
+    def measured_position(self) -> np.ndarray | None:
+        """The last accepted measured position (a copy), None before the first."""
+        return None if self._position is None else self._position.copy()
 
     def update_state(self, position: np.ndarray, now: float) -> None:
         """Record an accepted (validated, reordered) measured position."""
@@ -271,13 +275,9 @@ class CommandGate:
         return None
 
     def _stop(self, reason: SafetyStatus, now: float) -> GateOutput:
-        if self.state_is_fresh(now):
-            hold = self._position.copy()
-        else:  # the arm has moved since the stale measurement; hold where it was sent
-            hold = self._target if self._target is not None else self._position
-        return self._record(np.zeros(self.limits.size), hold, (reason,), now)
+        return self._record(np.zeros(self.limits.size), self._position, (reason,), now)
 
     def _record(self, velocity: np.ndarray, target: np.ndarray | None,
                 statuses: tuple[SafetyStatus, ...], now: float) -> GateOutput:
-        self._sent, self._sent_time, self._target = velocity, now, target
+        self._sent, self._sent_time = velocity, now
         return GateOutput(velocity.copy(), None if target is None else target.copy(), statuses)

@@ -68,13 +68,16 @@ def reorder(names: Sequence[str], values: Sequence[float], joint_order: Sequence
 class JointStateReader:
     """Accepts joint states in any order and returns them in `joint_order`, or refuses them.
 
+    `position_bounds` (low, high), if given, refuses positions outside them: a driver that
+    reports a joint far beyond its limits has a different robot config or other units.
     `max_stamp_age` > 0 refuses stamps further than that from `now` (either direction, so a
     clock that jumped is caught too); 0 turns the check off for machines without a shared clock.
     Stamps must strictly increase: a repeated or older stamp is a replay, not fresh data.
     """
 
     def __init__(self, joint_order: Sequence[str], *, require_velocity: bool = True,
-                 max_stamp_age: float = 0.0, ignored_joints: Sequence[str] = ()) -> None:
+                 max_stamp_age: float = 0.0, ignored_joints: Sequence[str] = (),
+                 position_bounds: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if len(set(joint_order)) != len(joint_order) or not joint_order:
             raise ValueError(f'joint order must list distinct joints, got {list(joint_order)}')
         overlap = set(joint_order) & set(ignored_joints)
@@ -84,6 +87,7 @@ class JointStateReader:
         self.require_velocity = require_velocity
         self.max_stamp_age = max_stamp_age
         self.ignored = frozenset(ignored_joints)
+        self.position_bounds = position_bounds
         self.last_stamp: float | None = None
 
     def accept(self, names: Sequence[str], positions: Sequence[float],
@@ -92,6 +96,15 @@ class JointStateReader:
         if not math.isfinite(stamp):
             raise JointStateError(SafetyStatus.STATE_REJECTED_NONFINITE, 'stamp is not finite')
         q = reorder(names, positions, self.joint_order, 'position', self.ignored)
+        if self.position_bounds is not None:
+            low, high = self.position_bounds
+            outside = np.flatnonzero((q < low) | (q > high))
+            if outside.size:
+                i = int(outside[0])
+                raise JointStateError(SafetyStatus.STATE_IMPLAUSIBLE,
+                                      f'position {q[i]:.4g} of joint {self.joint_order[i]!r} is '
+                                      f'outside the plausible range [{low[i]:.4g}, '
+                                      f'{high[i]:.4g}]')
         if len(velocities) == 0 and not self.require_velocity:
             qd = None
         else:

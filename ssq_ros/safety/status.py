@@ -38,6 +38,8 @@ class SafetyStatus(enum.Enum):
     STATE_REJECTED_NONFINITE = (ERROR_LEVEL, 'joint state contains NaN or inf; refused')
     STATE_OUT_OF_ORDER = (ERROR_LEVEL, 'joint state stamp is not newer than the last one; '
                           'refused')
+    STATE_IMPLAUSIBLE = (ERROR_LEVEL, 'joint state position far outside the joint limits '
+                         '(wrong robot config or units?); refused')
     STATE_STAMP_OFF_CLOCK = (ERROR_LEVEL, 'joint state stamp is too far from the clock; refused')
     # Stops: the arm is actively commanded to stand still.
     NO_STATE_YET = (STALE_LEVEL, 'no valid joint state received yet; holding still')
