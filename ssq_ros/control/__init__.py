@@ -1,0 +1,1 @@
+"""Controllers that act on the arm: the safe behavior controller mu (numpy + pinocchio, no ROS)."""

@@ -1,0 +1,86 @@
+"""The gymnasium environments: API conformance, no shielding, referee verdict in info."""
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import ssq_ros.sim  # noqa: F401  (registers the environment ids)
+from ssq_ros.sim.env import ReachAvoidEnv, make_setup
+from ssq_ros.sim.reach_avoid import segment_hits_box, segment_hits_sphere
+
+
+@pytest.fixture(scope='module')
+def setup():
+    return make_setup()
+
+
+@pytest.mark.parametrize('env_id', ['ssq_ros/ReachAvoid-v0', 'ssq_ros/ReachAvoidContinuous-v0'])
+def test_registered_envs_pass_the_gymnasium_checker(env_id):
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    assert {'unsafe', 'min_margin', 'constraint'} <= set(info)
+    obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert {'unsafe', 'min_margin', 'constraint', 'success', 'distance'} <= set(info)
+    assert np.isfinite(reward) and env.observation_space.contains(obs)
+
+
+def test_episodes_cross_a_zone_and_start_safe(setup):
+    env = ReachAvoidEnv(True, setup=setup)
+    for seed in range(5):
+        obs, info = env.reset(seed=seed)
+        layout = setup.task.layout
+        assert not info['unsafe'] and info['min_margin'] > 0
+        assert setup.task.crosses_zone(obs[layout['ee']], obs[layout['goal']])
+        assert np.allclose(obs[layout['to_goal']], obs[layout['goal']] - obs[layout['ee']],
+                           atol=1e-6)
+        assert np.allclose(obs[layout['qdot']], 0.0)
+
+
+def test_the_env_does_not_shield(setup):
+    """Pushing the hand down above the fixture: the env executes it and the referee reports."""
+    env = ReachAvoidEnv(True, setup=setup)
+    env.reset(seed=0)
+    env.sim.reset(np.array([0.0, -0.251, 0.0, -2.186, 0.0, 2.044, 0.785]))
+    down = setup.cartesian.names.index('-z')
+    verdicts = [env.step(down)[4] for _ in range(40)]
+    unsafe = [v for v in verdicts if v['unsafe']]
+    assert unsafe and unsafe[0]['constraint'] == 'keep_out:fixture'
+    assert unsafe[0]['min_margin'] < 0
+
+
+def test_reward_and_success(setup):
+    env = ReachAvoidEnv(True, setup=setup)
+    env.reset(seed=1)
+    env.goal = env.sim.ee_position()
+    obs, reward, terminated, truncated, info = env.step(setup.cartesian.hold_index)
+    assert terminated and info['success'] and not truncated
+    assert reward == pytest.approx(setup.config.task.success_bonus - info['distance'])
+    env.reset(seed=1)
+    for _ in range(setup.config.task.max_steps):
+        *_, terminated, truncated, info = env.step(setup.cartesian.hold_index)
+    assert truncated and not terminated
+
+
+def test_bad_actions_are_refused(setup):
+    discrete = ReachAvoidEnv(True, setup=setup)
+    discrete.reset(seed=0)
+    with pytest.raises(ValueError, match='not in'):
+        discrete.step(99)
+    continuous = ReachAvoidEnv(False, setup=setup)
+    continuous.reset(seed=0)
+    with pytest.raises(ValueError, match='finite'):
+        continuous.step(np.array([np.nan, 0.0, 0.0]))
+    with pytest.raises(ValueError, match='finite'):
+        continuous.step(np.zeros(4))
+
+
+def test_segment_intersections():
+    center, half = np.zeros(3), np.full(3, 0.1)
+    assert segment_hits_box(np.array([-1.0, 0, 0]), np.array([1.0, 0, 0]), center, half)
+    assert not segment_hits_box(np.array([-1.0, 0.2, 0]), np.array([1.0, 0.2, 0]), center, half)
+    assert not segment_hits_box(np.array([-1.0, 0, 0]), np.array([-0.5, 0, 0]), center, half)
+    assert segment_hits_box(np.array([-1.0, -1.0, 0]), np.array([1.0, 1.0, 0]), center, half)
+    assert segment_hits_sphere(np.array([-1.0, 0.05, 0]), np.array([1.0, 0.05, 0]), center, 0.1)
+    assert not segment_hits_sphere(np.array([0.5, 0, 0]), np.array([1.0, 0, 0]), center, 0.1)

@@ -1,0 +1,81 @@
+"""The safe behavior controller in MuJoCo: zero unsafe states by the referee, hold always
+accepted, while the same distribution without the support check goes unsafe."""
+import numpy as np
+import pytest
+
+from ssq_ros.paths import config_path
+from ssq_ros.sim.env import ReachAvoidEnv, make_setup
+
+DATA = config_path('robot.yaml').parents[1] / 'test' / 'data'
+
+
+@pytest.fixture(scope='module')
+def setup():
+    return make_setup()
+
+
+def run(env, controller, steps, seed, shield=True):
+    """Steps under mu; returns unsafe count, hold failures, chosen actions, fallbacks."""
+    rng = np.random.default_rng(seed)
+    env.reset(seed=seed)
+    unsafe = hold_refused = fallbacks = 0
+    actions = []
+    for _ in range(steps):
+        q, qdot = env.joint_state()
+        if shield:
+            hold_refused += not env.setup.support.hold_is_safe(q, qdot)
+        decision = controller.act(q, qdot, rng, env.goal, shield=shield)
+        if controller.discrete:
+            assert decision.allowed[decision.action] and decision.probs[decision.action] > 0
+            assert np.all(decision.probs[~decision.allowed] == 0)
+            assert decision.probs.sum() == pytest.approx(1.0)
+        assert np.allclose(decision.command, controller.command_for(q, decision.action))
+        fallbacks += decision.fallback
+        actions.append(decision.action)
+        *_, terminated, truncated, info = env.step(decision.action)
+        unsafe += info['unsafe']
+        if terminated or truncated:
+            env.reset()
+    return unsafe, hold_refused, actions, fallbacks
+
+
+def test_discrete_behavior_never_leaves_the_safe_set(setup):
+    env = ReachAvoidEnv(True, setup=setup)
+    controller = setup.behavior_controller(discrete=True)
+    unsafe, hold_refused, actions, fallbacks = run(env, controller, 600, seed=0)
+    assert unsafe == 0 and hold_refused == 0 and fallbacks == 0
+    assert len(set(actions)) >= 10  # it explores, it does not just hold
+    baseline, *_ = run(env, controller, 600, seed=0, shield=False)
+    assert baseline > 0
+
+
+def test_continuous_behavior_never_leaves_the_safe_set(setup):
+    env = ReachAvoidEnv(False, setup=setup)
+    controller = setup.behavior_controller(discrete=False)
+    rng = np.random.default_rng(5)
+    env.reset(seed=5)
+    q, qdot = env.joint_state()
+    decision = controller.act(q, qdot, rng, env.goal)
+    commands = setup.cartesian.to_joint(q, decision.samples)
+    assert decision.samples.shape == (setup.config.behavior.num_samples, 3)
+    assert setup.support.is_safe(q, qdot, commands).all()
+    unsafe, hold_refused, actions, _ = run(env, controller, 250, seed=5)
+    assert unsafe == 0 and hold_refused == 0
+    assert np.ptp(np.array(actions), axis=0).min() > 0.05  # spread over the action box
+
+
+@pytest.mark.parametrize('robot_file', ['panda.yaml', 'ur5.yaml'])
+def test_other_arms_by_configuration_alone(robot_file):
+    setup = make_setup(robot=DATA / robot_file)
+    env = ReachAvoidEnv(True, setup=setup)
+    unsafe, hold_refused, actions, _ = run(env, setup.behavior_controller(True), 150, seed=2)
+    assert unsafe == 0 and hold_refused == 0 and len(set(actions)) > 3
+
+
+def test_unknown_actions_are_refused(setup):
+    controller = setup.behavior_controller(discrete=True)
+    with pytest.raises(ValueError, match='outside'):
+        controller.command_for(setup.robot.home, 13)
+    with pytest.raises(ValueError, match='discrete behavior only'):
+        setup.behavior_controller(discrete=False).act(setup.robot.home, np.zeros(7),
+                                                      np.random.default_rng(0), shield=False)
