@@ -34,6 +34,7 @@ def share(folder: str) -> tuple:
 
 CONSOLE_SCRIPTS = [
     'hardware_interface = ssq_ros.nodes.hardware_interface:main',
+    'ssq-gridworld = ssq_ros.cli.gridworld:main',
 ]
 
 setup(

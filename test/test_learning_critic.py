@@ -62,7 +62,8 @@ def test_target_uses_the_minimum_of_the_target_ensemble_and_stops_at_terminals()
                   done=torch.tensor([0.0, 1.0]),
                   next_support=torch.tensor([[0.5, 0.5, 0.0]] * 2))
     with torch.no_grad():
-        q_next = torch.stack([net(batch.next_obs) for net in critic.q_target.nets])
+        q_next = critic.q_target(batch.next_obs)
+    assert q_next.shape == (3, 2, 3)
     v_next = soft_value_discrete(q_next.min(dim=0).values, batch.next_support, 0.5)
     y = critic.target(batch)
     assert y[0].item() == pytest.approx(1.0 + 0.9 * v_next[0].item(), rel=1e-6)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ssq_ros.config import ConfigError, parse, spec, to_dict
-from ssq_ros.learning.networks import mlp, polyak_update, seeded_init
+from ssq_ros.learning.networks import ensemble_mlp, polyak_update, seeded_init
 from ssq_ros.learning.replay import Batch
 from ssq_ros.learning.storage import atomic_write
 
@@ -74,25 +74,27 @@ def soft_value_sampled(q_samples: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 class QEnsemble(nn.Module):
-    """num_q independent Q networks; discrete: Q(s, .) heads, continuous: Q(s, a)."""
+    """num_q independent Q networks evaluated together; discrete: Q(s, .), continuous: Q(s, a)."""
 
     def __init__(self, obs_dim: int, hidden_sizes, num_q: int, n_actions: int | None,
                  action_dim: int | None):
         super().__init__()
+        self.num_q = num_q
         self.is_discrete = n_actions is not None
         in_dim = obs_dim if self.is_discrete else obs_dim + action_dim
         out_dim = n_actions if self.is_discrete else 1
-        self.nets = nn.ModuleList(mlp(in_dim, hidden_sizes, out_dim) for _ in range(num_q))
+        self.nets = ensemble_mlp(num_q, in_dim, hidden_sizes, out_dim)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
         """Discrete: (num_q, B, n). Continuous with actions (B, d) or (B, K, d):
         (num_q, B) or (num_q, B, K)."""
         if self.is_discrete:
-            return torch.stack([net(obs) for net in self.nets])
+            return self.nets(obs.unsqueeze(0).expand(self.num_q, -1, -1))
         if actions.dim() == 3:
             obs = obs.unsqueeze(1).expand(-1, actions.shape[1], -1)
         inputs = torch.cat([obs, actions], dim=-1)
-        return torch.stack([net(inputs).squeeze(-1) for net in self.nets])
+        flat = inputs.reshape(1, -1, inputs.shape[-1]).expand(self.num_q, -1, -1)
+        return self.nets(flat).reshape(self.num_q, *inputs.shape[:-1])
 
 
 class KLCritic:
@@ -110,7 +112,7 @@ class KLCritic:
             self.q = QEnsemble(obs_dim, self.config.hidden_sizes, self.config.num_q, n_actions,
                                action_dim)
         self.q_target = copy.deepcopy(self.q).requires_grad_(False)
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.lr)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=self.config.lr, foreach=True)
         self.updates = 0
 
     @torch.no_grad()

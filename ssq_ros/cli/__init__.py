@@ -1,0 +1,1 @@
+"""Command-line tools (console entry points declared in setup.py)."""
