@@ -23,7 +23,7 @@ def test_discrete_clone_recovers_mu_but_leaks_until_thresholded():
     cloned = ClonedBehavior(2, parse(CloningConfig, CONFIG), n_actions=4, seed=0)
     cloned.fit(obs, actions, rng)
     probs = cloned.distribution(np.eye(2))
-    np.testing.assert_allclose(probs, mu, atol=0.04)
+    np.testing.assert_allclose(probs, mu, atol=0.05)
     assert np.all(probs[mu == 0] > 0)  # a softmax is never exactly zero: the estimate leaks
 
     strict = ClonedBehavior(2, parse(CloningConfig, dict(CONFIG, min_prob=0.05)), n_actions=4,

@@ -20,9 +20,8 @@ import torch
 
 from ssq_ros.config import parse, spec, to_dict
 from ssq_ros.learning.behavior import ContinuousSafeBehavior
+from ssq_ros.learning.extraction import GaussianPolicy
 from ssq_ros.learning.networks import mlp, seeded_init
-
-_LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
 
 
 @dataclass
@@ -56,18 +55,18 @@ class ClonedBehavior:
             if self.low.shape != (action_dim,) or self.high.shape != (action_dim,):
                 raise ValueError(f'low and high must have shape ({action_dim},)')
         with seeded_init(seed):
-            out_dim = n_actions if self.is_discrete else 2 * action_dim
-            self.net = mlp(obs_dim, self.config.hidden_sizes, out_dim)
+            if self.is_discrete:
+                self.net = mlp(obs_dim, self.config.hidden_sizes, n_actions)
+            else:  # the same state-conditioned Gaussian that extraction fits
+                self.net = GaussianPolicy(obs_dim, action_dim, self.config.hidden_sizes)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.config.lr)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """log mu-hat(a|s): discrete actions (B,) int64 or continuous (B, d) -> (B,)."""
-        out = self.net(obs)
         if self.is_discrete:
-            return torch.log_softmax(out, dim=-1).gather(-1, actions.view(-1, 1)).squeeze(-1)
-        mean, log_std = out.chunk(2, dim=-1)
-        std = log_std.clamp(_LOG_STD_MIN, _LOG_STD_MAX).exp()
-        return torch.distributions.Normal(mean, std).log_prob(actions).sum(dim=-1)
+            return torch.log_softmax(self.net(obs), dim=-1).gather(
+                -1, actions.view(-1, 1)).squeeze(-1)
+        return self.net.log_prob(obs, actions)
 
     def fit(self, obs: np.ndarray, actions: np.ndarray, rng: np.random.Generator) -> float:
         """Maximum likelihood on logged pairs; returns the mean loss of the last 10% of steps."""
@@ -115,10 +114,9 @@ class ClonedBehavior:
         `fallback`) they are rejection-sampled exactly like ContinuousSafeBehavior."""
         if self.is_discrete:
             raise ValueError('support_samples() is for continuous actions; use distribution()')
-        out = self.net(torch.as_tensor(obs, dtype=torch.float32)[None])[0]
-        mean, log_std = out.chunk(2)
-        mean = np.clip(mean.double().numpy(), self.low, self.high)
-        std = log_std.clamp(_LOG_STD_MIN, _LOG_STD_MAX).exp().double().numpy()
+        dist = self.net.distribution(torch.as_tensor(obs, dtype=torch.float32)[None])
+        mean = np.clip(dist.loc[0].double().numpy(), self.low, self.high)
+        std = dist.scale[0].double().numpy()
         sampler = ContinuousSafeBehavior(self.low, self.high, std, num_samples, max_attempts)
         if is_safe is None:
             def accept_all(batch: np.ndarray) -> np.ndarray:
