@@ -33,6 +33,8 @@ def share(folder: str) -> tuple:
 
 
 CONSOLE_SCRIPTS = [
+    'ssq-train = ssq_ros.cli.train:main',
+    'ssq-report = ssq_ros.cli.report:main',
     'hardware_interface = ssq_ros.nodes.hardware_interface:main',
     'ssq-gridworld = ssq_ros.cli.gridworld:main',
 ]

@@ -1,0 +1,198 @@
+"""The online learner: replay + KL-regularized critic + policy extractor, with whole checkpoints.
+
+It knows nothing of robots or ROS: transitions arrive one at a time (from the trainer's loop or
+from the `/ssq/transitions` topic), `train` and `extract` run gradient steps on demand, and
+`save`/`load` write and read everything needed to continue exactly where it stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ssq_ros.config import ConfigError, parse, spec, to_dict
+from ssq_ros.learning.critic import CheckpointError, CriticConfig, KLCritic, load_checkpoint
+from ssq_ros.learning.extraction import ExtractionConfig, PolicyExtractor
+from ssq_ros.learning.replay import ReplayBuffer
+from ssq_ros.learning.storage import atomic_write
+
+_CHECKPOINT_KIND = 'ssq_ros.OnlineLearner/1'
+CHECKPOINT_FILE = 'learner.pt'
+
+
+@dataclass(frozen=True)
+class TaskSpaces:
+    """Observation and action spaces a learner is built for; travels with checkpoints/exports."""
+
+    obs_dim: int = spec(doc='observation size', low=1, high=100_000)
+    action_kind: str = spec(doc='discrete: an index into action_names; continuous: a vector',
+                            choices=('discrete', 'continuous'))
+    action_size: int = spec(doc='discrete: number of actions; continuous: action dimension',
+                            low=1, high=100_000)
+    num_samples: int = spec(1, doc="continuous: K samples of mu stored per transition (mu's "
+                            'support at s\'); discrete: unused', low=1, high=100_000)
+    action_names: tuple[str, ...] = spec((), doc='discrete: a name per action (may be empty)')
+    action_low: tuple[float, ...] = spec((), doc='continuous: lower action bound (may be empty)')
+    action_high: tuple[float, ...] = spec((), doc='continuous: upper action bound (may be '
+                                          'empty)')
+    observation_fields: tuple[str, ...] = spec((), doc='names of the observation slices')
+    observation_sizes: tuple[int, ...] = spec((), doc='sizes of the observation slices', low=1)
+
+    @property
+    def discrete(self) -> bool:
+        return self.action_kind == 'discrete'
+
+    def support_shape(self) -> tuple[int, ...]:
+        """Shape of mu's support at one state: probabilities (n,) or K samples (K, d)."""
+        return (self.action_size,) if self.discrete else (self.num_samples, self.action_size)
+
+
+def check_spaces(spaces: TaskSpaces) -> TaskSpaces:
+    """Re-validate `spaces` and the consistency of its optional names and bounds."""
+    spaces = parse(TaskSpaces, to_dict(spaces), 'TaskSpaces')
+    if spaces.discrete and spaces.action_names and \
+            len(spaces.action_names) != spaces.action_size:
+        raise ConfigError(f'TaskSpaces.action_names: {len(spaces.action_names)} names for '
+                          f'{spaces.action_size} actions')
+    for name in ('action_low', 'action_high'):
+        bound = getattr(spaces, name)
+        if bound and (spaces.discrete or len(bound) != spaces.action_size):
+            raise ConfigError(f'TaskSpaces.{name}: expected {spaces.action_size} values for a '
+                              f'continuous action, got {len(bound)}')
+    if len(spaces.observation_fields) != len(spaces.observation_sizes) or (
+            spaces.observation_sizes and sum(spaces.observation_sizes) != spaces.obs_dim):
+        raise ConfigError('TaskSpaces.observation_fields/sizes: must pair up and sum to '
+                          f'obs_dim={spaces.obs_dim}')
+    return spaces
+
+
+@dataclass
+class LearnerConfig:
+    """Everything the learner's behavior depends on, apart from the spaces and the seed."""
+
+    critic: CriticConfig = spec(default_factory=CriticConfig, doc='KL-regularized critic')
+    extraction: ExtractionConfig = spec(default_factory=ExtractionConfig,
+                                        doc='policy extraction')
+    replay_capacity: int = spec(200_000, low=1, high=100_000_000,
+                                doc='transitions kept; the oldest are overwritten')
+
+
+class OnlineLearner:
+    """Replay + critic + extractor. `policy_version` counts `extract` calls."""
+
+    def __init__(self, spaces: TaskSpaces, config: LearnerConfig, seed: int = 0):
+        self.spaces = check_spaces(spaces)
+        self.config = parse(LearnerConfig, to_dict(config), 'LearnerConfig')
+        self.seed = int(seed)
+        obs_dim, size = self.spaces.obs_dim, self.spaces.action_size
+        if self.spaces.discrete:
+            self.replay = ReplayBuffer.discrete(self.config.replay_capacity, obs_dim, size)
+            self.critic = KLCritic(obs_dim, self.config.critic, n_actions=size, seed=self.seed)
+        else:
+            self.replay = ReplayBuffer.continuous(self.config.replay_capacity, obs_dim, size,
+                                                  self.spaces.num_samples)
+            self.critic = KLCritic(obs_dim, self.config.critic, action_dim=size, seed=self.seed)
+        self.extractor = PolicyExtractor(self.critic, self.config.extraction, seed=self.seed + 1)
+        self.rng = np.random.default_rng(self.seed)
+        self.transitions = 0
+        self.extraction_steps = 0
+        self.policy_version = 0
+
+    @property
+    def updates(self) -> int:
+        return self.critic.updates
+
+    def add_transition(self, obs, action, reward, next_obs, done, next_support) -> None:
+        """Store one transition of mu; malformed values raise ValueError and store nothing."""
+        self.replay.add(obs, action, reward, next_obs, done, next_support)
+        self.transitions += 1
+
+    def train(self, n_updates: int) -> dict[str, float]:
+        """`n_updates` critic steps on uniform minibatches; mean of their statistics."""
+        if len(self.replay) == 0:
+            raise ValueError('train: the replay buffer is empty')
+        stats = [self.critic.update(self.replay.sample(self.config.critic.batch_size, self.rng))
+                 for _ in range(int(n_updates))]
+        return _mean(stats)
+
+    def extract(self, n_steps: int) -> dict[str, float]:
+        """`n_steps` extraction steps on replayed states s' with mu's support there."""
+        if len(self.replay) == 0:
+            raise ValueError('extract: the replay buffer is empty')
+        stats = []
+        for _ in range(int(n_steps)):
+            batch = self.replay.sample(self.config.extraction.batch_size, self.rng)
+            stats.append(self.extractor.update(batch.next_obs, batch.next_support))
+        self.extraction_steps += int(n_steps)
+        self.policy_version += 1
+        return _mean(stats)
+
+    @torch.no_grad()
+    def q_values(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Q(s_i, a_i) (N,) of states (N, obs_dim) and actions: indices (N,) or vectors (N, d)."""
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)
+        if self.spaces.discrete:
+            index = torch.as_tensor(np.asarray(actions), dtype=torch.int64)
+            return self.critic.q_values(obs_t).gather(1, index[:, None])[:, 0].numpy()
+        actions_t = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
+        return self.critic.q_values(obs_t, actions_t).numpy()
+
+    def state_dict(self) -> dict:
+        """Everything: networks, optimizers, replay contents, RNG states, counters, config."""
+        return {
+            'kind': _CHECKPOINT_KIND, 'spaces': to_dict(self.spaces),
+            'config': to_dict(self.config), 'seed': self.seed,
+            'critic': self.critic.state_dict(),
+            'policy': self.extractor.policy.state_dict(),
+            'policy_optimizer': self.extractor.optimizer.state_dict(),
+            'replay': {name: torch.from_numpy(array.copy())
+                       for name, array in self.replay.arrays.items()},
+            'replay_position': self.replay.position, 'replay_size': self.replay.size,
+            'rng': self.rng.bit_generator.state, 'torch_rng': torch.get_rng_state(),
+            'transitions': self.transitions, 'extraction_steps': self.extraction_steps,
+            'policy_version': self.policy_version,
+        }
+
+    def load_state_dict(self, state: dict, where: str = 'checkpoint') -> None:
+        """Restore a `state_dict`; refuses one written for other spaces or another config."""
+        if not isinstance(state, dict) or state.get('kind') != _CHECKPOINT_KIND:
+            raise CheckpointError(f'{where}: not an OnlineLearner checkpoint')
+        mine = (to_dict(self.spaces), to_dict(self.config), self.seed)
+        theirs = (state.get('spaces'), state.get('config'), state.get('seed'))
+        if theirs != mine:
+            raise CheckpointError(f'{where}: written for (spaces, config, seed) = {theirs}, '
+                                  f'this learner is {mine}')
+        replay = state['replay']
+        for name, array in self.replay.arrays.items():
+            if tuple(replay[name].shape) != array.shape:
+                raise CheckpointError(f'{where}: replay array {name} has shape '
+                                      f'{tuple(replay[name].shape)}, expected {array.shape}')
+        self.critic.load_state_dict(state['critic'], where)
+        self.extractor.policy.load_state_dict(state['policy'])
+        self.extractor.optimizer.load_state_dict(state['policy_optimizer'])
+        for name, array in self.replay.arrays.items():
+            array[...] = replay[name].numpy()
+        self.replay.position = int(state['replay_position'])
+        self.replay.size = int(state['replay_size'])
+        self.rng.bit_generator.state = state['rng']
+        torch.set_rng_state(state['torch_rng'])
+        self.transitions = int(state['transitions'])
+        self.extraction_steps = int(state['extraction_steps'])
+        self.policy_version = int(state['policy_version'])
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `folder/learner.pt` atomically (a temp file renamed over the old one)."""
+        return atomic_write(Path(folder) / CHECKPOINT_FILE,
+                            lambda f: torch.save(self.state_dict(), f))
+
+    def load(self, folder: str | Path) -> None:
+        path = Path(folder) / CHECKPOINT_FILE
+        self.load_state_dict(load_checkpoint(path), str(path))
+
+
+def _mean(stats: list[dict[str, float]]) -> dict[str, float]:
+    if not stats:
+        return {}
+    return {key: float(np.mean([s[key] for s in stats])) for key in stats[0]}
