@@ -33,6 +33,7 @@ def share(folder: str) -> tuple:
 
 
 CONSOLE_SCRIPTS = [
+    'ssq-sim-demo = ssq_ros.cli.sim_demo:main',
     'ssq-train = ssq_ros.cli.train:main',
     'ssq-report = ssq_ros.cli.report:main',
     'hardware_interface = ssq_ros.nodes.hardware_interface:main',

@@ -43,7 +43,7 @@ def test_jacobian_matches_finite_differences(kin):
 
 def test_axis_rotations_are_rotations():
     axis = np.array([1.0, 2.0, -0.5]) / np.linalg.norm([1.0, 2.0, -0.5])
-    rotations = axis_rotations(axis, np.linspace(-3, 3, 7))
+    rotations = axis_rotations(axis, np.linspace(-3, 3, 7)[:, None])[:, 0]
     assert np.allclose(rotations @ rotations.transpose(0, 2, 1), np.eye(3), atol=1e-12)
     assert np.allclose(rotations @ axis, axis, atol=1e-12)
 
@@ -53,3 +53,37 @@ def test_axis_rotations_are_rotations():
 def test_bad_configurations_are_rejected(kin, q, words):
     with pytest.raises(ValueError, match=words):
         kin.sphere_positions(q)
+
+
+SLIDER_URDF = '''<robot name="slider">
+  <link name="base"/>
+  <joint name="turn" type="revolute">
+    <parent link="base"/><child link="arm"/>
+    <origin xyz="0 0 0.3" rpy="0.3 0 0"/><axis xyz="0 1 1"/>
+    <limit lower="-3" upper="3" velocity="1" effort="10"/>
+  </joint>
+  <link name="arm"/>
+  <joint name="slide" type="prismatic">
+    <parent link="arm"/><child link="tip"/>
+    <origin xyz="0.2 0 0" rpy="0 0.5 0"/><axis xyz="1 0 0.5"/>
+    <limit lower="0" upper="0.4" velocity="0.5" effort="10"/>
+  </joint>
+  <link name="tip"/>
+</robot>'''
+
+
+def test_unaligned_revolute_and_prismatic_joints(tmp_path):
+    (tmp_path / 'slider.urdf').write_text(SLIDER_URDF)
+    (tmp_path / 'slider.yaml').write_text(
+        f'urdf: {tmp_path / "slider.urdf"}\njoint_names: [slide, turn]\nee_frame: tip\n'
+        'home: [0.1, 0.0]\ncollision_spheres:\n'
+        '  - {name: tip, frame: tip, offset: [0.01, 0.02, 0.03], radius: 0.05}\n')
+    robot = load_robot(tmp_path / 'slider.yaml')
+    kin = Kinematics(robot)
+    data = robot.model.createData()
+    for q in random_configurations(robot, 20, seed=4):
+        pin.framesForwardKinematics(robot.model, data, q[robot.to_pinocchio])
+        tip = data.oMf[robot.model.getFrameId('tip')]
+        assert np.allclose(kin.ee_position(q), tip.translation, atol=1e-12)
+        assert np.allclose(kin.sphere_positions(q)[0, 0], tip.act(np.array([0.01, 0.02, 0.03])),
+                           atol=1e-12)

@@ -29,12 +29,15 @@ def joint_axis(joint: pin.JointModel) -> tuple[str, np.ndarray]:
     raise ValueError(f'joint type {name} is not supported (revolute or prismatic only)')
 
 
-def axis_rotations(axis: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """Rotation matrices (B, 3, 3) about a unit axis by each angle (Rodrigues' formula)."""
-    x, y, z = axis
-    skew = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
-    s = np.sin(angles)[:, None, None]
-    c = np.cos(angles)[:, None, None]
+def axis_rotations(axes: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., J, 3, 3) about unit axes (J, 3) by angles (..., J) (Rodrigues)."""
+    axes = np.atleast_2d(axes)
+    x, y, z = axes[:, 0], axes[:, 1], axes[:, 2]
+    zero = np.zeros_like(x)
+    skew = np.stack([np.stack([zero, -z, y], -1), np.stack([z, zero, -x], -1),
+                     np.stack([-y, x, zero], -1)], -2)
+    s = np.sin(angles)[..., None, None]
+    c = np.cos(angles)[..., None, None]
     return np.eye(3) + s * skew + (1.0 - c) * (skew @ skew)
 
 
@@ -50,6 +53,8 @@ class Kinematics:
                              model.jointPlacements[i].translation.copy())
                             for i in range(1, model.njoints)]
         self._axes = [joint_axis(model.joints[i]) for i in range(1, model.njoints)]
+        self._axis_array = np.array([axis for _, axis in self._axes])
+        self._revolute = np.array([kind == 'revolute' for kind, _ in self._axes], dtype=float)
         self._from_pinocchio = np.argsort(robot.to_pinocchio)
         self._ee_frame_id = model.getFrameId(robot.ee_frame)
         self._ee_joint, self._ee_local = self._frame_point(robot.ee_frame, np.zeros(3))
@@ -85,13 +90,15 @@ class Kinematics:
         origins = np.empty((batch, count, 3))
         rotations[:, 0] = np.eye(3)
         origins[:, 0] = 0.0
+        # All joint motions at once; only the chain product below is sequential.
+        motions = axis_rotations(self._axis_array, q_pin * self._revolute)
         for k, (parent, (fixed_rot, fixed_pos), (kind, axis)) in enumerate(
                 zip(self._parents, self._placements, self._axes, strict=True)):
             parent_rot = rotations[:, parent]
             rotation = parent_rot @ fixed_rot
             origin = origins[:, parent] + parent_rot @ fixed_pos
             if kind == 'revolute':
-                rotation = rotation @ axis_rotations(axis, q_pin[:, k])
+                rotation = rotation @ motions[:, k]
             else:
                 origin = origin + (rotation @ axis) * q_pin[:, k, None]
             rotations[:, k + 1] = rotation
