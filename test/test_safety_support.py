@@ -10,7 +10,13 @@ from ssq_ros.config import ConfigError
 from ssq_ros.paths import config_path
 from ssq_ros.safety.robot import build_robot, load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
-from ssq_ros.safety.support import SupportCheck, load_support_config, ramp_displacement, swept_path
+from ssq_ros.safety.support import (
+    SupportCheck,
+    joint_travel,
+    load_support_config,
+    ramp_displacement,
+    swept_path,
+)
 
 PERIOD = 0.05
 
@@ -37,11 +43,49 @@ def test_ramp_displacement_integrates_a_linear_velocity_ramp():
 def test_braking_ends_at_rest_after_the_braking_distance():
     rate = np.array([2.0, 4.0])
     q, command = np.zeros(2), np.array([[1.0, 1.0]])
-    positions, velocities = swept_path(q, command, command, PERIOD, rate, 3, 5)
+    positions, velocities, durations = swept_path(q, command, command, PERIOD, rate, 3, 5)
     assert np.allclose(velocities[0, -1], 0.0)
     assert np.allclose(velocities[0, :3], command)  # already at the command: no ramp
     # Synchronised braking stops both joints in 1.0/2.0 s: travel 1.0 * 0.5 / 2 = 0.25.
     assert np.allclose(positions[0, -1], PERIOD * command[0] + 0.25)
+    assert np.allclose(durations[0], [PERIOD / 3] * 3 + [0.5 / 5] * 5)
+
+
+def test_joint_travel_bounds_the_motion_between_samples():
+    rng = np.random.default_rng(0)
+    rate = np.array([2.0, 4.0, 3.0])
+    qdot = rng.uniform(-1, 1, 3)
+    commands = rng.uniform(-1, 1, (20, 3))
+    coarse = swept_path(np.zeros(3), qdot, commands, PERIOD, rate, 2, 3)
+    dense_positions = swept_path(np.zeros(3), qdot, commands, PERIOD, rate, 400, 600)[0]
+    travel = joint_travel(qdot, coarse[1], coarse[2])
+    # Every dense point lies within half a stretch's travel of the nearer coarse sample.
+    ends = np.concatenate([np.zeros((20, 1, 3)), coarse[0]], axis=1)
+    for row in range(20):
+        for k in range(5):
+            lo, hi = ends[row, k], ends[row, k + 1]
+            between = dense_positions[row][
+                (np.abs(dense_positions[row] - lo).max(axis=1) <= travel[row, k].max() + 1e-12)
+                & (np.abs(dense_positions[row] - hi).max(axis=1) <= travel[row, k].max() + 1e-12)]
+            gap = np.minimum(np.abs(between - lo), np.abs(between - hi))
+            assert np.all(gap <= 0.5 * travel[row, k] + 1e-9)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2 ** 31))
+def test_accepted_paths_are_safe_everywhere_not_only_at_samples(support, seed):
+    """Commands the coarse check accepts keep every state of a 40x denser path in S."""
+    rng = np.random.default_rng(seed)
+    safe_set = support.safe_set
+    q = np.array([0.0, -0.251, 0.0, -2.186, 0.0, 2.044, 0.785]) + rng.uniform(-0.2, 0.2, 7)
+    qdot = rng.uniform(-0.3, 0.3, 7) * safe_set.velocity_limit
+    commands = rng.uniform(-1, 1, (32, 7)) * safe_set.velocity_limit
+    accepted = commands[support.margins(q, qdot, commands) >= 0]
+    if not len(accepted):
+        return
+    positions, velocities, _ = swept_path(q, qdot, accepted, PERIOD, support.rate, 150, 150)
+    dense = safe_set.margins(positions.reshape(-1, 7), velocities.reshape(-1, 7))
+    assert dense.min() >= -1e-9
 
 
 def test_commands_into_a_keep_out_zone_are_rejected(support):
@@ -77,7 +121,7 @@ def test_too_fast_and_malformed_commands_are_rejected(support):
         support.is_safe(home, np.full(7, np.nan), np.zeros((1, 7)))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2 ** 31))
 def test_hold_stays_safe_after_any_accepted_command(support, seed):
     """From the state an accepted command leads to, the hold command is accepted too."""
@@ -88,7 +132,7 @@ def test_hold_stays_safe_after_any_accepted_command(support, seed):
     qdot = rng.uniform(-0.5, 0.5, 7) * safe_set.velocity_limit
     commands = rng.uniform(-1, 1, (64, 7)) * safe_set.velocity_limit
     accepted = commands[support.is_safe(q, qdot, commands)]
-    positions, velocities = swept_path(q, qdot, accepted, PERIOD, support.rate,
+    positions, velocities, _ = swept_path(q, qdot, accepted, PERIOD, support.rate,
                                        support.config.period_samples,
                                        support.config.braking_samples)
     step = support.config.period_samples - 1

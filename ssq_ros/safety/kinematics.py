@@ -62,6 +62,25 @@ class Kinematics:
                   zip(robot.sphere_frames, robot.sphere_offsets, strict=True)]
         self._sphere_joints = np.array([j for j, _ in points])
         self._sphere_local = np.array([p for _, p in points])
+        self.lever_bound = self._lever_bound()
+        """R such that a joint motion dq moves no sphere centre by more than R * sum|dq_i|."""
+
+    def _lever_bound(self) -> float:
+        """Longest chain (sum of link offsets, plus prismatic travel) from any joint to any
+        sphere centre: a point at most R from every upstream joint axis moves at most
+        R * |angle| per revolute joint and |travel| per prismatic joint (R >= 1 m covers it)."""
+        model = self.robot.model
+        chain = np.zeros(model.njoints)
+        for k in range(1, model.njoints):
+            reach = np.linalg.norm(model.jointPlacements[k].translation)
+            if self._axes[k - 1][0] == 'prismatic':
+                index = model.joints[k].idx_q
+                reach += max(abs(model.lowerPositionLimit[index]),
+                             abs(model.upperPositionLimit[index]))
+            chain[k] = chain[model.parents[k]] + (reach if model.parents[k] > 0 else 0.0)
+        lengths = chain[self._sphere_joints] + np.linalg.norm(self._sphere_local, axis=1)
+        has_prismatic = any(kind == 'prismatic' for kind, _ in self._axes)
+        return float(max(lengths.max(), 1.0 if has_prismatic else 0.0))
 
     def _frame_point(self, frame: str, offset: np.ndarray) -> tuple[int, np.ndarray]:
         """(joint index, point in that joint's frame) of a point fixed in a named frame."""

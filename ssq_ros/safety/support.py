@@ -8,7 +8,9 @@ zero. A candidate v is accepted iff every sampled state of that path, over the c
 and the braking that follows, has all safe-set margins >= 0. The braking path of an accepted
 command is exactly the path of the hold command (v = 0) at the next state, so hold stays
 accepted from every state the accepted commands lead to; `hold_tolerance` absorbs the difference
-between the model and the tracked motion (see `SupportCheck.is_safe`).
+between the model and the tracked motion (see `SupportCheck.is_safe`). Margins are
+lowered by half the largest motion between consecutive samples (a bound from the joints'
+travel and the arm's lever length), so what is checked is the whole path, not just its samples.
 """
 from __future__ import annotations
 
@@ -58,9 +60,10 @@ def ramp_displacement(start: np.ndarray, target: np.ndarray, duration: np.ndarra
 
 def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: float,
                rate: np.ndarray, period_samples: int, braking_samples: int
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions and velocities (N, P+B, n) of each command's model path: P states over the
-    period (ramp toward the command), then B states of braking to rest."""
+    period (ramp toward the command), then B states of braking to rest; and the duration
+    (N, P+B) of the stretch of path that ends at each sample."""
     commands = np.atleast_2d(commands)
     start = np.broadcast_to(qdot, commands.shape)
     ramp = ramp_time(start, commands, rate)
@@ -76,8 +79,23 @@ def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: fl
     travel = stop[:, None] * (fractions - fractions ** 2 / 2.0)[None, :]
     brake_positions = end_position[:, None, :] + end_velocity[:, None, :] * travel[..., None]
     brake_velocities = end_velocity[:, None, :] * (1.0 - fractions)[None, :, None]
+    durations = np.concatenate([np.full((len(ramp), period_samples), period / period_samples),
+                                np.repeat(stop[:, None] / braking_samples, braking_samples, 1)],
+                               axis=1)
     return (np.concatenate([positions, brake_positions], axis=1),
-            np.concatenate([velocities, brake_velocities], axis=1))
+            np.concatenate([velocities, brake_velocities], axis=1), durations)
+
+
+def joint_travel(qdot: np.ndarray, velocities: np.ndarray, durations: np.ndarray) -> np.ndarray:
+    """Upper bound (N, M, n) on each joint's travel over the stretch ending at each sample.
+
+    Along the model path the velocity is piecewise linear and its magnitude peaks at the ends
+    of a stretch (the ramp's end, where the command is reached, is itself a later sample
+    value), so |travel| <= max(|v_start|, |v_end|) * duration.
+    """
+    before = np.concatenate([np.broadcast_to(qdot, velocities[:, :1].shape), velocities[:, :-1]],
+                            axis=1)
+    return np.maximum(np.abs(before), np.abs(velocities)) * durations[..., None]
 
 
 class SupportCheck:
@@ -117,13 +135,19 @@ class SupportCheck:
         commands = np.asarray(commands, dtype=float)
         if commands.ndim != 2 or commands.shape[1] != self.dof:
             raise ValueError(f'commands must have shape (N, {self.dof}), got {commands.shape}')
-        positions, velocities = swept_path(q, qdot, commands, self.period, self.rate,
-                                           self.config.period_samples,
-                                           self.config.braking_samples)
+        positions, velocities, durations = swept_path(
+            q, qdot, commands, self.period, self.rate, self.config.period_samples,
+            self.config.braking_samples)
         count, samples = positions.shape[:2]
         margins = self.safe_set.margins(positions.reshape(-1, self.dof),
                                         velocities.reshape(-1, self.dof))
         margins = margins.reshape(count, samples, -1).min(axis=1)
+        # Between two samples every point of the path is within half the stretch's travel of
+        # one of them: subtract that so the check covers the whole path, not just the samples.
+        travel = joint_travel(qdot, velocities, durations)
+        margins[:, :self.dof] -= 0.5 * travel.max(axis=1)
+        lever = self.safe_set.kinematics.lever_bound
+        margins[:, 2 * self.dof:] -= (0.5 * lever * travel.sum(axis=2).max(axis=1))[:, None]
         # The command itself must respect the velocity limits, even where the ramp would not
         # reach it within this period: repeated, it would be reached.
         velocity_columns = slice(self.dof, 2 * self.dof)
