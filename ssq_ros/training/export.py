@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,22 +49,30 @@ class _DiagonalGaussian(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
+        self.log_std_min = _LOG_STD_MIN
+        self.log_std_max = _LOG_STD_MAX
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, log_std = self.net(obs).chunk(2, dim=-1)
-        return mean, log_std.clamp(_LOG_STD_MIN, _LOG_STD_MAX).exp()
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max).exp()
 
 
 def export_policy(learner: OnlineLearner, train_config: dict[str, Any] | None = None) -> bytes:
     """The learner's current extracted policy as self-contained TorchScript bytes."""
     net = copy.deepcopy(learner.extractor.policy.net).eval()
     head = _MaskedCategorical(net) if learner.spaces.discrete else _DiagonalGaussian(net)
-    scripted = torch.jit.script(head)
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export, but it is what loads with torch
+        # alone (C++ included) and round-trips through bytes; keep it until that changes.
+        warnings.simplefilter('ignore', DeprecationWarning)
+        scripted = torch.jit.script(head)
     meta = {'format': EXPORT_FORMAT, 'policy_version': learner.policy_version,
             'spaces': to_dict(learner.spaces), 'alpha': learner.critic.config.alpha,
             'train_config': train_config or {}}
     buffer = io.BytesIO()
-    torch.jit.save(scripted, buffer, _extra_files={_META_FILE: json.dumps(meta)})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        torch.jit.save(scripted, buffer, _extra_files={_META_FILE: json.dumps(meta)})
     return buffer.getvalue()
 
 
@@ -132,7 +141,9 @@ def load_exported_policy(source: bytes | str | Path) -> ExportedPolicy:
         raise TypeError(f'expected bytes or a path, got {type(source).__name__}')
     extra = {_META_FILE: ''}
     try:
-        module = torch.jit.load(io.BytesIO(data), map_location='cpu', _extra_files=extra)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', DeprecationWarning)
+            module = torch.jit.load(io.BytesIO(data), map_location='cpu', _extra_files=extra)
     except Exception as exc:  # torch raises several unrelated types for damaged archives
         raise PolicyExportError(f'{where}: not a TorchScript archive '
                                 f'({type(exc).__name__}: {exc})') from exc

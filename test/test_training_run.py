@@ -1,0 +1,198 @@
+"""ssq-train end to end on the real MuJoCo arm with tiny budgets: safety, outputs, resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ssq_ros.cli.report import main as report_main
+from ssq_ros.config import ConfigError
+from ssq_ros.paths import config_path
+from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.training.config import load_train_config, with_overrides
+from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+from ssq_ros.training.executor import ShieldedExecutor
+from ssq_ros.training.export import load_exported_policy
+from ssq_ros.training.problem import build_problem
+from ssq_ros.training.trainer import CHECKPOINT, Trainer
+
+REQUIRED_METRICS = {'unsafe_states_train', 'unsafe_states_eval', 'success_rate_behavior',
+                    'success_rate_policy', 'return_behavior', 'return_policy',
+                    'value_calibration_error', 'env_steps', 'updates', 'wall_time_s'}
+
+
+def tiny_config(action_kind: str, steps: int = 240, **schedule) -> dict:
+    return {
+        'action_kind': action_kind,
+        'sim': {'task': {'max_steps': 40}, 'behavior': {'num_samples': 4}},
+        'learner': {'replay_capacity': 5000,
+                    'critic': {'hidden_sizes': [32], 'batch_size': 32, 'gamma': 0.9},
+                    'extraction': {'hidden_sizes': [32], 'batch_size': 32}},
+        'schedule': {'steps': steps, 'learning_starts': 80, 'extract_every': 80,
+                     'extract_steps': 10, 'final_extract_steps': 10, 'eval_every': 160,
+                     'eval_episodes': 1, 'final_eval_episodes': 2, 'calibration_tail': 10,
+                     'checkpoint_every': 80, **schedule},
+    }
+
+
+def write_config(folder: Path, data: dict) -> Path:
+    path = folder / 'train.yaml'
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope='module')
+def discrete_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('discrete')
+    config = load_train_config(write_config(folder, tiny_config('discrete')))
+    metrics = Trainer(config, folder / 'run', progress=False).run()
+    return folder / 'run', metrics
+
+
+def test_default_config_loads_and_overrides_are_validated():
+    config = load_train_config(config_path('train_sim.yaml'))
+    assert config.action_kind == 'discrete'
+    assert with_overrides(config, seed=7, steps=5000).schedule.seed == 7
+    with pytest.raises(ConfigError, match='steps'):
+        with_overrides(config, steps=0)
+    with pytest.raises(ConfigError, match='learning_starts'):
+        with_overrides(config, steps=10)
+
+
+def test_unknown_and_bad_keys_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match='schedule.stepz: unknown key'):
+        load_train_config(write_config(tmp_path, {'schedule': {'stepz': 3}}))
+    with pytest.raises(ConfigError, match='learner.critic.alpha'):
+        load_train_config(write_config(tmp_path, {'learner': {'critic': {'alpha': -1}}}))
+    with pytest.raises(ConfigError, match='action_kind'):
+        load_train_config(write_config(tmp_path, {'action_kind': 'both'}))
+
+
+def test_training_and_heldout_episodes_are_disjoint():
+    train = {training_episode_seed(seed, episode) for seed in range(3) for episode in range(500)}
+    assert not train & {heldout_episode_seed(i) for i in range(1000)}
+
+
+def test_discrete_run_is_safe_and_writes_every_output(discrete_run):
+    folder, metrics = discrete_run
+    assert REQUIRED_METRICS <= set(metrics)
+    assert json.loads((folder / 'metrics.json').read_text()) == metrics
+    assert metrics['unsafe_states_train'] == 0 and metrics['unsafe_states_eval'] == 0
+    assert metrics['env_steps'] == 240 and metrics['updates'] == 240 - 80 + 1
+    assert metrics['min_margin_train'] > 0
+    assert set(metrics['executor_statuses']) == {'OK'}
+    for name in ('learning_curve', 'success_rate', 'value_calibration', 'safety_margin'):
+        assert (folder / 'plots' / f'{name}.png').stat().st_size > 1000
+    assert list((folder / 'tb').glob('events.out.tfevents.*'))
+    policy = load_exported_policy(folder / 'policy.pt')
+    assert policy.policy_version == metrics['policy_version']
+    assert policy.train_config['action_kind'] == 'discrete'
+
+
+def test_report_prints_the_table_of_a_finished_run(discrete_run, capsys):
+    folder, metrics = discrete_run
+    assert report_main([str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert 'finished' in out and 'unsafe_states_train' in out and 'value_calibration.png' in out
+
+
+def test_report_works_on_a_partial_run(discrete_run, tmp_path, capsys):
+    folder, _ = discrete_run
+    partial = tmp_path / 'partial'
+    partial.mkdir()
+    lines = (folder / 'log.jsonl').read_text().splitlines()
+    # A run killed mid-write: half of its log, the last line cut in the middle.
+    (partial / 'log.jsonl').write_text('\n'.join(lines[:len(lines) // 2]) + '\n{"type": "epi')
+    assert report_main([str(partial)]) == 0
+    out = capsys.readouterr().out
+    assert 'partial' in out and 'unsafe_states_train' in out
+    assert (partial / 'plots' / 'learning_curve.png').exists()
+    assert report_main([str(tmp_path / 'nothing')]) == 2
+
+
+def test_discrete_policy_never_leaves_the_support_on_the_arm(discrete_run):
+    folder, _ = discrete_run
+    config = load_train_config(folder / 'config.yaml')
+    problem = build_problem(config)
+    executor = ShieldedExecutor(load_exported_policy(folder / 'policy.pt'), greedy=False)
+    rng = np.random.default_rng(0)
+    obs, _ = problem.env.reset(seed=heldout_episode_seed(0))
+    for _ in range(40):
+        decision = problem.behavior(rng)
+        chosen = executor.act_discrete(obs, decision.probs)
+        assert chosen.status is SafetyStatus.OK and decision.allowed[chosen.action]
+        obs, _, terminated, truncated, info = problem.env.step(chosen.action)
+        assert not info['unsafe']
+        if terminated or truncated:
+            break
+
+
+def test_continuous_run_executes_only_actions_that_pass_the_support_check(tmp_path):
+    config = load_train_config(write_config(tmp_path, tiny_config('continuous', steps=160,
+                                                                  eval_every=160)))
+    metrics = Trainer(config, tmp_path / 'run', progress=False).run()
+    assert metrics['unsafe_states_train'] == 0 and metrics['unsafe_states_eval'] == 0
+    problem = build_problem(config)
+    executor = ShieldedExecutor(load_exported_policy(tmp_path / 'run' / 'policy.pt'),
+                                greedy=False, seed=2)
+    rng = np.random.default_rng(0)
+    obs, _ = problem.env.reset(seed=heldout_episode_seed(0))
+    for _ in range(40):
+        decision = problem.behavior(rng)
+        is_safe = problem.is_safe_here()
+        chosen = executor.act_continuous(obs, decision.samples, is_safe)
+        assert chosen.action is not None and is_safe(chosen.action[None])[0]
+        obs, _, terminated, truncated, info = problem.env.step(chosen.action)
+        assert not info['unsafe']
+        if terminated or truncated:
+            break
+
+
+def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
+    config_file = write_config(tmp_path, tiny_config('discrete', steps=800, eval_every=800,
+                                                     checkpoint_every=100))
+    out = tmp_path / 'run'
+    command = [sys.executable, '-m', 'ssq_ros.cli.train', '--config', str(config_file),
+               '--out', str(out), '--no-progress']
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    checkpoint = out / CHECKPOINT
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)[
+                'trainer']['env_steps'] >= 200:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, 'the trainer ended before it could be killed'
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert not (out / 'metrics.json').exists()
+    saved = torch.load(checkpoint, weights_only=True)
+    steps_at_kill = saved['trainer']['env_steps']
+    assert 200 <= steps_at_kill < 800
+    replay_at_kill = {k: v.numpy().copy() for k, v in saved['learner']['replay'].items()}
+    size_at_kill = saved['learner']['replay_size']
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / 'metrics.json').read_text())
+    assert metrics['env_steps'] == 800 and metrics['unsafe_states_train'] == 0
+    final = torch.load(checkpoint, weights_only=True)['learner']
+    assert final['transitions'] == 800 and final['replay_size'] == 800
+    # The resumed run appended to the replay it had at the checkpoint, not to a fresh one.
+    for name, array in replay_at_kill.items():
+        np.testing.assert_array_equal(final['replay'][name].numpy()[:size_at_kill],
+                                      array[:size_at_kill])
+    # The log holds every episode once: records past the checkpoint were dropped, then redone.
+    episodes = [json.loads(line) for line in (out / 'log.jsonl').read_text().splitlines()
+                if '"episode"' in line]
+    assert [e['episode'] for e in episodes] == list(range(1, len(episodes) + 1))
+    assert episodes[-1]['step'] == 800
