@@ -11,9 +11,9 @@ from ssq_ros.gridworld.env import cliff_walk, masked_random_walk, safe_action_ma
 from ssq_ros.gridworld.experiment import (
     GridworldConfig,
     collect_behavior_data,
-    count_unsafe_rollouts,
     eps_greedy_q_learning,
     extracted_policy_table,
+    rollout,
     train_ssq,
 )
 from ssq_ros.gridworld.solve import (
@@ -133,9 +133,10 @@ def test_extracted_policy_is_safe_and_within_10_percent_of_the_optimal_safe_retu
         assert np.all(policy[mu == 0] == 0.0)
         ret = policy_evaluation(world, policy, config.critic.gamma)[world.start]
         assert ret >= v_best[world.start] - 0.1 * abs(v_best[world.start])
-        rollouts = count_unsafe_rollouts(world, policy, 50, config.episode_limit,
-                                         np.random.default_rng(seed))
-        assert rollouts == 0
+        rollouts = rollout(world, policy, 50, config.episode_limit, np.random.default_rng(seed))
+        assert rollouts.unsafe_visits == 0
+        lengths = [rewards.size for _, _, rewards in rollouts.episodes]
+        assert np.median(lengths) == 13  # the shortest safe path
 
 
 def test_slippery_world_behavior_stays_safe_and_ssq_stays_near_optimal():

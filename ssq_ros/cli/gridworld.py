@@ -42,12 +42,12 @@ def format_table(summary: dict) -> str:
     lines = [f'optimal safe return {optimal:.3f}   behavior (mu) return '
              f'{summary["behavior_return"]:.3f}',
              f'{"method":<14}{"unsafe train":>13}{"unsafe eval":>12}{"return":>10}'
-             f'{"/ optimal":>10}{"value err":>11}']
+             f'{"/ optimal":>10}{"value err":>11}{"Q calib err":>13}']
     for name, row in summary['methods'].items():
         value_error = f'{row["value_error"]:.2%}' if 'value_error' in row else '-'
         lines.append(f'{name:<14}{row["unsafe_visits_train"]:>13}{row["unsafe_visits_eval"]:>12}'
                      f'{row["eval_return"]:>10.3f}{optimal / row["eval_return"]:>10.1%}'
-                     f'{value_error:>11}')
+                     f'{value_error:>11}{row["calibration_error"]:>13.2%}')
     return '\n'.join(lines)
 
 

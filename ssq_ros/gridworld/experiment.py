@@ -22,7 +22,11 @@ from ssq_ros.gridworld.solve import (
 )
 from ssq_ros.learning.behavior import sample_index
 from ssq_ros.learning.critic import CriticConfig, KLCritic
-from ssq_ros.learning.evaluation import UnsafeVisitCounter
+from ssq_ros.learning.evaluation import (
+    UnsafeVisitCounter,
+    discounted_returns_to_go,
+    value_calibration_error,
+)
 from ssq_ros.learning.extraction import ExtractionConfig, PolicyExtractor
 from ssq_ros.learning.replay import ReplayBuffer
 
@@ -141,19 +145,42 @@ def greedy_policy_table(q: np.ndarray) -> np.ndarray:
     return policy
 
 
-def count_unsafe_rollouts(world: GridWorld, policy: np.ndarray, episodes: int,
-                          episode_limit: int, rng: np.random.Generator) -> int:
-    """Unsafe states entered by `policy` over `episodes` rollouts from the start."""
+@dataclass
+class Rollouts:
+    """Evaluation episodes of one policy: what it did and how often it entered the cliff."""
+
+    episodes: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # (states, actions, rewards)
+    unsafe_visits: int
+
+
+def rollout(world: GridWorld, policy: np.ndarray, episodes: int, episode_limit: int,
+            rng: np.random.Generator) -> Rollouts:
+    """Run `policy` (S, A) for `episodes` episodes from the start."""
     counter = UnsafeVisitCounter()
+    recorded = []
     for _ in range(episodes):
-        state = world.start
+        state, states, actions, rewards = world.start, [], [], []
         for _ in range(episode_limit):
-            probs = policy[state] / policy[state].sum()
-            state, _, done = world.step(state, sample_index(probs, rng), rng)
-            counter.record(bool(world.unsafe[state]))
+            action = sample_index(policy[state] / policy[state].sum(), rng)
+            next_state, reward, done = world.step(state, action, rng)
+            counter.record(bool(world.unsafe[next_state]))
+            states.append(state)
+            actions.append(action)
+            rewards.append(reward)
+            state = next_state
             if done:
                 break
-    return counter.count
+        recorded.append((np.array(states), np.array(actions), np.array(rewards)))
+    return Rollouts(recorded, counter.count)
+
+
+def calibration_error(q: np.ndarray, rollouts: Rollouts, gamma: float) -> float:
+    """mean |Q(s_t, a_t) - G_t| / mean |G_t| over the rollouts' steps (observed returns)."""
+    predicted, observed = [], []
+    for states, actions, rewards in rollouts.episodes:
+        predicted.append(q[states, actions])
+        observed.append(discounted_returns_to_go(rewards, gamma))
+    return value_calibration_error(np.concatenate(predicted), np.concatenate(observed))
 
 
 @dataclass
@@ -183,9 +210,13 @@ def run_seed(config: GridworldConfig, seed: int) -> SeedResult:
     value_error = float(np.mean(np.abs(v_learned[visited] - v_soft[visited])
                                 / np.abs(v_soft[visited])))
     ssq_policy = extracted_policy_table(world, mu, extractor)
+    ssq_q = critic.q_values(torch.eye(world.n_states)).double().numpy()
+    ssq_eval = rollout(world, ssq_policy, config.eval_episodes, config.episode_limit, rng)
 
     q_baseline, baseline_unsafe = eps_greedy_q_learning(world, config, seed)
     baseline_policy = greedy_policy_table(q_baseline)
+    baseline_eval = rollout(world, baseline_policy, config.eval_episodes, config.episode_limit,
+                            rng)
     metrics = {
         'seed': seed,
         'optimal_safe_return': float(v_safe[world.start]),
@@ -193,18 +224,17 @@ def run_seed(config: GridworldConfig, seed: int) -> SeedResult:
         'behavior_return': float(policy_evaluation(world, mu, gamma)[world.start]),
         'ssq': {
             'unsafe_visits_train': ssq_unsafe,
-            'unsafe_visits_eval': count_unsafe_rollouts(world, ssq_policy, config.eval_episodes,
-                                                        config.episode_limit, rng),
+            'unsafe_visits_eval': ssq_eval.unsafe_visits,
             'eval_return': float(policy_evaluation(world, ssq_policy, gamma)[world.start]),
             'value_error': value_error,
+            'calibration_error': calibration_error(ssq_q, ssq_eval, gamma),
             'policy_mass_outside_support': float(ssq_policy[mu == 0].sum()),
         },
         'eps_greedy_q': {
             'unsafe_visits_train': baseline_unsafe,
-            'unsafe_visits_eval': count_unsafe_rollouts(world, baseline_policy,
-                                                        config.eval_episodes,
-                                                        config.episode_limit, rng),
+            'unsafe_visits_eval': baseline_eval.unsafe_visits,
             'eval_return': float(policy_evaluation(world, baseline_policy, gamma)[world.start]),
+            'calibration_error': calibration_error(q_baseline, baseline_eval, gamma),
         },
     }
     return SeedResult(metrics, ssq_policy, v_learned)
