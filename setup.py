@@ -37,7 +37,13 @@ CONSOLE_SCRIPTS = [
     'ssq-train = ssq_ros.cli.train:main',
     'ssq-report = ssq_ros.cli.report:main',
     'hardware_interface = ssq_ros.nodes.hardware_interface:main',
+    'mujoco_sim = ssq_ros.nodes.mujoco_sim:main',
+    'safe_behavior = ssq_ros.nodes.safe_behavior:main',
+    'q_learner = ssq_ros.nodes.q_learner:main',
+    'policy_executor = ssq_ros.nodes.policy_executor:main',
+    'safety_monitor = ssq_ros.nodes.safety_monitor:main',
     'ssq-gridworld = ssq_ros.cli.gridworld:main',
+    'ssq-launch = ssq_ros.cli.launch:main',
 ]
 
 setup(

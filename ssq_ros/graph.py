@@ -1,0 +1,243 @@
+"""The node graphs of ssq_ros, described once for both ways of running them.
+
+`ros2 launch ssq_ros <graph>.launch.py` (launch/, through `launch_description`) and
+`ssq-launch <graph>` (ssq_ros.launcher, plain processes) read the same `GRAPHS`, so the two
+cannot drift apart. Every ssq_ros node receives its launch arguments as parameters with these
+names: `config_file` (an experiment YAML, '' for the package defaults), `run_dir` (where runs,
+checkpoints and policies live), `steps`, `headless`.
+
+Topics (docs/topics.md): the simulator stands in for a ros2_control arm (/joint_states out,
+/forward_velocity_controller/commands in). Commanding nodes publish /ssq/joint_command; on a real
+arm and in deploy_sim the hardware_interface filters it on its way to the controller, in
+train_sim it is remapped straight onto the simulator's controller topic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssq_ros.config import load
+from ssq_ros.paths import config_path, share_dir
+
+COMMAND_TOPIC = '/ssq/joint_command'
+SIM_CONTROLLER_TOPIC = '/forward_velocity_controller/commands'
+_ARG_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    """A launch argument: `name:=value` on either command line."""
+
+    name: str
+    default: str
+    description: str
+    type: str = 'str'  # one of str, int, float, bool
+
+    def convert(self, text: str) -> Any:
+        """The typed value of `text`; a ValueError names the argument."""
+        if self.type == 'bool':
+            if text.lower() in ('true', '1'):
+                return True
+            if text.lower() in ('false', '0'):
+                return False
+            raise ValueError(f'{self.name}:={text}: expected true or false')
+        try:
+            return _ARG_TYPES[self.type](text)
+        except ValueError:
+            raise ValueError(f'{self.name}:={text}: expected {self.type}') from None
+
+
+@dataclass(frozen=True)
+class FromArg:
+    """A parameter whose value is a launch argument's."""
+
+    arg: str
+
+
+@dataclass(frozen=True)
+class SharePath:
+    """A file inside the package's share directory (config/, urdf/, rviz/)."""
+
+    relative: str
+
+    def resolve(self) -> str:
+        return str(share_dir() / self.relative)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a graph.
+
+    `if_arg` / `unless_arg` name a bool launch argument that must be true / false for the node
+    to start. `venv_runnable` is False for tools of a ROS installation (robot_state_publisher,
+    rviz2), which the plain-venv launcher skips with a note.
+    """
+
+    executable: str
+    name: str
+    package: str = 'ssq_ros'
+    param_files: tuple[str, ...] = ()
+    parameters: tuple[tuple[str, Any], ...] = ()
+    arguments: tuple[str | SharePath, ...] = ()
+    remappings: tuple[tuple[str, str], ...] = ()
+    if_arg: str | None = None
+    unless_arg: str | None = None
+    venv_runnable: bool = True
+
+    def param_file_paths(self) -> list[str]:
+        return [str(config_path(name)) for name in self.param_files]
+
+    def resolved_arguments(self) -> list[str]:
+        return [a.resolve() if isinstance(a, SharePath) else a for a in self.arguments]
+
+    def enabled(self, args: dict[str, Any]) -> bool:
+        if self.if_arg is not None and not args[self.if_arg]:
+            return False
+        return not (self.unless_arg is not None and args[self.unless_arg])
+
+    def parameter_values(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Parameters with launch-argument references replaced by the typed values."""
+        return {k: args[v.arg] if isinstance(v, FromArg) else v for k, v in self.parameters}
+
+
+@dataclass(frozen=True)
+class Graph:
+    name: str
+    description: str
+    arguments: tuple[LaunchArg, ...]
+    nodes: tuple[NodeSpec, ...]
+
+    def resolve_args(self, overrides: dict[str, str]) -> dict[str, Any]:
+        """Typed launch-argument values: defaults updated by `overrides`; unknown names and
+        wrong types are a ValueError naming the argument."""
+        known = {a.name: a for a in self.arguments}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise ValueError(f'{self.name}: unknown launch argument {unknown[0]!r} (known: '
+                             f'{", ".join(known)})')
+        return {name: arg.convert(overrides.get(name, arg.default)) for name, arg in known.items()}
+
+
+def _arg(name: str, default: str, description: str, type_: str = 'str') -> LaunchArg:
+    return LaunchArg(name, default, description, type_)
+
+
+CONFIG = _arg('config', '', "experiment YAML for every node; '' uses the package defaults")
+RUN_DIR = _arg('run_dir', 'runs/latest', 'folder for logs, checkpoints and policy weights')
+HEADLESS = _arg('headless', 'true', 'run the simulator without its viewer', 'bool')
+RVIZ = _arg('rviz', 'false', 'start RViz with the robot and the safety markers', 'bool')
+
+ROBOT_STATE_PUBLISHER = NodeSpec(
+    executable='robot_state_publisher', name='robot_state_publisher',
+    package='robot_state_publisher', venv_runnable=False)
+RVIZ_NODE = NodeSpec(executable='rviz2', name='rviz2', package='rviz2',
+                     arguments=('-d', SharePath('rviz/ssq.rviz')), if_arg='rviz',
+                     venv_runnable=False)
+COMMON = (('config_file', FromArg('config')), ('run_dir', FromArg('run_dir')))
+MUJOCO_SIM = NodeSpec(executable='mujoco_sim', name='mujoco_sim', param_files=('nodes.yaml',),
+                      parameters=(('config_file', FromArg('config')),
+                                  ('headless', FromArg('headless')), ('mode', 'realtime')))
+# Training: lockstep sim time (faster than real time), the executor's /ssq/joint_command taken
+# directly (no hardware_interface in this graph); stamp checks against sim time.
+SIM_TIME = (('use_sim_time', True),)
+MUJOCO_SIM_TRAIN = NodeSpec(executable='mujoco_sim', name='mujoco_sim',
+                            param_files=('nodes.yaml',),
+                            parameters=(('config_file', FromArg('config')),
+                                        ('headless', FromArg('headless')), ('mode', 'training'),
+                                        ('relay_joint_command', True)))
+SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
+                          param_files=('nodes.yaml',), parameters=(COMMON[0],))
+POLICY_EXECUTOR = NodeSpec(executable='policy_executor', name='policy_executor',
+                           param_files=('nodes.yaml',), parameters=COMMON)
+HARDWARE_INTERFACE = NodeSpec(executable='hardware_interface', name='hardware_interface',
+                              param_files=('hardware.yaml',))
+TO_SIM_CONTROLLER = ((COMMAND_TOPIC, SIM_CONTROLLER_TOPIC),)
+
+GRAPHS = {g.name: g for g in (
+    Graph('train_sim', 'train in MuJoCo: the safe behavior controller acts, the learner '
+          'learns, the monitor counts unsafe states',
+          (CONFIG, RUN_DIR, _arg('steps', '20000', 'environment steps to train for', 'int'),
+           HEADLESS, RVIZ),
+          (ROBOT_STATE_PUBLISHER, MUJOCO_SIM_TRAIN,
+           NodeSpec(executable='safe_behavior', name='safe_behavior',
+                    param_files=('nodes.yaml',), parameters=(COMMON[0],) + SIM_TIME,
+                    remappings=TO_SIM_CONTROLLER),
+           NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
+                    parameters=COMMON + (('steps', FromArg('steps')),)),
+           NodeSpec(executable='policy_executor', name='policy_executor',
+                    param_files=('nodes.yaml',),
+                    parameters=(COMMON[0], ('act_only_in_eval', True)) + SIM_TIME),
+           NodeSpec(executable='safety_monitor', name='safety_monitor',
+                    param_files=('nodes.yaml',), parameters=(COMMON[0],) + SIM_TIME),
+           RVIZ_NODE)),
+    Graph('deploy_sim', 'run a trained policy in MuJoCo behind the support shield and the '
+          'hardware interface, exactly as on a real arm',
+          (CONFIG, RUN_DIR, HEADLESS, RVIZ),
+          (ROBOT_STATE_PUBLISHER, MUJOCO_SIM, HARDWARE_INTERFACE, POLICY_EXECUTOR,
+           SAFETY_MONITOR, RVIZ_NODE)),
+    Graph('deploy_hw', 'run on a real arm under ros2_control (its driver, controllers and '
+          'robot_state_publisher are started by the arm\'s own bring-up)',
+          (CONFIG, RUN_DIR,
+           _arg('controller', 'forward_velocity_controller',
+                'active ros2_control controller the hardware interface commands'),
+           _arg('controller_kind', '', "velocity, position or trajectory; '' derives it from a "
+                'standard controller name'),
+           _arg('robot_config', '', "robot yaml of the arm; '' is config/robot.yaml"),
+           _arg('train_on_robot', 'false', 'collect data and learn on the robot with the safe '
+                'behavior controller instead of executing a policy', 'bool'),
+           RVIZ),
+          (NodeSpec(executable='hardware_interface', name='hardware_interface',
+                    param_files=('hardware.yaml',),
+                    parameters=(('controller', FromArg('controller')),
+                                ('controller_kind', FromArg('controller_kind')),
+                                ('robot_config', FromArg('robot_config')))),
+           NodeSpec(executable='policy_executor', name='policy_executor',
+                    param_files=('nodes.yaml',), parameters=COMMON,
+                    unless_arg='train_on_robot'),
+           NodeSpec(executable='safe_behavior', name='safe_behavior',
+                    param_files=('nodes.yaml',), parameters=(COMMON[0],),
+                    if_arg='train_on_robot'),
+           NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
+                    parameters=COMMON, if_arg='train_on_robot'),
+           SAFETY_MONITOR, RVIZ_NODE)),
+)}
+
+
+def robot_urdf() -> Path:
+    """The URDF config/robot.yaml names (robot_state_publisher and RViz show this arm)."""
+    from ssq_ros.safety.robot import RobotConfig, resolve_urdf
+
+    return resolve_urdf(load(RobotConfig, config_path('robot.yaml')).urdf)
+
+
+def launch_description(graph_name: str) -> Any:
+    """The launch_ros LaunchDescription of a graph (needs a ROS 2 installation)."""
+    from launch.actions import DeclareLaunchArgument
+    from launch.conditions import IfCondition, UnlessCondition
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    from launch import LaunchDescription
+
+    graph = GRAPHS[graph_name]
+    types = {a.name: _ARG_TYPES[a.type] for a in graph.arguments}
+    actions = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+               for a in graph.arguments]
+    for spec in graph.nodes:
+        overrides = {k: ParameterValue(LaunchConfiguration(v.arg), value_type=types[v.arg])
+                     if isinstance(v, FromArg) else v for k, v in spec.parameters}
+        if spec.executable == 'robot_state_publisher':
+            overrides['robot_description'] = robot_urdf().read_text()
+        condition = None
+        if spec.if_arg is not None:
+            condition = IfCondition(LaunchConfiguration(spec.if_arg))
+        elif spec.unless_arg is not None:
+            condition = UnlessCondition(LaunchConfiguration(spec.unless_arg))
+        actions.append(Node(
+            package=spec.package, executable=spec.executable, name=spec.name,
+            parameters=spec.param_file_paths() + ([overrides] if overrides else []),
+            arguments=spec.resolved_arguments(), remappings=list(spec.remappings),
+            condition=condition, output='screen'))
+    return LaunchDescription(actions)
