@@ -1,0 +1,10 @@
+"""ros2 launch ssq_ros deploy_hw.launch.py [name:=value ...]   (--show-args lists them)
+
+Nodes, parameters and arguments come from ssq_ros.graph.GRAPHS['deploy_hw'], the same
+description that `ssq-launch deploy_hw` runs without ROS tooling.
+"""
+from ssq_ros.graph import launch_description
+
+
+def generate_launch_description():
+    return launch_description('deploy_hw')
