@@ -117,4 +117,5 @@ def test_rviz_config_shows_robot_and_safety_markers_in_the_base_frame():
     markers = displays['rviz_default_plugins/MarkerArray']['Topic']
     assert markers['Value'] == '/ssq/safety/markers'
     # Volatile matches a latched or a volatile publisher; transient local would miss the latter.
-    assert markers['Durability Policy'] == 'Volatile' and markers['Reliability Policy'] == 'Reliable'
+    assert markers['Durability Policy'] == 'Volatile'
+    assert markers['Reliability Policy'] == 'Reliable'
