@@ -1,0 +1,235 @@
+"""mujoco_sim: the simulated arm, with the topics of a real arm under ros2_control.
+
+Out: /joint_states (sensor_msgs/JointState), /ssq/goal (geometry_msgs/PointStamped, latched, the
+     goal marker of the episode), /ssq/sim/verdict (diagnostic_msgs/DiagnosticArray: the
+     referee's verdict of every control period), /clock (rosgraph_msgs/Clock, mode training),
+     ~/status and /diagnostics.
+In:  /<controller>/commands (std_msgs/Float64MultiArray, joint velocities in robot.yaml order),
+     and /ssq/joint_command too when `relay_joint_command` (no hardware_interface in the graph);
+     services /ssq/sim/reset (next training episode) and /ssq/sim/reset_heldout (next held-out
+     episode), std_srvs/Trigger, answering JSON {"episode", "seed", "goal", "stamp"}.
+
+Modes. `training`: lockstep with sim time. Every valid command advances the physics by one
+control period and publishes the new state and /clock at once, so the graph runs as fast as it
+answers; without commands simulated time stands still (the arm does nothing it was not told),
+and the current state is re-sent every `republish_period` (same stamp) in case a best-effort
+sample was lost. `realtime`: a steady timer steps every control period with the newest command,
+or with zero velocity once no valid command came for `command_timeout` (a stop, not a replay).
+The physics, the episodes and the referee are `ssq_ros.sim` (ReachAvoidEnv); nothing else here.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PointStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.time import Time
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from ssq_ros.config import spec
+from ssq_ros.graph_logic.behavior_loop import load_run_config
+from ssq_ros.nodes.common import (
+    COMMAND_QOS,
+    DIAGNOSTICS_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    StatusReporter,
+    declare_config,
+    run_node,
+)
+from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.sim.referee import RefereeVerdict
+from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+from ssq_ros.training.problem import build_problem
+
+FRAME = 'ssq_link0'
+
+
+@dataclass(frozen=True)
+class MujocoSimConfig:
+    """Parameters of the mujoco_sim node (config/nodes.yaml)."""
+
+    config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, seed); '' is the "
+                            "package's train_sim.yaml")
+    headless: bool = spec(True, doc='no MuJoCo viewer window')
+    mode: str = spec('training', choices=('training', 'realtime'),
+                     doc='training: lockstep, one control period per command, publishes '
+                         '/clock; realtime: steps on a steady timer')
+    controller: str = spec('forward_velocity_controller', doc='the ros2_control controller '
+                           'this simulator stands in for; commands arrive on '
+                           '/<controller>/commands')
+    relay_joint_command: bool = spec(False, doc='also take /ssq/joint_command (when no '
+                                     'hardware_interface node is in the graph)')
+    republish_period: float = spec(0.2, doc='training mode: re-send the unchanged state this '
+                                   'often while no command comes [s, wall clock]',
+                                   low=0.01, high=10.0)
+    command_timeout: float = spec(0.1, doc='realtime mode: stop when no valid command came for '
+                                  'this long [s]', low=0.001, high=10.0)
+    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
+                                     low=0.05, high=60.0)
+
+
+class MujocoSim(Node):
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__('mujoco_sim', **node_options)
+        self.cfg = declare_config(self, MujocoSimConfig)
+        run_config = load_run_config(self.cfg.config_file)
+        self.seed = run_config.schedule.seed
+        self.heldout_episodes = run_config.schedule.final_eval_episodes
+        self.problem = build_problem(run_config)
+        self.env = self.problem.env
+        self.joint_names = list(self.problem.setup.robot.joint_names)
+        self.period = self.problem.setup.config.physics.control_period
+        self.training = self.cfg.mode == 'training'
+        self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'mujoco_sim')
+        self.unsafe_count = 0
+        self.train_episode = 0
+        self.heldout_episode = 0
+        self.sim_time = 0.0
+        self.stamp = self.get_clock().now()
+        self.last_command = np.zeros(len(self.joint_names))
+        self.last_command_time = -np.inf
+
+        self.state_pub = self.create_publisher(JointState, '/joint_states', SENSOR_QOS)
+        self.goal_pub = self.create_publisher(PointStamped, '/ssq/goal', LATCHED_QOS)
+        self.verdict_pub = self.create_publisher(DiagnosticArray, '/ssq/sim/verdict',
+                                                 DIAGNOSTICS_QOS)
+        self.clock_pub = self.create_publisher(ClockMsg, '/clock', SENSOR_QOS) \
+            if self.training else None
+        topics = [f'/{self.cfg.controller}/commands']
+        if self.cfg.relay_joint_command:
+            topics.append('/ssq/joint_command')
+        for topic in topics:
+            self.create_subscription(Float64MultiArray, topic, self.on_command, COMMAND_QOS)
+        self.create_service(Trigger, '/ssq/sim/reset', self.on_reset)
+        self.create_service(Trigger, '/ssq/sim/reset_heldout', self.on_reset_heldout)
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        if self.training:
+            self.create_timer(self.cfg.republish_period, self.publish_state, clock=steady)
+        else:
+            self.create_timer(self.period, self.on_realtime_tick, clock=steady)
+        self.viewer = None if self.cfg.headless else self._open_viewer()
+        self.reset(training_episode_seed(self.seed, 0))
+        self.get_logger().info(
+            f'{self.cfg.mode} mode, control period {self.period:g} s, commands on '
+            f'{", ".join(topics)}')
+
+    def _open_viewer(self) -> Any:
+        try:
+            import mujoco.viewer
+            return mujoco.viewer.launch_passive(self.env.sim.model, self.env.sim.data)
+        except Exception as exc:  # no display, no GL: the simulation runs without a window
+            self.get_logger().warning(f'no MuJoCo viewer ({exc}); running headless')
+            return None
+
+    # ------------------------------------------------------------------ time and publishing
+    def _advance_stamp(self) -> None:
+        if self.training:
+            self.sim_time += self.period
+            nanoseconds = int(round(self.sim_time * 1e9))
+            self.stamp = Time(nanoseconds=nanoseconds)
+            self.clock_pub.publish(ClockMsg(clock=self.stamp.to_msg()))
+        else:
+            self.stamp = self.get_clock().now()
+
+    def publish_state(self) -> None:
+        q, qdot = self.env.joint_state()
+        msg = JointState(name=self.joint_names, position=q.tolist(), velocity=qdot.tolist())
+        msg.header.stamp = self.stamp.to_msg()
+        self.state_pub.publish(msg)
+
+    def publish_verdict(self, verdict: RefereeVerdict) -> None:
+        self.unsafe_count += int(verdict.unsafe)
+        level = DiagnosticStatus.ERROR if verdict.unsafe else DiagnosticStatus.OK
+        status = DiagnosticStatus(
+            level=level, name='mujoco_sim/referee', hardware_id='mujoco_sim',
+            message=f'{"UNSAFE" if verdict.unsafe else "safe"}: tightest {verdict.constraint}',
+            values=[KeyValue(key='unsafe', value=str(int(verdict.unsafe))),
+                    KeyValue(key='min_margin', value=repr(verdict.min_margin)),
+                    KeyValue(key='constraint', value=verdict.constraint),
+                    KeyValue(key='unsafe_count', value=str(self.unsafe_count))])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.stamp.to_msg()
+        self.verdict_pub.publish(msg)
+        if verdict.unsafe:
+            self.reporter.record([SafetyStatus.UNSAFE_STATE])
+
+    # ------------------------------------------------------------------ episodes
+    def reset(self, seed: int) -> dict:
+        _, info = self.env.reset(seed=seed)
+        self.last_command = np.zeros(len(self.joint_names))
+        self._advance_stamp()
+        goal = PointStamped()
+        goal.header.stamp, goal.header.frame_id = self.stamp.to_msg(), FRAME
+        goal.point.x, goal.point.y, goal.point.z = (float(v) for v in self.env.goal)
+        self.goal_pub.publish(goal)
+        self.publish_verdict(RefereeVerdict(info['unsafe'], info['min_margin'],
+                                            info['constraint']))
+        self.publish_state()
+        return {'seed': seed, 'goal': [float(v) for v in self.env.goal],
+                'stamp': self.stamp.nanoseconds * 1e-9}
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response
+                 ) -> Trigger.Response:
+        episode = self.train_episode
+        self.train_episode += 1
+        return self._answer(response, episode,
+                            self.reset(training_episode_seed(self.seed, episode)))
+
+    def on_reset_heldout(self, request: Trigger.Request, response: Trigger.Response
+                         ) -> Trigger.Response:
+        # The same held-out goals for the policy and for mu: the index cycles.
+        episode = self.heldout_episode % self.heldout_episodes
+        self.heldout_episode += 1
+        return self._answer(response, episode, self.reset(heldout_episode_seed(episode)))
+
+    def _answer(self, response: Trigger.Response, episode: int, info: dict
+                ) -> Trigger.Response:
+        response.success = True
+        response.message = json.dumps({'episode': episode, **info})
+        return response
+
+    # ------------------------------------------------------------------ commands and stepping
+    def on_command(self, msg: Float64MultiArray) -> None:
+        command = np.asarray(msg.data, dtype=float)
+        if command.shape != (len(self.joint_names),):
+            self.reporter.reject(SafetyStatus.COMMAND_REJECTED_SIZE,
+                                 f'{command.size} values for {len(self.joint_names)} joints')
+            return
+        if not np.all(np.isfinite(command)):
+            self.reporter.reject(SafetyStatus.COMMAND_REJECTED_NONFINITE,
+                                 'command contains NaN or inf')
+            return
+        if self.training:
+            self.step(command)
+        else:
+            self.last_command, self.last_command_time = command, time.monotonic()
+
+    def on_realtime_tick(self) -> None:
+        if time.monotonic() - self.last_command_time > self.cfg.command_timeout:
+            if np.any(self.last_command != 0.0):
+                self.reporter.record([SafetyStatus.STALE_COMMAND_STOP])
+            self.last_command = np.zeros(len(self.joint_names))
+        self.step(self.last_command)
+
+    def step(self, command: np.ndarray) -> None:
+        verdict = self.env.sim.step(command)
+        self._advance_stamp()
+        self.publish_verdict(verdict)
+        self.publish_state()
+        if self.viewer is not None and self.viewer.is_running():
+            self.viewer.sync()
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(MujocoSim, args))

@@ -1,0 +1,165 @@
+"""policy_executor: the latest extracted policy acting on the arm behind the support shield.
+
+In:  /joint_states (sensor_msgs/JointState, any joint order), /ssq/goal
+     (geometry_msgs/PointStamped), /ssq/policy (std_msgs/UInt8MultiArray, latched: exported
+     TorchScript bytes), /ssq/run_phase (std_msgs/String, when `act_only_in_eval`).
+Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yaml order),
+     ~/status and /diagnostics (every command counted by its `SafetyStatus`: OK,
+     ACTION_OUTSIDE_SUPPORT_FALLBACK, NO_POLICY_YET, NO_SAFE_ACTION_STOP, ...).
+
+A new policy version replaces the running one between two states (no restart); a policy for
+other spaces, or bytes that do not load, are refused and the running one stays. Without a
+policy, mu's own draw is sent (NO_POLICY_YET). Each measured state is answered at most once, so a
+re-sent state never replays a command. `run_dir/policy.pt` is loaded at start when it exists.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
+
+from ssq_ros.config import spec
+from ssq_ros.graph_logic.behavior_loop import load_run_config
+from ssq_ros.graph_logic.phases import RunPhase, decode_phase
+from ssq_ros.graph_logic.shielded_step import shielded_command
+from ssq_ros.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    StatusReporter,
+    declare_config,
+    run_node,
+    stamp_seconds,
+)
+from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
+from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.training.executor import ShieldedExecutor
+from ssq_ros.training.export import ExportedPolicy, PolicyExportError, load_exported_policy
+from ssq_ros.training.problem import build_problem
+
+
+@dataclass(frozen=True)
+class PolicyExecutorConfig:
+    """Parameters of the policy_executor node (config/nodes.yaml)."""
+
+    config_file: str = spec('', doc="experiment YAML (robot, safe set, actions, mu); '' is the "
+                            "package's train_sim.yaml")
+    run_dir: str = spec('', doc="run folder whose policy.pt is loaded at start if present; "
+                        "'' for none")
+    act_only_in_eval: bool = spec(False, doc='act only in the eval_policy phase of a train_sim '
+                                  'run, with the policy version it announces')
+    greedy: bool = spec(True, doc="the policy's most likely action inside the support, "
+                        'instead of a draw')
+    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
+                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
+    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
+                                     'the URDF limits [rad]', low=0.0, high=1.0)
+    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
+                                     low=0.05, high=60.0)
+
+
+class PolicyExecutor(Node):
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__('policy_executor', **node_options)
+        self.cfg = declare_config(self, PolicyExecutorConfig)
+        run_config = load_run_config(self.cfg.config_file)
+        self.problem = build_problem(run_config)
+        self.shield = ShieldedExecutor(greedy=self.cfg.greedy, seed=run_config.schedule.seed)
+        self.rng = np.random.default_rng(run_config.schedule.seed)
+        robot = self.problem.setup.robot
+        tolerance = self.cfg.position_tolerance
+        self.reader = JointStateReader(robot.joint_names, max_stamp_age=self.cfg.max_stamp_age,
+                                       position_bounds=(robot.position_lower - tolerance,
+                                                        robot.position_upper + tolerance))
+        self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'policy_executor')
+        self.goal: np.ndarray | None = None
+        self.latest: JointSample | None = None
+        self.answered_stamp = -1.0
+        self.phase: RunPhase | None = None
+        self.required_version = 0
+        self.command_pub = self.create_publisher(Float64MultiArray, '/ssq/joint_command',
+                                                 COMMAND_QOS)
+        self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
+        self.create_subscription(PointStamped, '/ssq/goal', self.on_goal, LATCHED_QOS)
+        self.create_subscription(UInt8MultiArray, '/ssq/policy', self.on_policy, LATCHED_QOS)
+        self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
+        stored = Path(self.cfg.run_dir) / 'policy.pt' if self.cfg.run_dir else None
+        if stored is not None and stored.is_file():
+            self.install(stored, str(stored))
+
+    @property
+    def version(self) -> int:
+        return 0 if self.shield.policy is None else self.shield.policy.policy_version
+
+    # ------------------------------------------------------------------ inputs
+    def install(self, source: bytes | Path, where: str) -> None:
+        try:
+            policy: ExportedPolicy = load_exported_policy(source)
+            if policy.spaces != self.problem.spaces:
+                raise PolicyExportError(f'policy for {policy.spaces}, this arm and task have '
+                                        f'{self.problem.spaces}')
+            self.shield.set_policy(policy)
+        except (PolicyExportError, ValueError) as exc:
+            self.get_logger().error(f'refused policy from {where}: {exc}')
+            return
+        self.reporter.extra['policy_version'] = str(policy.policy_version)
+        self.get_logger().info(f'running policy v{policy.policy_version} from {where}')
+
+    def on_policy(self, msg: UInt8MultiArray) -> None:
+        self.install(bytes(msg.data), '/ssq/policy')
+        self.try_act()
+
+    def on_goal(self, msg: PointStamped) -> None:
+        goal = np.array([msg.point.x, msg.point.y, msg.point.z])
+        if not np.all(np.isfinite(goal)):
+            self.get_logger().error('refused goal: not finite', throttle_duration_sec=1.0)
+            return
+        self.goal = goal
+
+    def on_phase(self, msg: String) -> None:
+        try:
+            announcement = decode_phase(msg.data)
+        except ValueError as exc:
+            self.get_logger().error(f'refused run phase: {exc}')
+            return
+        self.phase, self.required_version = announcement.phase, announcement.policy_version
+        self.try_act()
+
+    def on_joint_state(self, msg: JointState) -> None:
+        stamp = stamp_seconds(msg.header.stamp)
+        if self.latest is None or stamp != self.latest.stamp:
+            try:
+                self.latest = self.reader.accept(msg.name, msg.position, msg.velocity, stamp,
+                                                 self.get_clock().now().nanoseconds * 1e-9)
+            except JointStateError as exc:
+                self.reporter.reject(exc.status, exc.reason)
+                return
+        self.try_act()
+
+    # ------------------------------------------------------------------ acting
+    def should_act(self) -> bool:
+        if not self.cfg.act_only_in_eval:
+            return True
+        return self.phase is RunPhase.EVAL_POLICY and self.version >= self.required_version
+
+    def try_act(self) -> None:
+        sample = self.latest
+        if sample is None or sample.stamp <= self.answered_stamp or self.goal is None \
+                or not self.should_act():
+            return
+        self.answered_stamp = sample.stamp
+        out = shielded_command(self.problem, self.shield, sample.positions,
+                               sample.velocities, self.goal, self.rng)
+        self.reporter.record([] if out.status is SafetyStatus.OK else [out.status])
+        self.command_pub.publish(Float64MultiArray(data=out.command.tolist()))
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(PolicyExecutor, args))

@@ -1,0 +1,210 @@
+"""safe_behavior: the safe behavior controller mu acting on the arm, and the episodes.
+
+In:  /joint_states (sensor_msgs/JointState, any joint order), /ssq/run_phase (std_msgs/String,
+     latched, from q_learner), /ssq/learner/ack (std_msgs/Int64: the last transition seq the
+     learner consumed, -1 = ready for new data); the reset services' answers (the goal).
+Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yaml order; train_sim
+     remaps it onto the simulator's controller topic), /ssq/transitions and /ssq/episodes
+     (labelled Float64MultiArray, docs/topics.md), ~/status and /diagnostics.
+Calls: /ssq/sim/reset (training episodes) and /ssq/sim/reset_heldout (evaluation episodes).
+
+mu acts in the train and eval_behavior phases and only on a state it has not answered yet, so a
+state re-sent by the simulator or a stop never causes an old command to be replayed: every
+command is computed from the newest measured state. It pauses (sends nothing, the lockstep
+simulator waits) while it is `max_lead` transitions ahead of the learner, and until a learner is
+there at all. In eval_policy it only keeps the episodes (reward, time limit, resets) while the
+policy executor acts. All decisions are `ssq_ros.graph_logic.behavior_loop.BehaviorLoop`.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from rclpy.clock import Clock, ClockType
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray, Int64, String
+from std_srvs.srv import Trigger
+
+from ssq_ros.config import spec
+from ssq_ros.graph_logic.behavior_loop import BehaviorLoop, load_run_config
+from ssq_ros.graph_logic.phases import RunPhase, decode_phase
+from ssq_ros.nodes.common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    StatusReporter,
+    declare_config,
+    run_node,
+    stamp_seconds,
+)
+from ssq_ros.nodes.transition_msg import TRANSITION_QOS, episode_message, transition_message
+from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
+from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.training.problem import build_problem
+
+# Episode summaries: few, all needed by the learner.
+EPISODE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+# Stamps travel as (sec, nanosec) and as a JSON float: equal to within this.
+STAMP_TOLERANCE = 1e-6
+_ACTING = {RunPhase.TRAIN: True, RunPhase.EVAL_BEHAVIOR: True, RunPhase.EVAL_POLICY: False}
+
+
+@dataclass(frozen=True)
+class SafeBehaviorConfig:
+    """Parameters of the safe_behavior node (config/nodes.yaml)."""
+
+    config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, behavior, seed); "
+                            "'' is the package's train_sim.yaml")
+    max_lead: int = spec(200, doc='pause while this many transitions are not yet consumed by '
+                         'the learner', low=1, high=1_000_000)
+    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
+                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
+    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
+                                     'the URDF limits [rad]', low=0.0, high=1.0)
+    reset_retry: float = spec(2.0, doc='call the reset service again if it has not answered '
+                              'after this long [s, wall clock]', low=0.1, high=60.0)
+    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
+                                     low=0.05, high=60.0)
+
+
+class SafeBehavior(Node):
+    def __init__(self, **node_options: Any) -> None:
+        super().__init__('safe_behavior', **node_options)
+        self.cfg = declare_config(self, SafeBehaviorConfig)
+        run_config = load_run_config(self.cfg.config_file)
+        self.eval_episodes = run_config.schedule.final_eval_episodes
+        self.problem = build_problem(run_config)
+        self.spaces = self.problem.spaces
+        self.loop = BehaviorLoop(self.problem, run_config.schedule.seed)
+        robot = self.problem.setup.robot
+        tolerance = self.cfg.position_tolerance
+        self.reader = JointStateReader(robot.joint_names, max_stamp_age=self.cfg.max_stamp_age,
+                                       position_bounds=(robot.position_lower - tolerance,
+                                                        robot.position_upper + tolerance))
+        self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'safe_behavior')
+        self.phase = RunPhase.TRAIN
+        self.acked: int | None = None  # None: no learner yet
+        self.latest: JointSample | None = None
+        self.answered_stamp = -1.0
+        self.episode_start = float('inf')
+        self.episodes_done = 0
+        self.reset_pending_since: float | None = None
+        self.need_reset = True
+
+        self.command_pub = self.create_publisher(Float64MultiArray, '/ssq/joint_command',
+                                                 COMMAND_QOS)
+        self.transition_pub = self.create_publisher(Float64MultiArray, '/ssq/transitions',
+                                                    TRANSITION_QOS)
+        self.episode_pub = self.create_publisher(Float64MultiArray, '/ssq/episodes',
+                                                 EPISODE_QOS)
+        self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
+        self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
+        self.create_subscription(Int64, '/ssq/learner/ack', self.on_ack, COMMAND_QOS)
+        self.reset_clients = {False: self.create_client(Trigger, '/ssq/sim/reset'),
+                              True: self.create_client(Trigger, '/ssq/sim/reset_heldout')}
+        self.steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(0.05, self.maybe_reset, clock=self.steady)
+
+    # ------------------------------------------------------------------ inputs
+    def on_joint_state(self, msg: JointState) -> None:
+        stamp = stamp_seconds(msg.header.stamp)
+        if self.latest is not None and stamp == self.latest.stamp:
+            self.try_act()  # the simulator re-sent the state: answer it if not done yet
+            return
+        try:
+            self.latest = self.reader.accept(msg.name, msg.position, msg.velocity, stamp,
+                                             self.get_clock().now().nanoseconds * 1e-9)
+        except JointStateError as exc:
+            self.reporter.reject(exc.status, exc.reason)
+            return
+        self.try_act()
+
+    def on_phase(self, msg: String) -> None:
+        try:
+            phase = decode_phase(msg.data).phase
+        except ValueError as exc:
+            self.get_logger().error(f'refused run phase: {exc}')
+            return
+        if phase is self.phase:
+            return
+        self.get_logger().info(f'run phase {self.phase.value} -> {phase.value}')
+        self.phase = phase
+        self.loop.end_episode()
+        self.episodes_done = 0
+        self.need_reset = phase in _ACTING
+
+    def on_ack(self, msg: Int64) -> None:
+        if msg.data < -1:
+            self.get_logger().error(f'refused learner ack {msg.data}', throttle_duration_sec=1.0)
+            return
+        # -1: a (re)started learner that has nothing yet; count the window from here.
+        self.acked = self.loop.seq if msg.data == -1 else max(self.acked or 0, msg.data + 1)
+        self.try_act()
+
+    # ------------------------------------------------------------------ episodes
+    def maybe_reset(self) -> None:
+        now = self.steady.now().nanoseconds * 1e-9
+        if not self.need_reset or self.phase not in _ACTING or (
+                self.phase is RunPhase.TRAIN and self.acked is None):
+            return
+        if self.reset_pending_since is not None and \
+                now - self.reset_pending_since < self.cfg.reset_retry:
+            return
+        client = self.reset_clients[self.phase is not RunPhase.TRAIN]
+        if not client.service_is_ready():
+            return
+        self.reset_pending_since = now
+        phase = self.phase
+        client.call_async(Trigger.Request()).add_done_callback(
+            lambda future: self.on_reset_done(future, phase))
+
+    def on_reset_done(self, future: Any, phase: RunPhase) -> None:
+        self.reset_pending_since = None
+        if phase is not self.phase:
+            return  # the phase changed while the simulator reset; maybe_reset calls again
+        try:
+            answer = json.loads(future.result().message)
+            self.loop.start_episode(phase, int(answer['episode']), answer['goal'])
+            self.episode_start = float(answer['stamp'])
+        except (ValueError, KeyError, TypeError) as exc:
+            self.get_logger().error(f'reset answer refused: {exc}')
+            return
+        self.need_reset = False
+        self.try_act()
+
+    # ------------------------------------------------------------------ acting
+    def _throttled(self) -> bool:
+        return self.acked is None or self.loop.seq - self.acked >= self.cfg.max_lead
+
+    def try_act(self) -> None:
+        sample = self.latest
+        if sample is None or not self.loop.active or sample.stamp <= self.answered_stamp \
+                or sample.stamp < self.episode_start - STAMP_TOLERANCE:
+            return
+        mu_acts = _ACTING.get(self.phase, False)
+        if mu_acts and self._throttled():
+            return
+        self.answered_stamp = sample.stamp
+        step = self.loop.on_state(sample.positions, sample.velocities, mu_acts)
+        if step.transition is not None:
+            self.transition_pub.publish(transition_message(self.spaces, step.transition))
+        if step.command is not None:
+            self.reporter.record([SafetyStatus.NO_SAFE_ACTION_STOP] if step.fallback else [])
+            self.command_pub.publish(Float64MultiArray(data=step.command.tolist()))
+        if step.summary is not None:
+            self.episode_pub.publish(episode_message(step.summary))
+            self.episodes_done += 1
+            # Evaluation phases run a fixed set of held-out episodes; training runs on.
+            self.need_reset = self.phase is RunPhase.TRAIN or \
+                self.episodes_done < self.eval_episodes
+            self.maybe_reset()
+
+
+def main(args: list[str] | None = None) -> None:
+    sys.exit(run_node(SafeBehavior, args))
