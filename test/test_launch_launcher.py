@@ -1,4 +1,5 @@
 """ssq-launch: the graph description, the commands it builds, and real runs of node processes."""
+import io
 import os
 import re
 import signal
@@ -13,7 +14,13 @@ import pytest
 from test_package import console_scripts
 
 from ssq_ros.graph import GRAPHS, FromArg, LaunchArg
-from ssq_ros.launcher import node_command, parse_overrides, plan_graph, yaml_literal
+from ssq_ros.launcher import (
+    node_command,
+    parse_overrides,
+    plan_graph,
+    run_graph,
+    yaml_literal,
+)
 
 PLANNED = {'mujoco_sim', 'safe_behavior', 'q_learner', 'policy_executor', 'safety_monitor'}
 INSTALLED = {e.split('=')[0].strip() for e in console_scripts()}
@@ -78,6 +85,13 @@ def test_bad_launch_arguments_name_the_argument():
     with pytest.raises(ValueError, match='name:=value'):
         parse_overrides(['steps=3'])
     assert LaunchArg('x', '1', '', 'float').convert('2') == 2.0
+
+
+def test_missing_executables_are_named_and_nothing_starts(tmp_path):
+    out = io.StringIO()
+    assert run_graph(GRAPHS['deploy_hw'], {}, bin_dir=tmp_path, out=out) == 2
+    assert 'executables not found' in out.getvalue()
+    assert 'hardware_interface' in out.getvalue() and 'started' not in out.getvalue()
 
 
 def test_cli_rejects_bad_arguments_and_missing_executables():
@@ -153,13 +167,14 @@ def alive(pid):
 
 
 @pytest.mark.timeout(60)
-def test_launcher_starts_and_cleanly_stops_a_graph():
+@pytest.mark.parametrize('stop_signal', [signal.SIGINT, signal.SIGTERM], ids=['INT', 'TERM'])
+def test_launcher_starts_and_cleanly_stops_a_graph(stop_signal):
     runner = Runner()
     pids = runner.started_pids()
     assert set(pids) == {'hardware_interface', 'hw_position'}
     runner.wait_for(r'\[hw_position\]: position commands .* at 50 Hz')  # -p reached the node
     runner.wait_for(r'\[hardware_interface\]: velocity commands')  # the params file too
-    runner.proc.send_signal(signal.SIGINT)
+    runner.proc.send_signal(stop_signal)
     code, out = runner.finish()
     assert code == 0, out
     assert out.count('shut down with a stop command sent') == 2

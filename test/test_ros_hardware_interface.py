@@ -164,8 +164,9 @@ def test_stale_joint_state_stops_within_timeout_plus_one_period(launch):
     latency = first_stop - last_state
     print(f'stale state -> stop after {latency * 1e3:.1f} ms '
           f'(timeout {TIMEOUT * 1e3:.0f} ms + period {1e3 / RATE:.0f} ms)')
-    # timeout + one control period, plus 40 ms for delivery on a loaded 2-core machine
-    assert latency <= TIMEOUT + 1 / RATE + 0.04
+    # timeout + one control period, plus 50 ms for delivery and scheduling on a shared 2-core
+    # machine (the number printed above is typically within a few ms of timeout + period)
+    assert latency <= TIMEOUT + 1 / RATE + 0.05
     assert all(not moving(m) for t, m in after if t > first_stop)
     assert peer.status[-1] == 'STALE_STATE_STOP'
 
