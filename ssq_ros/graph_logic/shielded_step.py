@@ -30,6 +30,10 @@ def shielded_command(problem: ArmProblem, executor: ShieldedExecutor, q: np.ndar
     """The joint-velocity command of the shielded policy at (q, qdot) for `goal`."""
     q, qdot = np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
     controller = problem.controller
+    goal = np.asarray(goal, dtype=float)
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qdot)) and np.all(np.isfinite(goal))):
+        return ShieldedCommand(np.zeros(problem.setup.robot.dof),
+                               SafetyStatus.STATE_REJECTED_NONFINITE, None)
     obs = observe(problem, q, qdot, goal)
     decision = controller.act(q, qdot, rng, goal)
     if problem.discrete:
