@@ -1,11 +1,15 @@
 """Command shaping, watchdog and e-stop of the hardware filter, as pure functions (no ROS)."""
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ssq_ros.paths import config_path
 from ssq_ros.safety.command_filter import (
     CommandGate,
+    CommandLimitsConfig,
     JointLimits,
     braking_speed,
     check_command,
@@ -14,6 +18,7 @@ from ssq_ros.safety.command_filter import (
     scale_to_velocity_limits,
     shape_command,
 )
+from ssq_ros.safety.robot import load_robot
 from ssq_ros.safety.status import SafetyStatus as S
 
 LIMITS = JointLimits(lower=np.array([-1.0, -2.0, -0.5]), upper=np.array([1.0, 2.0, 0.5]),
@@ -167,6 +172,19 @@ def test_reset_refused_while_button_held():
     assert 'button' in gate.reset(0.0)
     gate.set_button(False)
     assert gate.reset(0.0) is None
+
+
+def test_limits_from_the_robot_model_apply_margin_and_scales():
+    robot = load_robot(config_path('robot.yaml'))
+    cfg = CommandLimitsConfig(velocity_scale=0.5, acceleration_scale=0.25, position_margin=0.1)
+    limits = JointLimits.from_robot(robot, cfg)
+    assert np.allclose(limits.lower, robot.position_lower + 0.1)
+    assert np.allclose(limits.upper, robot.position_upper - 0.1)
+    assert np.allclose(limits.velocity, robot.velocity_limit * 0.5)
+    assert np.allclose(limits.acceleration, robot.acceleration_limit * 0.25)
+    unlimited = dataclasses.replace(robot, acceleration_limit=np.full(robot.dof, np.inf))
+    with pytest.raises(ValueError, match='no acceleration_limits'):
+        JointLimits.from_robot(unlimited, cfg)
 
 
 def test_limits_validation():

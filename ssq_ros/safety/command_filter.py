@@ -62,6 +62,9 @@ class JointLimits:
     @classmethod
     def from_robot(cls, robot: Any, cfg: CommandLimitsConfig) -> JointLimits:
         """Limits of a `ssq_ros.safety.robot.RobotModel` with `cfg`'s margin and scales."""
+        if not np.all(np.isfinite(robot.acceleration_limit)):
+            raise ValueError('the robot yaml sets no acceleration_limits; the hardware '
+                             'interface needs them to ramp commands and to brake in time')
         return cls(lower=np.asarray(robot.position_lower, float) + cfg.position_margin,
                    upper=np.asarray(robot.position_upper, float) - cfg.position_margin,
                    velocity=np.asarray(robot.velocity_limit, float) * cfg.velocity_scale,
