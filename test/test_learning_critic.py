@@ -15,6 +15,10 @@ from ssq_ros.learning.critic import (
 )
 from ssq_ros.learning.replay import Batch, ReplayBuffer
 
+# Tiny networks on a shared 2-core machine: a second torch thread only spins and contends
+# (measured: 8x slower under load), so these tests run single-threaded.
+torch.set_num_threads(1)
+
 
 def test_soft_value_discrete_matches_hand_computation_and_masks_zero_mu():
     q = torch.tensor([[1.0, 100.0, 3.0]], dtype=torch.float64)

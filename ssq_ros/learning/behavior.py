@@ -136,7 +136,7 @@ class ContinuousSafeBehavior:
             count += int(safe.sum())
             if count >= K:
                 break
-        samples = np.concatenate(kept, axis=0)[:K] if kept else np.empty((0, self.dim))
+        samples = np.concatenate(kept, axis=0)[:K]
         self.fallback_rows = K - samples.shape[0]
         if self.fallback_rows:
             samples = np.concatenate([samples, np.tile(fallback, (self.fallback_rows, 1))])

@@ -72,14 +72,11 @@ class CategoricalPolicy(nn.Module):
         return torch.log_softmax(self.net(obs) + mask, dim=-1)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, mu: np.ndarray, rng: np.random.Generator,
-            greedy: bool = False) -> int:
-        """One action for one state; never an action with mu == 0."""
+    def act(self, obs: np.ndarray, mu: np.ndarray, rng: np.random.Generator) -> int:
+        """One sampled action for one state; never an action with mu == 0."""
         probs = self.log_probs(torch.as_tensor(obs, dtype=torch.float32)[None],
                                torch.as_tensor(mu, dtype=torch.float32)[None]).exp()[0]
         probs = probs.double().numpy()
-        if greedy:
-            return int(np.argmax(probs))
         return sample_index(probs / probs.sum(), rng)
 
 
@@ -102,11 +99,10 @@ class GaussianPolicy(nn.Module):
         return dist.log_prob(actions).sum(dim=-1)
 
     @torch.no_grad()
-    def propose(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
-        """The mean action, or a sample when rng is given; to be passed through `shield_action`."""
-        dist = self.distribution(torch.as_tensor(obs, dtype=torch.float32)[None])
-        mean, std = dist.loc[0].double().numpy(), dist.scale[0].double().numpy()
-        return mean if rng is None else rng.normal(mean, std)
+    def propose(self, obs: np.ndarray) -> np.ndarray:
+        """The mean action for one state; to be passed through `shield_action`."""
+        return self.distribution(torch.as_tensor(obs, dtype=torch.float32)[None]).loc[0] \
+            .double().numpy()
 
 
 class PolicyExtractor:
