@@ -1,6 +1,9 @@
 """Behavior policies: zero mass outside the safe set, exact draws, bad input refused."""
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from ssq_ros.learning.behavior import ContinuousSafeBehavior, DiscreteSafeBehavior
 
@@ -137,3 +140,17 @@ def test_continuous_constructor_rejects_bad_parameters(kwargs):
 def test_continuous_sample_rejects_wrong_shape():
     with pytest.raises(ValueError, match='samples'):
         make_continuous().sample(np.zeros((4, 3)), np.random.default_rng(0))
+
+
+@settings(max_examples=200, deadline=None)
+@given(allowed=arrays(bool, 6), preference=arrays(np.float64, 6, elements=st.floats(0, 10)),
+       seed=st.integers(0, 2**32 - 1))
+def test_discrete_behavior_never_puts_mass_outside_the_allowed_set(allowed, preference, seed):
+    mu = DiscreteSafeBehavior(6)
+    if not np.any(allowed & (preference > 0)):
+        with pytest.raises(ValueError, match='no allowed action'):
+            mu.distribution(allowed, preference)
+        return
+    probs = mu.distribution(allowed, preference)
+    assert np.all(probs[~allowed] == 0.0) and probs.sum() == pytest.approx(1.0)
+    assert allowed[mu.sample(probs, np.random.default_rng(seed))]

@@ -4,6 +4,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from ssq_ros.config import ConfigError, parse
 from ssq_ros.learning.critic import (
@@ -161,3 +164,17 @@ def test_constructor_needs_exactly_one_action_space():
         KLCritic(obs_dim=2, config=small_config())
     with pytest.raises(ValueError, match='exactly one'):
         KLCritic(obs_dim=2, config=small_config(), n_actions=2, action_dim=2)
+
+
+@settings(max_examples=200, deadline=None)
+@given(q=arrays(np.float64, 5, elements=st.floats(-50, 50)),
+       weights=arrays(np.float64, 5, elements=st.floats(0, 1)),
+       alpha=st.floats(1e-2, 1e2))
+def test_soft_value_lies_between_mus_mean_and_the_best_supported_q(q, weights, alpha):
+    assume(weights.sum() > 1e-3)
+    mu = weights / weights.sum()
+    value = soft_value_discrete(torch.as_tensor(q), torch.as_tensor(mu), alpha).item()
+    support = mu > 0
+    assert float(mu @ q) - 1e-9 <= value <= q[support].max() + 1e-9
+    colder = soft_value_discrete(torch.as_tensor(q), torch.as_tensor(mu), alpha / 2).item()
+    assert colder >= value - 1e-9  # V grows as alpha shrinks
