@@ -120,5 +120,9 @@ def test_bad_transitions_are_refused_and_leave_the_buffer_unchanged(change, mess
 def test_constructor_and_sampling_reject_bad_arguments():
     with pytest.raises(ValueError, match='capacity'):
         ReplayBuffer.discrete(capacity=0, obs_dim=2, n_actions=3)
+    buffer = ReplayBuffer.discrete(4, 2, 3)
     with pytest.raises(ValueError, match='empty'):
-        ReplayBuffer.discrete(4, 2, 3).sample(2, np.random.default_rng(0))
+        buffer.sample(2, np.random.default_rng(0))
+    fill_discrete(buffer, 1)
+    with pytest.raises(ValueError, match='batch_size'):
+        buffer.sample(0, np.random.default_rng(0))

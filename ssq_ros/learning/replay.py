@@ -119,6 +119,9 @@ class ReplayBuffer:
         """Uniform minibatch (with replacement) as torch tensors."""
         if self.size == 0:
             raise ValueError('cannot sample from an empty replay buffer')
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
         index = rng.integers(self.size, size=int(batch_size))
         return self.batch_at(index)
 
