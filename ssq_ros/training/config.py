@@ -31,6 +31,9 @@ class ScheduleConfig:
                               doc='held-out goals of every evaluation (the same set each time)')
     final_eval_episodes: int = spec(50, low=1, high=100_000,
                                     doc='held-out goals of the final evaluation')
+    calibration_episodes: int = spec(10, low=0, high=100_000,
+                                     doc='final evaluation: episodes (of each of mu and the '
+                                         'policy) whose Q(s, a) is compared with the return')
     calibration_tail: int = spec(200, low=0, high=100_000,
                                  doc='final evaluation: steps run past the time limit so the '
                                      'discounted returns of the last counted steps are complete')

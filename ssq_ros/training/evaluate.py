@@ -58,11 +58,13 @@ class RolloutStats:
 
 
 def rollout(problem: ArmProblem, episodes: int, executor: ShieldedExecutor | None,
-            gamma: float, q_function=None, calibration_tail: int = 0) -> RolloutStats:
+            gamma: float, q_function=None, calibration_episodes: int = 0,
+            calibration_tail: int = 0) -> RolloutStats:
     """Run `episodes` held-out episodes with the shielded policy (or mu alone if executor is
-    None). With `q_function(obs (N, D), actions) -> (N,)`, pairs Q(s_t, a_t) with G_t for the
-    steps t < max_steps whose return is complete: the episode reached the goal, or it was run
-    `calibration_tail` steps past the time limit (the return after the horizon is dropped)."""
+    None). With `q_function(obs (N, D), actions) -> (N,)`, the first `calibration_episodes`
+    pair Q(s_t, a_t) with G_t for the steps t < max_steps whose return is complete: the
+    episode reached the goal, or it was run `calibration_tail` steps past the time limit (the
+    return after that horizon is dropped). Success and return count the first max_steps only."""
     stats = RolloutStats()
     rng = np.random.default_rng(_EVAL_RNG_SEED)
     env = problem.env
@@ -72,6 +74,8 @@ def rollout(problem: ArmProblem, episodes: int, executor: ShieldedExecutor | Non
         stats.unsafe += int(info['unsafe'])
         stats.min_margin = min(stats.min_margin, info['min_margin'])
         observations, actions, rewards = [], [], []
+        calibrate = q_function is not None and index < calibration_episodes
+        tail = calibration_tail if calibrate else 0
         total, success, terminated = 0.0, False, False
         while True:
             decision = problem.behavior(rng)
@@ -96,13 +100,13 @@ def rollout(problem: ArmProblem, episodes: int, executor: ShieldedExecutor | Non
                 total += reward
                 success = success or terminated
             # Past the time limit only for calibration: keep going, stop at the goal.
-            if terminated or steps >= max_steps + (calibration_tail if q_function else 0):
+            if terminated or steps >= max_steps + tail:
                 break
         stats.episodes += 1
         stats.successes += int(success)
         stats.returns.append(total)
-        if q_function is not None:
-            complete = len(rewards) if terminated else max(0, len(rewards) - calibration_tail)
+        if calibrate:
+            complete = len(rewards) if terminated else max(0, len(rewards) - tail)
             complete = min(complete, max_steps)
             if complete:
                 returns = discounted_returns_to_go(np.array(rewards), gamma)[:complete]

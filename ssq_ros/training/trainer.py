@@ -143,15 +143,16 @@ class Trainer:
         """The shielded policy on the held-out goals; the final one also runs mu alone and
         measures value calibration."""
         gamma = self.config.learner.critic.gamma
-        tail = self.config.schedule.calibration_tail if final else 0
-        q_function = self.learner.q_values if final else None
-        policy = rollout(self.eval_problem, episodes, self.executor, gamma, q_function, tail)
+        schedule = self.config.schedule
+        calibration = (self.learner.q_values, schedule.calibration_episodes,
+                       schedule.calibration_tail) if final else ()
+        policy = rollout(self.eval_problem, episodes, self.executor, gamma, *calibration)
         self.state.unsafe_eval += policy.unsafe
         self.state.evaluations += 1
         record = {'type': 'eval', 'step': self.state.env_steps,
                   'policy_version': self.learner.policy_version, **policy.summary()}
         if final:
-            behavior = rollout(self.eval_problem, episodes, None, gamma, q_function, tail)
+            behavior = rollout(self.eval_problem, episodes, None, gamma, *calibration)
             self.state.unsafe_eval += behavior.unsafe
             record['behavior'] = behavior.summary()
             record['value_calibration_error'] = _calibration(behavior)
@@ -263,7 +264,8 @@ class Trainer:
                       'updates': self.learner.updates, **mean})
             for key, value in mean.items():
                 self._scalar(f'losses/{key}', value)
-        learning = state.env_steps >= schedule.learning_starts
+        # The final extraction and evaluation follow the last step; no periodic ones there.
+        learning = schedule.learning_starts <= state.env_steps < schedule.steps
         if learning and self._due(schedule.extract_every):
             self.extract(schedule.extract_steps)
         if learning and self._due(schedule.eval_every):
