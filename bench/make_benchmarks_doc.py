@@ -1,0 +1,210 @@
+"""docs/benchmarks.md (and its plot) generated from bench/results/peers.json and speed.json.
+
+    .venv/bin/python -m bench.make_benchmarks_doc [--peers P] [--speed S] [--out FILE.md]
+
+Nothing in the document is typed by hand: every number comes from the JSON the benchmark
+scripts wrote, with the command and the machine that produced it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from bench.bench_peers import RESULTS as PEERS_RESULTS
+from bench.bench_peers import PeerBenchConfig
+from bench.bench_speed import RESULTS as SPEED_RESULTS
+
+DOC = Path(__file__).resolve().parents[1] / 'docs' / 'benchmarks.md'
+FULL_COMMAND = 'make bench   # = bench/run_all.sh: bench_peers, bench_speed, this document'
+LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (continuous, ssq_ros)',
+          'sac': 'SAC (SB3), reward only', 'sac_penalized': 'SAC (SB3), unsafe penalised',
+          'iql': 'IQL (d3rlpy, offline)', 'cql': 'CQL (d3rlpy, offline)',
+          'discrete_cql': 'DiscreteCQL (d3rlpy, offline)'}
+EXPLORING = ('sac', 'sac_penalized')
+
+
+def _fmt(value, pattern: str) -> str:
+    return '–' if value is None or (isinstance(value, float) and np.isnan(value)) \
+        else pattern.format(value)
+
+
+def outcome_table(rows: list[dict]) -> list[str]:
+    lines = ['| method | actions | unsafe states, training | success | return | '
+             'unsafe states, eval as is | success, shielded | return, shielded | '
+             'unsafe states, eval shielded | shield interventions | value calibration error | '
+             'training wall time [s] |', '|' + '---|' * 12]
+    for row in rows:
+        lines.append('| ' + ' | '.join([
+            LABELS.get(row['method'], row['method']), row['action_kind'],
+            f'{row["unsafe_train"]} / {row["env_steps_train"]} steps',
+            _fmt(row['success'], '{:.0%}'), _fmt(row['return'], '{:.1f}'),
+            str(row['unsafe_eval']), _fmt(row['success_shielded'], '{:.0%}'),
+            _fmt(row['return_shielded'], '{:.1f}'), str(row['unsafe_eval_shielded']),
+            _fmt(row['shield_interventions'], '{:.1%}'),
+            _fmt(row['value_calibration_error'], '{:.3f}'),
+            _fmt(row['wall_time_train_s'], '{:.0f}')]) + ' |')
+    return lines
+
+
+def goals(peers: dict, speed: dict | None) -> list[str]:
+    """The stated goals, each with the measured numbers and whether it was met."""
+    rows = {r['method']: r for r in peers['table']}
+    lines = []
+    ssq = [rows[m] for m in ('ssq_discrete', 'ssq_continuous') if m in rows]
+    if ssq:
+        unsafe = sum(r['unsafe_train'] for r in ssq)
+        explorers = ', '.join(f'{LABELS[m]}: {rows[m]["unsafe_train"]}' for m in EXPLORING
+                              if m in rows) or 'no exploring peer was run'
+        lines.append(f'- Zero unsafe states while training: SSQ entered {unsafe} '
+                     f'({"met" if unsafe == 0 else "NOT met"}); peers that explore: '
+                     f'{explorers}.')
+        peer_rows = [r for m, r in rows.items() if not m.startswith('ssq')]
+        if peer_rows:
+            best = max(peer_rows, key=lambda r: r['success'])
+            mine = max(ssq, key=lambda r: r['success_shielded'])
+            gap = 100 * (best['success'] - mine['success_shielded'])
+            lines.append(f'- Success within 5 points of the best peer: best SSQ (shielded, '
+                         f'{LABELS[mine["method"]]}) {mine["success_shielded"]:.0%}, best peer '
+                         f'({LABELS[best["method"]]}, as is) {best["success"]:.0%}: '
+                         f'{"met" if gap <= 5 else "NOT met"} (gap {gap:+.0f} points).')
+    ratios = (speed or {}).get('ratio_to_sac')
+    if ratios:
+        for kind, target in (('discrete', 2.0), ('continuous', 1.0)):
+            value = ratios[f'ssq_{kind}']
+            lines.append(f'- Learner updates/s, SSQ {kind} / SB3 SAC >= {target:g}x: '
+                         f'{value:.2f}x ({"met" if value >= target else "NOT met"}).')
+    return lines
+
+
+def speed_tables(speed: dict) -> list[str]:
+    lines = [f'Batch {speed["batch_size"]}, hidden layers {speed["hidden_sizes"]} for every '
+             'learner; an update includes drawing its minibatch.', '',
+             '| learner | gradient updates / s |', '|---|---|']
+    lines += [f'| {name} | {value:.0f} |' for name, value in speed['updates_per_s'].items()]
+    lines += ['', '| environment | per second |', '|---|---|']
+    lines += [f'| {name} | {value:,.0f} |' for name, value in speed['env'].items()]
+    lines += ['', '| policy, one observation | p50 [µs] | p99 [µs] |', '|---|---|---|']
+    lines += [f'| {name} | {v["p50_us"]:.0f} | {v["p99_us"]:.0f} |'
+              for name, v in speed['latency'].items()]
+    return lines
+
+
+def _running_mean(values: list[float], window: int) -> np.ndarray:
+    cumulative = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
+    end = np.arange(1, len(values) + 1)
+    start = np.maximum(end - window, 0)
+    return (cumulative[end] - cumulative[start]) / (end - start)
+
+
+def plot_curves(peers: dict, path: Path) -> Path:
+    """Return (mean of 20 episodes) and cumulative unsafe states against environment steps."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, (ax_return, ax_unsafe) = plt.subplots(1, 2, figsize=(12, 4.5))
+    seed = min(r['seed'] for r in peers['runs'])
+    for record in (r for r in peers['runs'] if r['seed'] == seed):
+        curve = record['training']['curve']
+        if not curve['steps']:
+            continue
+        offline = 'data_source' in record['training']
+        label = LABELS.get(record['method'], record['method'])
+        if offline:
+            label += f' (data of {record["training"]["data_source"]})'
+        style = {'ls': '--' if offline else '-', 'lw': 1.2 if offline else 1.8}
+        ax_return.plot(curve['steps'], _running_mean(curve['returns'], 20), label=label,
+                       **style)
+        ax_unsafe.plot(curve['steps'], curve['unsafe_cumulative'], label=label, **style)
+    ax_return.set(xlabel='environment steps', ylabel='training episode return (mean of 20)',
+                  title=f'Return while training (seed {seed})')
+    ax_unsafe.set(xlabel='environment steps', ylabel='unsafe states entered (cumulative)',
+                  title='Unsafe states while training (referee)')
+    ax_unsafe.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def render(peers: dict, speed: dict | None, plot_name: str) -> str:
+    config, machine = peers['config'], peers['machine']
+    default = PeerBenchConfig()
+    reduced = config['steps'] < default.steps or len(config['seeds']) < len(default.seeds)
+    lines = ['# Benchmarks: ssq_ros against SB3 SAC and d3rlpy IQL/CQL', '',
+             '<!-- generated by `.venv/bin/python -m bench.make_benchmarks_doc` from '
+             'bench/results/*.json; do not edit by hand -->', '',
+             f'Machine: {machine["cpu"]}, {machine["logical_cores"]} logical cores, torch '
+             f'threads {machine["torch_threads"]}, Python {machine["python"]}; '
+             + ', '.join(f'{k} {v}' for k, v in peers.get('versions', {}).items()) + '.', '',
+             '## Safety and outcome on the reach-avoid task', '',
+             f'Command: `{peers["command"]}` (total {peers["total_wall_time_s"] / 60:.0f} min).',
+             '',
+             f'Seeds {config["seeds"]}, {config["steps"]} environment steps per online run, '
+             f'{config["eval_episodes"]} held-out episodes per evaluation, unsafe penalty '
+             f'{config["penalty"]:g} per step for penalised SAC.']
+    if reduced:
+        lines += ['', f'**Reduced budget.** This table was made with {config["steps"]} steps '
+                  f'and {len(config["seeds"])} seed(s), less than the default '
+                  f'({default.steps} steps), because the shared 2-core machine could not run '
+                  f'the full one in time. The full table: `{FULL_COMMAND}`.']
+    if peers.get('skipped'):
+        lines += ['', f'Left out (bench extra missing): {", ".join(peers["skipped"])}.']
+    lines += [''] + outcome_table(peers['table']) + [
+        '', '- *unsafe states*: control periods the simulator\'s independent referee judged '
+        'unsafe (MuJoCo geometry and joint state, no margins), summed over seeds.',
+        '- *success, return, unsafe states, eval as is*: the trained policy alone on the '
+        'held-out starts and goals of `ssq-train` (SSQ\'s extracted policy unmasked, every '
+        'action allowed).',
+        '- *shielded*: the same policy behind the support shield of ssq_ros: a discrete policy '
+        'takes its best action that mu allows; a continuous one runs if the support check '
+        'accepts it, else mu\'s safe sample nearest to it. *Interventions*: share of steps the '
+        'shield replaced the policy\'s action.',
+        '- *value calibration error*: mean |Q(s,a) - G| / mean |G| against discounted '
+        'Monte-Carlo returns; SSQ: its shielded policy\'s rollouts in ssq-train\'s final '
+        'evaluation; peers: their own rollouts as is (SAC\'s soft Q also counts its entropy '
+        'bonus).',
+        '- IQL/CQL/DiscreteCQL learn offline from the replay of the SSQ run named in the plot '
+        '(the transitions SSQ learned from, collected by the safe behavior controller), so '
+        'their training counts are those of that collection; their wall time is the offline '
+        'training alone.',
+        '', '## Goals', ''] + goals(peers, speed)
+    lines += ['', f'![return and unsafe states against environment steps]({plot_name})', '']
+    if speed:
+        lines += ['## Speed', '', f'Command: `{speed["command"]}`.', ''] + speed_tables(speed)
+    else:
+        lines += ['## Speed', '', 'Not measured: bench/results/speed.json is missing '
+                  '(`.venv/bin/python -m bench.bench_speed`).']
+    lines += ['', '## Reproduce', '', f'`{FULL_COMMAND}` (the default budget is sized for '
+              'under an hour on a 2-core CPU). A single table: `.venv/bin/python -m '
+              'bench.bench_peers`, `.venv/bin/python -m bench.bench_speed`, then `.venv/bin/'
+              'python -m bench.make_benchmarks_doc`.', '']
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--peers', type=Path, default=PEERS_RESULTS)
+    parser.add_argument('--speed', type=Path, default=SPEED_RESULTS)
+    parser.add_argument('--out', type=Path, default=DOC)
+    args = parser.parse_args(argv)
+    try:
+        peers = json.loads(args.peers.read_text())
+        speed = json.loads(args.speed.read_text()) if args.speed.exists() else None
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f'make_benchmarks_doc: cannot read results ({exc}); run bench_peers first',
+              file=sys.stderr)
+        return 2
+    plot = plot_curves(peers, args.out.with_name(args.out.stem + '_curves.png'))
+    args.out.write_text(render(peers, speed, plot.name))
+    print(f'wrote {args.out} and {plot}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""What every method shares: training-time bookkeeping, the unsafe-state penalty, and one
+evaluation loop that runs a policy as it is or behind ssq_ros's support shield.
+
+Only ssq_ros is needed here (no peer library), so these parts are tested without the bench extra.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+import numpy as np
+
+from ssq_ros.learning.evaluation import discounted_returns_to_go, value_calibration_error
+from ssq_ros.learning.extraction import shield_action
+from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+from ssq_ros.training.problem import ArmProblem
+
+# Seed of mu's draws while the shield builds its support during evaluation.
+EVAL_RNG_SEED = 12345
+
+
+@dataclass
+class Curve:
+    """One point per finished training episode: env steps so far, return, cumulative unsafe."""
+
+    steps: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    successes: list[bool] = field(default_factory=list)
+    unsafe_cumulative: list[int] = field(default_factory=list)
+
+    def add(self, step: int, episode_return: float, success: bool, unsafe_total: int) -> None:
+        self.steps.append(int(step))
+        self.returns.append(float(episode_return))
+        self.successes.append(bool(success))
+        self.unsafe_cumulative.append(int(unsafe_total))
+
+    def as_dict(self) -> dict:
+        return {'steps': self.steps, 'returns': self.returns, 'successes': self.successes,
+                'unsafe_cumulative': self.unsafe_cumulative}
+
+
+class TrainingRecorder(gym.Wrapper):
+    """Counts the referee's unsafe states while a library trains, and fixes its episodes.
+
+    Episode k starts from `training_episode_seed(run_seed, k)`, the start/goal sequence ssq-train
+    uses, whatever seed the library passes to reset. Returns are the task's own (recorded below
+    any reward shaping wrapped around this one).
+    """
+
+    def __init__(self, env: gym.Env, run_seed: int):
+        super().__init__(env)
+        self.run_seed = int(run_seed)
+        self.episodes = 0
+        self.steps = 0
+        self.unsafe_states = 0
+        self.min_margin = float('inf')
+        self.curve = Curve()
+        self._return = 0.0
+        self._success = False
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        obs, info = self.env.reset(seed=training_episode_seed(self.run_seed, self.episodes),
+                                   options=options)
+        self._count(info)
+        self._return, self._success = 0.0, False
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        self._count(info)
+        self._return += float(reward)
+        self._success = self._success or bool(terminated)
+        if terminated or truncated:
+            self.episodes += 1
+            self.curve.add(self.steps, self._return, self._success, self.unsafe_states)
+        return obs, reward, terminated, truncated, info
+
+    def _count(self, info: dict) -> None:
+        self.unsafe_states += int(info['unsafe'])
+        self.min_margin = min(self.min_margin, float(info['min_margin']))
+
+
+class UnsafePenalty(gym.Wrapper):
+    """Reward minus `penalty` for every step the referee judged unsafe (penalised safe RL)."""
+
+    def __init__(self, env: gym.Env, penalty: float):
+        if not np.isfinite(penalty) or penalty < 0:
+            raise ValueError(f'penalty must be a finite non-negative number, got {penalty!r}')
+        super().__init__(env)
+        self.penalty = float(penalty)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, float(reward) - self.penalty * float(info['unsafe']), terminated, \
+            truncated, info
+
+
+@dataclass
+class EvalPolicy:
+    """A trained policy as the evaluation sees it.
+
+    Discrete: `scores(obs) -> (n,)`, higher is preferred (logits, log-probabilities or Q); the
+    policy's action is the argmax. Continuous: `act(obs) -> (d,)`, the deterministic action.
+    `q(observations (N, D), actions (N,) or (N, d)) -> (N,)` where the method has a critic.
+    """
+
+    name: str
+    discrete: bool
+    scores: Callable[[np.ndarray], np.ndarray] | None = None
+    act: Callable[[np.ndarray], np.ndarray] | None = None
+    q: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.scores if self.discrete else self.act) is None:
+            raise ValueError(f'{self.name}: a discrete policy needs scores, a continuous one act')
+
+
+def choose_action(problem: ArmProblem, policy: EvalPolicy, obs: np.ndarray,
+                  rng: np.random.Generator, shielded: bool) -> tuple[int | np.ndarray, bool]:
+    """(action to execute, whether the shield replaced the policy's own action).
+
+    The shield is mu's support at the current state: discrete, the best-scored action mu allows
+    (the same argmax the ShieldedExecutor takes over the masked policy); continuous, the
+    policy's action if the support check accepts it, else mu's safe sample nearest to it
+    (peers have no density over mu's samples, so nearness is the common rule for all methods).
+    """
+    if problem.discrete:
+        scores = np.asarray(policy.scores(obs), dtype=float)
+        scores = np.where(np.isfinite(scores), scores, -np.inf)
+        best = int(np.argmax(scores))
+        if not shielded:
+            return best, False
+        allowed = problem.behavior(rng).probs > 0
+        if allowed[best]:
+            return best, False
+        return int(np.argmax(np.where(allowed, scores, -np.inf))), True
+    actions = problem.env.actions
+    proposal = np.clip(np.asarray(policy.act(obs), dtype=float), actions.low, actions.high)
+    if not shielded:
+        return proposal, False
+    samples = problem.behavior(rng).samples
+    nearness = -np.linalg.norm(samples - proposal, axis=1)
+    decision = shield_action(proposal, problem.is_safe_here(), samples, nearness)
+    return decision.action, decision.source != 'policy'
+
+
+def evaluate(problem: ArmProblem, policy: EvalPolicy, episodes: int, shielded: bool,
+             gamma: float, calibration_tail: int = 0) -> dict:
+    """The held-out episodes of ssq-train's evaluation, run with `policy` (shielded or not).
+
+    Every step is judged by the referee. With `policy.q` and calibration_tail > 0, the episodes
+    that time out run `calibration_tail` uncounted steps further so the discounted returns G_t
+    of the counted steps are complete, and Q(s_t, a_t) is compared with G_t.
+    """
+    env = problem.env
+    max_steps = env.task.config.max_steps
+    rng = np.random.default_rng(EVAL_RNG_SEED)
+    calibrate = policy.q is not None and calibration_tail > 0
+    returns, successes, unsafe, steps, interventions = [], 0, 0, 0, 0
+    q_all, g_all = [], []
+    for index in range(episodes):
+        obs, info = env.reset(seed=heldout_episode_seed(index))
+        unsafe += int(info['unsafe'])
+        observations, actions, rewards = [], [], []
+        terminated = False
+        while True:
+            action, replaced = choose_action(problem, policy, obs, rng, shielded)
+            observations.append(obs)
+            actions.append(action)
+            obs, reward, terminated, _, info = env.step(action)
+            rewards.append(reward)
+            if len(rewards) <= max_steps:
+                unsafe += int(info['unsafe'])
+                interventions += int(replaced)
+                steps += 1
+            if terminated or len(rewards) >= max_steps + (calibration_tail if calibrate else 0):
+                break
+        counted = rewards[:max_steps]
+        returns.append(float(np.sum(counted)))
+        successes += int(terminated and len(rewards) <= max_steps)
+        if calibrate:
+            complete = len(rewards) if terminated else len(rewards) - calibration_tail
+            complete = min(complete, max_steps)
+            if complete > 0:
+                g_all.append(discounted_returns_to_go(np.array(rewards), gamma)[:complete])
+                q_all.append(np.asarray(policy.q(np.array(observations[:complete]),
+                                                 np.array(actions[:complete])), dtype=float))
+    result = {'episodes': episodes, 'success_rate': successes / max(episodes, 1),
+              'return': float(np.mean(returns)) if returns else float('nan'),
+              'unsafe_states': unsafe, 'steps': steps,
+              'intervention_rate': interventions / max(steps, 1) if shielded else None}
+    if calibrate and q_all:
+        result['value_calibration_error'] = value_calibration_error(np.concatenate(q_all),
+                                                                    np.concatenate(g_all))
+    return result
+
+
+def machine_info(torch_threads: int) -> dict:
+    """CPU model, logical cores and torch threads: the numbers every table is tied to."""
+    import os
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open('/proc/cpuinfo'):
+            if line.startswith('model name'):
+                model = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {'cpu': model, 'logical_cores': os.cpu_count(), 'torch_threads': torch_threads,
+            'python': platform.python_version()}

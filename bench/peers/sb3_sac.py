@@ -1,0 +1,76 @@
+"""Soft Actor-Critic from Stable-Baselines3 on the continuous reach-avoid env (bench extra).
+
+SAC explores with its own stochastic policy from the first step: nothing keeps it out of the
+unsafe set, so the referee's count during training is what a team would see on a real arm.
+`penalty > 0` subtracts that much reward for every unsafe step (penalised safe RL).
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from stable_baselines3 import SAC
+from stable_baselines3.common.callbacks import BaseCallback
+from tqdm import tqdm
+
+from ssq_ros.sim.env import ReachAvoidEnv
+
+from .common import EvalPolicy, TrainingRecorder, UnsafePenalty
+
+
+class _Progress(BaseCallback):
+    """A tqdm bar over environment steps with the unsafe count so far."""
+
+    def __init__(self, total: int, recorder: TrainingRecorder, label: str, enabled: bool):
+        super().__init__()
+        self.bar = tqdm(total=total, desc=label, unit='step', disable=not enabled,
+                        dynamic_ncols=True)
+        self.recorder = recorder
+
+    def _on_step(self) -> bool:
+        self.bar.update(1)
+        if self.num_timesteps % 200 == 0:
+            self.bar.set_postfix(unsafe=self.recorder.unsafe_states,
+                                 episodes=self.recorder.episodes)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
+                        learning_starts: int) -> dict:
+    """SB3's SAC defaults, with the batch, width, discount and warm-up SSQ uses."""
+    return {'batch_size': batch_size, 'gamma': gamma, 'learning_starts': learning_starts,
+            'train_freq': 1, 'gradient_steps': 1, 'policy_kwargs': {'net_arch': list(hidden)}}
+
+
+def train_sac(env: ReachAvoidEnv, seed: int, steps: int, hyper: dict, penalty: float = 0.0,
+              label: str = 'sac', progress: bool = True) -> tuple[EvalPolicy, dict]:
+    """Train SAC for `steps` env steps; (its deterministic policy, training numbers + curve)."""
+    if env.discrete:
+        raise ValueError('SAC needs the continuous env (ssq_ros/ReachAvoidContinuous-v0)')
+    recorder = TrainingRecorder(env, seed)
+    wrapped = UnsafePenalty(recorder, penalty) if penalty > 0 else recorder
+    model = SAC('MlpPolicy', wrapped, seed=seed, device='cpu', verbose=0,
+                buffer_size=max(steps, 1), **hyper)
+    started = time.monotonic()
+    model.learn(total_timesteps=steps, callback=_Progress(steps, recorder, label, progress))
+    wall = time.monotonic() - started
+    policy = model.policy
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return model.predict(obs, deterministic=True)[0]
+
+    @torch.no_grad()
+    def q(observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        obs_t = torch.as_tensor(observations, dtype=torch.float32)
+        act_t = torch.as_tensor(policy.scale_action(np.asarray(actions)), dtype=torch.float32)
+        return torch.min(torch.cat(policy.critic(obs_t, act_t), dim=1), dim=1).values.numpy()
+
+    training = {'unsafe_states_train': recorder.unsafe_states, 'env_steps': recorder.steps,
+                'episodes_train': recorder.episodes, 'min_margin_train': recorder.min_margin,
+                'updates': int(model._n_updates), 'wall_time_train_s': wall,
+                'curve': recorder.curve.as_dict()}
+    return EvalPolicy(label, False, act=act, q=q), training

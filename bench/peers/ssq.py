@@ -1,0 +1,116 @@
+"""ssq_ros itself as a benchmark entrant: trained by `ssq-train`'s Trainer, judged like a peer.
+
+The run folder is the trainer's (metrics.json, log.jsonl, policy.pt, checkpoints/); this module
+reads the extracted policy, the training curve and the replay (mu's transitions, which the
+offline peers learn from) back out of it.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ssq_ros.config import parse, to_dict
+from ssq_ros.training.config import (
+    TrainConfig,
+    load_train_config,
+    resolve_config_file,
+    with_overrides,
+)
+from ssq_ros.training.export import load_exported_policy
+from ssq_ros.training.plots import read_log
+from ssq_ros.training.trainer import Trainer
+
+from .common import Curve, EvalPolicy
+
+
+def ssq_config(action_kind: str, seed: int, steps: int, schedule: dict | None = None,
+               base: str = 'train_sim.yaml') -> TrainConfig:
+    """The package's training config for `action_kind`, with the benchmark's budget."""
+    data = to_dict(load_train_config(resolve_config_file(base)))
+    data['action_kind'] = action_kind
+    data['schedule'].update(schedule or {})
+    data['schedule']['learning_starts'] = min(data['schedule']['learning_starts'], steps)
+    return with_overrides(parse(TrainConfig, data, 'bench'), seed=seed, steps=steps)
+
+
+def train_ssq(config: TrainConfig, out: Path, progress: bool = True) -> dict:
+    """A fresh ssq-train run in `out` (an old folder there is removed); its metrics.json."""
+    if out.exists():
+        shutil.rmtree(out)
+    return Trainer(config, out, progress=progress).run()
+
+
+def ssq_policy(out: Path, name: str) -> EvalPolicy:
+    """The run's extracted policy, unmasked: every action is allowed unless a shield masks it."""
+    exported = load_exported_policy(out / 'policy.pt')
+    spaces = exported.spaces
+    if spaces.discrete:
+        everything = np.ones(spaces.action_size, dtype=bool)
+
+        def scores(obs: np.ndarray) -> np.ndarray:
+            return np.log(exported.probabilities(obs, everything))
+
+        return EvalPolicy(name, True, scores=scores)
+    return EvalPolicy(name, False, act=lambda obs: exported.gaussian(obs)[0])
+
+
+def ssq_curve(out: Path) -> Curve:
+    """mu's training episodes as the trainer logged them."""
+    curve = Curve()
+    for record in read_log(out):
+        if record.get('type') == 'episode':
+            curve.add(record['step'], record['return'], record['success'],
+                      record['unsafe_total'])
+    return curve
+
+
+def ssq_transitions(config: TrainConfig, out: Path) -> dict[str, np.ndarray]:
+    """The replay of the run in time order: obs, action, reward, next_obs, done (float)."""
+    trainer = Trainer(config, out, progress=False)
+    if not trainer.load_checkpoint():
+        raise FileNotFoundError(f'{out}: no trainer checkpoint to read the replay from')
+    replay = trainer.learner.replay
+    order = np.arange(replay.size)
+    if replay.size == replay.capacity:  # wrapped: the oldest transition sits at `position`
+        order = (order + replay.position) % replay.capacity
+    return {name: replay.arrays[name][order] for name in
+            ('obs', 'action', 'reward', 'next_obs', 'done')}
+
+
+def split_episodes(transitions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Transitions in time order -> d3rlpy-style rows (observations, actions, rewards,
+    terminals, timeouts).
+
+    An episode ends where done is set or where the next transition does not start from this
+    one's next_obs. An episode that did not terminate gets its last next_obs appended as an
+    extra row flagged as timeout, so its last transition keeps its real successor state.
+    """
+    obs, next_obs, done = transitions['obs'], transitions['next_obs'], transitions['done']
+    count = len(obs)
+    if count == 0:
+        raise ValueError('no transitions')
+    breaks = np.ones(count, dtype=bool)
+    breaks[:-1] = (done[:-1] > 0) | np.any(next_obs[:-1] != obs[1:], axis=1)
+    rows: dict[str, list] = {k: [] for k in ('observations', 'actions', 'rewards',
+                                             'terminals', 'timeouts')}
+    start = 0
+    for end in np.flatnonzero(breaks) + 1:
+        segment = slice(start, end)
+        size = end - start
+        terminal = done[end - 1] > 0
+        rows['observations'].append(obs[segment])
+        rows['actions'].append(transitions['action'][segment])
+        rows['rewards'].append(transitions['reward'][segment])
+        rows['terminals'].append(np.r_[np.zeros(size - 1), float(terminal)])
+        rows['timeouts'].append(np.zeros(size))
+        if not terminal:
+            rows['observations'].append(next_obs[end - 1][None])
+            rows['actions'].append(np.zeros_like(transitions['action'][end - 1:end]))
+            rows['rewards'].append(np.zeros(1))
+            rows['terminals'].append(np.zeros(1))
+            rows['timeouts'].append(np.ones(1))
+        start = end
+    dtypes = {'actions': transitions['action'].dtype}
+    return {k: np.concatenate(v).astype(dtypes.get(k, np.float32)) for k, v in rows.items()}

@@ -1,0 +1,160 @@
+"""Benchmark plumbing: referee bookkeeping, the penalty, the shield in evaluation, the SSQ
+entrant end to end and the generated document; the peer adapters only with the bench extra.
+
+Run as `python -m pytest` from the repository root (the bench scripts import as `bench.*`).
+"""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from bench import bench_peers, make_benchmarks_doc
+from bench.peers.common import EvalPolicy, TrainingRecorder, UnsafePenalty, evaluate
+from bench.peers.ssq import split_episodes, ssq_config, ssq_transitions
+from ssq_ros.config import to_dict
+from ssq_ros.training.config import load_train_config, resolve_config_file
+from ssq_ros.training.evaluate import training_episode_seed
+from ssq_ros.training.problem import build_problem
+
+
+def write_tiny_config(folder, max_steps: int) -> str:
+    """train_sim.yaml with short episodes, small networks and short schedules."""
+    data = to_dict(load_train_config(resolve_config_file('train_sim.yaml')))
+    data['sim']['task']['max_steps'] = max_steps
+    for section in (data['learner']['critic'], data['learner']['extraction']):
+        section.update(hidden_sizes=[32, 32], batch_size=32)
+    data['learner']['replay_capacity'] = 1000
+    data['schedule'].update(learning_starts=50, extract_every=100, extract_steps=10,
+                            final_extract_steps=20, eval_every=10**6, eval_episodes=1,
+                            final_eval_episodes=1, calibration_tail=10, checkpoint_every=100)
+    path = folder / f'tiny{max_steps}.yaml'
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture(scope='module')
+def tiny_config(tmp_path_factory):
+    """40-step episodes: enough for every part of a run to happen."""
+    return write_tiny_config(tmp_path_factory.mktemp('bench'), 40)
+
+
+@pytest.fixture(scope='module')
+def long_episode_config(tmp_path_factory):
+    """100-step episodes: long enough to reach the table from every held-out start."""
+    return write_tiny_config(tmp_path_factory.mktemp('bench'), 100)
+
+
+def down_policy(problem) -> EvalPolicy:
+    """Always straight down toward the table: unsafe within an episode unless shielded."""
+    if problem.discrete:
+        down = problem.setup.cartesian.names.index('-z')
+        scores = np.eye(problem.spaces.action_size)[down]
+        return EvalPolicy('down', True, scores=lambda obs: scores)
+    return EvalPolicy('down', False, act=lambda obs: np.array([0.0, 0.0, -1.0]))
+
+
+def test_split_episodes_keeps_successors_and_marks_ends():
+    obs = np.arange(6, dtype=np.float32)[:, None]
+    # Episode A: 0->1->2 terminal. Episode B: 3->4->5, cut by the time limit.
+    transitions = {'obs': obs[[0, 1, 3, 4]], 'next_obs': obs[[1, 2, 4, 5]],
+                   'action': np.array([1, 2, 3, 4]), 'reward': np.array([1., 2., 3., 4.]),
+                   'done': np.array([0., 1., 0., 0.])}
+    rows = split_episodes(transitions)
+    assert rows['observations'][:, 0].tolist() == [0, 1, 3, 4, 5]
+    assert rows['actions'].tolist() == [1, 2, 3, 4, 0]
+    assert rows['terminals'].tolist() == [0, 1, 0, 0, 0]
+    assert rows['timeouts'].tolist() == [0, 0, 0, 0, 1]
+    assert rows['actions'].dtype == np.int64
+    with pytest.raises(ValueError, match='no transitions'):
+        split_episodes({k: v[:0] for k, v in transitions.items()})
+
+
+def test_recorder_counts_the_referee_and_penalty_subtracts(long_episode_config):
+    problem = build_problem(ssq_config('discrete', 3, 100, base=long_episode_config))
+    recorder = TrainingRecorder(problem.env, run_seed=3)
+    env = UnsafePenalty(recorder, penalty=10.0)
+    obs, _ = env.reset(seed=999)  # the library's seed is replaced by the training sequence
+    expected, _ = problem.env.reset(seed=training_episode_seed(3, 0))
+    assert np.array_equal(obs, expected)
+    env.reset(seed=999)
+    down = problem.setup.cartesian.names.index('-z')
+    seen, shaped = 0, 0.0
+    for _ in range(100):
+        _, reward, terminated, truncated, info = env.step(down)
+        seen += int(info['unsafe'])
+        shaped += reward
+        if terminated or truncated:
+            break
+    assert seen > 0 and recorder.unsafe_states == seen
+    assert recorder.curve.unsafe_cumulative == [seen]
+    assert shaped == pytest.approx(recorder.curve.returns[0] - 10.0 * seen)
+    with pytest.raises(ValueError, match='penalty'):
+        UnsafePenalty(recorder, float('nan'))
+
+
+@pytest.mark.parametrize('kind', ['discrete', 'continuous'])
+def test_shield_keeps_a_policy_driving_into_the_table_safe(long_episode_config, kind):
+    problem = build_problem(ssq_config(kind, 0, 100, base=long_episode_config))
+    policy = down_policy(problem)
+    as_is = evaluate(problem, policy, 1, shielded=False, gamma=0.98)
+    shielded = evaluate(problem, policy, 1, shielded=True, gamma=0.98)
+    assert as_is['unsafe_states'] > 0 and as_is['steps'] == 100
+    assert shielded['unsafe_states'] == 0
+    assert 0.0 < shielded['intervention_rate'] <= 1.0
+
+
+def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
+    out = tmp_path / 'peers.json'
+    assert bench_peers.main(['--methods', 'ssq_discrete', '--steps', '100',
+                             '--eval-episodes', '1', '--ssq-config', tiny_config,
+                             '--runs', str(tmp_path / 'runs'), '--out', str(out),
+                             '--no-progress']) == 0
+    result = json.loads(out.read_text())
+    (row,) = result['table']
+    assert row['method'] == 'ssq_discrete' and row['unsafe_train'] == 0
+    assert row['env_steps_train'] == 100 and row['unsafe_eval_shielded'] == 0
+    (record,) = result['runs']
+    assert record['training']['curve']['unsafe_cumulative'][-1] == 0
+    config = ssq_config('discrete', 0, 100, base=tiny_config)
+    replay = ssq_transitions(config, tmp_path / 'runs' / 'ssq_discrete-seed0')
+    assert len(replay['obs']) == 100
+    assert np.array_equal(replay['next_obs'][:-1][replay['done'][:-1] == 0][0],
+                          replay['obs'][1:][replay['done'][:-1] == 0][0])
+
+    doc = tmp_path / 'doc' / 'benchmarks.md'
+    doc.parent.mkdir()
+    assert make_benchmarks_doc.main(['--peers', str(out), '--speed',
+                                     str(tmp_path / 'absent.json'), '--out', str(doc)]) == 0
+    text = doc.read_text()
+    assert 'Reduced budget' in text and 'Not measured' in text
+    assert '| SSQ (discrete, ssq_ros) | discrete | 0 / 100 steps |' in text
+    assert (doc.parent / 'benchmarks_curves.png').stat().st_size > 1000
+
+
+def test_bad_benchmark_arguments_are_named(capsys):
+    assert bench_peers.main(['--methods', 'ppo']) == 2
+    assert 'methods' in capsys.readouterr().err
+    assert bench_peers.main(['--steps', '0']) == 2
+
+
+def test_peer_adapters_train_and_evaluate(tiny_config, tmp_path):
+    pytest.importorskip('stable_baselines3')
+    pytest.importorskip('d3rlpy')
+    out = tmp_path / 'peers.json'
+    assert bench_peers.main(['--methods', 'sac_penalized', 'iql', 'discrete_cql',
+                             '--steps', '100', '--eval-episodes', '1',
+                             '--offline-updates', '5', '--ssq-config', tiny_config,
+                             '--runs', str(tmp_path / 'runs'), '--out', str(out),
+                             '--no-progress']) == 0
+    result = json.loads(out.read_text())
+    rows = {row['method']: row for row in result['table']}
+    assert set(rows) == {'sac_penalized', 'iql', 'discrete_cql'}
+    assert rows['sac_penalized']['env_steps_train'] == 100
+    sac = next(r for r in result['runs'] if r['method'] == 'sac_penalized')
+    assert sac['training']['curve']['unsafe_cumulative'][-1] == \
+        sac['training']['unsafe_states_train']
+    assert sac['value_calibration_error'] is not None
+    for method in ('iql', 'discrete_cql'):
+        assert rows[method]['unsafe_train'] == 0  # the data came from the safe behavior
+        assert rows[method]['unsafe_eval_shielded'] == 0
