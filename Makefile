@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ssq_ros-installed
+BENCH_STAMP := $(VENV)/.ssq_ros-bench-installed
 
 .PHONY: train test lint bench
 
@@ -15,6 +16,14 @@ $(STAMP): requirements.txt setup.py package.xml
 
 train: $(STAMP)
 	$(BIN)/ssq-gridworld --seeds 3 --out runs/gridworld.json
+
+# The peer benchmark (SB3, d3rlpy: the optional bench extra); BENCH_ARGS go to bench_peers.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[venv,test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	PYTHON=$(BIN)/python bench/run_all.sh $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check ssq_ros test bench launch setup.py

@@ -71,8 +71,9 @@ def parse_args(argv: list[str] | None) -> tuple[PeerBenchConfig, argparse.Namesp
     parser.add_argument('--offline-updates', type=int, default=defaults.offline_updates)
     parser.add_argument('--methods', nargs='+', default=list(defaults.methods))
     parser.add_argument('--torch-threads', type=int, default=defaults.torch_threads)
-    parser.add_argument('--ssq-config', default='train_sim.yaml',
-                        help='training YAML the SSQ runs start from (a path or a config/ name)')
+    parser.add_argument('--ssq-config', help='training YAML both SSQ runs start from (a path '
+                        'or a config/ name); default: train_sim.yaml and '
+                        'train_sim_continuous.yaml')
     parser.add_argument('--runs', type=Path, default=Path('runs') / 'bench',
                         help='where the SSQ run folders go')
     parser.add_argument('--out', type=Path, default=RESULTS, help='results JSON')
@@ -89,7 +90,7 @@ def available(method: str) -> bool:
 
 
 def run_seed(cfg: PeerBenchConfig, seed: int, runs: Path, progress: bool,
-             ssq_base: str = 'train_sim.yaml') -> list[dict]:
+             ssq_base: str | None = None) -> list[dict]:
     """Every selected method on one seed; one record per method."""
     records: list[dict] = []
     ssq_runs: dict[str, tuple] = {}

@@ -24,11 +24,17 @@ from ssq_ros.training.trainer import Trainer
 
 from .common import Curve, EvalPolicy
 
+# The package's training config of each action kind.
+DEFAULT_CONFIGS = {'discrete': 'train_sim.yaml', 'continuous': 'train_sim_continuous.yaml'}
+
 
 def ssq_config(action_kind: str, seed: int, steps: int, schedule: dict | None = None,
-               base: str = 'train_sim.yaml') -> TrainConfig:
-    """The package's training config for `action_kind`, with the benchmark's budget."""
-    data = to_dict(load_train_config(resolve_config_file(base)))
+               base: str | None = None) -> TrainConfig:
+    """The training config for `action_kind` (the package's unless `base` names another YAML,
+    whose action_kind is then replaced), with the benchmark's budget."""
+    if action_kind not in DEFAULT_CONFIGS:
+        raise ValueError(f'unknown action kind {action_kind!r}')
+    data = to_dict(load_train_config(resolve_config_file(base or DEFAULT_CONFIGS[action_kind])))
     data['action_kind'] = action_kind
     data['schedule'].update(schedule or {})
     data['schedule']['learning_starts'] = min(data['schedule']['learning_starts'], steps)
