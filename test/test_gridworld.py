@@ -28,7 +28,6 @@ UP, RIGHT, DOWN, LEFT = range(4)
 
 # Tiny networks on a shared 2-core machine: a second torch thread only spins and contends
 # (measured: 8x slower under load), so these tests run single-threaded.
-torch.set_num_threads(1)
 
 
 def test_world_is_a_valid_mdp_with_the_cliff_between_start_and_goal():

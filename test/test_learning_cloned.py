@@ -8,7 +8,6 @@ from ssq_ros.learning.cloned import ClonedBehavior, CloningConfig
 
 # Tiny networks on a shared 2-core machine: a second torch thread only spins and contends
 # (measured: 8x slower under load), so these tests run single-threaded.
-torch.set_num_threads(1)
 
 CONFIG = dict(hidden_sizes=[32], lr=3e-3, steps=500, batch_size=256)
 

@@ -20,7 +20,6 @@ from ssq_ros.learning.replay import Batch, ReplayBuffer
 
 # Tiny networks on a shared 2-core machine: a second torch thread only spins and contends
 # (measured: 8x slower under load), so these tests run single-threaded.
-torch.set_num_threads(1)
 
 
 def test_soft_value_discrete_matches_hand_computation_and_masks_zero_mu():

@@ -18,7 +18,6 @@ from ssq_ros.learning.replay import ReplayBuffer
 
 # Tiny networks on a shared 2-core machine: a second torch thread only spins and contends
 # (measured: 8x slower under load), so these tests run single-threaded.
-torch.set_num_threads(1)
 
 ALPHA = 0.5
 
