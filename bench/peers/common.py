@@ -198,7 +198,7 @@ def evaluate(problem: ArmProblem, policy: EvalPolicy, episodes: int, shielded: b
 
 
 def machine_info(torch_threads: int) -> dict:
-    """CPU model, logical cores and torch threads: the numbers every table is tied to."""
+    """CPU model, logical cores, torch threads and current load: what every table is tied to."""
     import os
     import platform
 
@@ -210,5 +210,7 @@ def machine_info(torch_threads: int) -> dict:
                 break
     except OSError:
         pass
+    # The load average says how much of the machine other processes took while measuring.
     return {'cpu': model, 'logical_cores': os.cpu_count(), 'torch_threads': torch_threads,
-            'python': platform.python_version()}
+            'python': platform.python_version(),
+            'load_average_1_5_15min': [round(v, 2) for v in os.getloadavg()]}
