@@ -4,7 +4,7 @@
 
 Every method gets the same env steps, episode seeds, batch size, network width and discount;
 the referee in the simulator counts unsafe states during training and evaluation. Prints the
-table and writes bench/results/peers.json (run folders under runs/bench/). SSQ runs need only
+table and writes bench/results/peers.json (run folders under runs/bench_peers/). SSQ runs need only
 ssq_ros; the peers need the `bench` extra and are left out, with a note, without it.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> tuple[PeerBenchConfig, argparse.Namesp
     parser.add_argument('--ssq-config', help='training YAML both SSQ runs start from (a path '
                         'or a config/ name); default: train_sim.yaml and '
                         'train_sim_continuous.yaml')
-    parser.add_argument('--runs', type=Path, default=Path('runs') / 'bench',
+    parser.add_argument('--runs', type=Path, default=Path('runs') / 'bench_peers',
                         help='where the SSQ run folders go')
     parser.add_argument('--out', type=Path, default=RESULTS, help='results JSON')
     parser.add_argument('--no-progress', action='store_true')
