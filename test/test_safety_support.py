@@ -12,9 +12,10 @@ from ssq_ros.safety.robot import build_robot, load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.safety.support import (
     SupportCheck,
-    joint_travel,
+    chord_deviation,
     load_support_config,
     ramp_displacement,
+    stretch_speed,
     swept_path,
 )
 
@@ -51,41 +52,45 @@ def test_braking_ends_at_rest_after_the_braking_distance():
     assert np.allclose(durations[0], [PERIOD / 3] * 3 + [0.5 / 5] * 5)
 
 
-def test_joint_travel_bounds_the_motion_between_samples():
+def test_chord_deviation_bounds_the_bulge_between_samples(support):
+    """Sphere centres on a 40x denser path stay within the bound of the coarse chords."""
     rng = np.random.default_rng(0)
-    rate = np.array([2.0, 4.0, 3.0])
-    qdot = rng.uniform(-1, 1, 3)
-    commands = rng.uniform(-1, 1, (20, 3))
-    coarse = swept_path(np.zeros(3), qdot, commands, PERIOD, rate, 2, 3)
-    dense_positions = swept_path(np.zeros(3), qdot, commands, PERIOD, rate, 400, 600)[0]
-    travel = joint_travel(qdot, coarse[1], coarse[2])
-    # Every dense point lies within half a stretch's travel of the nearer coarse sample.
-    ends = np.concatenate([np.zeros((20, 1, 3)), coarse[0]], axis=1)
-    for row in range(20):
-        for k in range(5):
-            lo, hi = ends[row, k], ends[row, k + 1]
-            between = dense_positions[row][
-                (np.abs(dense_positions[row] - lo).max(axis=1) <= travel[row, k].max() + 1e-12)
-                & (np.abs(dense_positions[row] - hi).max(axis=1) <= travel[row, k].max() + 1e-12)]
-            gap = np.minimum(np.abs(between - lo), np.abs(between - hi))
-            assert np.all(gap <= 0.5 * travel[row, k] + 1e-9)
+    robot, kin = support.safe_set.robot, support.safe_set.kinematics
+    q = robot.home + rng.uniform(-0.3, 0.3, 7)
+    qdot = rng.uniform(-0.5, 0.5, 7)
+    commands = rng.uniform(-1, 1, (10, 7))
+    coarse = swept_path(q, qdot, commands, PERIOD, support.rate, 1, 1)
+    fine = swept_path(q, qdot, commands, PERIOD, support.rate, 40, 40)
+    bound = chord_deviation(kin.lever_bound, support.rate, stretch_speed(qdot, coarse[1]),
+                            coarse[2])
+    start = kin.sphere_positions(q)[0]
+    for row in range(10):
+        ends = np.concatenate([start[None], kin.sphere_positions(coarse[0][row])])
+        dense = kin.sphere_positions(fine[0][row])
+        for k, stretch in enumerate((dense[:40], dense[40:])):
+            a, b = ends[k], ends[k + 1]
+            t = np.clip(np.sum((stretch - a) * (b - a), -1) / np.maximum(
+                np.sum((b - a) ** 2, -1), 1e-18), 0, 1)
+            off_chord = np.linalg.norm(stretch - (a + t[..., None] * (b - a)), axis=-1)
+            assert off_chord.max() <= bound[row, k] + 1e-12
 
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 2 ** 31))
 def test_accepted_paths_are_safe_everywhere_not_only_at_samples(support, seed):
-    """Commands the coarse check accepts keep every state of a 40x denser path in S."""
+    """Commands the coarse check accepts keep every state of a 40x denser path within the
+    sample gap of S (and so inside the clearance, far from the real limits)."""
     rng = np.random.default_rng(seed)
     safe_set = support.safe_set
     q = np.array([0.0, -0.251, 0.0, -2.186, 0.0, 2.044, 0.785]) + rng.uniform(-0.2, 0.2, 7)
     qdot = rng.uniform(-0.3, 0.3, 7) * safe_set.velocity_limit
     commands = rng.uniform(-1, 1, (32, 7)) * safe_set.velocity_limit
-    accepted = commands[support.margins(q, qdot, commands) >= 0]
+    accepted = commands[support.is_safe(q, qdot, commands)]
     if not len(accepted):
         return
     positions, velocities, _ = swept_path(q, qdot, accepted, PERIOD, support.rate, 150, 150)
     dense = safe_set.margins(positions.reshape(-1, 7), velocities.reshape(-1, 7))
-    assert dense.min() >= -1e-9
+    assert dense.min() >= -support.config.sample_gap_limit
 
 
 def test_commands_into_a_keep_out_zone_are_rejected(support):
@@ -159,3 +164,14 @@ def test_missing_acceleration_limits_are_refused(support):
         SupportCheck(safe_set, support.config, PERIOD)
     with pytest.raises(ValueError, match='period'):
         SupportCheck(support.safe_set, support.config, 0.0)
+    with pytest.raises(ConfigError, match='sample_gap_limit'):
+        SupportCheck(support.safe_set, replace(support.config, sample_gap_limit=0.025), PERIOD)
+
+
+def test_paths_too_fast_for_their_samples_are_refused(support):
+    coarse = SupportCheck(support.safe_set, replace(support.config, period_samples=1,
+                                                    braking_samples=1), PERIOD)
+    fast = support.safe_set.velocity_limit * np.array([1, 1, 1, 1, 0, 0, 0]) * 0.9
+    home = support.safe_set.robot.home
+    assert coarse.explain(home, fast, fast).constraint == 'sample_gap'
+    assert not coarse.is_safe(home, fast, fast[None])[0]

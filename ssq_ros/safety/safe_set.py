@@ -140,8 +140,10 @@ class SafeSet:
             columns.append((dist - radii).min(axis=-1))
         return np.stack(columns, axis=-1) if columns else np.zeros(spheres.shape[:1] + (0,))
 
-    def margins(self, q: np.ndarray, qdot: np.ndarray) -> np.ndarray:
-        """Margins (B, C) of states, columns named by `self.names`."""
+    def margins(self, q: np.ndarray, qdot: np.ndarray, spheres: np.ndarray | None = None
+                ) -> np.ndarray:
+        """Margins (B, C) of states, columns named by `self.names`; `spheres` (B, S, 3) may
+        pass sphere centres already computed for q."""
         q = self.kinematics.check_configurations(q)
         qdot = np.asarray(qdot, dtype=float)
         if qdot.size != q.size:
@@ -152,7 +154,9 @@ class SafeSet:
             raise ValueError('joint velocities contain NaN or inf')
         position = np.minimum(q - self.position_lower, self.position_upper - q)
         velocity = self.velocity_limit - np.abs(qdot)
-        cartesian = self.cartesian_margins(self.kinematics.sphere_positions(q))
+        if spheres is None:
+            spheres = self.kinematics.sphere_positions(q)
+        cartesian = self.cartesian_margins(spheres)
         return np.concatenate([position, velocity, cartesian], axis=-1)
 
     def evaluate(self, q: np.ndarray, qdot: np.ndarray) -> Verdict:

@@ -8,9 +8,11 @@ zero. A candidate v is accepted iff every sampled state of that path, over the c
 and the braking that follows, has all safe-set margins >= 0. The braking path of an accepted
 command is exactly the path of the hold command (v = 0) at the next state, so hold stays
 accepted from every state the accepted commands lead to; `hold_tolerance` absorbs the difference
-between the model and the tracked motion (see `SupportCheck.is_safe`). Margins are
-lowered by half the largest motion between consecutive samples (a bound from the joints'
-travel and the arm's lever length), so what is checked is the whole path, not just its samples.
+between the model and the tracked motion (see `SupportCheck.is_safe`). Between samples the path
+may stray from the nearer sample by at most half the chord plus its bulge off the chord (a
+bound from the joints' speeds and accelerations and the arm's lever length); commands whose
+bound exceeds `sample_gap_limit` are refused, so every point of an accepted path keeps a margin
+of at least -(sample_gap_limit + hold_tolerance), which the safe set's clearances exceed.
 """
 from __future__ import annotations
 
@@ -30,6 +32,10 @@ class SupportConfig:
                  'velocity controller must ramp at least this fast', low=0.01, high=1.0)
     period_samples: int = spec(3, doc='states checked along the control period', low=1, high=50)
     braking_samples: int = spec(4, doc='states checked along the braking path', low=1, high=50)
+    sample_gap_limit: float = spec(
+        0.01, doc='a command is refused if its path may stray more than this between checked '
+                  'samples [m or rad]; with hold_tolerance it must stay below the clearance',
+        low=1e-4, high=0.1)
     hold_tolerance: float = spec(
         0.01, doc='the hold command is accepted down to this negative margin [m or rad]: its '
                   'path is the braking path already checked, off by the tracking error',
@@ -86,16 +92,25 @@ def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: fl
             np.concatenate([velocities, brake_velocities], axis=1), durations)
 
 
-def joint_travel(qdot: np.ndarray, velocities: np.ndarray, durations: np.ndarray) -> np.ndarray:
-    """Upper bound (N, M, n) on each joint's travel over the stretch ending at each sample.
+def stretch_speed(qdot: np.ndarray, velocities: np.ndarray) -> np.ndarray:
+    """Largest joint speed (N, M, n) over the stretch of path ending at each sample.
 
-    Along the model path the velocity is piecewise linear and its magnitude peaks at the ends
-    of a stretch (the ramp's end, where the command is reached, is itself a later sample
-    value), so |travel| <= max(|v_start|, |v_end|) * duration.
+    Along the model path the velocity is piecewise linear and its magnitude peaks at the ends of
+    a stretch (where the ramp ends inside a stretch, the velocity it reaches is the command, the
+    value at the stretch's end), so the bound is max(|v_start|, |v_end|).
     """
     before = np.concatenate([np.broadcast_to(qdot, velocities[:, :1].shape), velocities[:, :-1]],
                             axis=1)
-    return np.maximum(np.abs(before), np.abs(velocities)) * durations[..., None]
+    return np.maximum(np.abs(before), np.abs(velocities))
+
+
+def chord_deviation(lever: float, rate: np.ndarray, speed: np.ndarray,
+                    durations: np.ndarray) -> np.ndarray:
+    """Bound (N, M) on how far any sphere centre strays from the straight chord between the two
+    samples of a stretch: |p''| * dt^2 / 8, with |p''| <= lever * (sum|q''| + 2 (sum|q'|)^2)
+    for a serial chain (joint accelerations bounded by `rate`, speeds by `speed` (N, M, n))."""
+    acceleration = lever * (rate.sum() + 2.0 * speed.sum(axis=-1) ** 2)
+    return acceleration * durations ** 2 / 8.0
 
 
 class SupportCheck:
@@ -108,6 +123,12 @@ class SupportCheck:
                               'acceleration limits for every joint (braking distance)')
         if not (np.isfinite(period) and period > 0):
             raise ValueError(f'control period must be positive and finite, got {period!r}')
+        slack = config.sample_gap_limit + config.hold_tolerance
+        room = min(safe_set.config.cartesian_clearance, safe_set.config.joint_position_margin)
+        if slack >= room:
+            raise ConfigError(f'support: sample_gap_limit + hold_tolerance ({slack}) must stay '
+                              f'below the safe set\'s clearance and joint margin ({room}), or '
+                              'the checked path could reach the real limits')
         self.safe_set = safe_set
         self.config = config
         self.period = float(period)
@@ -124,57 +145,72 @@ class SupportCheck:
                 raise ValueError(f'{name} contains NaN or inf')
         return q, qdot
 
-    def path_margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray
-                     ) -> np.ndarray:
-        """Worst margin (N, C) of each constraint along each command's path.
-
-        Rows with a non-finite or wrongly sized command raise ValueError; use `is_safe`, which
-        rejects them instead, where a batch may hold garbage.
-        """
-        q, qdot = self._check_state(q, qdot)
+    def _check_commands(self, commands: np.ndarray) -> np.ndarray:
         commands = np.asarray(commands, dtype=float)
         if commands.ndim != 2 or commands.shape[1] != self.dof:
             raise ValueError(f'commands must have shape (N, {self.dof}), got {commands.shape}')
+        return commands
+
+    def evaluate(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Worst margin (N, C) of each constraint over each command's sampled path, and the
+        bound (N,) on how far the path strays between samples [m or rad].
+
+        Malformed input raises ValueError; `is_safe` rejects bad rows instead.
+        """
+        q, qdot = self._check_state(q, qdot)
+        commands = self._check_commands(commands)
         positions, velocities, durations = swept_path(
             q, qdot, commands, self.period, self.rate, self.config.period_samples,
             self.config.braking_samples)
         count, samples = positions.shape[:2]
+        kinematics = self.safe_set.kinematics
+        spheres = kinematics.sphere_positions(positions.reshape(-1, self.dof))
         margins = self.safe_set.margins(positions.reshape(-1, self.dof),
-                                        velocities.reshape(-1, self.dof))
+                                        velocities.reshape(-1, self.dof), spheres)
         margins = margins.reshape(count, samples, -1).min(axis=1)
-        # Between two samples every point of the path is within half the stretch's travel of
-        # one of them: subtract that so the check covers the whole path, not just the samples.
-        travel = joint_travel(qdot, velocities, durations)
-        margins[:, :self.dof] -= 0.5 * travel.max(axis=1)
-        lever = self.safe_set.kinematics.lever_bound
-        margins[:, 2 * self.dof:] -= (0.5 * lever * travel.sum(axis=2).max(axis=1))[:, None]
         # The command itself must respect the velocity limits, even where the ramp would not
         # reach it within this period: repeated, it would be reached.
         velocity_columns = slice(self.dof, 2 * self.dof)
         margins[:, velocity_columns] = np.minimum(
             margins[:, velocity_columns], self.safe_set.velocity_limit - np.abs(commands))
-        return margins
+        # Stretches between consecutive samples, the first from the current state: any point
+        # is within half the chord plus the bulge off the chord of one end.
+        start = kinematics.sphere_positions(q)
+        spheres = spheres.reshape(count, samples, *spheres.shape[1:])
+        spheres = np.concatenate([np.broadcast_to(start, (count, 1, *start.shape[1:])),
+                                  spheres], axis=1)
+        chord = np.linalg.norm(np.diff(spheres, axis=1), axis=-1).max(axis=-1)
+        speed = stretch_speed(qdot, velocities)
+        cartesian_gap = 0.5 * chord + chord_deviation(kinematics.lever_bound, self.rate,
+                                                       speed, durations)
+        joints = np.concatenate([np.broadcast_to(q, (count, 1, self.dof)), positions], axis=1)
+        joint_gap = (0.5 * np.abs(np.diff(joints, axis=1))
+                     + self.rate * durations[..., None] ** 2 / 8.0).max(axis=-1)
+        gap = np.maximum(cartesian_gap, joint_gap).max(axis=1)
+        return margins, gap
 
     def margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
-        """Worst margin (N,) over all constraints along each command's path."""
-        return self.path_margins(q, qdot, commands).min(axis=1)
+        """Worst margin (N,) over all constraints at the samples of each command's path."""
+        return self.evaluate(q, qdot, commands)[0].min(axis=1)
 
     def is_safe(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
         """(N,) booleans: command i keeps the arm in S for the period and can stop in S.
 
-        The hold command (all zeros) is judged against -hold_tolerance instead of 0, so the
-        braking path checked one step earlier stays acceptable under small tracking errors.
-        Malformed rows (NaN, inf) are rejected, never accepted.
+        Accepted iff every sampled state of the path has all margins >= 0 and the path strays
+        at most `sample_gap_limit` between samples. The hold command (all zeros) is judged
+        against -hold_tolerance instead of 0, so the braking path checked one step earlier stays
+        acceptable under small tracking errors. Malformed rows (NaN, inf) are rejected.
         """
-        commands = np.asarray(commands, dtype=float)
-        if commands.ndim != 2 or commands.shape[1] != self.dof:
-            raise ValueError(f'commands must have shape (N, {self.dof}), got {commands.shape}')
+        commands = self._check_commands(commands)
         finite = np.all(np.isfinite(commands), axis=1)
         result = np.zeros(len(commands), dtype=bool)
         if finite.any():
             rows = commands[finite]
+            margins, gap = self.evaluate(q, qdot, rows)
             threshold = np.where(np.all(rows == 0.0, axis=1), -self.config.hold_tolerance, 0.0)
-            result[finite] = self.margins(q, qdot, rows) >= threshold
+            result[finite] = (margins.min(axis=1) >= threshold) & (
+                gap <= self.config.sample_gap_limit)
         return result
 
     def hold_is_safe(self, q: np.ndarray, qdot: np.ndarray) -> bool:
@@ -182,8 +218,12 @@ class SupportCheck:
         return bool(self.is_safe(q, qdot, np.zeros((1, self.dof)))[0])
 
     def explain(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray) -> Verdict:
-        """The tightest constraint along one command's path (for status messages)."""
-        margins = self.path_margins(q, qdot, np.asarray(command, dtype=float)[None])[0]
+        """The tightest constraint along one command's path (for status messages); a path
+        inside S at its samples but too fast for them is reported as 'sample_gap'."""
+        margins, gap = self.evaluate(q, qdot, np.asarray(command, dtype=float)[None])
+        margins, gap = margins[0], float(gap[0])
         index = int(np.argmin(margins))
+        if margins[index] >= 0.0 and gap > self.config.sample_gap_limit:
+            return Verdict(False, self.config.sample_gap_limit - gap, 'sample_gap')
         return Verdict(bool(margins[index] >= 0.0), float(margins[index]),
                        self.safe_set.names[index])

@@ -1,7 +1,8 @@
 """The reach-avoid task: move the hand to a goal whose straight path crosses a keep-out zone.
 
-Starts are random safe postures around the home posture, at rest; goals are sampled in a goal
-box, clear of every zone, such that the segment from the start's hand position to the goal
+Starts are random safe postures around the home posture, at rest. Goals are hand positions of
+random safe postures anywhere in the joint limits (so every goal can be held without leaving S),
+inside a goal box, chosen such that the segment from the start's hand position to the goal
 passes through a keep-out zone (so the direct route is unsafe and the arm has to go around).
 Reward per step: `-distance_weight * |goal - hand|`, plus `success_bonus` on reaching the goal
 (which ends the episode); the episode is truncated after `max_steps` control steps.
@@ -21,7 +22,7 @@ import numpy as np
 
 from ssq_ros.config import spec
 from ssq_ros.safety.kinematics import Kinematics
-from ssq_ros.safety.safe_set import SafeSet, box_signed_distance, sphere_distance
+from ssq_ros.safety.safe_set import SafeSet
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,16 @@ class TaskConfig:
                                low=0.0, high=1.0)
     goal_lower: tuple[float, float, float] = spec((0.25, -0.45, 0.05), doc='goal box low corner')
     goal_upper: tuple[float, float, float] = spec((0.75, 0.45, 0.6), doc='goal box high corner')
-    goal_clearance: float = spec(0.08, doc='goals keep this distance from zones, table, walls',
-                                 low=0.0, high=1.0)
+    goal_margin: float = spec(0.03, doc='the posture reaching a goal keeps this safe-set margin',
+                              low=0.0, high=1.0)
     require_crossing: bool = spec(True, doc='goals only where the straight path crosses a zone')
     max_sampling_attempts: int = spec(200, doc='starts tried before giving up', low=1)
+    goal_pool_size: int = spec(20000, doc='random postures tried once to build the goal pool',
+                               low=100, high=10_000_000)
+
+
+# The goal pool is a property of the task, not of an episode: the same seed every time.
+GOAL_POOL_SEED = 20260101
 
 
 def observation_layout(dof: int) -> dict[str, slice]:
@@ -52,31 +59,35 @@ def observation_layout(dof: int) -> dict[str, slice]:
     return layout
 
 
-def segment_hits_box(start: np.ndarray, end: np.ndarray, center: np.ndarray,
-                     half: np.ndarray) -> bool:
-    """Whether the segment start-end intersects an axis-aligned box (slab method)."""
-    direction = end - start
-    low, high = 0.0, 1.0
+def segment_hits_box(start: np.ndarray, ends: np.ndarray, center: np.ndarray,
+                     half: np.ndarray) -> np.ndarray:
+    """Whether each segment start-end (ends (..., 3)) meets an axis-aligned box (slab method)."""
+    ends = np.asarray(ends, dtype=float)
+    direction = ends - start
+    low = np.zeros(ends.shape[:-1])
+    high = np.ones(ends.shape[:-1])
     for axis in range(3):
         lo, hi = center[axis] - half[axis], center[axis] + half[axis]
-        if abs(direction[axis]) < 1e-12:
-            if not lo <= start[axis] <= hi:
-                return False
-            continue
-        t0, t1 = sorted(((lo - start[axis]) / direction[axis],
-                         (hi - start[axis]) / direction[axis]))
-        low, high = max(low, t0), min(high, t1)
-        if low > high:
-            return False
-    return True
+        step = direction[..., axis]
+        parallel = np.abs(step) < 1e-12
+        inside = (lo <= start[axis]) & (start[axis] <= hi)
+        safe_step = np.where(parallel, 1.0, step)
+        t0, t1 = (lo - start[axis]) / safe_step, (hi - start[axis]) / safe_step
+        enter = np.where(parallel, -np.inf if inside else np.inf, np.minimum(t0, t1))
+        leave = np.where(parallel, np.inf if inside else -np.inf, np.maximum(t0, t1))
+        low, high = np.maximum(low, enter), np.minimum(high, leave)
+    return low <= high
 
 
-def segment_hits_sphere(start: np.ndarray, end: np.ndarray, center: np.ndarray,
-                        radius: float) -> bool:
-    """Whether the segment start-end comes within `radius` of `center`."""
-    direction = end - start
-    t = np.clip((center - start) @ direction / max(direction @ direction, 1e-24), 0.0, 1.0)
-    return bool(np.linalg.norm(start + t * direction - center) <= radius)
+def segment_hits_sphere(start: np.ndarray, ends: np.ndarray, center: np.ndarray,
+                        radius: float) -> np.ndarray:
+    """Whether each segment start-end (ends (..., 3)) comes within `radius` of `center`."""
+    ends = np.asarray(ends, dtype=float)
+    direction = ends - start
+    length2 = np.maximum(np.sum(direction * direction, axis=-1), 1e-24)
+    t = np.clip(np.sum((center - start) * direction, axis=-1) / length2, 0.0, 1.0)
+    closest = start + t[..., None] * direction
+    return np.linalg.norm(closest - center, axis=-1) <= radius
 
 
 class ReachAvoidTask:
@@ -89,51 +100,62 @@ class ReachAvoidTask:
         self.robot = safe_set.robot
         self.layout = observation_layout(self.robot.dof)
         self.observation_size = self.layout['to_goal'].stop
+        self._goal_pool: np.ndarray | None = None
 
-    def crosses_zone(self, start: np.ndarray, goal: np.ndarray) -> bool:
+    def crosses_zone(self, start: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """Whether the straight path from `start` to each end point (..., 3) meets a zone."""
         zones = self.safe_set.config
-        return any(segment_hits_box(start, goal, np.array(z.center), np.array(z.half_extents))
-                   for z in zones.keep_out_boxes) or any(
-            segment_hits_sphere(start, goal, np.array(z.center), z.radius)
-            for z in zones.keep_out_spheres)
+        hits = np.zeros(np.shape(ends)[:-1], dtype=bool)
+        for zone in zones.keep_out_boxes:
+            hits |= segment_hits_box(start, ends, np.array(zone.center),
+                                     np.array(zone.half_extents))
+        for zone in zones.keep_out_spheres:
+            hits |= segment_hits_sphere(start, ends, np.array(zone.center), zone.radius)
+        return hits
 
-    def goal_margin(self, points: np.ndarray) -> np.ndarray:
-        """Clearance (N,) of candidate goal points from every zone, the table and the walls."""
-        cfg = self.safe_set.config
-        margins = [np.full(len(points), np.inf)]
-        if cfg.table_height is not None:
-            margins.append(points[:, 2] - cfg.table_height)
-        if cfg.workspace is not None:
-            lower, upper = np.array(cfg.workspace.lower), np.array(cfg.workspace.upper)
-            margins.append(np.minimum(points - lower, upper - points).min(axis=1))
-        margins += [box_signed_distance(points, np.array(z.center), np.array(z.half_extents))
-                    for z in cfg.keep_out_boxes]
-        margins += [sphere_distance(points, z.center) - z.radius for z in cfg.keep_out_spheres]
-        return np.min(margins, axis=0)
+    def safe_postures(self, rng: np.random.Generator, margin: float, count: int = 64
+                      ) -> np.ndarray:
+        """Random postures (K, n) near home, at rest, with at least `margin` everywhere."""
+        cfg, safe_set = self.config, self.safe_set
+        qs = self.robot.home + rng.uniform(-cfg.start_noise, cfg.start_noise,
+                                           (count, self.robot.dof))
+        qs = np.clip(qs, safe_set.position_lower, safe_set.position_upper)
+        return qs[safe_set.margins(qs, np.zeros_like(qs)).min(axis=1) >= margin]
 
     def sample_start(self, rng: np.random.Generator) -> np.ndarray:
         """A safe posture at rest near home, with at least `start_margin` everywhere."""
-        cfg, safe_set = self.config, self.safe_set
-        for _ in range(cfg.max_sampling_attempts):
-            qs = self.robot.home + rng.uniform(-cfg.start_noise, cfg.start_noise,
-                                               (64, self.robot.dof))
-            qs = np.clip(qs, safe_set.position_lower, safe_set.position_upper)
-            margins = safe_set.margins(qs, np.zeros_like(qs)).min(axis=1)
-            good = np.flatnonzero(margins >= cfg.start_margin)
-            if good.size:
-                return qs[good[0]]
+        for _ in range(self.config.max_sampling_attempts):
+            postures = self.safe_postures(rng, self.config.start_margin)
+            if len(postures):
+                return postures[0]
         raise RuntimeError('no safe start posture found: the safe set leaves no room near home')
 
+    def goal_pool(self) -> np.ndarray:
+        """Hand positions (M, 3) in the goal box of postures anywhere in the joint limits
+        with at least `goal_margin`: every goal can be held without leaving S. Built once."""
+        if self._goal_pool is None:
+            cfg, safe_set = self.config, self.safe_set
+            rng = np.random.default_rng(GOAL_POOL_SEED)
+            qs = rng.uniform(safe_set.position_lower, safe_set.position_upper,
+                             (cfg.goal_pool_size, self.robot.dof))
+            qs = qs[safe_set.margins(qs, np.zeros_like(qs)).min(axis=1) >= cfg.goal_margin]
+            points = self.kinematics.ee_position(qs)
+            inside = np.all((points >= cfg.goal_lower) & (points <= cfg.goal_upper), axis=1)
+            self._goal_pool = points[inside]
+            if not len(self._goal_pool):
+                raise RuntimeError('no safe posture puts the hand inside task.goal_lower/'
+                                   'goal_upper: widen the goal box or the safe set')
+        return self._goal_pool
+
     def sample_goal(self, rng: np.random.Generator, ee_start: np.ndarray) -> np.ndarray | None:
-        """A clear goal whose straight path from `ee_start` crosses a zone, or None."""
-        cfg = self.config
-        points = rng.uniform(cfg.goal_lower, cfg.goal_upper, (256, 3))
-        points = points[self.goal_margin(points) >= cfg.goal_clearance]
-        for point in points:
-            if not cfg.require_crossing or self.crosses_zone(ee_start, point):
-                if np.linalg.norm(point - ee_start) > 2 * cfg.success_radius:
-                    return point
-        return None
+        """A goal from the pool whose straight path from `ee_start` crosses a zone (or any goal
+        when require_crossing is off), at least two success radii away; None if none is."""
+        pool = self.goal_pool()
+        usable = np.linalg.norm(pool - ee_start, axis=1) > 2 * self.config.success_radius
+        if self.config.require_crossing:
+            usable &= self.crosses_zone(ee_start, pool)
+        candidates = np.flatnonzero(usable)
+        return pool[rng.choice(candidates)].copy() if candidates.size else None
 
     def sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(start posture, goal position) of a new episode."""
