@@ -35,7 +35,7 @@ class PhysicsConfig:
     control_period: float = spec(0.05, doc='agent control period [s]; a multiple of timestep',
                                  low=1e-3, high=1.0)
     velocity_error_at_full_effort: float = spec(
-        0.2, doc='velocity servo gain: the tracking error [rad/s] that commands the URDF effort '
+        0.1, doc='velocity servo gain: the tracking error [rad/s] that commands the URDF effort '
                  'limit (kv = effort / error)', low=1e-3, high=10.0)
     armature: float = spec(0.1, doc='reflected rotor inertia added to each joint [kg m^2]',
                            low=0.0, high=10.0)

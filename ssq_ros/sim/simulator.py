@@ -8,8 +8,6 @@ period.
 """
 from __future__ import annotations
 
-import math
-
 import mujoco
 import numpy as np
 
@@ -92,9 +90,3 @@ class ArmSimulator:
         self._target = start + change * (1.0 if ramp <= 0 else min(1.0, self.substeps * dt
                                                                      / ramp))
         return worst
-
-    def steps_per_period(self) -> int:
-        return self.substeps
-
-    def referee_checks_per_period(self) -> int:
-        return math.ceil(self.substeps / self.physics.referee_stride)
