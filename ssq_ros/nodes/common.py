@@ -219,10 +219,10 @@ class StatusReporter:
     def _log(self, status: SafetyStatus, text: str) -> None:
         # rclpy ties one severity to each call site, hence three calls.
         logger, line = self.node.get_logger(), f'{status.name}: {text}'
-        if status.level == 0:
-            logger.info(line, throttle_duration_sec=0.5)
+        if status.level == 0:  # routine changes (e.g. clamp on/off) at most every 2 s
+            logger.info(line, throttle_duration_sec=2.0)
         elif status.level == 1:
-            logger.warning(line, throttle_duration_sec=0.5)
+            logger.warning(line, throttle_duration_sec=2.0)
         else:
             logger.error(line, throttle_duration_sec=0.5)
 
