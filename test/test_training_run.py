@@ -196,3 +196,11 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
                 if '"episode"' in line]
     assert [e['episode'] for e in episodes] == list(range(1, len(episodes) + 1))
     assert episodes[-1]['step'] == 800
+
+
+def test_a_run_folder_refuses_another_config(discrete_run, tmp_path):
+    folder, _ = discrete_run
+    other = load_train_config(write_config(tmp_path, tiny_config('discrete', steps=300)))
+    with pytest.raises(ConfigError, match='another config'):
+        Trainer(other, folder, progress=False).run()
+    assert json.loads((folder / 'metrics.json').read_text())['env_steps'] == 240
