@@ -204,3 +204,11 @@ def test_a_run_folder_refuses_another_config(discrete_run, tmp_path):
     with pytest.raises(ConfigError, match='another config'):
         Trainer(other, folder, progress=False).run()
     assert json.loads((folder / 'metrics.json').read_text())['env_steps'] == 240
+
+
+def test_a_finished_run_started_again_changes_nothing(discrete_run):
+    folder, metrics = discrete_run
+    checkpoint = (folder / CHECKPOINT).read_bytes()
+    config = load_train_config(folder / 'config.yaml')
+    assert Trainer(config, folder, progress=False).run() == metrics
+    assert (folder / CHECKPOINT).read_bytes() == checkpoint

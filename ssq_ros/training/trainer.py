@@ -177,6 +177,9 @@ class Trainer:
         from torch.utils.tensorboard import SummaryWriter
 
         self._check_run_folder()
+        metrics_file = self.out / 'metrics.json'
+        if metrics_file.exists():  # finished before: running it again changes nothing
+            return json.loads(metrics_file.read_text())
         resumed = self.load_checkpoint()
         self.writer = SummaryWriter(str(self.out / 'tb'), purge_step=self.state.env_steps
                                     if resumed else None)
@@ -203,7 +206,7 @@ class Trainer:
             final = self.evaluate(schedule.final_eval_episodes, final=True)
             self.state.wall_time_s = wall_before + time.monotonic() - started
             metrics = self._metrics(final)
-            atomic_write(self.out / 'metrics.json',
+            atomic_write(metrics_file,
                          lambda f: f.write(json.dumps(metrics, indent=2).encode()))
         finally:
             bar.close()
