@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ssq_ros.config import ConfigError, to_dict
@@ -34,6 +35,7 @@ from ssq_ros.training.evaluate import RolloutStats, rollout, training_episode_se
 from ssq_ros.training.executor import ShieldedExecutor
 from ssq_ros.training.export import export_policy, load_exported_policy
 from ssq_ros.training.learner import OnlineLearner
+from ssq_ros.training.plots import write_plots
 from ssq_ros.training.problem import build_problem, support_of
 
 _TRAINER_KIND = 'ssq_ros.Trainer/1'
@@ -96,9 +98,9 @@ class Trainer:
             else 0
         state = {'kind': _TRAINER_KIND, 'config': to_dict(self.config),
                  'learner': self.learner.state_dict(), 'rng': self.rng.bit_generator.state,
-                 'trainer': {k: v for k, v in vars(self.state).items()},
+                 'trainer': asdict(self.state),
                  'last_eval_json': json.dumps(self.state.last_eval)}
-        state['trainer'].pop('last_eval')
+        state['trainer'].pop('last_eval')  # nested JSON, stored as text for weights_only load
         atomic_write(self.out / CHECKPOINT, lambda f: torch.save(state, f))
 
     def load_checkpoint(self) -> bool:
@@ -174,8 +176,6 @@ class Trainer:
     # ----------------------------------------------------------------- the run
     def run(self) -> dict:
         """Collect, train, extract, evaluate until the budget is spent; write metrics.json."""
-        from torch.utils.tensorboard import SummaryWriter
-
         self._check_run_folder()
         metrics_file = self.out / 'metrics.json'
         if metrics_file.exists():  # finished before: running it again changes nothing
@@ -211,7 +211,6 @@ class Trainer:
         finally:
             bar.close()
             self.writer.close()
-        from ssq_ros.training.plots import write_plots
         write_plots(self.out)
         return metrics
 
