@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ssq_ros.config import parse, to_dict
 from ssq_ros.graph_logic.behavior_loop import BehaviorLoop, load_run_config, observe
 from ssq_ros.graph_logic.learner_run import LearnerRun
 from ssq_ros.graph_logic.monitor import SafetyTally, margin_color
@@ -23,6 +24,7 @@ from ssq_ros.graph_logic.transitions import (
     unpack_transition,
 )
 from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.executor import ShieldedExecutor
 from ssq_ros.training.export import load_exported_policy
 from ssq_ros.training.problem import build_problem
@@ -262,3 +264,28 @@ def test_margin_colors_and_monitor_buckets(problem):
     values = tally.values()
     assert values['judge'] == 'referee' and values['unsafe_states_eval'] == '0'
     assert values['safe_set_unsafe_states'] == '1' and tally.unsafe_total == 1
+
+
+def test_continuous_transition_carries_k_samples_of_mu(config):
+    data = to_dict(config)
+    data['action_kind'] = 'continuous'
+    problem = build_problem(parse(TrainConfig, data, 'test'))
+    spaces = problem.spaces
+    problem.env.reset(seed=2)
+    loop = BehaviorLoop(problem, seed=0)
+    loop.start_episode(RunPhase.TRAIN, 0, problem.env.goal)
+    step = loop.on_state(*problem.env.joint_state(), mu_acts=True)
+    problem.env.sim.step(step.command)
+    t = loop.on_state(*problem.env.joint_state(), mu_acts=True).transition
+    assert t.next_support.shape == (spaces.num_samples, spaces.action_size)
+    layout = transition_layout(spaces)
+    assert dict(zip(layout.fields, layout.sizes, strict=True))['next_support'] == \
+        spaces.num_samples * spaces.action_size
+    back = unpack_transition(spaces, list(layout.fields), list(layout.sizes),
+                             pack_transition(spaces, t))
+    np.testing.assert_array_equal(back.next_support, t.next_support)
+    np.testing.assert_array_equal(back.action, t.action)
+    # Every sample of mu at s' passes the support check there.
+    q, qdot = problem.env.joint_state()
+    actions = problem.controller.actions
+    assert problem.setup.support.is_safe(q, qdot, actions.to_joint(q, back.next_support)).all()
