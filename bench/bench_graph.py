@@ -75,10 +75,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class LatencyProbe(Node):
     """Publishes joint states of the real simulated arm at 100 Hz and times the commands."""
 
-    def __init__(self, problem, goal):
+    def __init__(self, problem):
         super().__init__('bench_latency_probe')
         self.problem = problem
-        self.goal = goal
         self.names = list(problem.setup.robot.joint_names)
         self.states = self.create_publisher(JointState, '/joint_states', SENSOR_QOS)
         self.acks = self.create_publisher(Int64, '/ssq/learner/ack', COMMAND_QOS)
@@ -87,14 +86,20 @@ class LatencyProbe(Node):
         self.create_subscription(Float64MultiArray, '/ssq/joint_command', self.on_command,
                                  COMMAND_QOS)
         self.create_service(Trigger, '/ssq/sim/reset', self.on_reset)
+        self.episodes = 0
         self.sent_at: float | None = None
         self.latencies: list[float] = []
         self.unanswered = 0
         self.command: np.ndarray | None = None
 
     def on_reset(self, request, response):
+        # A real new episode of the simulated arm, as mujoco_sim's reset service does.
+        self.episodes += 1
+        self.problem.env.reset(seed=2 * self.episodes)
+        self.command = None
         response.success = True
-        response.message = json.dumps({'episode': 0, 'goal': list(self.goal),
+        response.message = json.dumps({'episode': self.episodes,
+                                       'goal': [float(v) for v in self.problem.env.goal],
                                        'stamp': self.get_clock().now().nanoseconds * 1e-9})
         return response
 
@@ -142,7 +147,7 @@ class LatencyProbe(Node):
 
 def bench_latency(problem, config_file: str, seconds: float) -> dict:
     problem.env.reset(seed=3)
-    probe = LatencyProbe(problem, problem.env.goal)
+    probe = LatencyProbe(problem)
     out = {}
     try:
         goal = PointStamped()

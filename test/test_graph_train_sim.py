@@ -114,6 +114,7 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     metrics = json.loads((run_dir / 'metrics.json').read_text())
     assert metrics['env_steps'] == STEPS and metrics['updates'] > 0
     assert metrics['unsafe_states_train'] == 0 and metrics['unsafe_states_eval'] == 0
+    assert metrics['safe_set_unsafe_states'] == 0
     assert metrics['eval_episodes'] == 2 and metrics['policy_version'] >= 2
     assert (run_dir / 'checkpoints' / 'graph_learner.pt').exists()
     assert (run_dir / 'policy.pt').exists() and (run_dir / 'log.jsonl').exists()

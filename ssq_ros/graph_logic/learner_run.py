@@ -61,6 +61,8 @@ class SafetyTotals:
     unsafe_eval: int = 0
     min_margin_train: float = math.nan
     min_margin_eval: float = math.nan
+    safe_set_unsafe: int = 0
+    """States outside the configured safe set S (with its margins), all phases."""
 
 
 @dataclass
@@ -286,6 +288,7 @@ class LearnerRun:
             'action_kind': self.config.action_kind,
             'seed': self.schedule.seed,
             'transitions_ignored': self.counters.ignored,
+            'safe_set_unsafe_states': safety.safe_set_unsafe,
             'runner': 'train_sim graph',
         }
         metrics = self.metrics
@@ -297,6 +300,11 @@ class LearnerRun:
 
     def progress_line(self, rate: float) -> str:
         """steps, rate, ETA, unsafe count: the periodic progress line."""
+        if self.phase in self._eval:
+            done = len(self._eval[self.phase].summaries)
+            return (f'[{self.phase.value}] {done}/{self.schedule.final_eval_episodes} held-out '
+                    f'episodes, unsafe states '
+                    f'{self.safety.unsafe_train + self.safety.unsafe_eval}')
         left = max(self.schedule.steps - self.steps, 0)
         eta = f'{left / rate:.0f} s' if rate > 0 else '-'
         return (f'[{self.phase.value}] {self.steps}/{self.schedule.steps} steps, '

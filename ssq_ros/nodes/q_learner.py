@@ -142,6 +142,8 @@ class QLearner(Node):
             safety.min_margin_train = float(values.get('min_margin_train',
                                                        safety.min_margin_train))
             safety.min_margin_eval = float(values.get('min_margin_eval', safety.min_margin_eval))
+            safety.safe_set_unsafe = int(values.get('safe_set_unsafe_states',
+                                                    safety.safe_set_unsafe))
         except ValueError as exc:
             self.get_logger().warning(f'refused safety status: {exc}', throttle_duration_sec=1.0)
 
