@@ -30,6 +30,7 @@ from std_msgs.msg import (
 )
 from std_srvs.srv import Trigger
 
+from ssq_ros.config import ConfigError
 from ssq_ros.nodes.common import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.mujoco_sim import MujocoSim
 from ssq_ros.nodes.policy_executor import PolicyExecutor
@@ -299,3 +300,35 @@ def test_safety_monitor_refuses_bad_states_and_verdicts(ros):
         assert node.tally.unsafe_total == 0
     finally:
         harness.close()
+
+
+def test_mujoco_sim_takes_position_targets_for_a_position_controller(ros):
+    node = MujocoSim(parameter_overrides=[
+        Parameter('config_file', value=TINY),
+        Parameter('controller', value='forward_position_controller')])
+    harness = Harness(node)
+    commands = harness.helper.create_publisher(Float64MultiArray,
+                                               '/forward_position_controller/commands',
+                                               COMMAND_QOS)
+    try:
+        harness.spin(0.5)
+        q0 = node.env.joint_state()[0]
+        target = q0 + np.array([0.02, -0.02, 0.0, 0.0, 0.0, 0.0, 0.0])
+        for _ in range(20):  # hold the target for a second of simulated time
+            sim_time = node.sim_time
+            commands.publish(Float64MultiArray(data=target.tolist()))
+            assert harness.spin(2.0, lambda t=sim_time: node.sim_time > t)
+        np.testing.assert_allclose(node.env.joint_state()[0], target, atol=5e-3)
+        sim_time = node.sim_time
+        commands.publish(Float64MultiArray(data=[float('nan')] * 7))
+        harness.spin(0.3)
+        assert node.sim_time == sim_time
+    finally:
+        harness.close()
+
+
+def test_mujoco_sim_refuses_a_controller_it_cannot_stand_in_for(ros):
+    with pytest.raises(ConfigError, match='command_kind'):
+        MujocoSim(parameter_overrides=[Parameter('config_file', value=TINY),
+                                       Parameter('controller',
+                                                 value='joint_trajectory_controller')])

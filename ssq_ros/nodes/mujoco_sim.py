@@ -4,7 +4,8 @@ Out: /joint_states (sensor_msgs/JointState), /ssq/goal (geometry_msgs/PointStamp
      goal marker of the episode), /ssq/sim/verdict (diagnostic_msgs/DiagnosticArray: the
      referee's verdict of every control period), /clock (rosgraph_msgs/Clock, mode training),
      ~/status and /diagnostics.
-In:  /<controller>/commands (std_msgs/Float64MultiArray, joint velocities in robot.yaml order),
+In:  /<controller>/commands (std_msgs/Float64MultiArray, robot.yaml order: joint velocities, or
+     position targets for a forward_position_controller, reached at most at the URDF speeds),
      and /ssq/joint_command too when `relay_joint_command` (no hardware_interface in the graph);
      services /ssq/sim/reset (next training episode) and /ssq/sim/reset_heldout (next held-out
      episode), std_srvs/Trigger, answering JSON {"episode", "seed", "goal", "stamp"}.
@@ -36,7 +37,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from ssq_ros.config import spec
+from ssq_ros.config import ConfigError, spec
 from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.nodes.common import (
     COMMAND_QOS,
@@ -47,6 +48,7 @@ from ssq_ros.nodes.common import (
     declare_config,
     run_node,
 )
+from ssq_ros.nodes.hardware_interface import STANDARD_CONTROLLERS
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.sim.referee import RefereeVerdict
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
@@ -68,6 +70,9 @@ class MujocoSimConfig:
     controller: str = spec('forward_velocity_controller', doc='the ros2_control controller '
                            'this simulator stands in for; commands arrive on '
                            '/<controller>/commands')
+    command_kind: str = spec('', choices=('', 'velocity', 'position'),
+                             doc="what the commands are: joint velocities or joint position "
+                                 "targets; '' derives it from a standard controller name")
     relay_joint_command: bool = spec(False, doc='also take /ssq/joint_command (when no '
                                      'hardware_interface node is in the graph)')
     republish_period: float = spec(0.2, doc='training mode: re-send the unchanged state this '
@@ -91,6 +96,12 @@ class MujocoSim(Node):
         self.joint_names = list(self.problem.setup.robot.joint_names)
         self.period = self.problem.setup.config.physics.control_period
         self.training = self.cfg.mode == 'training'
+        self.command_kind = self.cfg.command_kind or STANDARD_CONTROLLERS.get(
+            self.cfg.controller, '')
+        if self.command_kind not in ('velocity', 'position'):
+            raise ConfigError(f'command_kind: the simulator takes velocity or position '
+                              f'commands; set it for controller {self.cfg.controller!r}')
+        self.velocity_limit = self.problem.setup.robot.velocity_limit
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'mujoco_sim')
         self.unsafe_count = 0
         self.train_episode = 0
@@ -107,10 +118,13 @@ class MujocoSim(Node):
         self.clock_pub = self.create_publisher(ClockMsg, '/clock', SENSOR_QOS) \
             if self.training else None
         topics = [f'/{self.cfg.controller}/commands']
-        if self.cfg.relay_joint_command:
+        self.create_subscription(Float64MultiArray, topics[0],
+                                 lambda msg: self.on_command(msg, self.command_kind),
+                                 COMMAND_QOS)
+        if self.cfg.relay_joint_command:  # the graph's own topic: always joint velocities
             topics.append('/ssq/joint_command')
-        for topic in topics:
-            self.create_subscription(Float64MultiArray, topic, self.on_command, COMMAND_QOS)
+            self.create_subscription(Float64MultiArray, topics[1],
+                                     lambda msg: self.on_command(msg, 'velocity'), COMMAND_QOS)
         self.create_service(Trigger, '/ssq/sim/reset', self.on_reset)
         self.create_service(Trigger, '/ssq/sim/reset_heldout', self.on_reset_heldout)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -121,8 +135,8 @@ class MujocoSim(Node):
         self.viewer = None if self.cfg.headless else self._open_viewer()
         self.reset(training_episode_seed(self.seed, 0))
         self.get_logger().info(
-            f'{self.cfg.mode} mode, control period {self.period:g} s, commands on '
-            f'{", ".join(topics)}')
+            f'{self.cfg.mode} mode, control period {self.period:g} s, {self.command_kind} '
+            f'commands on {", ".join(topics)}')
 
     def _open_viewer(self) -> Any:
         try:
@@ -200,7 +214,7 @@ class MujocoSim(Node):
         return response
 
     # ------------------------------------------------------------------ commands and stepping
-    def on_command(self, msg: Float64MultiArray) -> None:
+    def on_command(self, msg: Float64MultiArray, kind: str) -> None:
         command = np.asarray(msg.data, dtype=float)
         if command.shape != (len(self.joint_names),):
             self.reporter.reject(SafetyStatus.COMMAND_REJECTED_SIZE,
@@ -210,6 +224,10 @@ class MujocoSim(Node):
             self.reporter.reject(SafetyStatus.COMMAND_REJECTED_NONFINITE,
                                  'command contains NaN or inf')
             return
+        if kind == 'position':
+            # A position target is reached as fast as the joints may move in one period.
+            command = np.clip((command - self.env.sim.q) / self.period, -self.velocity_limit,
+                              self.velocity_limit)
         if self.training:
             self.step(command)
         else:
