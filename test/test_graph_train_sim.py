@@ -177,3 +177,17 @@ def test_a_killed_learner_resumes_from_its_checkpoint(observer, tmp_path):
     log = procs['q_learner'].communicate()[0]
     assert 'resumed at step' in log, log[-2000:]
     assert procs['q_learner'].returncode == 0, log[-2000:]
+
+
+@pytest.mark.parametrize('executable, parameter, value', [
+    ('safe_behavior', 'max_lead', '0'),
+    ('mujoco_sim', 'mode', 'fast'),
+    ('q_learner', 'config_file', '/nonexistent/train.yaml'),
+    ('policy_executor', 'max_stamp_age', '-1.0'),
+    ('safety_monitor', 'trail_length', '1'),
+])
+def test_a_bad_parameter_stops_the_node_at_start_naming_it(executable, parameter, value):
+    proc = subprocess.run([str(BIN / executable), '--ros-args', '-p', f'{parameter}:={value}'],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert 'bad configuration' in proc.stderr and parameter.split('_')[0] in proc.stderr
