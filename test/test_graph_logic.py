@@ -264,6 +264,8 @@ def test_margin_colors_and_monitor_buckets(problem):
     values = tally.values()
     assert values['judge'] == 'referee' and values['unsafe_states_eval'] == '0'
     assert values['safe_set_unsafe_states'] == '1' and tally.unsafe_total == 1
+    assert (values['safe_set_unsafe_states_train'], values['safe_set_unsafe_states_eval']) == \
+        ('0', '1')
 
 
 def test_continuous_transition_carries_k_samples_of_mu(config):

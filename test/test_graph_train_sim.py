@@ -115,7 +115,8 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     metrics = json.loads((run_dir / 'metrics.json').read_text())
     assert metrics['env_steps'] == STEPS and metrics['updates'] > 0
     assert metrics['unsafe_states_train'] == 0 and metrics['unsafe_states_eval'] == 0
-    assert metrics['safe_set_unsafe_states'] == 0
+    # mu never leaves S (margins included) while training.
+    assert metrics['safe_set_unsafe_states_train'] == 0
     assert metrics['eval_episodes'] == 2 and metrics['policy_version'] >= 2
     assert (run_dir / 'checkpoints' / 'graph_learner.pt').exists()
     assert (run_dir / 'policy.pt').exists() and (run_dir / 'log.jsonl').exists()
@@ -137,7 +138,8 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     assert int(observer.safety['referee_states']) > STEPS
     assert int(observer.safety['safe_set_states']) > STEPS / 2
     assert observer.safety['referee_unsafe_states'] == '0'
-    assert observer.safety['safe_set_unsafe_states'] == '0'
+    assert observer.safety['safe_set_unsafe_states_train'] == '0'
+    assert observer.safety['referee_unsafe_states_eval'] == '0'
     assert observer.namespaces == set(MARKER_NAMESPACES)
 
 

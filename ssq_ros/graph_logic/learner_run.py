@@ -61,8 +61,9 @@ class SafetyTotals:
     unsafe_eval: int = 0
     min_margin_train: float = math.nan
     min_margin_eval: float = math.nan
-    safe_set_unsafe: int = 0
-    """States outside the configured safe set S (with its margins), all phases."""
+    safe_set_unsafe_train: int = 0
+    """States outside the configured safe set S (margins included) while training."""
+    safe_set_unsafe_eval: int = 0
 
 
 @dataclass
@@ -288,7 +289,8 @@ class LearnerRun:
             'action_kind': self.config.action_kind,
             'seed': self.schedule.seed,
             'transitions_ignored': self.counters.ignored,
-            'safe_set_unsafe_states': safety.safe_set_unsafe,
+            'safe_set_unsafe_states_train': safety.safe_set_unsafe_train,
+            'safe_set_unsafe_states_eval': safety.safe_set_unsafe_eval,
             'runner': 'train_sim graph',
         }
         metrics = self.metrics

@@ -90,6 +90,9 @@ class SafetyTally:
             out[f'unsafe_states_{bucket}'] = str(tally.unsafe)
             out[f'min_margin_{bucket}'] = repr(tally.min_margin) if tally.states else 'nan'
         for name in ('safe_set', 'referee'):
+            for bucket in ('train', 'eval'):
+                tally = self.tallies.get((name, bucket), JudgeTally())
+                out[f'{name}_unsafe_states_{bucket}'] = str(tally.unsafe)
             total = self.total(name)
             out[f'{name}_states'] = str(total.states)
             out[f'{name}_unsafe_states'] = str(total.unsafe)

@@ -142,8 +142,10 @@ class QLearner(Node):
             safety.min_margin_train = float(values.get('min_margin_train',
                                                        safety.min_margin_train))
             safety.min_margin_eval = float(values.get('min_margin_eval', safety.min_margin_eval))
-            safety.safe_set_unsafe = int(values.get('safe_set_unsafe_states',
-                                                    safety.safe_set_unsafe))
+            safety.safe_set_unsafe_train = int(values.get('safe_set_unsafe_states_train',
+                                                          safety.safe_set_unsafe_train))
+            safety.safe_set_unsafe_eval = int(values.get('safe_set_unsafe_states_eval',
+                                                         safety.safe_set_unsafe_eval))
         except ValueError as exc:
             self.get_logger().warning(f'refused safety status: {exc}', throttle_duration_sec=1.0)
 
@@ -163,6 +165,7 @@ class QLearner(Node):
             self.get_logger().info(f'published policy v{self.run.learner.policy_version}')
         if events.phase is not None:
             self.publish_phase(events.phase)
+            self.print_progress()
             if events.phase.phase is RunPhase.EXTRACT:
                 # Extract in a later callback, so the phase change reaches the graph first.
                 self.extract_timer = self.create_timer(
