@@ -162,6 +162,21 @@ def test_behavior_loop_keeps_score_without_acting(problem):
     assert loop.seq == 0 and loop._length == 1
 
 
+def test_behavior_loop_makes_transitions_of_another_actors_actions(problem):
+    loop = BehaviorLoop(problem, seed=0)
+    _start(problem, loop)
+    env = problem.env
+    assert loop.on_state(*env.joint_state(), mu_acts=False).transition is None
+    env.sim.step(np.zeros(problem.setup.robot.dof))
+    unknown = loop.on_state(*env.joint_state(), mu_acts=False)
+    assert unknown.transition is None  # the action at the previous state is not known
+    env.sim.step(np.zeros(problem.setup.robot.dof))
+    step = loop.on_state(*env.joint_state(), mu_acts=False, previous_action=5)
+    t = step.transition
+    assert step.command is None and t.action == 5 and t.seq == 0
+    assert t.phase is RunPhase.TRAIN and np.isclose(t.next_support.sum(), 1.0)
+
+
 def test_start_episode_refuses_a_bad_goal(problem):
     loop = BehaviorLoop(problem, seed=0)
     with pytest.raises(ValueError, match='goal'):

@@ -21,13 +21,16 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 from visualization_msgs.msg import MarkerArray
 
 from ssq_ros.graph import GRAPHS
+from ssq_ros.graph_logic.phases import RunPhase
+from ssq_ros.graph_logic.transitions import PHASE_CODES
 from ssq_ros.launcher import plan_graph
 from ssq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.safety_monitor import MARKER_NAMESPACES
+from ssq_ros.nodes.transition_msg import TRANSITION_QOS
 
 TINY = Path(__file__).parent / 'data' / 'train_sim_tiny.yaml'
 BIN = Path(sys.executable).parent
@@ -54,6 +57,10 @@ class Observer(Node):
                                  LATCHED_QOS)
         self.create_subscription(DiagnosticArray, '/ssq/learner/status', self.on_learner, 10)
         self.create_subscription(DiagnosticArray, '/diagnostics', self.on_diagnostics, 10)
+        self.transition_phases: list[float] = []
+        self.create_subscription(Float64MultiArray, '/ssq/transitions',
+                                 lambda m: self.transition_phases.append(m.data[1]),
+                                 TRANSITION_QOS)
 
     def on_phase(self, msg):
         self.phase = msg.data.split()[0]
@@ -132,6 +139,12 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     assert int(observer.executor_values.get('policy_version', 0)) == metrics['policy_version']
     assert int(observer.executor_values.get('OK', 0)) > 0
     assert set(metrics['executor_statuses']) <= {'OK', 'ACTION_OUTSIDE_SUPPORT_FALLBACK'}
+    # Its actions came back as transitions of the policy (for its value calibration), and
+    # mu's held-out episodes as transitions of eval_behavior.
+    codes = {phase: observer.transition_phases.count(code)
+             for phase, code in PHASE_CODES.items()}
+    assert codes[RunPhase.EVAL_POLICY] > 0 and codes[RunPhase.EVAL_BEHAVIOR] > 0
+    assert codes[RunPhase.TRAIN] >= STEPS
     moved = np.array(observer.positions['eval_policy'])
     assert np.ptp(moved, axis=0).max() > 0.05
     # The independent monitor: both judges saw states, none unsafe; every marker namespace.

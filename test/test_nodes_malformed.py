@@ -158,6 +158,17 @@ def test_safe_behavior_refuses_bad_states_phases_and_acks(ros):
         acks.publish(Int64(data=-7))
         harness.spin(0.2)
         assert node.acked == 0
+        decisions = harness.helper.create_publisher(Float64MultiArray,
+                                                    '/ssq/executor/decisions', TRANSITION_QOS)
+        stamp_dim = MultiArrayDimension(label='stamp', size=1, stride=1)
+        for dims, data in (([stamp_dim], [1.0]),  # no action
+                           ([stamp_dim, MultiArrayDimension(label='action', size=1, stride=1)],
+                            [1.0, 2.5]),  # not an index
+                           ([stamp_dim, MultiArrayDimension(label='action', size=1, stride=1)],
+                            [float('nan'), 2.0])):
+            decisions.publish(Float64MultiArray(layout=MultiArrayLayout(dim=dims), data=data))
+        harness.spin(0.5)
+        assert node.executor_actions == {} and len(harness.commands) == 1
     finally:
         harness.close()
 

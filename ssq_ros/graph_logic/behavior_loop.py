@@ -71,6 +71,7 @@ class BehaviorLoop:
         self._return = 0.0
         self._seen_start = False
         self._pending: tuple[np.ndarray, int | np.ndarray] | None = None
+        self._last_obs: np.ndarray | None = None
 
     def start_episode(self, phase: RunPhase, episode: int, goal: np.ndarray) -> None:
         """The arm was reset; the next state given is the episode's first."""
@@ -79,14 +80,20 @@ class BehaviorLoop:
             raise ValueError(f'goal must be 3 finite coordinates, got {goal!r}')
         self.phase, self.episode, self.goal = phase, episode, goal
         self.active, self._seen_start = True, False
-        self._length, self._return, self._pending = 0, 0.0, None
+        self._length, self._return, self._pending, self._last_obs = 0, 0.0, None, None
 
     def end_episode(self) -> None:
         """Abandon the current episode (the phase changed); nothing more is emitted for it."""
         self.active, self._pending = False, None
 
-    def on_state(self, q: np.ndarray, qdot: np.ndarray, mu_acts: bool) -> BehaviorStep:
-        """One new measured state of the running episode (see the module docstring)."""
+    def on_state(self, q: np.ndarray, qdot: np.ndarray, mu_acts: bool,
+                 previous_action: int | np.ndarray | None = None) -> BehaviorStep:
+        """One new measured state of the running episode (see the module docstring).
+
+        When another actor acts (`mu_acts` False), `previous_action` is the action it took at
+        the previous state, if known: the transition is then emitted with that action (for the
+        value calibration of the policy), with mu's support at this state.
+        """
         if not self.active:
             raise RuntimeError('on_state: no episode is running')
         q, qdot = np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
@@ -99,20 +106,24 @@ class BehaviorLoop:
             self._return += reward
         self._seen_start = True
         ended = reached or self._length >= self.task.config.max_steps
-        decision = self.problem.controller.act(q, qdot, self.rng, self.goal) if mu_acts else None
+        pending = self._pending
+        if not mu_acts and previous_action is not None and self._last_obs is not None:
+            pending = (self._last_obs, previous_action)
+        decision = self.problem.controller.act(q, qdot, self.rng, self.goal) \
+            if mu_acts or pending is not None else None
         transition = None
-        if self._pending is not None and decision is not None:
-            prev_obs, prev_action = self._pending
+        if pending is not None and decision is not None:
+            prev_obs, prev_action = pending
             transition = Transition(self.seq, self.phase, self.episode, prev_obs, prev_action,
                                     reward, obs, reached, support_of(decision))
             self.seq += 1
-        self._pending = None
+        self._pending, self._last_obs = None, obs
         if ended:
             self.active = False
             summary = EpisodeSummary(self.phase, self.episode, self._return, reached,
                                      self._length)
             return BehaviorStep(None, transition, summary)
-        if decision is None:
+        if not mu_acts:
             return BehaviorStep(None, transition, None)
         self._pending = (obs, decision.action)
         return BehaviorStep(decision.command, transition, None, decision.fallback)

@@ -162,8 +162,8 @@ class LearnerRun:
 
     def on_transition(self, t: Transition) -> Events:
         """Store/train on a train-phase transition, or keep an evaluation one."""
-        if t.phase is RunPhase.EVAL_BEHAVIOR and self.phase is RunPhase.EVAL_BEHAVIOR:
-            self._eval[RunPhase.EVAL_BEHAVIOR].transitions.setdefault(t.episode, []).append(t)
+        if t.phase in self._eval and t.phase is self.phase:
+            self._eval[t.phase].transitions.setdefault(t.episode, []).append(t)
             return Events()
         if t.phase is not RunPhase.TRAIN or self.phase is not RunPhase.TRAIN:
             self.counters.ignored += 1  # collected after the budget was reached
@@ -234,10 +234,11 @@ class LearnerRun:
         self.phase = RunPhase.DONE
         return Events(phase=PhaseAnnouncement(RunPhase.DONE), finished=True)
 
-    def calibration(self) -> float:
-        """Relative |Q - G| of mu's held-out episodes that reached the goal (their returns are
-        complete; a time-limited episode's are not) and whose transitions all arrived."""
-        episodes = self._eval[RunPhase.EVAL_BEHAVIOR]
+    def calibration(self, phase: RunPhase) -> float:
+        """Relative |Q - G| on the held-out episodes of `phase` (eval_policy: the executor's
+        actions; eval_behavior: mu's) that reached the goal (their returns are complete; a
+        time-limited episode's are not) and whose transitions all arrived."""
+        episodes = self._eval[phase]
         gamma = self.config.learner.critic.gamma
         q_all, g_all = [], []
         for summary in episodes.summaries:
@@ -256,14 +257,15 @@ class LearnerRun:
         """metrics.json (ssq-train's keys), the final eval record, plots."""
         policy = self._eval[RunPhase.EVAL_POLICY].stats()
         behavior = self._eval[RunPhase.EVAL_BEHAVIOR].stats()
-        calibration = self.calibration()
+        calibration = self.calibration(RunPhase.EVAL_BEHAVIOR)
+        calibration_policy = self.calibration(RunPhase.EVAL_POLICY)
         safety = self.safety
         record = {'type': 'eval', 'step': self.steps,
                   'policy_version': self.learner.policy_version, **policy,
                   'unsafe': safety.unsafe_eval, 'min_margin': safety.min_margin_eval,
                   'statuses': dict(self.executor_statuses), 'behavior': behavior,
                   'value_calibration_error': calibration,
-                  'value_calibration_error_policy': math.nan, 'final': True}
+                  'value_calibration_error_policy': calibration_policy, 'final': True}
         self.log(record)
         self.metrics = {
             'unsafe_states_train': safety.unsafe_train,
@@ -273,9 +275,7 @@ class LearnerRun:
             'return_behavior': behavior['return'],
             'return_policy': policy['return'],
             'value_calibration_error': calibration,
-            # The executor's actions are not on a topic the learner reads, so Q(s, a) along the
-            # policy's episodes is not known here (ssq-train measures it).
-            'value_calibration_error_policy': math.nan,
+            'value_calibration_error_policy': calibration_policy,
             'env_steps': self.steps,
             'updates': self.learner.updates,
             'wall_time_s': self.wall_time(),

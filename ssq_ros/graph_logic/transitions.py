@@ -72,6 +72,11 @@ def transition_layout(spaces: TaskSpaces) -> FlatLayout:
         (1, 1, 1, spaces.obs_dim, action, 1, spaces.obs_dim, 1, support))
 
 
+def decision_layout(spaces: TaskSpaces) -> FlatLayout:
+    """The executor's action at a measured state: its stamp [s] and the action."""
+    return FlatLayout(('stamp', 'action'), (1, 1 if spaces.discrete else spaces.action_size))
+
+
 EPISODE_LAYOUT = FlatLayout(('phase', 'episode', 'return', 'success', 'length'),
                             (1, 1, 1, 1, 1))
 

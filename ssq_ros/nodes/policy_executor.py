@@ -4,6 +4,7 @@ In:  /joint_states (sensor_msgs/JointState, any joint order), /ssq/goal
      (geometry_msgs/PointStamped), /ssq/policy (std_msgs/UInt8MultiArray, latched: exported
      TorchScript bytes), /ssq/run_phase (std_msgs/String, when `act_only_in_eval`).
 Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yaml order),
+     /ssq/executor/decisions (labelled Float64MultiArray: the state's stamp and the action),
      ~/status and /diagnostics (every command counted by its `SafetyStatus`: OK,
      ACTION_OUTSIDE_SUPPORT_FALLBACK, NO_POLICY_YET, NO_SAFE_ACTION_STOP, ...).
 
@@ -38,6 +39,7 @@ from ssq_ros.nodes.common import (
     run_node,
     stamp_seconds,
 )
+from ssq_ros.nodes.transition_msg import TRANSITION_QOS, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training.executor import ShieldedExecutor
@@ -86,6 +88,8 @@ class PolicyExecutor(Node):
         self.required_version = 0
         self.command_pub = self.create_publisher(Float64MultiArray, '/ssq/joint_command',
                                                  COMMAND_QOS)
+        self.decision_pub = self.create_publisher(Float64MultiArray, '/ssq/executor/decisions',
+                                                  TRANSITION_QOS)
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
         self.create_subscription(PointStamped, '/ssq/goal', self.on_goal, LATCHED_QOS)
         self.create_subscription(UInt8MultiArray, '/ssq/policy', self.on_policy, LATCHED_QOS)
@@ -158,6 +162,9 @@ class PolicyExecutor(Node):
         out = shielded_command(self.problem, self.shield, sample.positions,
                                sample.velocities, self.goal, self.rng)
         self.reporter.record([] if out.status is SafetyStatus.OK else [out.status])
+        if out.action is not None:  # first, so it is there before the state it leads to
+            self.decision_pub.publish(decision_message(self.problem.spaces, sample.stamp,
+                                                       out.action))
         self.command_pub.publish(Float64MultiArray(data=out.command.tolist()))
 
 

@@ -2,7 +2,8 @@
 
 In:  /joint_states (sensor_msgs/JointState, any joint order), /ssq/run_phase (std_msgs/String,
      latched, from q_learner), /ssq/learner/ack (std_msgs/Int64: the last transition seq the
-     learner consumed, -1 = ready for new data); the reset services' answers (the goal).
+     learner consumed, -1 = ready for new data), /ssq/executor/decisions (the policy's actions,
+     made into transitions in eval_policy); the reset services' answers (the goal).
 Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yaml order; train_sim
      remaps it onto the simulator's controller topic), /ssq/transitions and /ssq/episodes
      (labelled Float64MultiArray, docs/topics.md), ~/status and /diagnostics.
@@ -22,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -41,7 +43,12 @@ from ssq_ros.nodes.common import (
     run_node,
     stamp_seconds,
 )
-from ssq_ros.nodes.transition_msg import TRANSITION_QOS, episode_message, transition_message
+from ssq_ros.nodes.transition_msg import (
+    TRANSITION_QOS,
+    episode_message,
+    read_decision,
+    transition_message,
+)
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training.problem import build_problem
@@ -50,6 +57,8 @@ from ssq_ros.training.problem import build_problem
 EPISODE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
+# Executor decisions remembered (a few seconds of simulated time).
+DECISIONS_KEPT = 100
 # Stamps travel as (sec, nanosec) and as a JSON float: equal to within this.
 STAMP_TOLERANCE = 1e-6
 _ACTING = {RunPhase.TRAIN: True, RunPhase.EVAL_BEHAVIOR: True, RunPhase.EVAL_POLICY: False}
@@ -106,6 +115,9 @@ class SafeBehavior(Node):
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
         self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
         self.create_subscription(Int64, '/ssq/learner/ack', self.on_ack, COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, '/ssq/executor/decisions', self.on_decision,
+                                 TRANSITION_QOS)
+        self.executor_actions: dict[float, int | np.ndarray] = {}
         self.reset_clients = {False: self.create_client(Trigger, '/ssq/sim/reset'),
                               True: self.create_client(Trigger, '/ssq/sim/reset_heldout')}
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -146,6 +158,19 @@ class SafeBehavior(Node):
         # -1: a (re)started learner that has nothing yet; count the window from here.
         self.acked = self.loop.seq if msg.data == -1 else max(self.acked or 0, msg.data + 1)
         self.try_act()
+
+    def on_decision(self, msg: Float64MultiArray) -> None:
+        """The executor's action at a state: with the next state it makes a transition of the
+        policy (for its value calibration)."""
+        try:
+            stamp, action = read_decision(self.spaces, msg)
+        except ValueError as exc:
+            self.get_logger().warning(f'refused executor decision: {exc}',
+                                      throttle_duration_sec=1.0)
+            return
+        if len(self.executor_actions) >= DECISIONS_KEPT:
+            self.executor_actions.pop(next(iter(self.executor_actions)))
+        self.executor_actions[stamp] = action
 
     # ------------------------------------------------------------------ episodes
     def maybe_reset(self) -> None:
@@ -190,8 +215,9 @@ class SafeBehavior(Node):
         mu_acts = _ACTING.get(self.phase, False)
         if mu_acts and self._throttled():
             return
+        previous = None if mu_acts else self.executor_actions.get(self.answered_stamp)
         self.answered_stamp = sample.stamp
-        step = self.loop.on_state(sample.positions, sample.velocities, mu_acts)
+        step = self.loop.on_state(sample.positions, sample.velocities, mu_acts, previous)
         if step.transition is not None:
             self.transition_pub.publish(transition_message(self.spaces, step.transition))
         if step.command is not None:

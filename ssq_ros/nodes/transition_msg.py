@@ -15,6 +15,7 @@ from ssq_ros.graph_logic.transitions import (
     EpisodeSummary,
     FlatLayout,
     Transition,
+    decision_layout,
     pack_episode,
     pack_transition,
     transition_layout,
@@ -60,3 +61,21 @@ def episode_message(summary: EpisodeSummary) -> Float64MultiArray:
 def read_episode(msg: Float64MultiArray) -> EpisodeSummary:
     labels, sizes = _labels_sizes(msg)
     return unpack_episode(labels, sizes, msg.data)
+
+
+def decision_message(spaces: TaskSpaces, stamp: float, action) -> Float64MultiArray:
+    layout = decision_layout(spaces)
+    return to_message(layout, layout.pack({'stamp': stamp, 'action': action}))
+
+
+def read_decision(spaces: TaskSpaces, msg: Float64MultiArray) -> tuple[float, int | np.ndarray]:
+    """(state stamp, action) of an executor decision; a ValueError names what is wrong."""
+    labels, sizes = _labels_sizes(msg)
+    parts = decision_layout(spaces).unpack(labels, sizes, msg.data)
+    action = parts['action']
+    if spaces.discrete:
+        index = float(action[0])
+        if index != int(index) or not 0 <= index < spaces.action_size:
+            raise ValueError(f'action: {index} is not an index in [0, {spaces.action_size})')
+        return float(parts['stamp'][0]), int(index)
+    return float(parts['stamp'][0]), action
