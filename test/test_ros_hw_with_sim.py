@@ -1,0 +1,306 @@
+"""hardware_interface in front of the MuJoCo simulator standing in for the arm (real processes).
+
+mujoco_sim and hardware_interface start with the deploy_sim graph's own command lines
+(ssq_ros.graph): the simulator in realtime mode without the relay of /ssq/joint_command, the
+interface with config/hardware.yaml, so the interface is the only writer of
+/forward_velocity_controller/commands, as on an arm under ros2_control. The test process plays
+the graph (commands on /ssq/joint_command, the e-stop services) and records what the controller
+topic carries and what the simulated arm reports on /joint_states.
+
+One pair of processes serves the module; the test that kills the simulator runs last.
+"""
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from ros_helpers import JOINTS, ROBOT, ArmPeer
+from sensor_msgs.msg import JointState
+
+from ssq_ros.config import load_yaml, parse
+from ssq_ros.graph import GRAPHS, SIM_CONTROLLER_TOPIC
+from ssq_ros.graph_logic.behavior_loop import load_run_config
+from ssq_ros.launcher import plan_graph
+from ssq_ros.nodes.common import SENSOR_QOS
+from ssq_ros.nodes.hardware_interface import HardwareInterfaceConfig
+from ssq_ros.paths import config_path
+from ssq_ros.safety.command_filter import JointLimits
+
+# The limits the node reads from the same file.
+HW = parse(HardwareInterfaceConfig,
+           load_yaml(config_path('hardware.yaml'))['hardware_interface']['ros__parameters'])
+LIMITS = JointLimits.from_robot(ROBOT, HW.limits)
+VMAX, ACCEL = LIMITS.velocity, LIMITS.acceleration
+PERIOD = 1.0 / HW.control_rate
+# deploy_sim's simulator: the experiment config '' (config/train_sim.yaml) sets its tick.
+SIM_PERIOD = load_run_config('').sim.physics.control_period
+# Joints that swing free of the table from the simulator's first start posture.
+FREE_SWING = np.array([1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0])
+
+
+class SimArmObserver(ArmPeer):
+    """ArmPeer that publishes no joint states: it records the simulator's, with arrival times."""
+
+    def __init__(self):
+        super().__init__(controller_topic=SIM_CONTROLLER_TOPIC)
+        self.states = []  # (monotonic time, position, velocity), robot.yaml order
+        self.node.create_subscription(JointState, '/joint_states', self._on_state, SENSOR_QOS)
+
+    def _on_state(self, msg):
+        order = [list(msg.name).index(n) for n in JOINTS]
+        with self.lock:
+            self.states.append((time.monotonic(), np.array(msg.position)[order],
+                                np.array(msg.velocity)[order]))
+
+    def states_between(self, t0, t1=np.inf):
+        """(arrival times, positions, velocities) of the states that arrived in [t0, t1]."""
+        with self.lock:
+            chosen = [s for s in self.states if t0 <= s[0] <= t1]
+        assert chosen, f'no joint state arrived between {t0:.3f} and {t1:.3f}'
+        times, q, v = zip(*chosen, strict=True)
+        return np.array(times), np.array(q), np.array(v)
+
+    def forwarded_between(self, t0, t1=np.inf):
+        """(arrival times, velocities) the interface sent to the controller in [t0, t1]."""
+        with self.lock:
+            chosen = [(s, m.data) for s, m in self.received if t0 <= s <= t1]
+        sent = np.array([d for _, d in chosen]).reshape(-1, len(JOINTS))
+        return np.array([s for s, _ in chosen]), sent
+
+    def measured_position(self):
+        return self.states_between(time.monotonic() - 0.5)[1][-1]
+
+    def command_for(self, duration, command):
+        """Publish `command` at 100 Hz for `duration` s; returns the start time."""
+        t0 = time.monotonic()
+        self.run(duration, command, states=False)
+        return t0
+
+    def idle(self, duration):
+        """Publish nothing: the interface's command watchdog stops the arm."""
+        t0 = time.monotonic()
+        time.sleep(duration)
+        return t0
+
+
+class Deployment:
+    """The simulator and the interface as processes, and the observer."""
+
+    def __init__(self, log_dir):
+        self.commands = plan_graph(GRAPHS['deploy_sim'], {}, Path(sys.executable).parent).commands
+        self.logs = {}
+        self.procs = {name: self._start(name, log_dir)
+                      for name in ('mujoco_sim', 'hardware_interface')}
+        self.observer = SimArmObserver()
+
+    def _start(self, name, log_dir):
+        self.logs[name] = log_dir / f'{name}.log'
+        return subprocess.Popen(self.commands[name], stdout=self.logs[name].open('w'),
+                                stderr=subprocess.STDOUT)
+
+    def log(self, name):
+        return self.logs[name].read_text()[-3000:]
+
+    def wait_ready(self, timeout=30.0):
+        obs = self.observer
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                assert proc.poll() is None, f'{name} exited: {self.log(name)}'
+            with obs.lock:
+                have_states = len(obs.states) > 10
+            if have_states and 'NO_COMMAND_YET' in obs.status:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f'not ready in {timeout} s: status {obs.status}, '
+                             f'{len(obs.states)} states\n{self.log("mujoco_sim")}\n'
+                             f'{self.log("hardware_interface")}')
+
+    def close(self):
+        self.observer.close()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope='module')
+def deploy(tmp_path_factory):
+    rclpy.init()
+    deployment = Deployment(tmp_path_factory.mktemp('hw_with_sim'))
+    try:
+        deployment.wait_ready()
+        yield deployment
+    finally:
+        deployment.close()
+        rclpy.try_shutdown()
+
+
+@pytest.fixture
+def arm(deploy):
+    """The observer, with the simulator alive and the arm at rest."""
+    assert deploy.procs['mujoco_sim'].poll() is None, 'the simulator was killed by an earlier test'
+    obs = deploy.observer
+    t0 = obs.idle(0.3)
+    _, _, v = obs.states_between(t0 + 0.2)
+    assert np.all(np.abs(v) < 1e-2), f'the arm is still moving: {v}'
+    return obs
+
+
+def test_the_interface_is_the_only_writer_of_the_controller_topic(deploy):
+    node = deploy.observer.node
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        writers = {i.node_name for i in node.get_publishers_info_by_topic(SIM_CONTROLLER_TOPIC)}
+        readers = {i.node_name for i in node.get_subscriptions_info_by_topic('/ssq/joint_command')}
+        if writers and readers:
+            break
+        time.sleep(0.05)
+    assert writers == {'hardware_interface'}
+    assert readers == {'hardware_interface'}  # the simulator does not relay the graph's command
+
+
+def test_commanded_velocities_move_the_simulated_arm(arm):
+    command = 0.5 * VMAX * FREE_SWING
+    q0 = arm.measured_position()
+    reported = len(arm.status)
+    t0 = arm.command_for(1.0, command)
+    t1 = time.monotonic()
+    # After the ramp (< 0.1 s at the acceleration limits) plus one simulator period.
+    times, q, v = arm.states_between(t0 + 0.4, t1)
+    error = np.abs(v - command).max(axis=0)
+    print(f'velocity tracking over {len(times)} states: max error per joint {error.round(4)} '
+          f'rad/s for command {command.round(3)}')
+    assert np.all(error <= 0.05 * VMAX), error
+    # The distance, less what the ramp and the delivery lag cost (well under 0.15 s of motion).
+    expected = command * (times[-1] - t0)
+    assert np.all(np.abs(q[-1] - q0 - expected) <= 0.15 * np.abs(command) + 1e-3)
+    # Ramped up from rest, then passed through untouched: no stop, no other clamp.
+    assert arm.status[reported:] == ['ACCELERATION_LIMIT_CLAMP', 'OK'], arm.status[reported:]
+
+
+def test_a_command_beyond_the_limits_is_scaled_and_the_arm_stays_within_them(arm):
+    # Ten times the URDF limits; joint 4 away from its nearby lower limit.
+    pattern = np.array([-1.0, -1.0, 1.0, 1.0, -1.0, 1.0, -1.0])
+    huge = 10.0 * ROBOT.velocity_limit * pattern
+    huge[0] *= 3.0  # unequal excess: the whole vector is scaled by the largest one
+    t0 = arm.command_for(0.8, huge)
+    t1 = arm.command_for(0.8, -huge)  # and back, so the next test starts where this one did
+    t2 = arm.idle(0.3)
+    times, sent = arm.forwarded_between(t0, t2)
+    ratio = np.abs(sent) / VMAX
+    assert ratio.max() <= 1.0 + 1e-9, 'a command beyond the limits was forwarded'
+    for start, direction in ((t0, huge), (t1, -huge)):
+        settled = sent[(times > start + 0.4) & (times < start + 0.8)]
+        assert len(settled) > 10
+        unit = settled / np.linalg.norm(settled, axis=1, keepdims=True)
+        assert np.allclose(unit, direction / np.linalg.norm(direction), atol=1e-9)
+        assert np.allclose((np.abs(settled) / VMAX).max(axis=1), 1.0)
+    _, _, v = arm.states_between(t0, time.monotonic())
+    peak = np.abs(v).max(axis=0)
+    print(f'peak measured joint speeds {peak.round(4)} rad/s, limits {VMAX.round(4)} '
+          f'(URDF {ROBOT.velocity_limit.round(3)})')
+    # The simulated servo tracks its target to 1e-4 rad/s (measured above); 1 % allows for the
+    # transient when the command reverses. The arm does run at the scaled command.
+    assert np.all(peak <= VMAX * 1.01)
+    scaled = np.abs(huge) * (VMAX / np.abs(huge)).min()
+    assert np.allclose(peak, scaled, rtol=0.01)
+
+
+def test_estop_stops_the_arm_until_reset_and_motion_resumes_with_a_ramp(arm):
+    command = -0.5 * VMAX * FREE_SWING  # back towards the start posture
+    t0 = arm.command_for(0.6, command)
+    _, _, v = arm.states_between(t0 + 0.4)
+    assert np.allclose(v[-1], command, atol=0.01)
+    reported = len(arm.status)
+    t_request = time.monotonic()
+    assert arm.call(arm.estop).success
+    t_estop = time.monotonic()  # latched: the service answers after the node sent its stop
+    arm.command_for(0.8, command)  # the graph keeps commanding
+    assert arm.call(arm.reset).success
+    t_idle = arm.idle(0.3)  # nothing new: nothing may move, the old command is not replayed
+    t_resume = arm.command_for(0.6, command)
+
+    _, sent = arm.forwarded_between(t_estop, t_resume)
+    assert len(sent) > 50 and not np.any(sent), 'a moving command was forwarded while stopped'
+    times, _, v = arm.states_between(t_request, t_resume)
+    still = np.all(np.abs(v) < 1e-3, axis=1)
+    assert still.any(), 'the arm never came to rest'
+    rest = times[np.argmax(still)] - t_request
+    print(f'e-stop: arm at rest (< 1e-3 rad/s) {rest * 1e3:.0f} ms after the request, '
+          f'from {np.abs(command).max():.3f} rad/s')
+    # Braking at the simulated controller's ramp takes < 50 ms; up to one simulator period and
+    # the delivery of request, stop and state on a loaded machine come on top.
+    assert rest <= 0.25
+    assert np.all(still[times >= t_request + rest])
+    assert 'ESTOPPED' in arm.status[reported:]
+
+    times, sent = arm.forwarded_between(t_resume)
+    moving_sent = sent[np.any(sent != 0, axis=1)]
+    assert len(moving_sent) > 10, 'a fresh command after the reset moves the arm again'
+    # The first moving command starts from zero: one period of the acceleration limit at most,
+    # and every later one changes by no more than that (a ramp, not a jump to the old command).
+    steps = np.abs(np.diff(np.vstack([np.zeros(7), moving_sent]), axis=0))
+    assert np.all(steps <= ACCEL * PERIOD + 1e-9), steps.max(axis=0)
+    _, _, v = arm.states_between(t_idle, time.monotonic())
+    assert np.all(np.abs(v) <= VMAX * 1.01)
+    assert np.allclose(v[-1], command, atol=0.01)
+
+
+def test_a_joint_driven_at_its_position_limit_stops_before_it(arm):
+    joint = 3  # the elbow, which starts near its lower limit
+    lower = ROBOT.position_lower[joint]
+    distance = arm.measured_position()[joint] - LIMITS.lower[joint]
+    reported = len(arm.status)
+    command = np.zeros(7)
+    command[joint] = -VMAX[joint]
+    t0 = arm.command_for(distance / VMAX[joint] + 0.8, command)
+    times, q, v = arm.states_between(t0, time.monotonic())
+    closest = q[:, joint].min() - lower
+    print(f'joint {joint + 1} driven at {command[joint]:.3f} rad/s from {distance:.3f} rad '
+          f'before the margin: closest approach {closest:.4f} rad to the URDF limit (margin '
+          f'{HW.limits.position_margin} rad), final speed {abs(v[-1, joint]):.1e} rad/s')
+    # The interface brakes as if its command acted from the moment it is sent. The simulated
+    # controller takes the newest command only at its next tick and then runs a whole tick T on
+    # it, ramping towards it at the same acceleration a; the allowance a*T^2/2 (the extra
+    # distance of one tick spent ramping down) covers the overshoot into the margin this causes:
+    # measured 3.7-5.0 mrad against 7.8 mrad at T = 50 ms, and 0.1 mrad with a 10 ms tick.
+    allowance = ACCEL[joint] * SIM_PERIOD ** 2 / 2
+    assert closest >= HW.limits.position_margin - allowance
+    assert closest <= HW.limits.position_margin + 0.01, 'the joint should reach the margin'
+    assert abs(v[-1, joint]) < 1e-3
+    assert 'POSITION_LIMIT_CLAMP' in arm.status[reported:]
+    t1 = arm.command_for(0.4, -command)  # away from the limit is never cut
+    _, q, _ = arm.states_between(t1)
+    assert q[-1, joint] - lower > closest + 0.05
+
+
+def test_a_killed_simulator_gets_a_stop_within_the_state_timeout_plus_a_period(deploy, arm):
+    """Runs last: the simulator stays dead for the rest of the module."""
+    command = 0.5 * VMAX * FREE_SWING
+    arm.command_for(0.5, command)
+    deploy.procs['mujoco_sim'].send_signal(signal.SIGKILL)  # no goodbye, the states just stop
+    deploy.procs['mujoco_sim'].wait(10)
+    t_kill = arm.command_for(0.5, command)  # the graph keeps commanding
+    last_state = arm.states_between(t_kill - 1.0, t_kill)[0][-1]
+    times, sent = arm.forwarded_between(last_state)
+    stops = ~np.any(sent, axis=1)
+    assert stops.any(), 'no stop after the joint states ended'
+    first_stop = times[np.argmax(stops)]
+    latency = first_stop - last_state
+    print(f'simulator killed: stop {latency * 1e3:.1f} ms after its last joint state '
+          f'(state_timeout {HW.state_timeout * 1e3:.0f} ms + period {PERIOD * 1e3:.0f} ms)')
+    assert np.all(np.any(sent[times < first_stop], axis=1)), 'moving until the watchdog fired'
+    assert np.all(stops[times >= first_stop]), 'a moving command after the stop'
+    # As in test_ros_hardware_interface.py: timeout + one control period, plus 50 ms for delivery
+    # and scheduling of three processes on a shared 2-core machine.
+    assert latency <= HW.state_timeout + PERIOD + 0.05
+    assert arm.status[-1] == 'STALE_STATE_STOP'
