@@ -150,8 +150,12 @@ SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
                           param_files=('nodes.yaml',), parameters=(COMMON[0],))
 POLICY_EXECUTOR = NodeSpec(executable='policy_executor', name='policy_executor',
                            param_files=('nodes.yaml',), parameters=COMMON)
+# The simulated controller acts on a command only at its next control period (sim.yaml's
+# physics.control_period, 50 ms), so the interface must brake that much earlier than on a
+# 1 kHz ros2_control loop.
 HARDWARE_INTERFACE = NodeSpec(executable='hardware_interface', name='hardware_interface',
-                              param_files=('hardware.yaml',))
+                              param_files=('hardware.yaml',),
+                              parameters=(('actuation_delay', 0.05),))
 TO_SIM_CONTROLLER = ((COMMAND_TOPIC, SIM_CONTROLLER_TOPIC),)
 
 GRAPHS = {g.name: g for g in (

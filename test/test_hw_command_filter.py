@@ -194,3 +194,24 @@ def test_limits_validation():
         JointLimits(np.array([0.0]), np.array([1.0]), np.array([0.0]), np.array([1.0]))
     with pytest.raises(ValueError, match='finite'):
         JointLimits(np.array([0.0]), np.array([np.nan]), np.array([1.0]), np.array([1.0]))
+
+
+def test_actuation_delay_brakes_earlier_near_a_limit():
+    """The arm keeps the sent velocity until the controller acts: a longer delay, a lower speed
+    toward the limit, and enough to stop inside it when the delay is spent moving."""
+    near_upper = LIMITS.upper - 0.02
+    speeds = []
+    for delay in (0.0, 0.05):
+        gate = CommandGate(LIMITS, PERIOD, 0.1, 0.1, actuation_delay=delay)
+        gate.update_state(near_upper, 0.0)
+        gate.submit(LIMITS.velocity, 0.0)
+        for k in range(1, 50):  # ramp up to whatever the clamp allows
+            v = gate.step(k * 1e-3).velocity
+            gate.update_state(near_upper, k * 1e-3)
+        horizon = PERIOD + delay
+        stop_at = near_upper + v * horizon + v ** 2 / (2 * LIMITS.acceleration)
+        assert np.all(stop_at <= LIMITS.upper + 1e-9)
+        speeds.append(v)
+    assert np.all(speeds[1] < speeds[0])
+    with pytest.raises(ValueError, match='actuation_delay'):
+        CommandGate(LIMITS, PERIOD, 0.1, 0.1, actuation_delay=float('nan'))

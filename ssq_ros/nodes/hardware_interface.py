@@ -76,6 +76,9 @@ class HardwareInterfaceConfig:
                                 low=0.001, high=1.0)
     command_timeout: float = spec(0.1, doc='stop if no valid command for this long [s]',
                                   low=0.001, high=1.0)
+    actuation_delay: float = spec(0.01, doc='time until the controller acts on a command [s] '
+                                  '(its update period plus transport); the position clamp '
+                                  'brakes this much earlier', low=0.0, high=1.0)
     max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
                                 'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
     position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
@@ -128,7 +131,7 @@ class HardwareInterface(Node):
             raise ConfigError(f'{robot_file} with limits.*: {exc}') from exc
         self.period = 1.0 / self.cfg.control_rate
         self.gate = CommandGate(limits, self.period, self.cfg.state_timeout,
-                                self.cfg.command_timeout)
+                                self.cfg.command_timeout, self.cfg.actuation_delay)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, self.cfg.controller)
         self.reporter.extra['controller_topic'] = self.controller_topic
 

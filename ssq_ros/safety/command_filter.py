@@ -172,11 +172,14 @@ class CommandGate:
     """
 
     def __init__(self, limits: JointLimits, period: float, state_timeout: float,
-                 command_timeout: float) -> None:
+                 command_timeout: float, actuation_delay: float = 0.0) -> None:
         if period <= 0 or state_timeout <= 0 or command_timeout <= 0:
             raise ValueError('period and timeouts must be positive')
+        if not 0.0 <= actuation_delay < np.inf:
+            raise ValueError(f'actuation_delay must be finite and >= 0, got {actuation_delay}')
         self.limits = limits
         self.period = period
+        self.actuation_delay = actuation_delay
         self.state_timeout = state_timeout
         self.command_timeout = command_timeout
         self._position: np.ndarray | None = None
@@ -256,7 +259,9 @@ class CommandGate:
             accel_dt = self.period
         else:
             accel_dt = float(np.clip(now - self._sent_time, 0.0, self.period))
-        horizon = self.period + (now - self._state_time)
+        # Until a later command can take effect the arm keeps this velocity: the rest of this
+        # period, the age of the state it was planned from, and the controller's own delay.
+        horizon = self.period + (now - self._state_time) + self.actuation_delay
         velocity, statuses = shape_command(self._command, self._position, self._sent,
                                            self.limits, horizon, accel_dt)
         target = self._position + velocity * self.period
