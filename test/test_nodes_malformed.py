@@ -37,7 +37,7 @@ from ssq_ros.nodes.policy_executor import PolicyExecutor
 from ssq_ros.nodes.q_learner import QLearner
 from ssq_ros.nodes.safe_behavior import EPISODE_QOS, SafeBehavior
 from ssq_ros.nodes.safety_monitor import SafetyMonitor
-from ssq_ros.nodes.transition_msg import TRANSITION_QOS
+from ssq_ros.nodes.transition_msg import TRANSITION_QOS, command_message
 
 TINY = str(Path(__file__).parent / 'data' / 'train_sim_tiny.yaml')
 JOINTS = [f'ssq_joint{i}' for i in range(1, 8)]
@@ -201,6 +201,15 @@ def test_mujoco_sim_refuses_bad_commands_without_stepping(ros):
         relay.publish(Float64MultiArray(data=[0.2] * 7))
         assert harness.spin(2.0, lambda: node.sim_time > sim_time)
         assert not np.allclose(node.env.joint_state()[0], q_before)
+        # A command computed for an earlier state is never applied to the current one.
+        before = node.reporter.counts().get('STALE_COMMAND_STOP', 0)
+        sim_time = node.sim_time
+        relay.publish(command_message(np.full(7, 0.2), sim_time - node.period))
+        assert harness.spin(2.0, lambda: node.reporter.counts().get('STALE_COMMAND_STOP', 0)
+                            > before)
+        assert node.sim_time == sim_time
+        relay.publish(command_message(np.full(7, 0.2), node.stamp.nanoseconds * 1e-9))
+        assert harness.spin(2.0, lambda: node.sim_time > sim_time)
     finally:
         harness.close()
 

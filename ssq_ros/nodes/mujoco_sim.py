@@ -12,7 +12,10 @@ In:  /<controller>/commands (std_msgs/Float64MultiArray, robot.yaml order: joint
 
 Modes. `training`: lockstep with sim time. Every valid command advances the physics by one
 control period and publishes the new state and /clock at once, so the graph runs as fast as it
-answers; without commands simulated time stands still (the arm does nothing it was not told),
+answers. A command that names the state it answers (`ssq_ros.nodes.transition_msg.
+command_message`) is applied only to that state, never to a later one (after a reset, or after
+another command); without commands simulated time stands still (the arm does nothing it was not
+told),
 and the current state is re-sent every `republish_period` (same stamp) in case a best-effort
 sample was lost. `realtime`: a steady timer steps every control period with the newest command,
 or with zero velocity once no valid command came for `command_timeout` (a stop, not a replay).
@@ -49,12 +52,15 @@ from ssq_ros.nodes.common import (
     run_node,
 )
 from ssq_ros.nodes.hardware_interface import STANDARD_CONTROLLERS
+from ssq_ros.nodes.transition_msg import answered_stamp
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.sim.referee import RefereeVerdict
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 from ssq_ros.training.problem import build_problem
 
 FRAME = 'ssq_link0'
+# A command's answered stamp travels in nanoseconds; equal to the state's within this [s].
+STAMP_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,15 @@ class MujocoSim(Node):
         if not np.all(np.isfinite(command)):
             self.reporter.reject(SafetyStatus.COMMAND_REJECTED_NONFINITE,
                                  'command contains NaN or inf')
+            return
+        answers = answered_stamp(msg)
+        if self.training and answers is not None and \
+                abs(answers - self.stamp.nanoseconds * 1e-9) > STAMP_TOLERANCE:
+            # Computed for another state (before a reset, or overtaken by another command):
+            # applying it here would act on a state nobody checked it for.
+            self.reporter.reject(SafetyStatus.STALE_COMMAND_STOP,
+                                 f'command answers the state at {answers:.3f} s, the arm is at '
+                                 f'{self.stamp.nanoseconds * 1e-9:.3f} s; dropped')
             return
         if kind == 'position':
             # A position target is reached as fast as the joints may move in one period.

@@ -39,7 +39,7 @@ from ssq_ros.nodes.common import (
     run_node,
     stamp_seconds,
 )
-from ssq_ros.nodes.transition_msg import TRANSITION_QOS, decision_message
+from ssq_ros.nodes.transition_msg import TRANSITION_QOS, command_message, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training.executor import ShieldedExecutor
@@ -165,7 +165,7 @@ class PolicyExecutor(Node):
         if out.action is not None:  # first, so it is there before the state it leads to
             self.decision_pub.publish(decision_message(self.problem.spaces, sample.stamp,
                                                        out.action))
-        self.command_pub.publish(Float64MultiArray(data=out.command.tolist()))
+        self.command_pub.publish(command_message(out.command, sample.stamp))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -45,6 +45,7 @@ from ssq_ros.nodes.common import (
 )
 from ssq_ros.nodes.transition_msg import (
     TRANSITION_QOS,
+    command_message,
     episode_message,
     read_decision,
     transition_message,
@@ -222,7 +223,7 @@ class SafeBehavior(Node):
             self.transition_pub.publish(transition_message(self.spaces, step.transition))
         if step.command is not None:
             self.reporter.record([SafetyStatus.NO_SAFE_ACTION_STOP] if step.fallback else [])
-            self.command_pub.publish(Float64MultiArray(data=step.command.tolist()))
+            self.command_pub.publish(command_message(step.command, sample.stamp))
         if step.summary is not None:
             self.episode_pub.publish(episode_message(step.summary))
             self.episodes_done += 1

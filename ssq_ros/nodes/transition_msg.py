@@ -1,4 +1,5 @@
-"""std_msgs/Float64MultiArray <-> the labelled flat layouts of `ssq_ros.graph_logic.transitions`.
+"""std_msgs/Float64MultiArray <-> the labelled flat layouts of `ssq_ros.graph_logic.transitions`,
+and joint commands that say which measured state they answer.
 
 Each segment of the vector is one `layout.dim` entry: `label` = field name, `size` = its number
 of values, `stride` = the same size (a 1-D segment); `data_offset` is 0. Any node can build or
@@ -79,3 +80,25 @@ def read_decision(spaces: TaskSpaces, msg: Float64MultiArray) -> tuple[float, in
             raise ValueError(f'action: {index} is not an index in [0, {spaces.action_size})')
         return float(parts['stamp'][0]), int(index)
     return float(parts['stamp'][0]), action
+
+
+# A command's single layout dimension is labelled `joint_velocity@<stamp in ns>`: the stamp of
+# the measured state it was computed from. ros2_control controllers and the hardware_interface
+# ignore the layout; the lockstep simulator applies a command only to the state it answers.
+_ANSWERS = 'joint_velocity@'
+
+
+def command_message(command: np.ndarray, stamp: float) -> Float64MultiArray:
+    """Joint velocities computed from the state stamped `stamp` [s]."""
+    dim = MultiArrayDimension(label=f'{_ANSWERS}{int(round(stamp * 1e9))}',
+                              size=len(command), stride=len(command))
+    return Float64MultiArray(layout=MultiArrayLayout(dim=[dim], data_offset=0),
+                             data=[float(v) for v in command])
+
+
+def answered_stamp(msg: Float64MultiArray) -> float | None:
+    """The stamp [s] of the state a command answers, or None if it does not say."""
+    if len(msg.layout.dim) != 1 or not msg.layout.dim[0].label.startswith(_ANSWERS):
+        return None
+    digits = msg.layout.dim[0].label[len(_ANSWERS):]
+    return int(digits) * 1e-9 if digits.isdigit() else None
