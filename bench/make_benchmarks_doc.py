@@ -71,6 +71,11 @@ def goals(peers: dict, speed: dict | None) -> list[str]:
                          f'{LABELS[mine["method"]]}) {mine["success_shielded"]:.0%}, best peer '
                          f'({LABELS[best["method"]]}, as is) {best["success"]:.0%}: '
                          f'{"met" if gap <= 5 else "NOT met"} (gap {gap:+.0f} points).')
+    if rows:
+        as_is = ', '.join(f'{LABELS[m]} {r["unsafe_eval"]}' for m, r in rows.items())
+        shielded = sum(r['unsafe_eval_shielded'] for r in rows.values())
+        lines.append(f'- Unsafe states in evaluation, each policy as is: {as_is}; behind the '
+                     f'support shield, all methods together: {shielded}.')
     ratios = (speed or {}).get('ratio_to_sac')
     if ratios:
         for kind, target in (('discrete', 2.0), ('continuous', 1.0)):
