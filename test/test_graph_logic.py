@@ -251,6 +251,7 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     assert metrics['success_rate_policy'] == pytest.approx(1 / schedule.final_eval_episodes)
     assert metrics['return_behavior'] == -5.0 and metrics['env_steps'] == schedule.steps
     assert math.isfinite(metrics['value_calibration_error'])
+    assert metrics['calibration_pairs'] == 5 * schedule.final_eval_episodes
     assert (tmp_path / 'plots').is_dir()
 
 

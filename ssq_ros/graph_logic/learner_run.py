@@ -234,10 +234,11 @@ class LearnerRun:
         self.phase = RunPhase.DONE
         return Events(phase=PhaseAnnouncement(RunPhase.DONE), finished=True)
 
-    def calibration(self, phase: RunPhase) -> float:
+    def calibration(self, phase: RunPhase) -> tuple[float, int]:
         """Relative |Q - G| on the held-out episodes of `phase` (eval_policy: the executor's
         actions; eval_behavior: mu's) that reached the goal (their returns are complete; a
-        time-limited episode's are not) and whose transitions all arrived."""
+        time-limited episode's are not) and whose transitions all arrived; with the number of
+        (Q, G) pairs it rests on."""
         episodes = self._eval[phase]
         gamma = self.config.learner.critic.gamma
         q_all, g_all = [], []
@@ -250,15 +251,16 @@ class LearnerRun:
             q_all.append(self.learner.q_values(obs, actions))
             g_all.append(discounted_returns_to_go([t.reward for t in steps], gamma))
         if not q_all:
-            return math.nan
-        return value_calibration_error(np.concatenate(q_all), np.concatenate(g_all))
+            return math.nan, 0
+        q, g = np.concatenate(q_all), np.concatenate(g_all)
+        return value_calibration_error(q, g), int(q.size)
 
     def finish(self) -> dict:
         """metrics.json (ssq-train's keys), the final eval record, plots."""
         policy = self._eval[RunPhase.EVAL_POLICY].stats()
         behavior = self._eval[RunPhase.EVAL_BEHAVIOR].stats()
-        calibration = self.calibration(RunPhase.EVAL_BEHAVIOR)
-        calibration_policy = self.calibration(RunPhase.EVAL_POLICY)
+        calibration, pairs = self.calibration(RunPhase.EVAL_BEHAVIOR)
+        calibration_policy, pairs_policy = self.calibration(RunPhase.EVAL_POLICY)
         safety = self.safety
         record = {'type': 'eval', 'step': self.steps,
                   'policy_version': self.learner.policy_version, **policy,
@@ -289,6 +291,8 @@ class LearnerRun:
             'action_kind': self.config.action_kind,
             'seed': self.schedule.seed,
             'transitions_ignored': self.counters.ignored,
+            'calibration_pairs': pairs,
+            'calibration_pairs_policy': pairs_policy,
             'safe_set_unsafe_states_train': safety.safe_set_unsafe_train,
             'safe_set_unsafe_states_eval': safety.safe_set_unsafe_eval,
             'runner': 'train_sim graph',

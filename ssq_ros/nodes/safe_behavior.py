@@ -113,12 +113,14 @@ class SafeBehavior(Node):
                                                     TRANSITION_QOS)
         self.episode_pub = self.create_publisher(Float64MultiArray, '/ssq/episodes',
                                                  EPISODE_QOS)
+        # Decisions first: when a decision and the state it led to are both waiting, the
+        # executor serves subscriptions in creation order, and the state needs the decision.
+        self.executor_actions: dict[float, int | np.ndarray] = {}
+        self.create_subscription(Float64MultiArray, '/ssq/executor/decisions', self.on_decision,
+                                 TRANSITION_QOS)
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
         self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
         self.create_subscription(Int64, '/ssq/learner/ack', self.on_ack, COMMAND_QOS)
-        self.create_subscription(Float64MultiArray, '/ssq/executor/decisions', self.on_decision,
-                                 TRANSITION_QOS)
-        self.executor_actions: dict[float, int | np.ndarray] = {}
         self.reset_clients = {False: self.create_client(Trigger, '/ssq/sim/reset'),
                               True: self.create_client(Trigger, '/ssq/sim/reset_heldout')}
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
