@@ -40,6 +40,7 @@ from ssq_ros.nodes.common import (
 )
 from ssq_ros.nodes.safe_behavior import EPISODE_QOS
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, read_episode, read_transition
+from ssq_ros.training.plots import summary_rows
 from ssq_ros.training.problem import build_problem
 
 
@@ -172,6 +173,9 @@ class QLearner(Node):
                     0.2, self.final_extract, clock=Clock(clock_type=ClockType.STEADY_TIME))
         if events.finished:
             self.finished = True
+            rows = summary_rows(self.cfg.run_dir)  # the table ssq-train and ssq-report print
+            width = max(len(name) for name, _ in rows)
+            print('\n'.join(f'{name:<{width}}  {value}' for name, value in rows), flush=True)
             self.get_logger().info(f'run complete: {self.cfg.run_dir}/metrics.json')
             wait_until_delivered(self.phase_pub, 1.0)
             self.context.try_shutdown()  # run_node returns 0
