@@ -12,6 +12,7 @@ from ssq_ros.safety.robot import build_robot, load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.safety.support import (
     SupportCheck,
+    allowance_profile,
     chord_deviation,
     load_support_config,
     ramp_displacement,
@@ -143,7 +144,34 @@ def test_hold_stays_safe_after_any_accepted_command(support, seed):
     step = support.config.period_samples - 1
     for q_next, qdot_next in zip(positions[:, step], velocities[:, step], strict=True):
         assert support.hold_is_safe(q_next, qdot_next)
-        assert support.margins(q_next, qdot_next, np.zeros((1, 7)))[0] > -2e-3
+        # The allowance the moving command kept is what hold has left for tracking errors.
+        assert support.margins(q_next, qdot_next, np.zeros((1, 7)))[0] >= 0.0
+
+
+def test_allowance_ramps_over_the_period_and_holds_along_the_braking():
+    assert np.allclose(allowance_profile(0.003, 3, 2), [0.001, 0.002, 0.003, 0.003, 0.003])
+    assert np.allclose(allowance_profile(0.0, 3, 4), 0.0)
+
+
+def test_moving_commands_keep_the_tracking_allowance_and_hold_does_not(support):
+    """Same paths, allowance on and off: moving commands lose exactly the allowance on the
+    position margins (not on the velocity ones), hold loses nothing."""
+    rng = np.random.default_rng(4)
+    safe_set = support.safe_set
+    q = safe_set.robot.home + rng.uniform(-0.2, 0.2, 7)
+    qdot = rng.uniform(-0.3, 0.3, 7) * safe_set.velocity_limit
+    commands = np.concatenate([np.zeros((1, 7)),
+                               rng.uniform(-0.5, 0.5, (8, 7)) * safe_set.velocity_limit])
+    bare = SupportCheck(safe_set, replace(support.config, tracking_allowance=0.0), PERIOD)
+    with_allowance, without = support.evaluate(q, qdot, commands)[0], \
+        bare.evaluate(q, qdot, commands)[0]
+    velocity = slice(7, 14)
+    assert np.allclose(with_allowance[0], without[0])
+    assert np.allclose(with_allowance[1:, velocity], without[1:, velocity])
+    position = np.ones(with_allowance.shape[1], dtype=bool)
+    position[velocity] = False
+    shortfall = without[1:][:, position] - with_allowance[1:][:, position]
+    assert np.all(shortfall > 0) and np.all(shortfall <= support.config.tracking_allowance + 1e-12)
 
 
 def test_hold_at_rest_in_a_safe_state_passes(support):

@@ -40,6 +40,11 @@ class SupportConfig:
         0.01, doc='the hold command is accepted down to this negative margin [m or rad]: its '
                   'path is the braking path already checked, off by the tracking error',
         low=0.0, high=0.1)
+    tracking_allowance: float = spec(
+        0.003, doc='every other command must keep its sampled position margins above this '
+                   '[m or rad], growing linearly from 0 at the current state to the full value '
+                   'at the end of the period and along the braking: the room for the velocity '
+                   'controller lagging or leading the model path', low=0.0, high=0.1)
 
 
 def load_support_config(path: str | Path) -> SupportConfig:
@@ -92,6 +97,15 @@ def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: fl
             np.concatenate([velocities, brake_velocities], axis=1), durations)
 
 
+def allowance_profile(allowance: float, period_samples: int, braking_samples: int
+                      ) -> np.ndarray:
+    """Margin (P+B,) a moving command's path must keep at each sample: the tracking error
+    starts at 0 at the measured state and grows over the period, so the requirement ramps
+    linearly to `allowance` at the period's end and stays there along the braking."""
+    ramp = np.arange(1, period_samples + 1) / period_samples
+    return allowance * np.concatenate([ramp, np.ones(braking_samples)])
+
+
 def stretch_speed(qdot: np.ndarray, velocities: np.ndarray) -> np.ndarray:
     """Largest joint speed (N, M, n) over the stretch of path ending at each sample.
 
@@ -134,6 +148,8 @@ class SupportCheck:
         self.period = float(period)
         self.rate = robot.acceleration_limit * config.deceleration_fraction
         self.dof = robot.dof
+        self._allowance = allowance_profile(config.tracking_allowance, config.period_samples,
+                                            config.braking_samples)
 
     def _check_state(self, q: np.ndarray, qdot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(q, dtype=float)
@@ -153,8 +169,9 @@ class SupportCheck:
 
     def evaluate(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray]:
-        """Worst margin (N, C) of each constraint over each command's sampled path, and the
-        bound (N,) on how far the path strays between samples [m or rad].
+        """Worst margin (N, C) of each constraint over each command's sampled path, less the
+        tracking allowance for moving commands, and the bound (N,) on how far the path strays
+        between samples [m or rad].
 
         Malformed input raises ValueError; `is_safe` rejects bad rows instead.
         """
@@ -168,10 +185,18 @@ class SupportCheck:
         spheres = kinematics.sphere_positions(positions.reshape(-1, self.dof))
         margins = self.safe_set.margins(positions.reshape(-1, self.dof),
                                         velocities.reshape(-1, self.dof), spheres)
-        margins = margins.reshape(count, samples, -1).min(axis=1)
+        margins = margins.reshape(count, samples, -1)
+        # Moving commands keep the tracking allowance on every position margin (m or rad; the
+        # velocity margins are rad/s and the servo does not overshoot them); hold is judged on
+        # its own terms in `is_safe`.
+        velocity_columns = slice(self.dof, 2 * self.dof)
+        moving = np.any(commands != 0.0, axis=1)
+        required = np.where(moving[:, None], self._allowance[None, :], 0.0)
+        positional = np.ones(margins.shape[-1], dtype=bool)
+        positional[velocity_columns] = False
+        margins = (margins - required[..., None] * positional).min(axis=1)
         # The command itself must respect the velocity limits, even where the ramp would not
         # reach it within this period: repeated, it would be reached.
-        velocity_columns = slice(self.dof, 2 * self.dof)
         margins[:, velocity_columns] = np.minimum(
             margins[:, velocity_columns], self.safe_set.velocity_limit - np.abs(commands))
         # Stretches between consecutive samples, the first from the current state: any point
@@ -191,16 +216,20 @@ class SupportCheck:
         return margins, gap
 
     def margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
-        """Worst margin (N,) over all constraints at the samples of each command's path."""
+        """Worst margin (N,) over all constraints at the samples of each command's path, less the
+        tracking allowance for moving commands (accepted moving commands have it >= 0)."""
         return self.evaluate(q, qdot, commands)[0].min(axis=1)
 
     def is_safe(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
         """(N,) booleans: command i keeps the arm in S for the period and can stop in S.
 
-        Accepted iff every sampled state of the path has all margins >= 0 and the path strays
-        at most `sample_gap_limit` between samples. The hold command (all zeros) is judged
-        against -hold_tolerance instead of 0, so the braking path checked one step earlier stays
-        acceptable under small tracking errors. Malformed rows (NaN, inf) are rejected.
+        A moving command is accepted iff every sampled state of its path keeps its position
+        margins above the tracking allowance (ramped over the period, see `allowance_profile`)
+        and its velocity margins >= 0, and the path strays at most `sample_gap_limit` between
+        samples. The hold command (all zeros) is judged against -hold_tolerance instead: its
+        path is the braking already checked with the allowance one step earlier, so it stays
+        accepted under the tracking errors the allowance absorbs. Malformed rows (NaN, inf) are
+        rejected.
         """
         commands = self._check_commands(commands)
         finite = np.all(np.isfinite(commands), axis=1)
