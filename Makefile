@@ -23,6 +23,7 @@ $(BENCH_STAMP): $(STAMP)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m pytest -q bench/tests
 	PYTHON=$(BIN)/python bench/run_all.sh $(BENCH_ARGS)
 
 lint: $(STAMP)

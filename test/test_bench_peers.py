@@ -1,5 +1,6 @@
 """Benchmark plumbing: referee bookkeeping, the penalty, the shield in evaluation, the SSQ
-entrant end to end and the generated document; the peer adapters only with the bench extra.
+entrant end to end and the generated document. The peer adapters (SB3, d3rlpy: the optional
+bench extra) are tested by bench/tests/, which `make bench` runs before the benchmark.
 
 Run as `python -m pytest` from the repository root (the bench scripts import as `bench.*`).
 """
@@ -7,42 +8,24 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from bench import bench_peers, make_benchmarks_doc
 from bench.peers.common import EvalPolicy, TrainingRecorder, UnsafePenalty, evaluate
-from bench.peers.ssq import split_episodes, ssq_config, ssq_transitions
-from ssq_ros.config import to_dict
-from ssq_ros.training.config import load_train_config, resolve_config_file
+from bench.peers.ssq import split_episodes, ssq_config, ssq_transitions, tiny_ssq_config
 from ssq_ros.training.evaluate import training_episode_seed
 from ssq_ros.training.problem import build_problem
-
-
-def write_tiny_config(folder, max_steps: int) -> str:
-    """train_sim.yaml with short episodes, small networks and short schedules."""
-    data = to_dict(load_train_config(resolve_config_file('train_sim.yaml')))
-    data['sim']['task']['max_steps'] = max_steps
-    for section in (data['learner']['critic'], data['learner']['extraction']):
-        section.update(hidden_sizes=[32, 32], batch_size=32)
-    data['learner']['replay_capacity'] = 1000
-    data['schedule'].update(learning_starts=50, extract_every=100, extract_steps=10,
-                            final_extract_steps=20, eval_every=10**6, eval_episodes=1,
-                            final_eval_episodes=1, calibration_tail=10, checkpoint_every=100)
-    path = folder / f'tiny{max_steps}.yaml'
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
 
 
 @pytest.fixture(scope='module')
 def tiny_config(tmp_path_factory):
     """40-step episodes: enough for every part of a run to happen."""
-    return write_tiny_config(tmp_path_factory.mktemp('bench'), 40)
+    return tiny_ssq_config(tmp_path_factory.mktemp('bench'), 40)
 
 
 @pytest.fixture(scope='module')
 def long_episode_config(tmp_path_factory):
     """100-step episodes: long enough to reach the table from every held-out start."""
-    return write_tiny_config(tmp_path_factory.mktemp('bench'), 100)
+    return tiny_ssq_config(tmp_path_factory.mktemp('bench'), 100)
 
 
 def down_policy(problem) -> EvalPolicy:
@@ -136,25 +119,3 @@ def test_bad_benchmark_arguments_are_named(capsys):
     assert bench_peers.main(['--methods', 'ppo']) == 2
     assert 'methods' in capsys.readouterr().err
     assert bench_peers.main(['--steps', '0']) == 2
-
-
-def test_peer_adapters_train_and_evaluate(tiny_config, tmp_path):
-    pytest.importorskip('stable_baselines3')
-    pytest.importorskip('d3rlpy')
-    out = tmp_path / 'peers.json'
-    assert bench_peers.main(['--methods', 'sac_penalized', 'iql', 'discrete_cql',
-                             '--steps', '100', '--eval-episodes', '1',
-                             '--offline-updates', '5', '--ssq-config', tiny_config,
-                             '--runs', str(tmp_path / 'runs'), '--out', str(out),
-                             '--no-progress']) == 0
-    result = json.loads(out.read_text())
-    rows = {row['method']: row for row in result['table']}
-    assert set(rows) == {'sac_penalized', 'iql', 'discrete_cql'}
-    assert rows['sac_penalized']['env_steps_train'] == 100
-    sac = next(r for r in result['runs'] if r['method'] == 'sac_penalized')
-    assert sac['training']['curve']['unsafe_cumulative'][-1] == \
-        sac['training']['unsafe_states_train']
-    assert sac['value_calibration_error'] is not None
-    for method in ('iql', 'discrete_cql'):
-        assert rows[method]['unsafe_train'] == 0  # the data came from the safe behavior
-        assert rows[method]['unsafe_eval_shielded'] == 0

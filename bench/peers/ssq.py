@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ssq_ros.config import parse, to_dict
 from ssq_ros.training.config import (
@@ -120,3 +121,18 @@ def split_episodes(transitions: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         start = end
     dtypes = {'actions': transitions['action'].dtype}
     return {k: np.concatenate(v).astype(dtypes.get(k, np.float32)) for k, v in rows.items()}
+
+
+def tiny_ssq_config(folder: Path, max_steps: int) -> str:
+    """train_sim.yaml with short episodes, small networks and short schedules."""
+    data = to_dict(load_train_config(resolve_config_file('train_sim.yaml')))
+    data['sim']['task']['max_steps'] = max_steps
+    for section in (data['learner']['critic'], data['learner']['extraction']):
+        section.update(hidden_sizes=[32, 32], batch_size=32)
+    data['learner']['replay_capacity'] = 1000
+    data['schedule'].update(learning_starts=50, extract_every=100, extract_steps=10,
+                            final_extract_steps=20, eval_every=10**6, eval_episodes=1,
+                            final_eval_episodes=1, calibration_tail=10, checkpoint_every=100)
+    path = folder / f'tiny{max_steps}.yaml'
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
