@@ -4,15 +4,18 @@ Model of the arm between two control steps (the assumption every guarantee rests
 docs/safety.md): the velocity controller moves the joint velocity from its current value qdot
 toward the command v along a straight line in velocity space at the deceleration `a` (per joint,
 synchronised so the direction is kept), holds it, and after the period brakes the same way to
-zero. A candidate v is accepted iff every sampled state of that path, over the control period
-and the braking that follows, has all safe-set margins >= 0. The braking path of an accepted
-command is exactly the path of the hold command (v = 0) at the next state, so hold stays
-accepted from every state the accepted commands lead to; `hold_tolerance` absorbs the difference
-between the model and the tracked motion (see `SupportCheck.is_safe`). Between samples the path
-may stray from the nearer sample by at most half the chord plus its bulge off the chord (a
-bound from the joints' speeds and accelerations and the arm's lever length); commands whose
-bound exceeds `sample_gap_limit` are refused, so every point of an accepted path keeps a margin
-of at least -(sample_gap_limit + hold_tolerance), which the safe set's clearances exceed.
+zero. A moving candidate v is accepted iff every sampled state of that path, over the control
+period and the braking that follows, keeps its position margins above the tracking allowance
+(0 at the measured state, growing to `tracking_allowance` at the period's end: room for the
+servo lagging or leading the model) and its velocity margins >= 0. The braking path of an
+accepted command is exactly the path of the hold command (v = 0) at the next state, so hold
+stays accepted from every state the accepted commands lead to, with the allowance left for the
+tracking error; hold itself is judged against -hold_tolerance (see `SupportCheck.is_safe`).
+Between samples the path may stray from the nearer sample by at most half the chord plus its
+bulge off the chord (a bound from the joints' speeds and accelerations and the arm's lever
+length); commands whose bound exceeds `sample_gap_limit` are refused, so every point of an
+accepted path keeps a margin of at least -(sample_gap_limit + hold_tolerance), which the safe
+set's clearances exceed.
 """
 from __future__ import annotations
 
