@@ -14,8 +14,9 @@ $(STAMP): requirements.txt setup.py package.xml
 	$(BIN)/python -m pip install --quiet -e '.[venv,test]'
 	touch $(STAMP)
 
+# The main job: the ROS 2 training graph in MuJoCo, headless, to the end of the default budget.
 train: $(STAMP)
-	$(BIN)/ssq-gridworld --seeds 3 --out runs/gridworld.json
+	$(BIN)/ssq-launch train_sim headless:=true run_dir:=runs/train_sim
 
 # The peer benchmark (SB3, d3rlpy: the optional bench extra); BENCH_ARGS go to bench_peers.
 $(BENCH_STAMP): $(STAMP)

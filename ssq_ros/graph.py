@@ -161,7 +161,8 @@ TO_SIM_CONTROLLER = ((COMMAND_TOPIC, SIM_CONTROLLER_TOPIC),)
 GRAPHS = {g.name: g for g in (
     Graph('train_sim', 'train in MuJoCo: the safe behavior controller acts, the learner '
           'learns, the monitor counts unsafe states',
-          (CONFIG, RUN_DIR, _arg('steps', '20000', 'environment steps to train for', 'int'),
+          (CONFIG, RUN_DIR, _arg('steps', '0', 'environment steps to train for (0: the config\'s '
+                                      'schedule.steps)', 'int'),
            HEADLESS, RVIZ),
           (ROBOT_STATE_PUBLISHER, MUJOCO_SIM_TRAIN,
            NodeSpec(executable='safe_behavior', name='safe_behavior',
