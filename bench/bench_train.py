@@ -5,7 +5,8 @@
 
 Runs one seed at a time (the machine is shared; timings are per seed, with the load average
 recorded next to them), resuming any seed whose run folder already holds a checkpoint. Prints a
-table and writes bench/results/train.json (or train_<config>.json for another config).
+table and writes bench/results/train.json (train_continuous.json for
+train_sim_continuous.yaml, train_<config>.json for another config).
 """
 from __future__ import annotations
 
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                     'processor': platform.processor() or platform.machine()},
         'goals': GOALS, 'summary': summary, 'seeds': rows,
     }
-    name = 'train.json' if config_file.name == 'train_sim.yaml' else \
-        f'train_{config_file.stem}.json'
+    variant = config_file.stem.removeprefix('train_sim').lstrip('_')
+    name = f'train_{variant}.json' if variant else 'train.json'
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / name).write_text(json.dumps(result, indent=2) + '\n')
     print('  '.join(f'{c:>10.10}' for c in COLUMNS))
