@@ -4,7 +4,9 @@ import math
 import numpy as np
 import pytest
 
+from ssq_ros.paths import config_path
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader, reorder
+from ssq_ros.safety.robot import load_robot
 from ssq_ros.safety.status import SafetyStatus as S
 from ssq_ros.safety.status import StatusCounter, most_severe
 
@@ -83,3 +85,17 @@ def test_every_status_has_a_level_and_description_and_counts():
     assert counter.as_dict() == {'OK': 1, 'POSITION_LIMIT_CLAMP': 1, 'VELOCITY_LIMIT_SCALE': 1,
                                  'ESTOPPED': 1}
     assert S.ESTOPPED.stops_arm and not S.POSITION_LIMIT_CLAMP.stops_arm
+
+
+def test_reader_for_robot_takes_its_joint_order_and_limits():
+    robot = load_robot(config_path('robot.yaml'))
+    reader = JointStateReader.for_robot(robot, 0.1, max_stamp_age=0.0)
+    names = list(reversed(robot.joint_names))
+    inside = (robot.position_lower + robot.position_upper) / 2
+    sample = reader.accept(names, inside[::-1], np.zeros(robot.dof), 1.0, 1.0)
+    np.testing.assert_allclose(sample.positions, inside)
+    beyond = inside.copy()
+    beyond[2] = robot.position_upper[2] + 0.15
+    with pytest.raises(JointStateError) as err:
+        reader.accept(names, beyond[::-1], np.zeros(robot.dof), 2.0, 2.0)
+    assert err.value.status is S.STATE_IMPLAUSIBLE

@@ -117,16 +117,12 @@ class HardwareInterface(Node):
         self.kind, self.controller_topic = resolve_controller(self.cfg)
         robot_file = self.cfg.robot_config or str(config_path('robot.yaml'))
         self.robot = load_robot(robot_file)
-        tolerance = self.cfg.position_tolerance
         try:
             limits = JointLimits.from_robot(self.robot, self.cfg.limits)
-            self.reader = JointStateReader(self.robot.joint_names,
-                                           require_velocity=self.cfg.require_velocity,
-                                           max_stamp_age=self.cfg.max_stamp_age,
-                                           ignored_joints=self.cfg.ignored_joints,
-                                           position_bounds=(
-                                               self.robot.position_lower - tolerance,
-                                               self.robot.position_upper + tolerance))
+            self.reader = JointStateReader.for_robot(
+                self.robot, self.cfg.position_tolerance,
+                require_velocity=self.cfg.require_velocity,
+                max_stamp_age=self.cfg.max_stamp_age, ignored_joints=self.cfg.ignored_joints)
         except ValueError as exc:
             raise ConfigError(f'{robot_file} with limits.*: {exc}') from exc
         self.period = 1.0 / self.cfg.control_rate

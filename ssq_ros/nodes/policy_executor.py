@@ -76,10 +76,8 @@ class PolicyExecutor(Node):
         self.shield = ShieldedExecutor(greedy=self.cfg.greedy, seed=run_config.schedule.seed)
         self.rng = np.random.default_rng(run_config.schedule.seed)
         robot = self.problem.setup.robot
-        tolerance = self.cfg.position_tolerance
-        self.reader = JointStateReader(robot.joint_names, max_stamp_age=self.cfg.max_stamp_age,
-                                       position_bounds=(robot.position_lower - tolerance,
-                                                        robot.position_upper + tolerance))
+        self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
+                                                 max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'policy_executor')
         self.goal: np.ndarray | None = None
         self.latest: JointSample | None = None

@@ -93,10 +93,8 @@ class SafeBehavior(Node):
         self.spaces = self.problem.spaces
         self.loop = BehaviorLoop(self.problem, run_config.schedule.seed)
         robot = self.problem.setup.robot
-        tolerance = self.cfg.position_tolerance
-        self.reader = JointStateReader(robot.joint_names, max_stamp_age=self.cfg.max_stamp_age,
-                                       position_bounds=(robot.position_lower - tolerance,
-                                                        robot.position_upper + tolerance))
+        self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
+                                                 max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'safe_behavior')
         self.phase = RunPhase.TRAIN
         self.acked: int | None = None  # None: no learner yet

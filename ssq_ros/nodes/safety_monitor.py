@@ -90,10 +90,8 @@ class SafetyMonitor(Node):
         self.safe_set = SafeSet(robot, load_safe_set_config(safe_set_file))
         self.goal_radius = run_config.sim.task.success_radius
         self.tally = SafetyTally(self.safe_set)
-        tolerance = self.cfg.position_tolerance
-        self.reader = JointStateReader(robot.joint_names, max_stamp_age=self.cfg.max_stamp_age,
-                                       position_bounds=(robot.position_lower - tolerance,
-                                                        robot.position_upper + tolerance))
+        self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
+                                                 max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.publish_period * 5, 'safety_monitor')
         self.trail: deque[tuple[np.ndarray, float]] = deque(maxlen=self.cfg.trail_length)
         self.goal: np.ndarray | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -89,6 +90,15 @@ class JointStateReader:
         self.ignored = frozenset(ignored_joints)
         self.position_bounds = position_bounds
         self.last_stamp: float | None = None
+
+    @classmethod
+    def for_robot(cls, robot: Any, position_tolerance: float, **options: Any
+                  ) -> JointStateReader:
+        """A reader in `robot`'s joint order (a RobotModel) refusing positions further than
+        `position_tolerance` outside its URDF limits; `options` as for the constructor."""
+        bounds = (np.asarray(robot.position_lower) - position_tolerance,
+                  np.asarray(robot.position_upper) + position_tolerance)
+        return cls(robot.joint_names, position_bounds=bounds, **options)
 
     def accept(self, names: Sequence[str], positions: Sequence[float],
                velocities: Sequence[float], stamp: float, now: float) -> JointSample:
