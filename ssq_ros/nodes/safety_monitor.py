@@ -117,7 +117,9 @@ class SafetyMonitor(Node):
                                         self.get_clock().now().nanoseconds * 1e-9)
         except JointStateError as exc:
             self.reporter.reject(exc.status, exc.reason)
-            return
+            if exc.sample is None:
+                return
+            sample = exc.sample  # only its timing is wrong: the arm was there, so judge it
         unsafe, margin, constraint = self.tally.on_state(sample.positions, sample.velocities)
         if unsafe:
             self.get_logger().error(f'UNSAFE state: {constraint} margin {margin:.4f}')

@@ -18,12 +18,19 @@ from ssq_ros.safety.status import SafetyStatus
 
 
 class JointStateError(ValueError):
-    """A joint state was refused; `status` names the reaction, the message says why."""
+    """A joint state was refused; `status` names the reaction, the message says why.
 
-    def __init__(self, status: SafetyStatus, reason: str) -> None:
+    `sample` holds the validated values when only the timing was wrong (stamp off the clock or
+    out of order): such a state must not drive a command, but the arm was in it, so a referee
+    still judges it.
+    """
+
+    def __init__(self, status: SafetyStatus, reason: str,
+                 sample: JointSample | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.sample = sample
 
 
 @dataclass(frozen=True)
@@ -119,14 +126,15 @@ class JointStateReader:
             qd = None
         else:
             qd = reorder(names, velocities, self.joint_order, 'velocity', self.ignored)
+        sample = JointSample(q, qd, stamp)
         if self.max_stamp_age > 0 and abs(now - stamp) > self.max_stamp_age:
             direction = 'old' if stamp < now else 'far in the future'
             raise JointStateError(SafetyStatus.STATE_STAMP_OFF_CLOCK,
                                   f'stamp {stamp:.3f} is {abs(now - stamp):.3f} s {direction} '
-                                  f'(limit {self.max_stamp_age} s)')
+                                  f'(limit {self.max_stamp_age} s)', sample)
         if self.last_stamp is not None and stamp <= self.last_stamp:
             raise JointStateError(SafetyStatus.STATE_OUT_OF_ORDER,
                                   f'stamp {stamp:.6f} is not newer than the last accepted '
-                                  f'{self.last_stamp:.6f}')
+                                  f'{self.last_stamp:.6f}', sample)
         self.last_stamp = stamp
-        return JointSample(q, qd, stamp)
+        return sample
