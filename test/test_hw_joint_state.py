@@ -104,7 +104,7 @@ def test_reader_for_robot_takes_its_joint_order_and_limits():
 def test_timing_refusals_carry_the_state_for_a_referee_and_others_do_not():
     reader = JointStateReader(['a', 'b'], max_stamp_age=0.5)
     reader.accept(['a', 'b'], [0.1, 0.2], [0.0, 0.0], 10.0, 10.0)
-    for stamp, now, status in ((9.0, 10.1, S.STATE_OUT_OF_ORDER),
+    for stamp, now, status in ((9.9, 10.1, S.STATE_OUT_OF_ORDER),
                                (20.0, 10.2, S.STATE_STAMP_OFF_CLOCK)):
         with pytest.raises(JointStateError) as err:
             reader.accept(['b', 'a'], [0.4, 0.3], [0.0, 0.0], stamp, now)
