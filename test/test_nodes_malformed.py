@@ -202,10 +202,10 @@ def test_mujoco_sim_refuses_bad_commands_without_stepping(ros):
         assert harness.spin(2.0, lambda: node.sim_time > sim_time)
         assert not np.allclose(node.env.joint_state()[0], q_before)
         # A command computed for an earlier state is never applied to the current one.
-        before = node.reporter.counts().get('STALE_COMMAND_STOP', 0)
+        before = node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
         sim_time = node.sim_time
         relay.publish(command_message(np.full(7, 0.2), sim_time - node.period))
-        assert harness.spin(2.0, lambda: node.reporter.counts().get('STALE_COMMAND_STOP', 0)
+        assert harness.spin(2.0, lambda: node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
                             > before)
         assert node.sim_time == sim_time
         relay.publish(command_message(np.full(7, 0.2), node.stamp.nanoseconds * 1e-9))

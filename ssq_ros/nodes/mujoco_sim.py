@@ -235,7 +235,7 @@ class MujocoSim(Node):
                 abs(answers - self.stamp.nanoseconds * 1e-9) > STAMP_TOLERANCE:
             # Computed for another state (before a reset, or overtaken by another command):
             # applying it here would act on a state nobody checked it for.
-            self.reporter.reject(SafetyStatus.STALE_COMMAND_STOP,
+            self.reporter.reject(SafetyStatus.COMMAND_FOR_OTHER_STATE,
                                  f'command answers the state at {answers:.3f} s, the arm is at '
                                  f'{self.stamp.nanoseconds * 1e-9:.3f} s; dropped')
             return

@@ -46,6 +46,8 @@ class SafetyStatus(enum.Enum):
     NO_COMMAND_YET = (OK_LEVEL, 'no command received yet; holding still')
     STALE_STATE_STOP = (STALE_LEVEL, 'no fresh joint state within the timeout; stopped')
     STALE_COMMAND_STOP = (WARN_LEVEL, 'no fresh command within the timeout; stopped')
+    COMMAND_FOR_OTHER_STATE = (WARN_LEVEL, 'command was computed for another state than the '
+                               'current one (e.g. before a reset); dropped, not applied')
     ESTOPPED = (ERROR_LEVEL, 'emergency stop latched; only stop commands until reset')
     # Reactions of the learning and execution nodes.
     NO_POLICY_YET = (WARN_LEVEL, 'no policy received yet; behavior controller acts instead')
