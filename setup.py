@@ -38,6 +38,7 @@ CONSOLE_SCRIPTS = [
     'ssq-report = ssq_ros.cli.report:main',
     'hardware_interface = ssq_ros.nodes.hardware_interface:main',
     'mujoco_sim = ssq_ros.nodes.mujoco_sim:main',
+    'episode_server = ssq_ros.nodes.episode_server:main',
     'safe_behavior = ssq_ros.nodes.safe_behavior:main',
     'q_learner = ssq_ros.nodes.q_learner:main',
     'policy_executor = ssq_ros.nodes.policy_executor:main',

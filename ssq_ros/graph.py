@@ -205,6 +205,9 @@ GRAPHS = {g.name: g for g in (
                     if_arg='train_on_robot'),
            NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
                     parameters=COMMON, if_arg='train_on_robot'),
+           NodeSpec(executable='episode_server', name='episode_server',
+                    param_files=('nodes.yaml',), parameters=(COMMON[0],),
+                    if_arg='train_on_robot'),
            SAFETY_MONITOR, RVIZ_NODE)),
 )}
 

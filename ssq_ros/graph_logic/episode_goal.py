@@ -1,0 +1,60 @@
+"""The goal of an on-robot episode: a real arm starts where it is, so only the goal is chosen.
+
+mujoco_sim samples start and goal together from the episode's seed (`ReachAvoidTask.
+sample_episode`); on a real arm the start is the measured state, and the goal comes from the same
+seeded generator and the task's own `sample_goal`, so it is valid from that state (its straight
+path from the hand crosses a keep-out zone when the task asks for it, and it is at least two
+success radii away). A measured state outside the safe set or still moving is refused: the
+episode would start somewhere the behavior controller was never meant to be.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ssq_ros.safety.robot import load_robot
+from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
+from ssq_ros.sim.reach_avoid import ReachAvoidTask
+from ssq_ros.training.config import TrainConfig, resolve_config_file
+
+
+def reach_avoid_task(run_config: TrainConfig) -> ReachAvoidTask:
+    """The task of a run (robot, safe set, task section), without building the simulator."""
+    robot = load_robot(resolve_config_file(run_config.robot))
+    safe_set = SafeSet(robot, load_safe_set_config(resolve_config_file(run_config.safe_set)))
+    return ReachAvoidTask(safe_set, run_config.sim.task)
+
+
+class EpisodeStartError(ValueError):
+    """The measured state cannot start an episode; the message says why."""
+
+
+def goal_from_measured_state(task: ReachAvoidTask, q: np.ndarray, qdot: np.ndarray, seed: int,
+                             max_start_speed: float) -> np.ndarray:
+    """The goal (3,) of the episode with env seed `seed` starting at the measured (q, qdot)."""
+    dof = task.robot.dof
+    q, qdot = np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
+    if q.shape != (dof,) or qdot.shape != (dof,):
+        raise EpisodeStartError(f'measured state must have {dof} positions and velocities, got '
+                                f'{q.shape} and {qdot.shape}')
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qdot))):
+        raise EpisodeStartError('measured state contains NaN or inf')
+    speed = float(np.max(np.abs(qdot)))
+    if speed > max_start_speed:
+        joint = task.robot.joint_names[int(np.argmax(np.abs(qdot)))]
+        raise EpisodeStartError(f'arm is not at rest: joint {joint!r} moves at {speed:.3g} '
+                                f'rad/s (limit {max_start_speed:g})')
+    margins = task.safe_set.margins(q[None], qdot[None])[0]
+    tightest = int(np.argmin(margins))
+    if margins[tightest] < 0.0:
+        raise EpisodeStartError(f'measured state is outside the safe set: '
+                                f'{task.safe_set.names[tightest]} margin '
+                                f'{margins[tightest]:.4g}')
+    ee = task.kinematics.ee_position(q)
+    goal = task.sample_goal(np.random.default_rng(seed), ee)
+    if goal is None:
+        crossing = ' and cross a keep-out zone' if task.config.require_crossing else ''
+        raise EpisodeStartError(f'no goal of the task is valid from the hand at '
+                                f'{np.round(ee, 3).tolist()} (goals lie more than '
+                                f'{2 * task.config.success_radius:g} m away{crossing}); '
+                                'move the arm to another start')
+    return goal
