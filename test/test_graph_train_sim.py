@@ -146,7 +146,9 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     codes = {phase: observer.transition_phases.count(code)
              for phase, code in PHASE_CODES.items()}
     assert codes[RunPhase.EVAL_POLICY] > 0 and codes[RunPhase.EVAL_BEHAVIOR] > 0
-    assert codes[RunPhase.TRAIN] >= STEPS
+    # The learner's env_steps == STEPS above is the exact count; this observer joins the graph
+    # through discovery and may miss the first transitions of a fast run.
+    assert codes[RunPhase.TRAIN] > 0
     moved = np.array(observer.positions['eval_policy'])
     assert np.ptp(moved, axis=0).max() > 0.05
     # The independent monitor: both judges saw states, none unsafe; every marker namespace.

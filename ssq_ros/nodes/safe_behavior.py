@@ -191,11 +191,19 @@ class SafeBehavior(Node):
             lambda future: self.on_reset_done(future, phase))
 
     def on_reset_done(self, future: Any, phase: RunPhase) -> None:
+        response = future.result()
+        if response is not None and not response.success:
+            # Refused (e.g. episode_server: the real arm is not at a start the task can use):
+            # say why, and ask again only after reset_retry, not at the timer's rate.
+            self.get_logger().warning(f'reset refused: {response.message}',
+                                      throttle_duration_sec=5.0)
+            self.reset_pending_since = self.steady.now().nanoseconds * 1e-9
+            return
         self.reset_pending_since = None
         if phase is not self.phase:
             return  # the phase changed while the simulator reset; maybe_reset calls again
         try:
-            answer = json.loads(future.result().message)
+            answer = json.loads(response.message)
             self.loop.start_episode(phase, int(answer['episode']), answer['goal'])
             self.episode_start = float(answer['stamp'])
         except (ValueError, KeyError, TypeError) as exc:
