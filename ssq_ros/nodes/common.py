@@ -36,7 +36,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
-from ssq_ros.config import ConfigError, parse
+from ssq_ros.config import ConfigError, parse, spec
 from ssq_ros.safety.status import SafetyStatus, StatusCounter
 
 T = TypeVar('T')
@@ -114,6 +114,17 @@ def _default(fld: dataclasses.Field) -> Any:
     if fld.default_factory is not dataclasses.MISSING:
         return fld.default_factory()
     return None if fld.default is dataclasses.MISSING else fld.default
+
+
+@dataclasses.dataclass(frozen=True)
+class JointStateInput:
+    """How a graph node checks /joint_states: the same parameters, meaning the same, in every
+    node that reads them (node configs inherit these fields)."""
+
+    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
+                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
+    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
+                                     'the URDF limits [rad]', low=0.0, high=1.0)
 
 
 def declare_config(node: Node, cls: type[T], prefix: str = '') -> T:

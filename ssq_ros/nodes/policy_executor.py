@@ -34,6 +34,7 @@ from ssq_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
+    JointStateInput,
     StatusReporter,
     declare_config,
     run_node,
@@ -48,7 +49,7 @@ from ssq_ros.training.problem import build_problem
 
 
 @dataclass(frozen=True)
-class PolicyExecutorConfig:
+class PolicyExecutorConfig(JointStateInput):
     """Parameters of the policy_executor node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, actions, mu); '' is the "
@@ -59,10 +60,6 @@ class PolicyExecutorConfig:
                                   'run, with the policy version it announces')
     greedy: bool = spec(True, doc="the policy's most likely action inside the support, "
                         'instead of a draw')
-    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
-                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
-    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
-                                     'the URDF limits [rad]', low=0.0, high=1.0)
     diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
                                      low=0.05, high=60.0)
 

@@ -38,6 +38,7 @@ from ssq_ros.nodes.common import (
     COMMAND_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
+    JointStateInput,
     StatusReporter,
     declare_config,
     run_node,
@@ -66,17 +67,13 @@ _ACTING = {RunPhase.TRAIN: True, RunPhase.EVAL_BEHAVIOR: True, RunPhase.EVAL_POL
 
 
 @dataclass(frozen=True)
-class SafeBehaviorConfig:
+class SafeBehaviorConfig(JointStateInput):
     """Parameters of the safe_behavior node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, behavior, seed); "
                             "'' is the package's train_sim.yaml")
     max_lead: int = spec(200, doc='pause while this many transitions are not yet consumed by '
                          'the learner', low=1, high=1_000_000)
-    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
-                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
-    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
-                                     'the URDF limits [rad]', low=0.0, high=1.0)
     reset_retry: float = spec(2.0, doc='call the reset service again if it has not answered '
                               'after this long [s, wall clock]', low=0.1, high=60.0)
     diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',

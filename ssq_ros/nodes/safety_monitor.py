@@ -34,6 +34,7 @@ from ssq_ros.nodes.common import (
     DIAGNOSTICS_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
+    JointStateInput,
     StatusReporter,
     declare_config,
     run_node,
@@ -53,7 +54,7 @@ GOAL_COLOR = (0.1, 0.8, 0.2, 0.6)
 
 
 @dataclass(frozen=True)
-class SafetyMonitorConfig:
+class SafetyMonitorConfig(JointStateInput):
     """Parameters of the safety_monitor node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set); '' is the package's "
@@ -66,8 +67,6 @@ class SafetyMonitorConfig:
                                      low=1e-3, high=10.0)
     publish_period: float = spec(0.2, doc='seconds between status and marker messages (wall '
                                  'clock)', low=0.02, high=60.0)
-    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
-                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
     position_tolerance: float = spec(0.5, doc='refuse joint states further than this outside '
                                      'the URDF limits [rad]', low=0.0, high=2.0)
 
