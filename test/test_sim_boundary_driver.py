@@ -37,6 +37,8 @@ def test_without_the_tracking_allowance_the_servo_lag_leaves_s(setup):
     config = replace(setup.support.config, tracking_allowance=0.0)
     bare = replace(setup, support=SupportCheck(setup.safe_set, config,
                                                setup.config.physics.control_period))
-    run = drive(bare, simulator(bare), STEPS, 1, EPISODE_STEPS, hugging_chooser(bare, HUG_WEIGHT))
+    # Seed 3: at the default speed (0.25 m/s) seeds 3-5 end 1-35 steps outside S, seeds 1-2
+    # come within 0.01 mm of the boundary without crossing it in 300 steps.
+    run = drive(bare, simulator(bare), STEPS, 3, EPISODE_STEPS, hugging_chooser(bare, HUG_WEIGHT))
     assert run.states_outside > 0 and run.min_margin < 0.0
     assert run.referee_unsafe == 0  # still inside the clearance the referee does not see

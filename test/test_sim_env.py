@@ -84,3 +84,13 @@ def test_segment_intersections():
     assert segment_hits_box(np.array([-1.0, -1.0, 0]), np.array([1.0, 1.0, 0]), center, half)
     assert segment_hits_sphere(np.array([-1.0, 0.05, 0]), np.array([1.0, 0.05, 0]), center, 0.1)
     assert not segment_hits_sphere(np.array([0.5, 0, 0]), np.array([1.0, 0, 0]), center, 0.1)
+
+
+def test_sim_yaml_states_the_defaults_every_experiment_config_inherits():
+    # train_sim.yaml (ssq-train and every node) takes SimConfig's defaults, the gym env and
+    # ssq-sim-demo read config/sim.yaml: they must be the same mu, task and actions. They once
+    # were not (goal_preference 1.0 against 2.0), so the trainer's mu was not the documented one.
+    from ssq_ros.config import to_dict
+    from ssq_ros.paths import config_path
+    from ssq_ros.sim.config import SimConfig, load_sim_config
+    assert to_dict(load_sim_config(config_path('sim.yaml'))) == to_dict(SimConfig())

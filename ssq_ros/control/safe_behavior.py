@@ -28,7 +28,7 @@ from ssq_ros.safety.support import SupportCheck
 class BehaviorConfig:
     hold_weight: float = spec(0.3, doc='exploration weight of hold relative to a motion '
                               'primitive (discrete)', low=0.0)
-    goal_preference: float = spec(1.0, doc='mu(a) grows by exp(goal_preference * cos) of the '
+    goal_preference: float = spec(2.0, doc='mu(a) grows by exp(goal_preference * cos) of the '
                                   'angle between the action and the goal direction', low=0.0,
                                   high=20.0)
     sigma_fraction: float = spec(0.6, doc='continuous: Gaussian sigma as a fraction of the '

@@ -21,7 +21,7 @@ from ssq_ros.safety.kinematics import Kinematics
 class ActionConfig:
     space: str = spec('cartesian', doc='continuous actions: cartesian (3-D end-effector '
                       'velocity) or joint (joint velocities)', choices=('cartesian', 'joint'))
-    speed: float = spec(0.15, doc='primitive speed and continuous bound per axis [m/s]',
+    speed: float = spec(0.25, doc='primitive speed and continuous bound per axis [m/s]',
                         low=1e-3, high=2.0)
     slow_speed: float = spec(0.05, doc='speed of the slow primitives [m/s]; 0 = none',
                              low=0.0, high=2.0)

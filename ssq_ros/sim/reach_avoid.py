@@ -27,7 +27,7 @@ from ssq_ros.safety.safe_set import SafeSet
 
 @dataclass(frozen=True)
 class TaskConfig:
-    max_steps: int = spec(200, doc='control steps before the episode is truncated', low=1)
+    max_steps: int = spec(250, doc='control steps before the episode is truncated', low=1)
     success_radius: float = spec(0.04, doc='hand-to-goal distance that counts as reached [m]',
                                  low=1e-3, high=1.0)
     distance_weight: float = spec(1.0, doc='reward per step per metre of distance', low=0.0)
