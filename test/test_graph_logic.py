@@ -36,7 +36,8 @@ SSQ_TRAIN_METRICS = {
     'return_behavior', 'return_policy', 'value_calibration_error',
     'value_calibration_error_policy', 'env_steps', 'updates', 'wall_time_s', 'episodes_train',
     'eval_episodes', 'min_margin_train', 'min_margin_eval', 'behavior_fallbacks_train',
-    'executor_statuses', 'policy_version', 'action_kind', 'seed'}
+    'executor_statuses', 'policy_version', 'policy_fit_kl', 'policy_fit_agreement',
+    'action_kind', 'seed'}
 
 
 @pytest.fixture(scope='module')

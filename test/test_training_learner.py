@@ -251,3 +251,16 @@ def test_continuous_executor_with_empty_support_and_unsafe_proposal_stops():
     decision = executor.act_continuous(np.zeros(OBS_DIM), np.empty((0, ACTION_DIM)),
                                        lambda a: np.zeros(len(a), dtype=bool))
     assert (decision.action, decision.status) == (None, SafetyStatus.NO_SAFE_ACTION_STOP)
+
+
+@pytest.mark.parametrize('discrete', [True, False])
+def test_extraction_reports_its_fit_to_the_induced_policy(discrete):
+    spaces = discrete_spaces() if discrete else continuous_spaces()
+    learner = filled(spaces)
+    learner.train(20)
+    first = learner.extract(1)
+    later = learner.extract(400)
+    for stats in (first, later):
+        assert stats['fit_kl'] >= 0.0 and 0.0 <= stats['fit_agreement'] <= 1.0
+    if discrete:  # a categorical policy can represent pi ∝ mu exp(Q/alpha) exactly
+        assert later['fit_kl'] < first['fit_kl']

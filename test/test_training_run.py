@@ -88,6 +88,11 @@ def test_discrete_run_is_safe_and_writes_every_output(discrete_run):
     assert metrics['env_steps'] == 240 and metrics['updates'] == 240 - 80 + 1
     assert metrics['min_margin_train'] > 0
     assert set(metrics['executor_statuses']) == {'OK'}
+    assert metrics['policy_fit_kl'] >= 0 and 0 <= metrics['policy_fit_agreement'] <= 1
+    extractions = [json.loads(line) for line in (folder / 'log.jsonl').read_text().splitlines()
+                   if '"extract"' in line]
+    assert extractions[-1]['policy_version'] == metrics['policy_version']
+    assert extractions[-1]['fit_kl'] == metrics['policy_fit_kl']
     for name in ('learning_curve', 'success_rate', 'value_calibration', 'safety_margin'):
         assert (folder / 'plots' / f'{name}.png').stat().st_size > 1000
     assert list((folder / 'tb').glob('events.out.tfevents.*'))

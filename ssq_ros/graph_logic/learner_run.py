@@ -108,6 +108,7 @@ class LearnerRun:
         self._eval = {RunPhase.EVAL_POLICY: _EvalEpisodes(),
                       RunPhase.EVAL_BEHAVIOR: _EvalEpisodes()}
         self.metrics: dict | None = None
+        self.last_fit: dict[str, float] = {}
 
     # ------------------------------------------------------------------ persistence
     def prepare_folder(self) -> bool:
@@ -194,7 +195,10 @@ class LearnerRun:
         return events
 
     def _extract(self, steps: int) -> bytes:
-        self.learner.extract(steps)
+        stats = self.learner.extract(steps)
+        self.log({'type': 'extract', 'step': self.steps,
+                  'policy_version': self.learner.policy_version, 'steps': steps, **stats})
+        self.last_fit = {key: stats[key] for key in ('fit_kl', 'fit_agreement')}
         data = export_policy(self.learner, to_dict(self.config))
         atomic_write(self.out / 'policy.pt', lambda f: f.write(data))
         return data
@@ -288,6 +292,8 @@ class LearnerRun:
             'behavior_fallbacks_train': self.behavior_fallbacks,
             'executor_statuses': dict(self.executor_statuses),
             'policy_version': self.learner.policy_version,
+            'policy_fit_kl': self.last_fit.get('fit_kl', math.nan),
+            'policy_fit_agreement': self.last_fit.get('fit_agreement', math.nan),
             'action_kind': self.config.action_kind,
             'seed': self.schedule.seed,
             'transitions_ignored': self.counters.ignored,

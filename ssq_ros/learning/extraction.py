@@ -152,6 +152,23 @@ class PolicyExtractor:
             weights = advantage_weights(q, soft_value_sampled(q, alpha), alpha, cfg.max_weight)
         return -(weights * self.policy.log_prob(obs, support)).mean()
 
+    @torch.no_grad()
+    def fit(self, obs: torch.Tensor, support: torch.Tensor) -> dict[str, float]:
+        """How well the policy matches the induced policy on these states: `fit_kl`, the mean
+        KL(pi_Q || pi_theta), and `fit_agreement`, the share of states where both rank the same
+        action first. Continuous: both as distributions over mu's K samples at each state."""
+        alpha = self.alpha
+        if self.critic.is_discrete:
+            target = induced_policy_discrete(self.critic.q_values(obs), support, alpha)
+            log_model = self.policy.log_probs(obs, support)
+        else:
+            target = torch.softmax(self.critic.q_values(obs, support) / alpha, dim=-1)
+            log_model = torch.log_softmax(self.policy.log_prob(obs, support), dim=-1)
+        log_ratio = torch.where(target > 0, torch.log(target.clamp_min(1e-38)) - log_model, 0.0)
+        agreement = (target.argmax(dim=-1) == log_model.argmax(dim=-1)).double().mean()
+        return {'fit_kl': float((target * log_ratio).sum(dim=-1).mean()),
+                'fit_agreement': float(agreement)}
+
     def update(self, obs: torch.Tensor, support: torch.Tensor) -> dict[str, float]:
         """One gradient step on the policy only (the critic stays frozen)."""
         loss = self.loss(obs, support)

@@ -79,6 +79,10 @@ class LearnerConfig:
                                 doc='transitions kept; the oldest are overwritten')
 
 
+# States of the replay on which each extraction's fit to the induced policy is measured.
+_FIT_SAMPLE = 4096
+
+
 class OnlineLearner:
     """Replay + critic + extractor. `policy_version` counts `extract` calls."""
 
@@ -127,7 +131,10 @@ class OnlineLearner:
             stats.append(self.extractor.update(batch.next_obs, batch.next_support))
         self.extraction_steps += int(n_steps)
         self.policy_version += 1
-        return _mean(stats)
+        # Measured on a fresh sample: undertrained extraction was once the largest loss of
+        # success (argmax agreement 85 % after 5.5k steps, 95 % after 15k more).
+        check = self.replay.sample(_FIT_SAMPLE, self.rng)
+        return {**_mean(stats), **self.extractor.fit(check.next_obs, check.next_support)}
 
     @torch.no_grad()
     def q_values(self, obs: np.ndarray, actions: np.ndarray) -> np.ndarray:

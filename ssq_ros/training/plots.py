@@ -142,6 +142,11 @@ def summary_rows(folder: str | Path) -> list[tuple[str, str]]:
     if evals:
         rows += [('success_rate_policy (last eval)', _fmt(evals[-1]['success_rate'])),
                  ('return_policy (last eval)', _fmt(evals[-1]['return']))]
+    extractions = _of(records, 'extract')
+    if extractions:
+        rows += [('policy_fit_kl (last extraction)', _fmt(extractions[-1]['fit_kl'])),
+                 ('policy_fit_agreement (last extraction)',
+                  _fmt(extractions[-1]['fit_agreement']))]
     return rows
 
 

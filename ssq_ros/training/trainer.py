@@ -60,6 +60,7 @@ class TrainerState:
     wall_time_s: float = 0.0
     log_bytes: int = 0
     last_eval: dict = field(default_factory=dict)
+    last_fit: dict = field(default_factory=dict)
 
 
 class Trainer:
@@ -139,6 +140,11 @@ class Trainer:
         atomic_write(self.out / 'policy.pt', lambda f: f.write(data))
         self.executor.set_policy(load_exported_policy(data))
         self._scalar('losses/policy_loss', stats['loss'])
+        self._scalar('losses/policy_fit_kl', stats['fit_kl'])
+        self._scalar('charts/policy_fit_agreement', stats['fit_agreement'])
+        self.log({'type': 'extract', 'step': self.state.env_steps,
+                  'policy_version': self.learner.policy_version, 'steps': steps, **stats})
+        self.state.last_fit = {key: stats[key] for key in ('fit_kl', 'fit_agreement')}
         return stats
 
     def evaluate(self, episodes: int, final: bool = False) -> dict:
@@ -299,6 +305,8 @@ class Trainer:
             'behavior_fallbacks_train': state.behavior_fallbacks,
             'executor_statuses': final['statuses'],
             'policy_version': self.learner.policy_version,
+            'policy_fit_kl': state.last_fit.get('fit_kl', float('nan')),
+            'policy_fit_agreement': state.last_fit.get('fit_agreement', float('nan')),
             'action_kind': self.config.action_kind,
             'seed': self.config.schedule.seed,
         }
