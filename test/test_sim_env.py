@@ -94,3 +94,26 @@ def test_sim_yaml_states_the_defaults_every_experiment_config_inherits():
     from ssq_ros.paths import config_path
     from ssq_ros.sim.config import SimConfig, load_sim_config
     assert to_dict(load_sim_config(config_path('sim.yaml'))) == to_dict(SimConfig())
+
+
+def test_heldout_episodes_never_show_a_goal_position_of_training(setup):
+    from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+    env = ReachAvoidEnv(setup=setup)
+    task = env.task
+    train, heldout = task.goals('train'), task.goals('heldout')
+    assert len(train) + len(heldout) == len(task.goal_pool())
+    assert not {tuple(g) for g in train} & {tuple(g) for g in heldout}
+    seen = {'train': set(), 'heldout': set()}
+    for index in range(20):
+        env.reset(seed=training_episode_seed(0, index))
+        seen['train'].add(tuple(env.goal))
+        env.reset(seed=heldout_episode_seed(index))
+        seen['heldout'].add(tuple(env.goal))
+    assert seen['train'] <= {tuple(g) for g in train}
+    assert seen['heldout'] <= {tuple(g) for g in heldout}
+    env.reset(seed=2, options={'goal_split': 'heldout'})
+    assert tuple(env.goal) in {tuple(g) for g in heldout}
+    with pytest.raises(ValueError, match='goal_split'):
+        env.reset(seed=1, options={'goal_spilt': 'train'})
+    with pytest.raises(ValueError, match='goal split'):
+        env.reset(seed=1, options={'goal_split': 'test'})

@@ -2,10 +2,11 @@
 
 mujoco_sim samples start and goal together from the episode's seed (`ReachAvoidTask.
 sample_episode`); on a real arm the start is the measured state, and the goal comes from the same
-seeded generator and the task's own `sample_goal`, so it is valid from that state (its straight
-path from the hand crosses a keep-out zone when the task asks for it, and it is at least two
-success radii away). A measured state outside the safe set or still moving is refused: the
-episode would start somewhere the behavior controller was never meant to be.
+seeded generator, goal split (held-out seeds draw held-out goal positions) and the task's own
+`sample_goal`, so it is valid from that state (its straight path from the hand crosses a
+keep-out zone when the task asks for it, and it is at least two success radii away). A measured
+state outside the safe set or still moving is refused: the episode would start somewhere the
+behavior controller was never meant to be.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from ssq_ros.safety.robot import load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
-from ssq_ros.sim.reach_avoid import ReachAvoidTask
+from ssq_ros.sim.reach_avoid import ReachAvoidTask, goal_split_of_seed
 from ssq_ros.training.config import TrainConfig, resolve_config_file
 
 
@@ -50,7 +51,7 @@ def goal_from_measured_state(task: ReachAvoidTask, q: np.ndarray, qdot: np.ndarr
                                 f'{task.safe_set.names[tightest]} margin '
                                 f'{margins[tightest]:.4g}')
     ee = task.kinematics.ee_position(q)
-    goal = task.sample_goal(np.random.default_rng(seed), ee)
+    goal = task.sample_goal(np.random.default_rng(seed), ee, goal_split_of_seed(seed))
     if goal is None:
         crossing = ' and cross a keep-out zone' if task.config.require_crossing else ''
         raise EpisodeStartError(f'no goal of the task is valid from the hand at '

@@ -22,7 +22,7 @@ from ssq_ros.safety.robot import RobotModel, load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.safety.support import SupportCheck, load_support_config
 from ssq_ros.sim.config import SimConfig, load_sim_config
-from ssq_ros.sim.reach_avoid import ReachAvoidTask
+from ssq_ros.sim.reach_avoid import ReachAvoidTask, goal_split_of_seed
 from ssq_ros.sim.scene import Scene, build_scene
 from ssq_ros.sim.simulator import ArmSimulator
 
@@ -129,8 +129,16 @@ class ReachAvoidEnv(gym.Env):
         return self.actions.to_joint(q, action[None])[0]
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """A new episode. Its goal comes from the training half of the goal positions for an
+        even seed, the held-out half for an odd one (`goal_split_of_seed`), any for no seed;
+        `options={'goal_split': 'train' | 'heldout' | None}` chooses explicitly."""
+        options = options or {}
+        unknown = set(options) - {'goal_split'}
+        if unknown:
+            raise ValueError(f'unknown reset options {sorted(unknown)}; known: goal_split')
+        split = options.get('goal_split', goal_split_of_seed(seed))
         super().reset(seed=seed)
-        q, goal = self.task.sample_episode(self.np_random)
+        q, goal = self.task.sample_episode(self.np_random, split)
         verdict = self.sim.reset(q)
         if verdict.unsafe:
             raise RuntimeError(f'the sampled start is unsafe for the referee ({verdict}): the '

@@ -4,6 +4,8 @@ Starts are random safe postures around the home posture, at rest. Goals are hand
 random safe postures anywhere in the joint limits (so every goal can be held without leaving S),
 inside a goal box, chosen such that the segment from the start's hand position to the goal
 passes through a keep-out zone (so the direct route is unsafe and the arm has to go around).
+The goal positions are split once into two disjoint halves: training episodes draw from one,
+held-out episodes from the other, so an evaluation never shows a goal position learned on.
 Reward per step: `-distance_weight * |goal - hand|`, plus `success_bonus` on reaching the goal
 (which ends the episode); the episode is truncated after `max_steps` control steps.
 
@@ -48,6 +50,16 @@ class TaskConfig:
 
 # The goal pool is a property of the task, not of an episode: the same seed every time.
 GOAL_POOL_SEED = 20260101
+# Which goal positions an episode draws from (the pool's even / odd entries; None: all of them).
+GOAL_SPLITS = ('train', 'heldout')
+
+
+def goal_split_of_seed(seed: int | None) -> str | None:
+    """The package's episode convention: even env seeds are training episodes, odd ones
+    held-out episodes (ssq_ros.training.evaluate); an unseeded episode may draw any goal."""
+    if seed is None:
+        return None
+    return GOAL_SPLITS[int(seed) % 2]
 
 
 def observation_layout(dof: int) -> dict[str, slice]:
@@ -147,21 +159,31 @@ class ReachAvoidTask:
                                    'goal_upper: widen the goal box or the safe set')
         return self._goal_pool
 
-    def sample_goal(self, rng: np.random.Generator, ee_start: np.ndarray) -> np.ndarray | None:
-        """A goal from the pool whose straight path from `ee_start` crosses a zone (or any goal
+    def goals(self, split: str | None = None) -> np.ndarray:
+        """The goal positions of one split ('train', 'heldout'), or the whole pool for None."""
+        if split is None:
+            return self.goal_pool()
+        if split not in GOAL_SPLITS:
+            raise ValueError(f'goal split must be one of {GOAL_SPLITS} or None, got {split!r}')
+        return self.goal_pool()[GOAL_SPLITS.index(split)::2]
+
+    def sample_goal(self, rng: np.random.Generator, ee_start: np.ndarray,
+                    split: str | None = None) -> np.ndarray | None:
+        """A goal of `split` whose straight path from `ee_start` crosses a zone (or any goal
         when require_crossing is off), at least two success radii away; None if none is."""
-        pool = self.goal_pool()
+        pool = self.goals(split)
         usable = np.linalg.norm(pool - ee_start, axis=1) > 2 * self.config.success_radius
         if self.config.require_crossing:
             usable &= self.crosses_zone(ee_start, pool)
         candidates = np.flatnonzero(usable)
         return pool[rng.choice(candidates)].copy() if candidates.size else None
 
-    def sample_episode(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """(start posture, goal position) of a new episode."""
+    def sample_episode(self, rng: np.random.Generator, split: str | None = None
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(start posture, goal position of `split`) of a new episode."""
         for _ in range(self.config.max_sampling_attempts):
             q = self.sample_start(rng)
-            goal = self.sample_goal(rng, self.kinematics.ee_position(q))
+            goal = self.sample_goal(rng, self.kinematics.ee_position(q), split)
             if goal is not None:
                 return q, goal
         raise RuntimeError('no start/goal pair found whose straight path crosses a keep-out '

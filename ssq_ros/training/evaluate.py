@@ -1,7 +1,8 @@
 """Rollouts on held-out goals: the shielded policy, the behavior alone, and value calibration.
 
-Held-out episodes use odd env seeds and training episodes even ones, so the two sets of
-starts and goals are disjoint by construction and the held-out set is the same for every run.
+Held-out episodes use odd env seeds and training episodes even ones: the env draws their goals
+from disjoint halves of the goal positions (`ssq_ros.sim.reach_avoid.goal_split_of_seed`), so no
+held-out goal position is ever trained on, and the held-out set is the same for every run.
 """
 from __future__ import annotations
 
