@@ -68,3 +68,17 @@ def test_joint_actions_and_bad_input(actions):
         actions.to_joint(actions.home, np.zeros((1, 4)))
     with pytest.raises(ValueError, match='shape'):
         joint.to_joint(None, np.zeros(7))
+
+
+def test_settle_brings_the_hand_to_a_reachable_target_within_the_limits(actions):
+    robot = actions.kinematics.robot
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        # Targets the arm can reach: hand positions of postures near home.
+        target = actions.kinematics.ee_position(robot.home + rng.uniform(-0.4, 0.4, robot.dof))
+        q = actions.settle(robot.home, target, period=0.05)
+        assert np.linalg.norm(actions.kinematics.ee_position(q) - target) < 2e-3
+        assert np.all(q >= robot.position_lower) and np.all(q <= robot.position_upper)
+    # Out of reach: it stops at the step budget with the hand as close as it got, in limits.
+    far = actions.settle(robot.home, np.array([3.0, 0.0, 0.5]), period=0.05, max_steps=50)
+    assert np.all(far >= robot.position_lower) and np.all(far <= robot.position_upper)

@@ -117,3 +117,13 @@ def test_heldout_episodes_never_show_a_goal_position_of_training(setup):
         env.reset(seed=1, options={'goal_spilt': 'train'})
     with pytest.raises(ValueError, match='goal split'):
         env.reset(seed=1, options={'goal_split': 'test'})
+
+
+def test_every_goal_can_be_held_in_the_posture_the_actions_settle_in(setup):
+    task = setup.task
+    pool = task.goal_pool()
+    assert len(pool) > 100
+    for goal in pool[::50]:
+        q = setup.cartesian.settle(setup.robot.home, goal, setup.config.physics.control_period)
+        assert np.linalg.norm(task.kinematics.ee_position(q) - goal) < task.config.success_radius
+        assert setup.safe_set.margins(q[None], np.zeros((1, q.size))).min() >= 0.0

@@ -93,6 +93,25 @@ class CartesianActions:
         commands = actions @ pseudo.T + weight[:, None] * posture
         return scale_to_limits(commands, self.limit)
 
+    def settle(self, q: np.ndarray, target: np.ndarray, period: float,
+               max_steps: int = 200, tolerance: float = 1e-3) -> np.ndarray:
+        """The posture these actions bring the arm to when they drive the hand straight to
+        `target` from `q` at `speed`, one `period` at a time, kinematically (no obstacles, joint
+        positions kept inside the limits). The redundant joints end where the null-space pull
+        leaves them, which a policy over these actions cannot choose differently."""
+        q = np.asarray(q, dtype=float).copy()
+        target = np.asarray(target, dtype=float)
+        robot = self.kinematics.robot
+        for _ in range(max_steps):
+            offset = target - self.kinematics.ee_position(q)
+            distance = float(np.linalg.norm(offset))
+            if distance < tolerance:
+                break
+            velocity = offset / distance * min(self.config.speed, distance / period)
+            q = np.clip(q + period * self.to_joint(q, velocity[None])[0],
+                        robot.position_lower, robot.position_upper)
+        return q
+
     def discrete_commands(self, q: np.ndarray) -> np.ndarray:
         """Joint-velocity commands (A, n) of every primitive, in `names` order."""
         return self.to_joint(q, self.directions)

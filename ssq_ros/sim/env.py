@@ -62,11 +62,11 @@ def make_setup(robot: str | Path | None = None, safe_set: str | Path | None = No
     safe = SafeSet(robot_model, load_safe_set_config(safe_set_path))
     support = SupportCheck(safe, load_support_config(safe_set_path),
                            sim_config.physics.control_period)
+    cartesian = CartesianActions(safe.kinematics, sim_config.actions, safe.velocity_limit)
     return ReachAvoidSetup(
-        robot=robot_model, safe_set=safe, support=support,
-        cartesian=CartesianActions(safe.kinematics, sim_config.actions, safe.velocity_limit),
+        robot=robot_model, safe_set=safe, support=support, cartesian=cartesian,
         joint=JointActions(sim_config.actions, safe.velocity_limit),
-        task=ReachAvoidTask(safe, sim_config.task),
+        task=ReachAvoidTask(safe, sim_config.task, cartesian, sim_config.physics.control_period),
         scene=build_scene(robot_model, safe.config, sim_config.physics,
                           goal_radius=sim_config.task.success_radius),
         config=sim_config)
