@@ -31,6 +31,7 @@ from bench.peers.ssq import (
     train_ssq,
 )
 from ssq_ros.config import ConfigError, parse, spec, to_dict
+from ssq_ros.sim.reach_avoid import TASK_REVISION
 from ssq_ros.training.problem import build_problem
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'peers.json'
@@ -271,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
                 if importlib.util.find_spec(name.replace('-', '_')) is not None}
     command = ['.venv/bin/python -m bench.bench_peers'] + (sys.argv[1:] if argv is None
                                                            else argv)
+    # The task every method ran on; make_benchmarks_doc flags a table made on another one.
+    task = to_dict(ssq_config('discrete', cfg.seeds[0], cfg.steps, None, args.ssq_config).sim)
     result = {'command': ' '.join(command),
-              'config': to_dict(cfg), 'skipped': skipped,
+              'config': to_dict(cfg), 'task': task, 'task_revision': TASK_REVISION,
+              'skipped': skipped,
               'machine': machine_info(cfg.torch_threads), 'versions': versions,
               'total_wall_time_s': time.monotonic() - started, 'table': rows,
               'runs': records}

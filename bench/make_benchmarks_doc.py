@@ -17,6 +17,9 @@ import numpy as np
 from bench.bench_peers import RESULTS as PEERS_RESULTS
 from bench.bench_peers import PeerBenchConfig
 from bench.bench_speed import RESULTS as SPEED_RESULTS
+from ssq_ros.config import to_dict
+from ssq_ros.sim.reach_avoid import TASK_REVISION
+from ssq_ros.training.config import load_train_config, resolve_config_file
 
 DOC = Path(__file__).resolve().parents[1] / 'docs' / 'benchmarks.md'
 FULL_COMMAND = 'make bench'  # bench/run_all.sh: bench_peers, bench_speed, this document
@@ -150,6 +153,28 @@ def _load(machine: dict) -> str:
                                     f'{load[2]:.1f} (1/5/15 min) at the end of the run')
 
 
+def stale_task_keys(peers: dict) -> list[str]:
+    """The sim/task settings (dotted keys) where the run differs from the current default
+    training config; ['task not recorded'] for a results file older than that record."""
+    if 'task' not in peers:
+        return ['task not recorded']
+    keys = [] if peers.get('task_revision') == TASK_REVISION else \
+        [f'task revision {peers.get("task_revision")} -> {TASK_REVISION}']
+    current = to_dict(load_train_config(resolve_config_file('train_sim.yaml')).sim)
+
+    def differ(old: dict, new: dict, prefix: str) -> list[str]:
+        keys = []
+        for key in sorted(set(old) | set(new)):
+            a, b = old.get(key), new.get(key)
+            if isinstance(a, dict) and isinstance(b, dict):
+                keys += differ(a, b, f'{prefix}{key}.')
+            elif a != b:
+                keys.append(f'{prefix}{key}: {a} -> {b}')
+        return keys
+
+    return keys + differ(peers['task'], current, 'sim.')
+
+
 def render(peers: dict, speed: dict | None, plot_name: str) -> str:
     config, machine = peers['config'], peers['machine']
     default = PeerBenchConfig()
@@ -171,6 +196,11 @@ def render(peers: dict, speed: dict | None, plot_name: str) -> str:
                   f'and {len(config["seeds"])} seed(s), less than the default '
                   f'({default.steps} steps), because the shared 2-core machine could not run '
                   f'the full one in time. The full table: `{FULL_COMMAND}`.']
+    stale = stale_task_keys(peers)
+    if stale:
+        lines += ['', '**Stale.** This table was made on another task than the current '
+                  '`config/train_sim.yaml` describes (' + ', '.join(stale) + '); its numbers '
+                  f'do not describe the package as it is. Rerun: `{FULL_COMMAND}`.']
     if peers.get('skipped'):
         lines += ['', f'Left out (bench extra missing): {", ".join(peers["skipped"])}.']
     lines += [''] + outcome_table(peers['table']) + [

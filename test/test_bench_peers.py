@@ -12,6 +12,8 @@ import pytest
 from bench import bench_peers, make_benchmarks_doc
 from bench.peers.common import EvalPolicy, TrainingRecorder, UnsafePenalty, evaluate
 from bench.peers.ssq import split_episodes, ssq_config, ssq_transitions, tiny_ssq_config
+from ssq_ros.config import to_dict
+from ssq_ros.sim.reach_avoid import TASK_REVISION
 from ssq_ros.training.evaluate import training_episode_seed
 from ssq_ros.training.problem import build_problem
 
@@ -113,6 +115,13 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
     assert 'Reduced budget' in text and 'Not measured' in text
     assert '| SSQ (discrete, ssq_ros) | discrete | 0 / 100 steps |' in text
     assert (doc.parent / 'benchmarks_curves.png').stat().st_size > 1000
+    # The tiny config's task differs from train_sim.yaml's: the page says its table is stale.
+    assert '**Stale.**' in text and 'sim.task.max_steps' in text
+    current = dict(result, task=to_dict(ssq_config('discrete', 0, 100).sim))
+    assert make_benchmarks_doc.stale_task_keys(current) == []
+    assert make_benchmarks_doc.stale_task_keys(dict(current, task_revision=1)) == [
+        f'task revision 1 -> {TASK_REVISION}']
+    assert make_benchmarks_doc.stale_task_keys({}) == ['task not recorded']
 
 
 def test_bad_benchmark_arguments_are_named(capsys):

@@ -51,6 +51,10 @@ class TaskConfig:
                                low=100, high=10_000_000)
 
 
+# Bumped whenever the same config yields other episodes, goals or rewards than before, so that
+# stored results (bench/results/peers.json) can tell they were made on another task.
+# 2: held-out goals from their own half of the pool; goals the actions can hold.
+TASK_REVISION = 2
 # The goal pool is a property of the task, not of an episode: the same seed every time.
 GOAL_POOL_SEED = 20260101
 # Which goal positions an episode draws from (the pool's even / odd entries; None: all of them).
