@@ -253,7 +253,10 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     assert metrics['return_behavior'] == -5.0 and metrics['env_steps'] == schedule.steps
     assert math.isfinite(metrics['value_calibration_error'])
     assert metrics['calibration_pairs'] == 5 * schedule.final_eval_episodes
-    assert (tmp_path / 'plots').is_dir()
+    with np.load(tmp_path / 'calibration.npz') as pairs:
+        assert pairs['q_behavior'].size == pairs['g_behavior'].size == 5 * \
+            schedule.final_eval_episodes
+    assert (tmp_path / 'plots' / 'value_calibration.png').stat().st_size > 1000
 
 
 def test_learner_run_refuses_a_folder_of_another_config(problem, config, tmp_path):

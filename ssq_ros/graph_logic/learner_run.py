@@ -238,11 +238,11 @@ class LearnerRun:
         self.phase = RunPhase.DONE
         return Events(phase=PhaseAnnouncement(RunPhase.DONE), finished=True)
 
-    def calibration(self, phase: RunPhase) -> tuple[float, int]:
+    def calibration(self, phase: RunPhase) -> tuple[float, np.ndarray, np.ndarray]:
         """Relative |Q - G| on the held-out episodes of `phase` (eval_policy: the executor's
         actions; eval_behavior: mu's) that reached the goal (their returns are complete; a
-        time-limited episode's are not) and whose transitions all arrived; with the number of
-        (Q, G) pairs it rests on."""
+        time-limited episode's are not) and whose transitions all arrived; with the (Q, G)
+        pairs it rests on."""
         episodes = self._eval[phase]
         gamma = self.config.learner.critic.gamma
         q_all, g_all = [], []
@@ -255,16 +255,19 @@ class LearnerRun:
             q_all.append(self.learner.q_values(obs, actions))
             g_all.append(discounted_returns_to_go([t.reward for t in steps], gamma))
         if not q_all:
-            return math.nan, 0
+            return math.nan, np.zeros(0), np.zeros(0)
         q, g = np.concatenate(q_all), np.concatenate(g_all)
-        return value_calibration_error(q, g), int(q.size)
+        return value_calibration_error(q, g), q, g
 
     def finish(self) -> dict:
         """metrics.json (ssq-train's keys), the final eval record, plots."""
         policy = self._eval[RunPhase.EVAL_POLICY].stats()
         behavior = self._eval[RunPhase.EVAL_BEHAVIOR].stats()
-        calibration, pairs = self.calibration(RunPhase.EVAL_BEHAVIOR)
-        calibration_policy, pairs_policy = self.calibration(RunPhase.EVAL_POLICY)
+        calibration, q_behavior, g_behavior = self.calibration(RunPhase.EVAL_BEHAVIOR)
+        calibration_policy, q_policy, g_policy = self.calibration(RunPhase.EVAL_POLICY)
+        # The same file ssq-train writes, so the plots include the calibration scatter.
+        np.savez(self.out / 'calibration.npz', q_behavior=q_behavior, g_behavior=g_behavior,
+                 q_policy=q_policy, g_policy=g_policy)
         safety = self.safety
         record = {'type': 'eval', 'step': self.steps,
                   'policy_version': self.learner.policy_version, **policy,
@@ -297,8 +300,8 @@ class LearnerRun:
             'action_kind': self.config.action_kind,
             'seed': self.schedule.seed,
             'transitions_ignored': self.counters.ignored,
-            'calibration_pairs': pairs,
-            'calibration_pairs_policy': pairs_policy,
+            'calibration_pairs': int(q_behavior.size),
+            'calibration_pairs_policy': int(q_policy.size),
             'safe_set_unsafe_states_train': safety.safe_set_unsafe_train,
             'safe_set_unsafe_states_eval': safety.safe_set_unsafe_eval,
             'runner': 'train_sim graph',
