@@ -32,13 +32,16 @@ def test_boundary_hugging_commands_keep_the_arm_inside_s(setup, seed):
 
 
 def test_without_the_tracking_allowance_the_servo_lag_leaves_s(setup):
-    """The same driver on the model alone (no allowance) ends control steps outside S: the
-    MuJoCo servo lags the ramp the check assumes. This is what the allowance is for."""
+    """A goal-greedy driver on the model alone (no allowance), measured at every 2 ms physics
+    step, leaves S: the MuJoCo servo lags the ramp the check assumes. This is what the allowance
+    is for (bench_support_tracking: 10 and 11 physics steps outside S for seeds 1 and 0)."""
     config = replace(setup.support.config, tracking_allowance=0.0)
     bare = replace(setup, support=SupportCheck(setup.safe_set, config,
                                                setup.config.physics.control_period))
-    # Seed 3: at the default speed (0.25 m/s) seeds 3-5 end 1-35 steps outside S, seeds 1-2
-    # come within 0.01 mm of the boundary without crossing it in 300 steps.
-    run = drive(bare, simulator(bare), STEPS, 3, EPISODE_STEPS, hugging_chooser(bare, HUG_WEIGHT))
+    physics = setup.config.physics
+    every_step = replace(physics, control_period=physics.timestep, referee_stride=1)
+    substeps = int(round(physics.control_period / physics.timestep))
+    run = drive(bare, ArmSimulator(bare.robot, bare.scene, every_step), 400, 1, EPISODE_STEPS,
+                hugging_chooser(bare, 0.0), substeps)
     assert run.states_outside > 0 and run.min_margin < 0.0
     assert run.referee_unsafe == 0  # still inside the clearance the referee does not see
