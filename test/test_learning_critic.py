@@ -177,3 +177,14 @@ def test_soft_value_lies_between_mus_mean_and_the_best_supported_q(q, weights, a
     assert float(mu @ q) - 1e-9 <= value <= q[support].max() + 1e-9
     colder = soft_value_discrete(torch.as_tensor(q), torch.as_tensor(mu), alpha / 2).item()
     assert colder >= value - 1e-9  # V grows as alpha shrinks
+
+
+def test_q_of_k_samples_per_state_equals_q_of_each_state_action_pair():
+    # The sampled backup computes the first layer's observation part once per state; it must
+    # be the same function as Q evaluated on every (s, a_k) pair.
+    from ssq_ros.learning.critic import QEnsemble
+    torch.manual_seed(3)
+    q = QEnsemble(7, (32, 16), 2, None, 3)
+    obs, actions = torch.randn(5, 7), torch.randn(5, 4, 3)
+    per_pair = torch.stack([q(obs, actions[:, k]) for k in range(4)], dim=-1)
+    torch.testing.assert_close(q(obs, actions), per_pair)

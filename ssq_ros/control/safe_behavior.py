@@ -35,7 +35,7 @@ class BehaviorConfig:
                                  'action bound', low=0.01, high=10.0)
     nominal_fraction: float = spec(0.5, doc='continuous: Gaussian mean = this fraction of the '
                                    'bound toward the goal', low=0.0, high=1.0)
-    num_samples: int = spec(16, doc='continuous: K safe samples of mu per state', low=1,
+    num_samples: int = spec(8, doc='continuous: K safe samples of mu per state', low=1,
                             high=4096)
     max_attempts: int = spec(4, doc='continuous: batches of K tried before hold fills the rest',
                              low=1, high=100)
