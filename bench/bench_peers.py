@@ -1,19 +1,29 @@
 """Safety and outcome on the reach-avoid task: ssq_ros against SB3 SAC and d3rlpy IQL/CQL.
 
     .venv/bin/python -m bench.bench_peers [--seeds 0 1] [--steps 30000] [--eval-episodes 30]
+                                          [--jobs 2]
 
 Every method gets the same env steps, episode seeds, batch size, network width and discount;
 the referee in the simulator counts unsafe states during training and evaluation. Prints the
 table and writes bench/results/peers.json (run folders under runs/bench_peers/). SSQ runs need only
 ssq_ros; the peers need the `bench` extra and are left out, with a note, without it.
+
+Each (method, seed) runs in a process of its own, `--jobs` at a time with `--torch-threads`
+each (default 2 x 1, one per core of the 2-core reference machine); its output and progress
+bar go to runs/bench_peers/logs/<method>-seed<N>.log, and a status line here shows each
+running task's latest progress (rate, ETA) every minute.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import json
+import multiprocessing
+import multiprocessing.connection
 import sys
 import time
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -41,6 +51,12 @@ LIBRARY = {'sac': 'stable_baselines3', 'sac_penalized': 'stable_baselines3', 'iq
            'cql': 'd3rlpy', 'discrete_cql': 'd3rlpy'}
 # Offline methods learn from the replay of this SSQ run.
 DATA_SOURCE = {'iql': 'ssq_continuous', 'cql': 'ssq_continuous', 'discrete_cql': 'ssq_discrete'}
+# Start order when several tasks are ready: the longest chain (continuous SSQ, then CQL on its
+# data) first, the shortest tasks last to fill the gaps.
+SCHEDULE_ORDER = ('ssq_continuous', 'cql', 'ssq_discrete', 'iql', 'sac_penalized', 'sac',
+                  'discrete_cql')
+# Seconds between the status lines while tasks run.
+STATUS_PERIOD_S = 60.0
 
 
 @dataclass
@@ -60,6 +76,9 @@ class PeerBenchConfig:
                                     'whose data they use made')
     methods: tuple[str, ...] = spec(METHODS, choices=METHODS, doc='methods to run')
     torch_threads: int = spec(1, low=1, high=256, doc='torch CPU threads for every method')
+    jobs: int = spec(2, low=1, high=64,
+                     doc='tasks (method, seed) run at once, each in a process of its own; '
+                         'jobs x torch_threads should not exceed the cores')
 
 
 def parse_args(argv: list[str] | None) -> tuple[PeerBenchConfig, argparse.Namespace]:
@@ -72,6 +91,7 @@ def parse_args(argv: list[str] | None) -> tuple[PeerBenchConfig, argparse.Namesp
     parser.add_argument('--offline-updates', type=int, default=defaults.offline_updates)
     parser.add_argument('--methods', nargs='+', default=list(defaults.methods))
     parser.add_argument('--torch-threads', type=int, default=defaults.torch_threads)
+    parser.add_argument('--jobs', type=int, default=defaults.jobs)
     parser.add_argument('--ssq-config', help='training YAML both SSQ runs start from (a path '
                         'or a config/ name); default: train_sim.yaml and '
                         'train_sim_continuous.yaml')
@@ -81,7 +101,8 @@ def parse_args(argv: list[str] | None) -> tuple[PeerBenchConfig, argparse.Namesp
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     values = {k: getattr(args, k) for k in ('seeds', 'steps', 'eval_episodes', 'penalty',
-                                            'offline_updates', 'methods', 'torch_threads')}
+                                            'offline_updates', 'methods', 'torch_threads',
+                                            'jobs')}
     return parse(PeerBenchConfig, values, 'command line'), args
 
 
@@ -90,87 +111,206 @@ def available(method: str) -> bool:
     return library is None or importlib.util.find_spec(library) is not None
 
 
-def run_seed(cfg: PeerBenchConfig, seed: int, runs: Path, progress: bool,
-             ssq_base: str | None = None) -> list[dict]:
-    """Every selected method on one seed; one record per method."""
-    records: list[dict] = []
-    ssq_runs: dict[str, tuple] = {}
-    wanted = set(cfg.methods)
-    for source in {DATA_SOURCE[m] for m in wanted if m in DATA_SOURCE}:
-        wanted.add(source)  # the offline peers need the SSQ run that collected their data
-    eval_schedule = {'final_eval_episodes': cfg.eval_episodes,
-                     'eval_episodes': min(cfg.eval_episodes, 20)}
-    for method in ('ssq_discrete', 'ssq_continuous'):
-        if method not in wanted:
-            continue
-        kind = method.split('_')[1]
-        config = ssq_config(kind, seed, cfg.steps, eval_schedule, ssq_base)
-        out = runs / f'{method}-seed{seed}'
-        print(f'[seed {seed}] {method}: ssq-train -> {out}', flush=True)
-        metrics = train_ssq(config, out, progress)
-        ssq_runs[method] = (config, out, metrics)
-        if method not in cfg.methods:
-            continue
-        problem = build_problem(config)
-        policy = ssq_policy(out, method)
-        records.append(_record(method, seed, kind, problem, policy, config, cfg, {
-            'unsafe_states_train': metrics['unsafe_states_train'],
-            'env_steps': metrics['env_steps'], 'updates': metrics['updates'],
-            'min_margin_train': metrics['min_margin_train'],
-            'wall_time_train_s': metrics['wall_time_s'],
-            'success_rate_behavior': metrics['success_rate_behavior'],
-            'curve': ssq_curve(out).as_dict()},
-            calibration=metrics['value_calibration_error_policy'],
-            extra={'trainer_metrics': metrics}))
-    continuous = ssq_config('continuous', seed, cfg.steps, eval_schedule, ssq_base)
+@dataclass(frozen=True)
+class Task:
+    """One method on one seed, run in a process of its own."""
+
+    method: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f'{self.method}-seed{self.seed}'
+
+    @property
+    def source(self) -> Task | None:
+        """The SSQ run whose replay an offline method learns from."""
+        return Task(DATA_SOURCE[self.method], self.seed) if self.method in DATA_SOURCE else None
+
+
+def plan(cfg: PeerBenchConfig) -> list[Task]:
+    """Every task the selected methods need (an offline method adds the SSQ run that collects
+    its data), longest chain first: a free worker takes the first ready task, so CQL, the
+    slowest peer, starts as soon as its data exists and the workers finish close together."""
+    tasks = {Task(m, seed) for seed in cfg.seeds for m in cfg.methods}
+    tasks |= {t.source for t in tasks if t.source is not None}
+    return sorted(tasks, key=lambda t: (SCHEDULE_ORDER.index(t.method), t.seed))
+
+
+def run_task(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
+             ssq_base: str | None = None) -> dict | None:
+    """Train and evaluate one method on one seed; its record (None for an SSQ run made only
+    to collect an offline method's data)."""
+    if task.method.startswith('ssq_'):
+        return _run_ssq(cfg, task, runs, progress, ssq_base)
+    if task.method in ('sac', 'sac_penalized'):
+        return _run_sac(cfg, task, progress, ssq_base)
+    return _run_offline(cfg, task, runs, progress, ssq_base)
+
+
+def _eval_schedule(cfg: PeerBenchConfig) -> dict:
+    return {'final_eval_episodes': cfg.eval_episodes, 'eval_episodes': min(cfg.eval_episodes, 20)}
+
+
+def _ssq_run_config(cfg: PeerBenchConfig, method: str, seed: int, ssq_base: str | None):
+    return ssq_config(method.split('_')[1], seed, cfg.steps, _eval_schedule(cfg), ssq_base)
+
+
+def _run_ssq(cfg, task, runs, progress, ssq_base) -> dict | None:
+    config = _ssq_run_config(cfg, task.method, task.seed, ssq_base)
+    out = runs / task.name
+    print(f'[seed {task.seed}] {task.method}: ssq-train -> {out}', flush=True)
+    metrics = train_ssq(config, out, progress)
+    if task.method not in cfg.methods:
+        return None
+    problem = build_problem(config)
+    policy = ssq_policy(out, task.method)
+    return _record(task.method, task.seed, config.action_kind, problem, policy, config, cfg, {
+        'unsafe_states_train': metrics['unsafe_states_train'],
+        'env_steps': metrics['env_steps'], 'updates': metrics['updates'],
+        'min_margin_train': metrics['min_margin_train'],
+        'wall_time_train_s': metrics['wall_time_s'],
+        'success_rate_behavior': metrics['success_rate_behavior'],
+        'curve': ssq_curve(out).as_dict()},
+        calibration=metrics['value_calibration_error_policy'],
+        extra={'trainer_metrics': metrics})
+
+
+def _run_sac(cfg, task, progress, ssq_base) -> dict:
+    from bench.peers.sb3_sac import sac_hyperparameters, train_sac
+    # SAC acts in the continuous action space, with the continuous SSQ run's networks.
+    continuous = _ssq_run_config(cfg, 'ssq_continuous', task.seed, ssq_base)
     critic = continuous.learner.critic
-    hidden, gamma, batch = list(critic.hidden_sizes), critic.gamma, critic.batch_size
-    for method in ('sac', 'sac_penalized'):
-        if method not in cfg.methods:
-            continue
-        from bench.peers.sb3_sac import sac_hyperparameters, train_sac
-        penalty = cfg.penalty if method == 'sac_penalized' else 0.0
-        print(f'[seed {seed}] {method}: SB3 SAC, penalty {penalty}', flush=True)
-        train_problem = build_problem(continuous)
-        hyper = sac_hyperparameters(batch, hidden, gamma, continuous.schedule.learning_starts)
-        policy, training = train_sac(train_problem.env, seed, cfg.steps, hyper, penalty,
-                                     method, progress)
-        problem = build_problem(continuous, train_problem.setup)
-        records.append(_record(method, seed, 'continuous', problem, policy, continuous, cfg,
-                               training, extra={'hyperparameters': hyper, 'penalty': penalty}))
-    for method in ('iql', 'cql', 'discrete_cql'):
-        if method not in cfg.methods:
-            continue
-        from bench.peers.d3rlpy_offline import (
-            make_algorithm,
-            make_dataset,
-            offline_policy,
-            train_offline,
-        )
-        config, out, metrics = ssq_runs[DATA_SOURCE[method]]
-        problem = build_problem(config)
-        discrete = problem.discrete
-        rows = split_episodes(ssq_transitions(config, out))
-        dataset = make_dataset(rows, discrete, problem.spaces.action_size)
-        updates = cfg.offline_updates or metrics['updates']
-        print(f'[seed {seed}] {method}: d3rlpy, {updates} updates on {len(rows["rewards"])} '
-              f'rows of {DATA_SOURCE[method]}', flush=True)
-        torch.manual_seed(seed)
-        d3rlpy_seed(seed)
-        actions = problem.env.actions
-        algo = make_algorithm(method, batch, hidden, gamma,
-                              None if discrete else actions.low,
-                              None if discrete else actions.high)
-        training = train_offline(algo, dataset, updates, method, progress)
-        training.update({'unsafe_states_train': metrics['unsafe_states_train'],
-                         'env_steps': metrics['env_steps'],
-                         'min_margin_train': metrics['min_margin_train'],
-                         'data_source': DATA_SOURCE[method],
-                         'curve': ssq_curve(out).as_dict()})
-        policy = offline_policy(algo, method, discrete, problem.spaces.action_size)
-        records.append(_record(method, seed, 'discrete' if discrete else 'continuous', problem,
-                               policy, config, cfg, training))
-    return records
+    penalty = cfg.penalty if task.method == 'sac_penalized' else 0.0
+    print(f'[seed {task.seed}] {task.method}: SB3 SAC, penalty {penalty}', flush=True)
+    train_problem = build_problem(continuous)
+    hyper = sac_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
+                                continuous.schedule.learning_starts)
+    policy, training = train_sac(train_problem.env, task.seed, cfg.steps, hyper, penalty,
+                                 task.method, progress)
+    problem = build_problem(continuous, train_problem.setup)
+    return _record(task.method, task.seed, 'continuous', problem, policy, continuous, cfg,
+                   training, extra={'hyperparameters': hyper, 'penalty': penalty})
+
+
+def _run_offline(cfg, task, runs, progress, ssq_base) -> dict:
+    from bench.peers.d3rlpy_offline import (
+        make_algorithm,
+        make_dataset,
+        offline_policy,
+        train_offline,
+    )
+    source = task.source
+    config = _ssq_run_config(cfg, source.method, task.seed, ssq_base)
+    out = runs / source.name
+    metrics = json.loads((out / 'metrics.json').read_text())
+    critic = config.learner.critic
+    problem = build_problem(config)
+    discrete = problem.discrete
+    rows = split_episodes(ssq_transitions(config, out))
+    dataset = make_dataset(rows, discrete, problem.spaces.action_size)
+    updates = cfg.offline_updates or metrics['updates']
+    print(f'[seed {task.seed}] {task.method}: d3rlpy, {updates} updates on '
+          f'{len(rows["rewards"])} rows of {source.method}', flush=True)
+    torch.manual_seed(task.seed)
+    d3rlpy_seed(task.seed)
+    actions = problem.env.actions
+    algo = make_algorithm(task.method, critic.batch_size, list(critic.hidden_sizes),
+                          critic.gamma, None if discrete else actions.low,
+                          None if discrete else actions.high)
+    training = train_offline(algo, dataset, updates, task.method, progress)
+    training.update({'unsafe_states_train': metrics['unsafe_states_train'],
+                     'env_steps': metrics['env_steps'],
+                     'min_margin_train': metrics['min_margin_train'],
+                     'data_source': source.method,
+                     'curve': ssq_curve(out).as_dict()})
+    policy = offline_policy(algo, task.method, discrete, problem.spaces.action_size)
+    return _record(task.method, task.seed, 'discrete' if discrete else 'continuous', problem,
+                   policy, config, cfg, training)
+
+
+class TaskFailedError(RuntimeError):
+    pass
+
+
+def _task_process(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
+                  ssq_base: str | None, log: Path, record_file: Path) -> None:
+    """A worker process: one task, its output (progress bars included) into `log`, its record
+    into `record_file`; exit status 1 with the traceback in the log when it fails."""
+    torch.set_num_threads(cfg.torch_threads)
+    with open(log, 'w', buffering=1) as stream, redirect_stdout(stream), \
+            redirect_stderr(stream):
+        try:
+            record = run_task(cfg, task, runs, progress, ssq_base)
+        except BaseException:
+            traceback.print_exc()
+            sys.exit(1)
+    record_file.write_text(json.dumps(record) + '\n')
+
+
+def _last_progress(log: Path, size: int = 4096) -> str:
+    """The newest progress-bar state (or line) a task wrote to its log."""
+    try:
+        with open(log, 'rb') as stream:
+            stream.seek(max(0, log.stat().st_size - size))
+            tail = stream.read().decode(errors='replace')
+    except OSError:
+        return ''
+    parts = [p.strip() for p in tail.replace('\r', '\n').split('\n') if p.strip()]
+    return parts[-1][:200] if parts else ''
+
+
+def run_tasks(cfg: PeerBenchConfig, runs: Path, progress: bool,
+              ssq_base: str | None = None) -> list[dict]:
+    """Every task of `plan(cfg)`, `cfg.jobs` at a time, each in a fresh (spawned) process so
+    torch threads, MuJoCo and library state never leak between methods. Logs go to
+    runs/logs/<task>.log; a failed task stops the others and raises TaskFailedError."""
+    tasks = plan(cfg)
+    logs = runs / 'logs'
+    logs.mkdir(parents=True, exist_ok=True)
+    context = multiprocessing.get_context('spawn')
+    waiting, finished, records = list(tasks), set(), []
+    running: dict[int, tuple[Task, multiprocessing.Process, float]] = {}
+    started = time.monotonic()
+
+    def stamp() -> str:
+        return f'[bench_peers {(time.monotonic() - started) / 60:5.1f} min]'
+
+    while waiting or running:
+        for task in [t for t in waiting if t.source is None or t.source in finished]:
+            if len(running) >= cfg.jobs:
+                break
+            files = (logs / f'{task.name}.log', logs / f'{task.name}.json')
+            files[1].unlink(missing_ok=True)
+            process = context.Process(target=_task_process, name=task.name,
+                                      args=(cfg, task, runs, progress, ssq_base, *files))
+            process.start()
+            running[process.sentinel] = (task, process, time.monotonic())
+            waiting.remove(task)
+            print(f'{stamp()} started {task.name} (log {files[0]})', flush=True)
+        ended = multiprocessing.connection.wait(list(running), timeout=STATUS_PERIOD_S)
+        if not ended and progress:
+            print(f'{stamp()} {len(finished)}/{len(tasks)} done; ' + '; '.join(
+                f'{t.name}: {_last_progress(logs / f"{t.name}.log")}'
+                for t, _, _ in running.values()), flush=True)
+        for sentinel in ended:
+            task, process, since = running.pop(sentinel)
+            process.join()
+            log, record_file = logs / f'{task.name}.log', logs / f'{task.name}.json'
+            if process.exitcode != 0:
+                for _, other, _ in running.values():
+                    other.terminate()
+                    other.join()
+                raise TaskFailedError(f'{task.name} failed (exit status {process.exitcode}); the '
+                                 f'end of {log}:\n' + log.read_text()[-3000:])
+            finished.add(task)
+            record = json.loads(record_file.read_text())
+            summary = '' if record is None else ': ' + row_text(summarise([record])[0])
+            print(f'{stamp()} {task.name} done in {(time.monotonic() - since) / 60:.1f} min'
+                  f'{summary}', flush=True)
+            if record is not None:
+                records.append(record)
+    return sorted(records, key=lambda r: (r['seed'], METHODS.index(r['method'])))
 
 
 def d3rlpy_seed(seed: int) -> None:
@@ -263,9 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse(PeerBenchConfig, {**to_dict(cfg), 'methods': [m for m in cfg.methods
                                                                    if m not in skipped]})
     started = time.monotonic()
-    records = [r for seed in cfg.seeds for r in run_seed(cfg, seed, args.runs,
-                                                         not args.no_progress,
-                                                         args.ssq_config)]
+    try:
+        records = run_tasks(cfg, args.runs, not args.no_progress, args.ssq_config)
+    except TaskFailedError as exc:
+        print(f'bench_peers: {exc}', file=sys.stderr)
+        return 1
     rows = summarise(records)
     versions = {name: version(name) for name in ('torch', 'mujoco', 'gymnasium',
                                                  'stable-baselines3', 'd3rlpy')
