@@ -260,12 +260,11 @@ def _last_progress(log: Path, size: int = 4096) -> str:
     return parts[-1][:200] if parts else ''
 
 
-def run_tasks(cfg: PeerBenchConfig, runs: Path, progress: bool,
+def run_tasks(cfg: PeerBenchConfig, tasks: list[Task], runs: Path, progress: bool,
               ssq_base: str | None = None) -> list[dict]:
-    """Every task of `plan(cfg)`, `cfg.jobs` at a time, each in a fresh (spawned) process so
+    """`tasks` (in `plan` order), `cfg.jobs` at a time, each in a fresh (spawned) process so
     torch threads, MuJoCo and library state never leak between methods. Logs go to
     runs/logs/<task>.log; a failed task stops the others and raises TaskFailedError."""
-    tasks = plan(cfg)
     logs = runs / 'logs'
     logs.mkdir(parents=True, exist_ok=True)
     context = multiprocessing.get_context('spawn')
@@ -402,9 +401,15 @@ def main(argv: list[str] | None = None) -> int:
               "(pip install -e '.[bench]')", file=sys.stderr)
         cfg = parse(PeerBenchConfig, {**to_dict(cfg), 'methods': [m for m in cfg.methods
                                                                    if m not in skipped]})
+    try:  # a bad --ssq-config fails here, not in every worker
+        for kind in ('discrete', 'continuous'):
+            ssq_config(kind, cfg.seeds[0], cfg.steps, None, args.ssq_config)
+    except (OSError, ValueError, ConfigError) as exc:
+        print(f'bench_peers: --ssq-config: {exc}', file=sys.stderr)
+        return 2
     started = time.monotonic()
     try:
-        records = run_tasks(cfg, args.runs, not args.no_progress, args.ssq_config)
+        records = run_tasks(cfg, plan(cfg), args.runs, not args.no_progress, args.ssq_config)
     except TaskFailedError as exc:
         print(f'bench_peers: {exc}', file=sys.stderr)
         return 1

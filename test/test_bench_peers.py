@@ -109,10 +109,22 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
 
     doc = tmp_path / 'doc' / 'benchmarks.md'
     doc.parent.mkdir()
+    run_all = tmp_path / 'run_all.json'
+    arguments = result['command'].split('bench.bench_peers')[1]
+    run_all.write_text(json.dumps({'command': 'bench/run_all.sh' + arguments,
+                                   'wall_time_s': 3700}))
     assert make_benchmarks_doc.main(['--peers', str(out), '--speed',
-                                     str(tmp_path / 'absent.json'), '--out', str(doc)]) == 0
+                                     str(tmp_path / 'absent.json'), '--run-all', str(run_all),
+                                     '--out', str(doc)]) == 0
     text = doc.read_text()
     assert 'Reduced budget' in text and 'Not measured' in text
+    assert 'Methods ran 2 at a time' in text
+    assert 'took 62 min (NOT met)' in text  # the whole command's time, against the hour
+    # A run_all record of another command is not quoted as this table's time.
+    run_all.write_text(json.dumps({'command': 'bench/run_all.sh --steps 5', 'wall_time_s': 60}))
+    assert make_benchmarks_doc.main(['--peers', str(out), '--run-all', str(run_all),
+                                     '--out', str(doc)]) == 0
+    assert 'the whole command was not timed' in doc.read_text()
     assert '| SSQ (discrete, ssq_ros) | discrete | 0 / 100 steps |' in text
     assert (doc.parent / 'benchmarks_curves.png').stat().st_size > 1000
     # The tiny config's task differs from train_sim.yaml's: the page says its table is stale.
@@ -124,7 +136,32 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
     assert make_benchmarks_doc.stale_task_keys({}) == ['task not recorded']
 
 
-def test_bad_benchmark_arguments_are_named(capsys):
+def test_plan_adds_the_data_source_and_starts_the_longest_chain_first():
+    cfg = bench_peers.parse_args(['--methods', 'sac', 'discrete_cql', 'cql',
+                                  '--seeds', '1', '0'])[0]
+    Task = bench_peers.Task
+    assert bench_peers.plan(cfg) == [
+        Task('ssq_continuous', 0), Task('ssq_continuous', 1), Task('cql', 0), Task('cql', 1),
+        Task('ssq_discrete', 0), Task('ssq_discrete', 1), Task('sac', 0), Task('sac', 1),
+        Task('discrete_cql', 0), Task('discrete_cql', 1)]
+    assert Task('cql', 1).source == Task('ssq_continuous', 1)
+    assert Task('sac', 1).source is None
+
+
+def test_a_failed_task_stops_the_run_with_its_log(tmp_path):
+    cfg = bench_peers.parse_args(['--methods', 'sac'])[0]
+    # No such method: the worker process raises, the parent reports its traceback.
+    with pytest.raises(bench_peers.TaskFailedError, match='(?s)nope-seed0.*Traceback'):
+        bench_peers.run_tasks(cfg, [bench_peers.Task('nope', 0)], tmp_path, progress=False)
+    assert 'Traceback' in (tmp_path / 'logs' / 'nope-seed0.log').read_text()
+
+
+def test_bad_benchmark_arguments_are_named(capsys, tmp_path):
     assert bench_peers.main(['--methods', 'ppo']) == 2
     assert 'methods' in capsys.readouterr().err
+    assert bench_peers.main(['--jobs', '0']) == 2
+    assert 'jobs' in capsys.readouterr().err
+    assert bench_peers.main(['--ssq-config', str(tmp_path / 'absent.yaml'),
+                             '--runs', str(tmp_path)]) == 2
+    assert 'ssq-config' in capsys.readouterr().err
     assert bench_peers.main(['--steps', '0']) == 2
