@@ -82,3 +82,30 @@ def test_settle_brings_the_hand_to_a_reachable_target_within_the_limits(actions)
     # Out of reach: it stops at the step budget with the hand as close as it got, in limits.
     far = actions.settle(robot.home, np.array([3.0, 0.0, 0.5]), period=0.05, max_steps=50)
     assert np.all(far >= robot.position_lower) and np.all(far <= robot.position_upper)
+
+
+def test_settle_of_a_batch_equals_one_target_at_a_time(actions):
+    robot = actions.kinematics.robot
+    rng = np.random.default_rng(5)
+    targets = actions.kinematics.ee_position(robot.home + rng.uniform(-0.4, 0.4, (6, robot.dof)))
+    targets = np.vstack([targets, [3.0, 0.0, 0.5]])  # one out of reach: runs to the budget
+    together = actions.settle(robot.home, targets, period=0.05, max_steps=60)
+    alone = np.array([actions.settle(robot.home, t, period=0.05, max_steps=60)
+                      for t in targets])
+    assert together.shape == (7, robot.dof)
+    assert np.allclose(together, alone, atol=1e-12)
+
+
+def test_commands_at_many_configurations_equal_one_at_a_time(actions):
+    robot = actions.kinematics.robot
+    rng = np.random.default_rng(6)
+    qs = rng.uniform(robot.position_lower, robot.position_upper, (20, robot.dof))
+    velocities = rng.uniform(-0.3, 0.3, (20, 3))
+    each = actions.to_joint_each(qs, velocities)
+    one = np.array([actions.to_joint(q, v[None])[0] for q, v in zip(qs, velocities,
+                                                                     strict=True)])
+    assert np.allclose(each, one, atol=1e-12)
+    with pytest.raises(ValueError, match='20 configurations but 19 actions'):
+        actions.to_joint_each(qs, velocities[:19])
+    with pytest.raises(ValueError, match='NaN'):
+        actions.to_joint_each(qs[:1], np.array([[np.nan, 0.0, 0.0]]))

@@ -1,4 +1,4 @@
-"""Batched FK agrees with pinocchio; the Jacobian agrees with finite differences."""
+"""Batched FK agrees with pinocchio; the Jacobians agree with pinocchio and finite differences."""
 import numpy as np
 import pinocchio as pin
 import pytest
@@ -39,6 +39,21 @@ def test_jacobian_matches_finite_differences(kin):
         numeric = np.stack([(kin.ee_position(q + step * e) - kin.ee_position(q - step * e))
                             / (2 * step) for e in np.eye(kin.robot.dof)], axis=1)
         assert np.allclose(kin.ee_jacobian(q), numeric, atol=1e-7)
+
+
+ROBOT_FILES = [config_path('robot.yaml'),
+               config_path('robot.yaml').parents[1] / 'test' / 'data' / 'panda.yaml',
+               config_path('robot.yaml').parents[1] / 'test' / 'data' / 'ur5.yaml']
+
+
+@pytest.mark.parametrize('robot_file', ROBOT_FILES, ids=lambda path: path.stem)
+def test_batched_jacobians_match_pinocchio(robot_file):
+    kin = Kinematics(load_robot(robot_file))
+    qs = random_configurations(kin.robot, 100, seed=2)
+    batched = kin.ee_jacobians(qs)
+    assert batched.shape == (100, 3, kin.robot.dof)
+    for q, jacobian in zip(qs, batched, strict=True):
+        assert np.allclose(jacobian, kin.ee_jacobian(q), atol=1e-12)
 
 
 def test_axis_rotations_are_rotations():
@@ -87,3 +102,4 @@ def test_unaligned_revolute_and_prismatic_joints(tmp_path):
         assert np.allclose(kin.ee_position(q), tip.translation, atol=1e-12)
         assert np.allclose(kin.sphere_positions(q)[0, 0], tip.act(np.array([0.01, 0.02, 0.03])),
                            atol=1e-12)
+        assert np.allclose(kin.ee_jacobians(q)[0], kin.ee_jacobian(q), atol=1e-12)

@@ -69,7 +69,7 @@ class EpisodeServer(Node):
         self.seed = run_config.schedule.seed
         self.heldout_episodes = run_config.schedule.final_eval_episodes
         self.task = reach_avoid_task(run_config)
-        # Built now (~2 s): built in the first reset, it stalled the callbacks long enough for
+        # Built now (~0.3 s): built in the first reset, it stalled the callbacks long enough for
         # the measured joint state to go stale and the reset to be refused.
         self.task.goal_pool()
         self.reader = JointStateReader.for_robot(self.task.robot, self.cfg.position_tolerance,

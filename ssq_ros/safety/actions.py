@@ -51,9 +51,11 @@ def primitive_directions(speed: float, slow_speed: float) -> tuple[tuple[str, ..
 
 
 def damped_pseudo_inverse(jacobian: np.ndarray, damping: float) -> np.ndarray:
-    """J^T (J J^T + damping^2 I)^-1, shape (n, m): bounded near singularities."""
-    rows = jacobian.shape[0]
-    return jacobian.T @ np.linalg.inv(jacobian @ jacobian.T + damping ** 2 * np.eye(rows))
+    """J^T (J J^T + damping^2 I)^-1, shape (..., n, m) for (..., m, n): bounded near
+    singularities."""
+    rows = jacobian.shape[-2]
+    transposed = np.swapaxes(jacobian, -1, -2)
+    return transposed @ np.linalg.inv(jacobian @ transposed + damping ** 2 * np.eye(rows))
 
 
 def scale_to_limits(commands: np.ndarray, limit: np.ndarray) -> np.ndarray:
@@ -79,38 +81,64 @@ class CartesianActions:
 
     def to_joint(self, q: np.ndarray, actions: np.ndarray) -> np.ndarray:
         """Joint-velocity commands (N, n) for Cartesian velocities (N, 3) at configuration q."""
+        actions = self._check(actions)
+        q = np.asarray(q, dtype=float)
+        return self._commands(q[None], self.kinematics.ee_jacobian(q)[None], actions[None])[0]
+
+    def to_joint_each(self, qs: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Commands (B, n) for one Cartesian velocity (B, 3) at each configuration (B, n)."""
+        actions = self._check(actions)
+        qs = self.kinematics.check_configurations(qs)
+        if len(qs) != len(actions):
+            raise ValueError(f'{len(qs)} configurations but {len(actions)} actions')
+        return self._commands(qs, self.kinematics.ee_jacobians(qs), actions[:, None])[:, 0]
+
+    @staticmethod
+    def _check(actions: np.ndarray) -> np.ndarray:
         actions = np.asarray(actions, dtype=float)
         if actions.ndim != 2 or actions.shape[1] != 3:
             raise ValueError(f'Cartesian actions must have shape (N, 3), got {actions.shape}')
         if not np.all(np.isfinite(actions)):
             raise ValueError('Cartesian actions contain NaN or inf')
-        jacobian = self.kinematics.ee_jacobian(q)
-        pseudo = damped_pseudo_inverse(jacobian, self.config.damping)
-        null = np.eye(jacobian.shape[1]) - pseudo @ jacobian
-        posture = null @ (self.config.posture_gain * (self.home - np.asarray(q, dtype=float)))
+        return actions
+
+    def _commands(self, qs: np.ndarray, jacobians: np.ndarray, actions: np.ndarray
+                  ) -> np.ndarray:
+        """Commands (B, N, n) for actions (B, N, 3) at configurations (B, n) with their
+        Jacobians (B, 3, n)."""
+        pseudo = damped_pseudo_inverse(jacobians, self.config.damping)
+        null = np.eye(jacobians.shape[-1]) - pseudo @ jacobians
+        posture = (null @ (self.config.posture_gain * (self.home - qs))[..., None])[..., 0]
         # The posture term fades with the action so that the zero action is exactly hold.
-        weight = np.minimum(1.0, np.linalg.norm(actions, axis=1) / self.config.speed)
-        commands = actions @ pseudo.T + weight[:, None] * posture
+        weight = np.minimum(1.0, np.linalg.norm(actions, axis=-1) / self.config.speed)
+        commands = actions @ np.swapaxes(pseudo, -1, -2) + weight[..., None] * posture[:, None]
         return scale_to_limits(commands, self.limit)
 
-    def settle(self, q: np.ndarray, target: np.ndarray, period: float,
+    def settle(self, q: np.ndarray, targets: np.ndarray, period: float,
                max_steps: int = 200, tolerance: float = 1e-3) -> np.ndarray:
-        """The posture these actions bring the arm to when they drive the hand straight to
-        `target` from `q` at `speed`, one `period` at a time, kinematically (no obstacles, joint
-        positions kept inside the limits). The redundant joints end where the null-space pull
-        leaves them, which a policy over these actions cannot choose differently."""
-        q = np.asarray(q, dtype=float).copy()
-        target = np.asarray(target, dtype=float)
+        """The postures (M, n) these actions bring the arm to when they drive the hand straight
+        from `q` to each of `targets` (M, 3) at `speed`, one `period` at a time, kinematically
+        (no obstacles, joint positions kept inside the limits); (n,) for one target (3,). The
+        redundant joints end where the null-space pull leaves them, which a policy over these
+        actions cannot choose differently. All targets advance together, as one batch."""
+        targets = np.asarray(targets, dtype=float)
+        single = targets.ndim == 1
+        targets = np.atleast_2d(targets)
         robot = self.kinematics.robot
+        qs = np.repeat(np.asarray(q, dtype=float)[None], len(targets), axis=0)
+        moving = np.arange(len(targets))
         for _ in range(max_steps):
-            offset = target - self.kinematics.ee_position(q)
-            distance = float(np.linalg.norm(offset))
-            if distance < tolerance:
+            offset = targets[moving] - self.kinematics.ee_position(qs[moving])
+            distance = np.linalg.norm(offset, axis=1)
+            still = distance >= tolerance
+            moving, offset, distance = moving[still], offset[still], distance[still]
+            if not moving.size:
                 break
-            velocity = offset / distance * min(self.config.speed, distance / period)
-            q = np.clip(q + period * self.to_joint(q, velocity[None])[0],
-                        robot.position_lower, robot.position_upper)
-        return q
+            speed = np.minimum(self.config.speed, distance / period)
+            velocity = offset * (speed / distance)[:, None]
+            qs[moving] = np.clip(qs[moving] + period * self.to_joint_each(qs[moving], velocity),
+                                 robot.position_lower, robot.position_upper)
+        return qs[0] if single else qs
 
     def discrete_commands(self, q: np.ndarray) -> np.ndarray:
         """Joint-velocity commands (A, n) of every primitive, in `names` order."""

@@ -3,7 +3,8 @@
 The support check evaluates hundreds of configurations per control step (candidates x samples
 along each swept path), so `sphere_positions` and `ee_position` run a vectorised product of
 joint transforms in numpy over the whole batch, built from the pinocchio model's joint
-placements. Jacobians come from pinocchio itself (one configuration per control step).
+placements. The Jacobian of one configuration (one per control step) comes from pinocchio
+itself; `ee_jacobians` builds a batch of them from the same vectorised frames.
 Inputs are in the robot's command order (`RobotModel.joint_names`).
 """
 from __future__ import annotations
@@ -58,6 +59,11 @@ class Kinematics:
         self._from_pinocchio = np.argsort(robot.to_pinocchio)
         self._ee_frame_id = model.getFrameId(robot.ee_frame)
         self._ee_joint, self._ee_local = self._frame_point(robot.ee_frame, np.zeros(3))
+        self._moves_ee = np.zeros(len(self._parents), dtype=bool)  # joints upstream of the hand
+        joint = self._ee_joint
+        while joint > 0:
+            self._moves_ee[joint - 1] = True
+            joint = model.parents[joint]
         points = [self._frame_point(f, o) for f, o in
                   zip(robot.sphere_frames, robot.sphere_offsets, strict=True)]
         self._sphere_joints = np.array([j for j, _ in points])
@@ -146,6 +152,18 @@ class Kinematics:
         jacobian = pin.computeFrameJacobian(model, data, q_pin, self._ee_frame_id,
                                             pin.ReferenceFrame.LOCAL_WORLD_ALIGNED)
         return jacobian[:3, self._from_pinocchio]
+
+    def ee_jacobians(self, q: np.ndarray) -> np.ndarray:
+        """`ee_jacobian` for a batch (B, dof) -> (B, 3, dof), from the vectorised joint frames:
+        column k is axis_k x (p_ee - o_k) for a revolute joint upstream of the hand, axis_k
+        for a prismatic one, zero for joints that do not move the hand."""
+        rotations, origins = self.joint_frames(q)
+        ee = origins[:, self._ee_joint] + rotations[:, self._ee_joint] @ self._ee_local
+        axes = np.einsum('bkij,kj->bki', rotations[:, 1:], self._axis_array)
+        lever = np.cross(axes, ee[:, None] - origins[:, 1:])
+        columns = np.where(self._revolute[None, :, None] > 0, lever, axes)
+        columns = columns * self._moves_ee[None, :, None]
+        return columns.transpose(0, 2, 1)[:, :, self._from_pinocchio]
 
     def ee_position_pinocchio(self, q: np.ndarray) -> np.ndarray:
         """End-effector position from pinocchio's own FK (reference for the batched one)."""

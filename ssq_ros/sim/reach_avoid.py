@@ -154,7 +154,7 @@ class ReachAvoidTask:
 
     def goal_pool(self) -> np.ndarray:
         """Hand positions (M, 3) in the goal box of postures anywhere in the joint limits with
-        at least `goal_margin`, where the actions' own posture lies in S. Built once (~2 s)."""
+        at least `goal_margin`, where the actions' own posture lies in S. Built once."""
         if self._goal_pool is None:
             cfg, safe_set = self.config, self.safe_set
             rng = np.random.default_rng(GOAL_POOL_SEED)
@@ -166,8 +166,7 @@ class ReachAvoidTask:
             points = points[inside]
             # A random posture may hold the hand there with an elbow the actions never take
             # (the scripted detour of bench_reach_time then failed on 9 of 30 held-out goals).
-            settled = np.array([self.actions.settle(self.robot.home, point, self.control_period)
-                                for point in points]).reshape(-1, self.robot.dof)
+            settled = self.actions.settle(self.robot.home, points, self.control_period)
             held = np.linalg.norm(self.kinematics.ee_position(settled) - points, axis=1) \
                 < cfg.success_radius / 4
             margin = safe_set.margins(settled, np.zeros_like(settled)).min(axis=1)
