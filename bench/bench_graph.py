@@ -32,6 +32,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
 from std_srvs.srv import Trigger
 
+from ssq_ros.dds_domain import isolate_dds
 from ssq_ros.graph_logic.behavior_loop import load_run_config, observe
 from ssq_ros.graph_logic.phases import RunPhase
 from ssq_ros.graph_logic.transitions import Transition
@@ -252,8 +253,7 @@ def main() -> None:
                         help='transitions offered to the learner (>= learning_starts + 100)')
     parser.add_argument('--config', default='', help="experiment YAML ('' = train_sim.yaml)")
     args = parser.parse_args()
-    os.environ.setdefault('ROS_DOMAIN_ID', str(50 + os.getpid() % 50))
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    isolate_dds()
     config = load_run_config(args.config)
     if args.transitions < config.schedule.learning_starts + 100:
         parser.error(f'--transitions must be at least learning_starts + 100 = '

@@ -28,6 +28,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from tqdm import tqdm
 
+from ssq_ros.dds_domain import isolate_dds
 from ssq_ros.learning.storage import atomic_write
 from ssq_ros.nodes.common import COMMAND_QOS
 from ssq_ros.paths import config_path
@@ -81,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seconds', type=float, default=20.0)
     parser.add_argument('--rate', type=float, default=100.0, help='commands per second')
     args = parser.parse_args(argv)
-    os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
-    os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    isolate_dds()
     node_proc = subprocess.Popen([str(Path(sys.executable).parent / 'hardware_interface'),
                                   '--ros-args', '-p', 'limits.velocity_scale:=1.0',
                                   '--log-level', 'warn'], stdout=subprocess.DEVNULL)

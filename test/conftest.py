@@ -1,9 +1,10 @@
 """Test session set-up: DDS isolated per session so parallel runs never hear each other."""
 import os
 
+from ssq_ros.dds_domain import isolate_dds
+
 # Set before anything imports rclpy; child processes (integration tests) inherit it.
-os.environ.setdefault('ROS_DOMAIN_ID', str(1 + os.getpid() % 100))
-os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+isolate_dds()
 os.environ.setdefault('RMW_IMPLEMENTATION', 'rmw_fastrtps_cpp')
 os.environ.setdefault('MPLBACKEND', 'Agg')
 

@@ -148,6 +148,14 @@ def test_plan_adds_the_data_source_and_starts_the_longest_chain_first():
     assert Task('sac', 1).source is None
 
 
+def test_status_shows_the_newest_progress_bar_state(tmp_path):
+    log = tmp_path / 'task.log'
+    log.write_text('[seed 0] sac: SB3 SAC\ntrain:  10%| 10/100 [00:01<00:09]\r'
+                   'train:  20%| 20/100 [00:02<00:08]\r')
+    assert bench_peers._last_progress(log) == 'train:  20%| 20/100 [00:02<00:08]'
+    assert bench_peers._last_progress(tmp_path / 'absent.log') == ''
+
+
 def test_a_failed_task_stops_the_run_with_its_log(tmp_path):
     cfg = bench_peers.parse_args(['--methods', 'sac'])[0]
     # No such method: the worker process raises, the parent reports its traceback.
