@@ -26,6 +26,7 @@ from ssq_ros.graph_logic.episode_goal import (
 )
 from ssq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.episode_server import EpisodeServer
+from ssq_ros.sim.reach_avoid import goal_split_of_seed
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 
 TINY = str(Path(__file__).parent / 'data' / 'train_sim_tiny.yaml')
@@ -49,13 +50,13 @@ START = max(_CANDIDATES, key=lambda q: len(usable_goals(q)))
 def test_goal_is_valid_from_the_measured_state_and_fixed_by_the_seed():
     valid = usable_goals(START)
     assert len(valid) >= 5
-    goals = [goal_from_measured_state(TASK, START, REST, heldout_episode_seed(i), 0.05)
-             for i in range(6)]
-    for goal in goals:
-        assert np.any(np.all(np.isclose(valid, goal), axis=1)), goal
-    assert len({tuple(g) for g in goals}) >= 2  # the seed chooses
+    chosen = [goal_from_measured_state(TASK, START, REST, heldout_episode_seed(i), 0.05, True)
+              for i in range(6)]
+    for goal, crosses in chosen:
+        assert crosses and np.any(np.all(np.isclose(valid, goal), axis=1)), goal
+    assert len({tuple(g) for g, _ in chosen}) >= 2  # the seed chooses
     again = goal_from_measured_state(TASK, START, REST, heldout_episode_seed(0), 0.05)
-    np.testing.assert_array_equal(again, goals[0])
+    np.testing.assert_array_equal(again.goal, chosen[0].goal)
 
 
 def test_goal_refuses_states_that_cannot_start_an_episode():
@@ -71,10 +72,27 @@ def test_goal_refuses_states_that_cannot_start_an_episode():
         goal_from_measured_state(TASK, np.full(TASK.robot.dof, np.nan), REST, 1, 0.05)
     with pytest.raises(EpisodeStartError, match='7 positions'):
         goal_from_measured_state(TASK, START[:6], REST, 1, 0.05)
-    # From home no goal's straight path crosses a zone in this task: refused, not relaxed.
+    # From home no goal's straight path crosses a zone in this task: refused without fallback.
     assert len(usable_goals(TASK.robot.home)) == 0
     with pytest.raises(EpisodeStartError, match='no goal of the task is valid'):
         goal_from_measured_state(TASK, TASK.robot.home, REST, 1, 0.05)
+
+
+def test_fallback_goal_from_where_no_crossing_goal_is_valid():
+    home_hand = TASK.kinematics.ee_position(TASK.robot.home)
+    for seed in (training_episode_seed(RUN.schedule.seed, 0), heldout_episode_seed(0)):
+        goal, crosses = goal_from_measured_state(TASK, TASK.robot.home, REST, seed, 0.05, True)
+        split = goal_split_of_seed(seed)
+        assert not crosses and not TASK.crosses_zone(home_hand, goal)
+        assert np.any(np.all(TASK.goals(split) == goal, axis=1))  # a goal of the seed's split
+        assert np.linalg.norm(goal - home_hand) > 2 * TASK.config.success_radius
+        again = goal_from_measured_state(TASK, TASK.robot.home, REST, seed, 0.05, True)
+        np.testing.assert_array_equal(again.goal, goal)
+    # The fallback relaxes the goal only: a state that cannot start is still refused.
+    outside = TASK.robot.home.copy()
+    outside[0] = TASK.safe_set.position_upper[0] + 0.05
+    with pytest.raises(EpisodeStartError, match='outside the safe set'):
+        goal_from_measured_state(TASK, outside, REST, 1, 0.05, True)
 
 
 @pytest.fixture(scope='module')
@@ -146,8 +164,9 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
             seed = training_episode_seed(RUN.schedule.seed, episode)
             assert content['episode'] == episode and content['seed'] == seed
             assert content['stamp'] == pytest.approx(stamp, abs=1e-6)
+            assert content['crosses_zone'] is True
             np.testing.assert_allclose(
-                content['goal'], goal_from_measured_state(TASK, START, REST, seed, 0.05))
+                content['goal'], goal_from_measured_state(TASK, START, REST, seed, 0.05).goal)
         assert peer.spin(5.0, lambda: len(peer.goals) >= 2)
         published = peer.goals[-1]
         assert published.header.frame_id == 'ssq_link0'
@@ -162,7 +181,7 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
         for h in heldout:
             assert h['seed'] == heldout_episode_seed(h['episode'])
             np.testing.assert_allclose(
-                h['goal'], goal_from_measured_state(TASK, START, REST, h['seed'], 0.05))
+                h['goal'], goal_from_measured_state(TASK, START, REST, h['seed'], 0.05).goal)
 
         # A malformed joint state is refused and counted; the last valid one stays.
         before = dict(node.reporter.counts())
@@ -180,10 +199,22 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
         content = json.loads(peer.call('reset').message)
         assert content['episode'] == 2 and content['stamp'] == pytest.approx(fresh, abs=1e-6)
 
-        # A state the task cannot start from is answered with the reason.
-        peer.publish(TASK.robot.home)
+        # From home no crossing goal is valid: goal_fallback (default) still starts an episode.
+        home = peer.publish(TASK.robot.home)
         assert peer.spin(5.0, lambda: node.latest.stamp > fresh)
+        content = json.loads(peer.call('reset').message)
+        assert content['episode'] == 3 and content['crosses_zone'] is False
+        np.testing.assert_allclose(content['goal'], goal_from_measured_state(
+            TASK, TASK.robot.home, REST, content['seed'], 0.05, True).goal)
+
+        # A state the task cannot start from is answered with the reason.
+        moving = JointState(name=list(TASK.robot.joint_names),
+                            position=[float(v) for v in START],
+                            velocity=[0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0])
+        moving.header.stamp = Time(nanoseconds=round((home + 0.01) * 1e9)).to_msg()
+        peer.states.publish(moving)
+        assert peer.spin(5.0, lambda: node.latest.stamp > home)
         answer = peer.call('reset')
-        assert not answer.success and 'no goal of the task is valid' in answer.message
+        assert not answer.success and 'not at rest' in answer.message, answer.message
     finally:
         peer.close()

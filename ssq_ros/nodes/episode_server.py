@@ -8,9 +8,11 @@ In:  /joint_states (sensor_msgs/JointState, validated by JointStateReader).
 Out: /ssq/goal (geometry_msgs/PointStamped, latched, stamped with the start state's stamp),
      ~/status and /diagnostics (refused joint states, counted by reason).
 Services: /ssq/sim/reset (next training episode), /ssq/sim/reset_heldout (next held-out
-     episode), std_srvs/Trigger, answering JSON {"episode", "seed", "goal", "stamp"} as
-     mujoco_sim does; success=false with the reason when no fresh valid joint state has come
-     or the measured state cannot start an episode (the episode counter does not advance).
+     episode), std_srvs/Trigger, answering JSON {"episode", "seed", "goal", "stamp",
+     "crosses_zone"} as mujoco_sim does; success=false with the reason when no fresh valid
+     joint state has come or the measured state cannot start an episode (the episode counter
+     does not advance). With goal_fallback (default) a state from which no goal crossing a
+     keep-out zone is valid still starts an episode, toward any goal of the split.
 """
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ class EpisodeServerConfig:
                                      'the URDF limits [rad]', low=0.0, high=1.0)
     max_start_speed: float = spec(0.05, doc='an episode starts only with every joint slower '
                                   'than this [rad/s]', low=0.0, high=10.0)
+    goal_fallback: bool = spec(True, doc='when no goal crossing a keep-out zone is valid from '
+                               'where the arm stands, take any goal of the split (the answer '
+                               'says "crosses_zone": false) instead of refusing the reset')
     diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
                                      low=0.05, high=60.0)
 
@@ -119,8 +124,9 @@ class EpisodeServer(Node):
                                 f'(limit {self.cfg.max_state_age:g} s)')
         else:
             try:
-                goal = goal_from_measured_state(self.task, sample.positions, sample.velocities,
-                                                seed, self.cfg.max_start_speed)
+                goal, crosses = goal_from_measured_state(
+                    self.task, sample.positions, sample.velocities, seed,
+                    self.cfg.max_start_speed, self.cfg.goal_fallback)
             except EpisodeStartError as exc:
                 response.message = str(exc)
             else:
@@ -134,9 +140,11 @@ class EpisodeServer(Node):
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
         self.goal_pub.publish(msg)
         response.message = json.dumps({'episode': episode, 'seed': seed,
-                                       'goal': [float(v) for v in goal], 'stamp': sample.stamp})
+                                       'goal': [float(v) for v in goal], 'stamp': sample.stamp,
+                                       'crosses_zone': crosses})
         self.get_logger().info(f'episode {episode} (seed {seed}) from the measured state at '
-                               f'{sample.stamp:.3f} s, goal {[round(float(v), 3) for v in goal]}')
+                               f'{sample.stamp:.3f} s, goal {[round(float(v), 3) for v in goal]}'
+                               f'{"" if crosses else " (fallback: crosses no zone)"}')
         return True
 
 

@@ -185,12 +185,14 @@ class ReachAvoidTask:
         return self.goal_pool()[GOAL_SPLITS.index(split)::2]
 
     def sample_goal(self, rng: np.random.Generator, ee_start: np.ndarray,
-                    split: str | None = None) -> np.ndarray | None:
+                    split: str | None = None, require_crossing: bool | None = None
+                    ) -> np.ndarray | None:
         """A goal of `split` whose straight path from `ee_start` crosses a zone (or any goal
-        when require_crossing is off), at least two success radii away; None if none is."""
+        when crossing is not required: `require_crossing`, else the task's setting), at least
+        two success radii away; None if none is."""
         pool = self.goals(split)
         usable = np.linalg.norm(pool - ee_start, axis=1) > 2 * self.config.success_radius
-        if self.config.require_crossing:
+        if self.config.require_crossing if require_crossing is None else require_crossing:
             usable &= self.crosses_zone(ee_start, pool)
         candidates = np.flatnonzero(usable)
         return pool[rng.choice(candidates)].copy() if candidates.size else None
