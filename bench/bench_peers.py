@@ -42,6 +42,7 @@ from bench.peers.ssq import (
 )
 from ssq_ros.config import ConfigError, parse, spec, to_dict
 from ssq_ros.sim.reach_avoid import TASK_REVISION
+from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.problem import build_problem
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'peers.json'
@@ -96,7 +97,7 @@ def parse_args(argv: list[str] | None) -> tuple[PeerBenchConfig, argparse.Namesp
                         'or a config/ name); default: train_sim.yaml and '
                         'train_sim_continuous.yaml')
     parser.add_argument('--runs', type=Path, default=Path('runs') / 'bench_peers',
-                        help='where the SSQ run folders go')
+                        help='where the SSQ run folders and logs/ (one log per task) go')
     parser.add_argument('--out', type=Path, default=RESULTS, help='results JSON')
     parser.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
@@ -152,11 +153,13 @@ def _eval_schedule(cfg: PeerBenchConfig) -> dict:
     return {'final_eval_episodes': cfg.eval_episodes, 'eval_episodes': min(cfg.eval_episodes, 20)}
 
 
-def _ssq_run_config(cfg: PeerBenchConfig, method: str, seed: int, ssq_base: str | None):
+def _ssq_run_config(cfg: PeerBenchConfig, method: str, seed: int,
+                    ssq_base: str | None) -> TrainConfig:
     return ssq_config(method.split('_')[1], seed, cfg.steps, _eval_schedule(cfg), ssq_base)
 
 
-def _run_ssq(cfg, task, runs, progress, ssq_base) -> dict | None:
+def _run_ssq(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
+             ssq_base: str | None) -> dict | None:
     config = _ssq_run_config(cfg, task.method, task.seed, ssq_base)
     out = runs / task.name
     print(f'[seed {task.seed}] {task.method}: ssq-train -> {out}', flush=True)
@@ -176,7 +179,7 @@ def _run_ssq(cfg, task, runs, progress, ssq_base) -> dict | None:
         extra={'trainer_metrics': metrics})
 
 
-def _run_sac(cfg, task, progress, ssq_base) -> dict:
+def _run_sac(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | None) -> dict:
     from bench.peers.sb3_sac import sac_hyperparameters, train_sac
     # SAC acts in the continuous action space, with the continuous SSQ run's networks.
     continuous = _ssq_run_config(cfg, 'ssq_continuous', task.seed, ssq_base)
@@ -193,7 +196,8 @@ def _run_sac(cfg, task, progress, ssq_base) -> dict:
                    training, extra={'hyperparameters': hyper, 'penalty': penalty})
 
 
-def _run_offline(cfg, task, runs, progress, ssq_base) -> dict:
+def _run_offline(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
+                 ssq_base: str | None) -> dict:
     from bench.peers.d3rlpy_offline import (
         make_algorithm,
         make_dataset,
