@@ -6,8 +6,9 @@ bench/results/speed.json.
 
 Every learner trains on the same random transitions with the batch size and hidden widths of
 config/train_sim.yaml, one torch thread unless told otherwise; an update includes drawing its
-minibatch from the learner's own replay. Peers need the `bench` extra and are left out
-without it.
+minibatch from the learner's own replay. The learners are timed in turn, 5 rounds of 400
+updates each, and report medians; the ratio to SAC is the median of the ratios within a round.
+Peers need the `bench` extra and are left out without it.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from ssq_ros.training.problem import ArmProblem, build_problem
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'speed.json'
 FILL = 10_000  # transitions in every replay before timing
+ROUNDS = 5  # learner timings interleaved round by round; medians reported
 
 
 def random_transitions(problem: ArmProblem, count: int, rng: np.random.Generator) -> dict:
@@ -55,12 +57,20 @@ def random_transitions(problem: ArmProblem, count: int, rng: np.random.Generator
     return data
 
 
-def rate(run: Callable[[int], object], updates: int) -> float:
-    """Calls per second of run(n) for n = `updates`, after a warm-up of 20."""
-    run(20)
-    started = time.perf_counter()
-    run(updates)
-    return updates / (time.perf_counter() - started)
+def rates(runs: dict[str, Callable[[int], object]], updates: int, rounds: int
+          ) -> dict[str, list[float]]:
+    """Updates per second of each run(n), measured `rounds` times in turn (A B C, A B C, ...)
+    after a warm-up of 20, so that a slow spell of a shared machine hits every learner alike
+    and ratios can be taken round by round."""
+    for run in runs.values():
+        run(20)
+    measured: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            run(updates)
+            measured[name].append(updates / (time.perf_counter() - started))
+    return measured
 
 
 def ssq_learner(problem: ArmProblem, config, data: dict) -> OnlineLearner:
@@ -130,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error('--torch-threads must be at least 1')
     torch.set_num_threads(args.torch_threads)
     scale = 0.05 if args.quick else 1.0
-    updates, repeats = max(int(1000 * scale), 10), max(int(2000 * scale), 50)
+    updates, repeats = max(int(2000 * scale), 10), max(int(2000 * scale), 50)
     has_sb3 = importlib.util.find_spec('stable_baselines3') is not None
     has_d3rlpy = importlib.util.find_spec('d3rlpy') is not None
     rng = np.random.default_rng(0)
@@ -146,12 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f'learner updates/s, batch {critic.batch_size}, hidden {list(critic.hidden_sizes)}',
           flush=True)
     learners = {kind: ssq_learner(problems[kind], configs[kind], data[kind]) for kind in data}
-    for kind, learner in learners.items():
-        result['updates_per_s'][f'ssq_{kind}'] = rate(learner.train, updates)
+    runs: dict[str, Callable[[int], object]] = {
+        f'ssq_{kind}': learner.train for kind, learner in learners.items()}
     if has_sb3:
         sac = sac_model(problems['continuous'], configs['continuous'], data['continuous'])
-        result['updates_per_s']['sb3_sac'] = rate(
-            lambda n: sac.train(gradient_steps=n, batch_size=critic.batch_size), updates)
+        runs['sb3_sac'] = lambda n: sac.train(gradient_steps=n, batch_size=critic.batch_size)
     if has_d3rlpy:
         iql, dataset = iql_algorithm(problems['continuous'], configs['continuous'],
                                      data['continuous'])
@@ -160,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(n):
                 iql.update(dataset.sample_transition_batch(critic.batch_size))
 
-        result['updates_per_s']['d3rlpy_iql'] = rate(iql_updates, updates)
+        runs['d3rlpy_iql'] = iql_updates
+    measured = rates(runs, max(updates // ROUNDS, 5), ROUNDS)
+    result['updates_per_s'] = {name: float(np.median(v)) for name, v in measured.items()}
+    result['updates_per_s_rounds'] = measured
 
     print('environment steps/s', flush=True)
     setup = problems['discrete'].setup
@@ -202,10 +214,15 @@ def main(argv: list[str] | None = None) -> int:
         result['latency']['d3rlpy_iql_policy'] = latency(lambda: iql.predict(obs[None]),
                                                          repeats)
 
-    ups = result['updates_per_s']
-    if 'sb3_sac' in ups:
-        result['ratio_to_sac'] = {f'ssq_{k}': ups[f'ssq_{k}'] / ups['sb3_sac']
-                                  for k in ('discrete', 'continuous')}
+    if 'sb3_sac' in measured:
+        # Median over rounds of the ratio within a round: the pairs ran back to back.
+        sac_rounds = np.array(measured['sb3_sac'])
+        result['ratio_to_sac'] = {
+            f'ssq_{k}': float(np.median(np.array(measured[f'ssq_{k}']) / sac_rounds))
+            for k in ('discrete', 'continuous')}
+        result['ratio_to_sac_range'] = {
+            f'ssq_{k}': [float(r.min()), float(r.max())] for k in ('discrete', 'continuous')
+            for r in [np.array(measured[f'ssq_{k}']) / sac_rounds]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + '\n')
     print_tables(result)
@@ -230,7 +247,8 @@ def print_tables(result: dict) -> None:
     for name, value in result['updates_per_s'].items():
         print(f'{name:<22}{value:>12.0f}')
     for name, value in result.get('ratio_to_sac', {}).items():
-        print(f'{name + " / sb3_sac":<22}{value:>12.2f}x')
+        low, high = result['ratio_to_sac_range'][name]
+        print(f'{name + " / sb3_sac":<22}{value:>12.2f}x  (rounds {low:.2f}-{high:.2f}x)')
     print(f'{"environment":<34}{"per second":>12}')
     for name, value in result['env'].items():
         print(f'{name:<34}{value:>12.0f}')

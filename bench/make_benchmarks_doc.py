@@ -96,14 +96,21 @@ def goals(peers: dict, speed: dict | None, whole: dict | None) -> list[str]:
     if ratios:
         for kind, target in (('discrete', 2.0), ('continuous', 1.0)):
             value = ratios[f'ssq_{kind}']
+            spread = speed.get('ratio_to_sac_range', {}).get(f'ssq_{kind}')
+            rounds = '' if spread is None else \
+                f', {spread[0]:.2f}-{spread[1]:.2f}x over the timing rounds'
             lines.append(f'- Learner updates/s, SSQ {kind} / SB3 SAC >= {target:g}x: '
-                         f'{value:.2f}x ({"met" if value >= target else "NOT met"}).')
+                         f'{value:.2f}x ({"met" if value >= target else "NOT met"}{rounds}).')
     return lines
 
 
 def speed_tables(speed: dict) -> list[str]:
+    rounds = speed.get('updates_per_s_rounds')
+    timing = '' if rounds is None else (
+        f' Learners were timed in turn over {len(next(iter(rounds.values())))} rounds; '
+        'medians, and ratios to SAC as the median of the ratios within a round.')
     lines = [f'Batch {speed["batch_size"]}, hidden layers {speed["hidden_sizes"]} for every '
-             'learner; an update includes drawing its minibatch.', '',
+             f'learner; an update includes drawing its minibatch.{timing}', '',
              '| learner | gradient updates / s |', '|---|---|']
     lines += [f'| {name} | {value:.0f} |' for name, value in speed['updates_per_s'].items()]
     lines += ['', '| environment | per second |', '|---|---|']

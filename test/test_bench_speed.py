@@ -1,7 +1,7 @@
 """bench_speed's own parts on the SSQ learners (the peers' timings need the bench extra)."""
 import numpy as np
 
-from bench.bench_speed import latency, random_transitions, rate, ssq_learner
+from bench.bench_speed import latency, random_transitions, rates, ssq_learner
 from bench.peers.ssq import ssq_config
 from ssq_ros.training.problem import build_problem
 
@@ -17,9 +17,12 @@ def test_random_transitions_fill_a_learner_that_trains_and_is_timed():
         if problem.discrete:  # mu's support: a probability vector with hold always allowed
             assert np.allclose(data['next_support'].sum(axis=1), 1.0)
             assert np.all(data['next_support'][:, 0] > 0)
-        updates_per_s = rate(learner.train, 3)
-        assert np.isfinite(updates_per_s) and updates_per_s > 0
-        assert learner.updates == 23  # 20 warm-up updates, then the 3 timed
+        calls = []
+        measured = rates({'ssq': learner.train, 'other': calls.append}, 3, rounds=2)
+        assert len(measured['ssq']) == 2 and all(np.isfinite(measured['ssq']))
+        assert min(measured['ssq']) > 0
+        assert learner.updates == 26  # 20 warm-up updates, then 2 rounds of the 3 timed
+        assert calls == [20, 3, 3]  # every learner warmed up, then timed in turn
 
 
 def test_latency_reports_ordered_percentiles():
