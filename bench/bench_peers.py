@@ -280,7 +280,11 @@ def run_tasks(cfg: PeerBenchConfig, tasks: list[Task], runs: Path, progress: boo
         return f'[bench_peers {(time.monotonic() - started) / 60:5.1f} min]'
 
     while waiting or running:
-        for task in [t for t in waiting if t.source is None or t.source in finished]:
+        ready = [t for t in waiting if t.source is None or t.source in finished]
+        if not ready and not running:
+            raise ValueError('tasks wait for data sources that are not among them: '
+                             + ', '.join(f'{t.name} needs {t.source.name}' for t in waiting))
+        for task in ready:
             if len(running) >= cfg.jobs:
                 break
             files = (logs / f'{task.name}.log', logs / f'{task.name}.json')
@@ -304,8 +308,8 @@ def run_tasks(cfg: PeerBenchConfig, tasks: list[Task], runs: Path, progress: boo
                 for _, other, _ in running.values():
                     other.terminate()
                     other.join()
-                raise TaskFailedError(f'{task.name} failed (exit status {process.exitcode}); the '
-                                 f'end of {log}:\n' + log.read_text()[-3000:])
+                raise TaskFailedError(f'{task.name} failed (exit status {process.exitcode}); '
+                                      f'the end of {log}:\n' + log.read_text()[-3000:])
             finished.add(task)
             record = json.loads(record_file.read_text())
             summary = '' if record is None else ': ' + row_text(summarise([record])[0])

@@ -162,6 +162,9 @@ def test_a_failed_task_stops_the_run_with_its_log(tmp_path):
     with pytest.raises(bench_peers.TaskFailedError, match='(?s)nope-seed0.*Traceback'):
         bench_peers.run_tasks(cfg, [bench_peers.Task('nope', 0)], tmp_path, progress=False)
     assert 'Traceback' in (tmp_path / 'logs' / 'nope-seed0.log').read_text()
+    # A task whose data source is not planned would wait forever: refused at once.
+    with pytest.raises(ValueError, match='iql-seed0 needs ssq_continuous-seed0'):
+        bench_peers.run_tasks(cfg, [bench_peers.Task('iql', 0)], tmp_path, progress=False)
 
 
 def test_bad_benchmark_arguments_are_named(capsys, tmp_path):
