@@ -101,8 +101,13 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
     assert row['env_steps_train'] == 100 and row['unsafe_eval_shielded'] == 0
     (record,) = result['runs']
     assert record['training']['curve']['unsafe_cumulative'][-1] == 0
+    evals = record['training']['eval_curve']  # the final evaluation at least
+    assert evals['steps'][-1] == 100 and 0.0 <= evals['success_rates'][-1] <= 1.0
     config = ssq_config('discrete', 0, 100, base=tiny_config)
+    log = tmp_path / 'runs' / 'ssq_discrete-seed0' / 'log.jsonl'
+    logged = log.read_bytes()
     replay = ssq_transitions(config, tmp_path / 'runs' / 'ssq_discrete-seed0')
+    assert log.read_bytes() == logged  # reading the replay leaves the finished run as it is
     assert len(replay['obs']) == 100
     assert np.array_equal(replay['next_obs'][:-1][replay['done'][:-1] == 0][0],
                           replay['obs'][1:][replay['done'][:-1] == 0][0])

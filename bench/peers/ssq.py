@@ -21,7 +21,7 @@ from ssq_ros.training.config import (
 )
 from ssq_ros.training.export import load_exported_policy
 from ssq_ros.training.plots import read_log
-from ssq_ros.training.trainer import Trainer
+from ssq_ros.training.trainer import Trainer, load_run_learner
 
 from .common import Curve, EvalPolicy
 
@@ -73,12 +73,18 @@ def ssq_curve(out: Path) -> Curve:
     return curve
 
 
+def ssq_eval_curve(out: Path) -> dict[str, list]:
+    """The extracted policy's held-out evaluations (shielded, as the executor runs it) over
+    training: env steps, mean return, success rate."""
+    evals = [r for r in read_log(out) if r.get('type') == 'eval']
+    return {'steps': [int(r['step']) for r in evals],
+            'returns': [float(r['return']) for r in evals],
+            'success_rates': [float(r['success_rate']) for r in evals]}
+
+
 def ssq_transitions(config: TrainConfig, out: Path) -> dict[str, np.ndarray]:
     """The replay of the run in time order: obs, action, reward, next_obs, done (float)."""
-    trainer = Trainer(config, out, progress=False)
-    if not trainer.load_checkpoint():
-        raise FileNotFoundError(f'{out}: no trainer checkpoint to read the replay from')
-    replay = trainer.learner.replay
+    replay = load_run_learner(config, out).replay
     order = np.arange(replay.size)
     if replay.size == replay.capacity:  # wrapped: the oldest transition sits at `position`
         order = (order + replay.position) % replay.capacity

@@ -63,6 +63,25 @@ class TrainerState:
     last_fit: dict = field(default_factory=dict)
 
 
+def _read_checkpoint(path: Path, config: TrainConfig) -> dict:
+    state = load_checkpoint(path)
+    if state.get('kind') != _TRAINER_KIND or state.get('config') != to_dict(config):
+        raise ConfigError(f'{path}: not a checkpoint of this run\'s config')
+    return state
+
+
+def load_run_learner(config: TrainConfig, out: str | Path) -> OnlineLearner:
+    """The learner (critic, policy, replay) of a run folder's last checkpoint, read only:
+    unlike `Trainer.load_checkpoint`, which resumes the run and so drops the log records
+    written after the checkpoint, this leaves the folder as it is."""
+    path = Path(out) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f'{path}: no trainer checkpoint')
+    learner = OnlineLearner(build_problem(config).spaces, config.learner, config.schedule.seed)
+    learner.load_state_dict(_read_checkpoint(path, config)['learner'], str(path))
+    return learner
+
+
 class Trainer:
     """One run in one folder; `run()` starts it or resumes it from the last checkpoint."""
 
@@ -109,9 +128,7 @@ class Trainer:
         path = self.out / CHECKPOINT
         if not path.exists():
             return False
-        state = load_checkpoint(path)
-        if state.get('kind') != _TRAINER_KIND or state.get('config') != to_dict(self.config):
-            raise ConfigError(f'{path}: not a checkpoint of this run\'s config')
+        state = _read_checkpoint(path, self.config)
         self.learner.load_state_dict(state['learner'], str(path))
         self.rng.bit_generator.state = state['rng']
         self.state = TrainerState(**state['trainer'],
