@@ -36,6 +36,7 @@ from bench.peers.ssq import (
     split_episodes,
     ssq_config,
     ssq_curve,
+    ssq_eval_curve,
     ssq_policy,
     ssq_transitions,
     train_ssq,
@@ -174,7 +175,7 @@ def _run_ssq(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
         'min_margin_train': metrics['min_margin_train'],
         'wall_time_train_s': metrics['wall_time_s'],
         'success_rate_behavior': metrics['success_rate_behavior'],
-        'curve': ssq_curve(out).as_dict()},
+        'curve': ssq_curve(out).as_dict(), 'eval_curve': ssq_eval_curve(out)},
         calibration=metrics['value_calibration_error_policy'],
         extra={'trainer_metrics': metrics})
 

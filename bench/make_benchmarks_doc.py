@@ -145,14 +145,20 @@ def plot_curves(peers: dict, path: Path) -> Path:
         if offline:
             label += f' (data of {record["training"]["data_source"]})'
         style = {'ls': '--' if offline else '-', 'lw': 1.2 if offline else 1.8}
-        ax_return.plot(curve['steps'], _running_mean(curve['returns'], 20), label=label,
-                       **style)
+        (line,) = ax_return.plot(curve['steps'], _running_mean(curve['returns'], 20),
+                                 label=label, **style)
         ax_unsafe.plot(curve['steps'], curve['unsafe_cumulative'], label=label, **style)
+        evals = record['training'].get('eval_curve')
+        if evals and evals['steps']:
+            ax_return.plot(evals['steps'], evals['returns'], marker='o', ls=':',
+                           color=line.get_color(),
+                           label=f'{label}: its policy, held-out eval (shielded)')
     ax_return.set(xlabel='environment steps', ylabel='training episode return (mean of 20)',
                   title=f'Return while training (seed {seed})')
     ax_unsafe.set(xlabel='environment steps', ylabel='unsafe states entered (cumulative)',
                   title='Unsafe states while training (referee)')
     ax_unsafe.set_yscale('symlog', linthresh=1.0)  # 0 for SSQ next to thousands for SAC
+    ax_return.legend(fontsize=6)
     ax_unsafe.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +259,9 @@ def render(peers: dict, speed: dict | None, plot_name: str,
     lines += ['', f'![return and unsafe states against environment steps]({plot_name})', '',
               'The training curves of SSQ and of the offline methods are the safe behavior '
               'controller\'s episodes: in SSQ only mu acts while learning; SAC\'s are its '
-              'own exploring policy\'s.', '']
+              'own exploring policy\'s. The markers are SSQ\'s extracted policy at each of '
+              'its evaluations during training, behind the shield on the held-out episodes.',
+              '']
     if speed:
         lines += ['## Speed', '', f'Command: `{speed["command"]}`{_load(speed["machine"])}.',
                   ''] + speed_tables(speed)
