@@ -45,6 +45,7 @@ CONSOLE_SCRIPTS = [
     'safety_monitor = ssq_ros.nodes.safety_monitor:main',
     'ssq-gridworld = ssq_ros.cli.gridworld:main',
     'ssq-launch = ssq_ros.cli.launch:main',
+    'ssq-robot-setup = ssq_ros.cli.robot_setup:main',
 ]
 
 setup(

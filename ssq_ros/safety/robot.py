@@ -5,9 +5,16 @@ other joint is locked at its neutral position), and checks every name against th
 wrong name fails at start-up with the key that holds it. Any URDF arm works by configuration:
 `urdf` may be an absolute path, a `package://pkg/...` URI or a file name in the package's urdf/
 folder.
+
+The collision spheres are verified against the URDF's collision geometry at load, fail closed
+(ssq_ros/safety/collision_cover.py): every moving link's geometry must lie within the spheres on
+the same rigid body up to `max_cover_error`; what remains is reported per link
+(`RobotModel.link_cover_error`) and per sphere (`RobotModel.sphere_cover_error`), and the safe set
+adds it to the sphere radii. `ssq-robot-setup` writes a robot yaml with a fitted cover.
 """
 from __future__ import annotations
 
+import math
 import os
 import sysconfig
 from dataclasses import dataclass
@@ -18,6 +25,7 @@ import pinocchio as pin
 
 from ssq_ros.config import ConfigError, load, spec
 from ssq_ros.paths import urdf_path
+from ssq_ros.safety import collision_cover as cover
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,11 @@ class RobotConfig:
         doc='spheres covering every moving link; the safe set is checked on these')
     acceleration_limits: tuple[float, ...] | None = spec(
         None, doc='per-joint acceleration limit [rad/s^2]; none means unlimited', low=1e-6)
+    max_cover_error: float = spec(
+        0.02, doc='largest distance [m] by which a moving link\'s collision geometry may stick '
+        'out of its spheres; a larger gap fails loading (regenerate the spheres with '
+        'ssq-robot-setup), a smaller one is added to the sphere radii in the safe set',
+        low=0.0, high=0.2)
 
 
 @dataclass(frozen=True)
@@ -63,10 +76,21 @@ class RobotModel:
     sphere_radii: np.ndarray
     to_pinocchio: np.ndarray
     """`q_pin = q[to_pinocchio]` reorders a command-order vector into pinocchio's order."""
+    sphere_cover_error: np.ndarray
+    """(S,) [m] per sphere: the worst distance by which the collision geometry of a link on the
+    same rigid body lies outside the spheres of that body (0 where the cover is complete)."""
+    link_cover_error: dict[str, float]
+    """moving link with collision geometry -> the distance [m] it sticks out of its spheres."""
 
     @property
     def dof(self) -> int:
         return len(self.joint_names)
+
+    @property
+    def cover_radii(self) -> np.ndarray:
+        """`sphere_radii + sphere_cover_error`: radii whose balls contain every verified point of
+        the arm's collision geometry; the safe set inflates these, not the bare radii."""
+        return self.sphere_radii + self.sphere_cover_error
 
 
 def resolve_package_uri(uri: str) -> Path:
@@ -165,11 +189,15 @@ def build_robot(cfg: RobotConfig, where: str = 'robot') -> RobotModel:
             enumerate(cfg.collision_spheres)]:
         if not model.existFrame(frame):
             raise ConfigError(f'{where}.{key}: unknown frame {frame!r}')
+        if sum(f.name == frame for f in model.frames) > 1:
+            raise ConfigError(f'{where}.{key}: several frames of the URDF are named {frame!r} '
+                              '(a link and a joint); use another link of the same body')
     names = tuple(s.name for s in cfg.collision_spheres)
     if len(set(names)) != len(names):
         raise ConfigError(f'{where}.collision_spheres: sphere names must be unique')
     if not names:
         raise ConfigError(f'{where}.collision_spheres: at least one sphere is needed')
+    link_errors, per_sphere = verify_cover(cfg, path, full, locked, model, where)
     return RobotModel(
         config=cfg, urdf_path=path, joint_names=tuple(cfg.joint_names), ee_frame=cfg.ee_frame,
         model=model, position_lower=lower, position_upper=upper, velocity_limit=velocity,
@@ -177,4 +205,55 @@ def build_robot(cfg: RobotConfig, where: str = 'robot') -> RobotModel:
         sphere_frames=tuple(s.frame for s in cfg.collision_spheres),
         sphere_offsets=np.array([s.offset for s in cfg.collision_spheres], dtype=float),
         sphere_radii=np.array([s.radius for s in cfg.collision_spheres], dtype=float),
-        to_pinocchio=to_pin)
+        to_pinocchio=to_pin, sphere_cover_error=per_sphere, link_cover_error=link_errors)
+
+
+def sphere_placements(model: pin.Model, cfg: RobotConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(parent joint ids (S,), centres (S, 3) in those joints' frames) of the spheres."""
+    joints, centres = [], []
+    for sphere in cfg.collision_spheres:
+        frame = model.frames[model.getFrameId(sphere.frame)]
+        joints.append(frame.parentJoint)
+        centres.append(frame.placement.act(np.array(sphere.offset, dtype=float)))
+    return np.array(joints, dtype=int), np.array(centres, dtype=float).reshape(-1, 3)
+
+
+def verify_cover(cfg: RobotConfig, path: Path, full: pin.Model, locked: list[int],
+                 model: pin.Model, where: str) -> tuple[dict[str, float], np.ndarray]:
+    """Per-link and per-sphere cover errors (cached); a cover that misses fails closed."""
+    joints, centres = sphere_placements(model, cfg)
+    radii = np.array([s.radius for s in cfg.collision_spheres], dtype=float)
+    key = cover.cover_key(path.read_bytes(), cfg.joint_names,
+                          [(s.name, s.frame, s.offset, s.radius) for s in cfg.collision_spheres],
+                          cover.SPACING)
+
+    def compute() -> tuple[dict[str, float], np.ndarray]:
+        try:
+            links = cover.collision_points(path, full, locked)
+        except (RuntimeError, ValueError) as exc:
+            raise ConfigError(f'{where}.urdf: cannot read the collision geometry of {path}: '
+                              f'{exc}') from exc
+        errors = cover.cover_errors(links, joints, centres, radii)
+        return errors, cover.sphere_errors(links, errors, joints)
+
+    link_errors, per_sphere = cover.cached_cover_errors(key, len(radii), compute)
+    hint = ('; fit a new cover with `ssq-robot-setup --urdf URDF --ee FRAME --out FILE` '
+            '(docs/hardware.md, "Setting up a new arm")')
+    for link, error in sorted(link_errors.items(), key=lambda item: -item[1]):
+        if not math.isfinite(error):
+            raise ConfigError(f'{where}.collision_spheres: link {link!r} has collision geometry '
+                              'but no sphere on a frame that moves with it' + hint)
+        if error > cfg.max_cover_error:
+            raise ConfigError(f'{where}.collision_spheres: the collision geometry of link '
+                              f'{link!r} lies up to {error:.3f} m outside its spheres (more than '
+                              f'max_cover_error {cfg.max_cover_error} m)' + hint)
+    return link_errors, per_sphere
+
+
+def link_collision_points(robot: RobotModel) -> dict[str, cover.LinkPoints]:
+    """The points `load_robot` verified the cover on: every moving link's collision geometry
+    in the frame of its parent joint of `robot.model` (see collision_cover.collision_points)."""
+    full = pin.buildModelFromUrdf(str(robot.urdf_path))
+    locked = [full.getJointId(full.names[i]) for i in range(1, full.njoints)
+              if full.names[i] not in robot.joint_names]
+    return cover.collision_points(robot.urdf_path, full, locked)

@@ -110,7 +110,7 @@ class SafeSet:
             raise ConfigError('safe_set.joint_position_margin: leaves no room between the '
                               'joint limits of ' + ', '.join(robot.joint_names))
         self.velocity_limit = robot.velocity_limit * config.joint_velocity_fraction
-        self.inflated_radii = robot.sphere_radii + config.cartesian_clearance
+        self.inflated_radii = robot.cover_radii + config.cartesian_clearance
         names = [f'joint_position:{n}' for n in robot.joint_names]
         names += [f'joint_velocity:{n}' for n in robot.joint_names]
         if config.table_height is not None:
