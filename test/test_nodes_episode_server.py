@@ -18,7 +18,6 @@ from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.graph_logic.episode_goal import (
     EpisodeStartError,
     goal_from_measured_state,
@@ -27,6 +26,7 @@ from ssq_ros.graph_logic.episode_goal import (
 from ssq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.episode_server import EpisodeServer
 from ssq_ros.sim.reach_avoid import goal_split_of_seed
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 
 TINY = str(Path(__file__).parent / 'data' / 'train_sim_tiny.yaml')

@@ -23,12 +23,12 @@ from sensor_msgs.msg import JointState
 
 from ssq_ros.config import load_yaml, parse
 from ssq_ros.graph import GRAPHS, SIM_CONTROLLER_TOPIC
-from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.launcher import plan_graph
 from ssq_ros.nodes.common import SENSOR_QOS
 from ssq_ros.nodes.hardware_interface import HardwareInterfaceConfig
 from ssq_ros.paths import config_path
 from ssq_ros.safety.command_filter import JointLimits
+from ssq_ros.training.config import load_run_config
 
 # The limits the node reads from the same file.
 HW = parse(HardwareInterfaceConfig,

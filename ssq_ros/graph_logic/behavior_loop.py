@@ -14,29 +14,15 @@ layer's kinematics, so the loop runs on any arm that reports joint states.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ssq_ros.graph_logic.phases import RunPhase
 from ssq_ros.graph_logic.transitions import EpisodeSummary, Transition
-from ssq_ros.training.config import (
-    TrainConfig,
-    load_train_config,
-    resolve_config_file,
-    with_overrides,
-)
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.problem import ArmProblem, support_of
 
-DEFAULT_CONFIG = 'train_sim.yaml'
-
-
-def load_run_config(config_file: str | Path, steps: int | None = None) -> TrainConfig:
-    """The experiment config every node reads ('' is the package's train_sim.yaml), with the
-    launch's step budget applied; errors name the key."""
-    path = resolve_config_file(str(config_file) or DEFAULT_CONFIG)
-    config = load_train_config(path)
-    return config if steps is None else with_overrides(config, steps=steps)
+__all__ = ['BehaviorLoop', 'BehaviorStep', 'load_run_config', 'observe']
 
 
 def observe(problem: ArmProblem, q: np.ndarray, qdot: np.ndarray,

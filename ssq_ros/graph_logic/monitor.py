@@ -1,4 +1,5 @@
-"""The safety monitor's bookkeeping, without ROS: unsafe-state counts and margin colours.
+"""The safety monitor's bookkeeping, without ROS: unsafe-state counts, margin colours and when
+to latch the e-stop.
 
 Two independent judges are counted apart. The safe set S (safety layer, from the measured joint
 states: works on a real arm) and, in simulation, the referee's verdicts (MuJoCo geometry, no
@@ -103,3 +104,36 @@ class SafetyTally:
     @property
     def unsafe_total(self) -> int:
         return self.total('safe_set').unsafe + self.total('referee').unsafe
+
+
+@dataclass
+class EstopTrigger:
+    """When the monitor latches the e-stop: a measured state with a margin below `margin` (0:
+    outside S), or an unsafe verdict of the referee.
+
+    Requests repeat at most every `repeat_period` seconds while the condition holds, so a reset
+    made while the arm is still outside S is latched again at once: recovering an arm outside S
+    is the operator's job (jog mode on the robot's own pendant), never the graph's.
+    """
+
+    margin: float
+    repeat_period: float = 0.5
+    requests: int = 0
+    last_reason: str = ''
+    _last_request: float = -math.inf
+
+    def on_margin(self, margin: float, constraint: str, now: float) -> str | None:
+        """The reason to latch now, or None; `margin` is S's minimum at a measured state."""
+        if margin >= self.margin:
+            return None
+        where = 'outside S' if margin < 0.0 else f'within {self.margin:g} of leaving S'
+        return self.request(f'{constraint} margin {margin:.4f} ({where})', now)
+
+    def request(self, reason: str, now: float) -> str | None:
+        """Latch for `reason` unless a request went out less than `repeat_period` ago."""
+        if now - self._last_request < self.repeat_period:
+            return None
+        self._last_request = now
+        self.requests += 1
+        self.last_reason = reason
+        return reason

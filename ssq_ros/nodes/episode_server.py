@@ -28,7 +28,6 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from ssq_ros.config import spec
-from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.graph_logic.episode_goal import (
     EpisodeStartError,
     goal_from_measured_state,
@@ -44,6 +43,7 @@ from ssq_ros.nodes.common import (
 )
 from ssq_ros.nodes.mujoco_sim import FRAME
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 
 

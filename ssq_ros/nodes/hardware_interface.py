@@ -7,9 +7,12 @@ In:  /joint_states (sensor_msgs/JointState, the driver's order, reordered by nam
 Out: the controller's topic (/<controller>/commands or /<controller>/joint_trajectory),
      ~/status (std_msgs/String) and /diagnostics.
 
-All decisions live in `ssq_ros.safety.command_filter.CommandGate`; this node only converts
-messages. A forward controller keeps executing its last command, so silence is not a stop: a
-steady-clock timer re-sends every control period, a stop when the watchdog or the e-stop says so.
+All decisions live in `ssq_ros.safety.command_filter.CommandGate` (clamps, watchdog, e-stop,
+one commander) and `ssq_ros.safety.safe_set_filter.SafeSetFilter` (every command checked against
+the whole safe set of the experiment's safe-set yaml, at the measured state); this node only
+converts messages and reads the ROS graph's count of command publishers. A forward controller
+keeps executing its last command, so silence is not a stop: a steady-clock timer re-sends every
+control period, a stop when the watchdog or the e-stop says so.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ssq_ros.config import ConfigError, spec
+from ssq_ros.graph import COMMAND_TOPIC
 from ssq_ros.nodes.common import (
     COMMAND_QOS,
     SENSOR_QOS,
@@ -38,7 +42,6 @@ from ssq_ros.nodes.common import (
     stamp_seconds,
     wait_until_delivered,
 )
-from ssq_ros.paths import config_path
 from ssq_ros.safety.command_filter import (
     CommandGate,
     CommandLimitsConfig,
@@ -47,7 +50,11 @@ from ssq_ros.safety.command_filter import (
 )
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
+from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
+from ssq_ros.safety.safe_set_filter import SafeSetFilter
 from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.safety.support import SupportCheck, load_support_config
+from ssq_ros.training.config import load_run_config, resolve_config_file
 
 # ros2_control controllers whose name says what they expect (UR's driver adds the scaled one).
 STANDARD_CONTROLLERS = {
@@ -63,8 +70,10 @@ _TOPIC_TOKEN = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
 class HardwareInterfaceConfig:
     """Parameters of the hardware_interface node (config/hardware.yaml)."""
 
+    config_file: str = spec('', doc="experiment YAML whose robot and safe set every command is "
+                            "checked against; '' is the package's train_sim.yaml")
     robot_config: str = spec('', doc="robot yaml with joints, URDF and acceleration limits; '' "
-                             "is the package's config/robot.yaml")
+                             'is the one config_file names')
     controller: str = spec('forward_velocity_controller', doc='name of the active ros2_control '
                            'controller that receives the commands')
     controller_kind: str = spec('', doc="what the controller expects; '' derives it from a "
@@ -83,7 +92,9 @@ class HardwareInterfaceConfig:
                                 'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
     position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
                                      'the URDF position limits [rad or m]', low=0.0, high=1.0)
-    require_velocity: bool = spec(True, doc='refuse joint states without velocities')
+    allow_multiple_commanders: bool = spec(False, doc='move even while more than one node '
+                                           'publishes on /ssq/joint_command (each command is '
+                                           'still checked against the safe set)')
     ignored_joints: tuple[str, ...] = spec((), doc='joints in /joint_states that are not '
                                            'controlled and dropped on purpose (e.g. gripper)')
     diagnostics_period: float = spec(0.5, doc='seconds between /diagnostics messages',
@@ -115,27 +126,36 @@ class HardwareInterface(Node):
         self.now = now
         self.cfg = declare_config(self, HardwareInterfaceConfig)
         self.kind, self.controller_topic = resolve_controller(self.cfg)
-        robot_file = self.cfg.robot_config or str(config_path('robot.yaml'))
+        experiment = load_run_config(self.cfg.config_file)
+        robot_file = self.cfg.robot_config or str(resolve_config_file(experiment.robot))
         self.robot = load_robot(robot_file)
+        safe_set_file = resolve_config_file(experiment.safe_set)
+        self.period = 1.0 / self.cfg.control_rate
         try:
             limits = JointLimits.from_robot(self.robot, self.cfg.limits)
             self.reader = JointStateReader.for_robot(
-                self.robot, self.cfg.position_tolerance,
-                require_velocity=self.cfg.require_velocity,
+                self.robot, self.cfg.position_tolerance, require_velocity=True,
                 max_stamp_age=self.cfg.max_stamp_age, ignored_joints=self.cfg.ignored_joints)
+            support = SupportCheck(
+                SafeSet(self.robot, load_safe_set_config(safe_set_file)),
+                load_support_config(safe_set_file),
+                SafeSetFilter.check_period(self.period, self.cfg.actuation_delay))
         except ValueError as exc:
-            raise ConfigError(f'{robot_file} with limits.*: {exc}') from exc
-        self.period = 1.0 / self.cfg.control_rate
+            raise ConfigError(f'{robot_file} and {safe_set_file} with limits.*: {exc}') from exc
+        self.safe_set_filter = SafeSetFilter(support)
         self.gate = CommandGate(limits, self.period, self.cfg.state_timeout,
-                                self.cfg.command_timeout, self.cfg.actuation_delay)
+                                self.cfg.command_timeout, self.cfg.actuation_delay,
+                                self.safe_set_filter, self.cfg.allow_multiple_commanders)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, self.cfg.controller)
         self.reporter.extra['controller_topic'] = self.controller_topic
+        self.reporter.extra['safe_set'] = str(safe_set_file)
+        self.create_timer(self.cfg.diagnostics_period, self.update_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
         msg_type = JointTrajectory if self.kind == 'trajectory' else Float64MultiArray
         self.controller_pub = self.create_publisher(msg_type, self.controller_topic, COMMAND_QOS)
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
-        self.create_subscription(Float64MultiArray, '/ssq/joint_command', self.on_command,
-                                 COMMAND_QOS)
+        self.create_subscription(Float64MultiArray, COMMAND_TOPIC, self.on_command, COMMAND_QOS)
         self.create_subscription(Bool, '/ssq/estop_button', self.on_estop_button, COMMAND_QOS)
         self.create_service(Trigger, '/ssq/estop', self.on_estop)
         self.create_service(Trigger, '/ssq/estop_reset', self.on_estop_reset)
@@ -145,7 +165,8 @@ class HardwareInterface(Node):
         self.get_logger().info(
             f'{self.kind} commands for {", ".join(self.robot.joint_names)} -> '
             f'{self.controller_topic} at {self.cfg.control_rate:g} Hz; watchdog '
-            f'{self.cfg.state_timeout:g} s (state) / {self.cfg.command_timeout:g} s (command)')
+            f'{self.cfg.state_timeout:g} s (state) / {self.cfg.command_timeout:g} s (command); '
+            f'every command checked against the safe set of {safe_set_file}')
 
     def on_joint_state(self, msg: JointState) -> None:
         now = self.now()
@@ -156,7 +177,7 @@ class HardwareInterface(Node):
         except JointStateError as exc:
             self.reporter.reject(exc.status, exc.reason)
             return
-        self.gate.update_state(sample.positions, now)
+        self.gate.update_state(sample.positions, now, sample.velocities)
 
     def on_command(self, msg: Float64MultiArray) -> None:
         now = self.now()
@@ -165,11 +186,24 @@ class HardwareInterface(Node):
             # Counted with the stop it causes (below); here only the details are logged.
             self.reporter.explain(reason, f'{len(msg.data)} values for '
                                   f'{len(self.robot.joint_names)} joints')
-        self.send(self.gate.step(now))
+        self.send(self.step(now))
         self.timer.reset()  # the next periodic send is one full period after this one
 
     def on_timer(self) -> None:
-        self.send(self.gate.step(self.now()))
+        self.send(self.step(self.now()))
+
+    def step(self, now: float) -> GateOutput:
+        """The gate's command, with the command topic's publisher count as of now."""
+        self.gate.set_command_publishers(self.count_publishers(COMMAND_TOPIC))
+        return self.gate.step(now)
+
+    def update_diagnostics(self) -> None:
+        """Timing of the safe-set check and the commanders, for /diagnostics."""
+        p50, p99, count = self.safe_set_filter.timing_ms()
+        self.reporter.extra['safe_set_check_p50_ms'] = f'{p50:.3f}'
+        self.reporter.extra['safe_set_check_p99_ms'] = f'{p99:.3f}'
+        self.reporter.extra['safe_set_checks_timed'] = str(count)
+        self.reporter.extra['command_publishers'] = str(self.count_publishers(COMMAND_TOPIC))
 
     def on_estop_button(self, msg: Bool) -> None:
         was_latched = self.gate.estopped
@@ -197,6 +231,17 @@ class HardwareInterface(Node):
     def send(self, out: GateOutput) -> None:
         """Publish `out` in the controller's message type and count its reactions."""
         self.reporter.record(out.statuses)
+        if out.safe_set is not None and out.safe_set.refused is not None:
+            refused = out.safe_set.refused
+            reason = (f'command would reach {refused.constraint} (margin '
+                      f'{refused.min_margin:.4f}); sent {out.safe_set.scale:g} of it')
+            self.reporter.extra['last_safe_set_refusal'] = reason
+            self.get_logger().warning(f'safe set: {reason}', throttle_duration_sec=1.0)
+        if SafetyStatus.MULTIPLE_COMMANDERS_STOP in out.statuses:
+            self.get_logger().error(
+                f'{self.count_publishers(COMMAND_TOPIC)} nodes publish on {COMMAND_TOPIC}: '
+                'stopped until only one does (allow_multiple_commanders: false)',
+                throttle_duration_sec=2.0)
         if self.kind == 'velocity':
             self.controller_pub.publish(Float64MultiArray(data=out.velocity.tolist()))
         elif out.position is None:

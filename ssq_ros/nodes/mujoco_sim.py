@@ -41,7 +41,6 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ssq_ros.config import ConfigError, spec
-from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.nodes.common import (
     COMMAND_QOS,
     DIAGNOSTICS_QOS,
@@ -55,6 +54,7 @@ from ssq_ros.nodes.hardware_interface import STANDARD_CONTROLLERS
 from ssq_ros.nodes.transition_msg import answered_stamp
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.sim.referee import RefereeVerdict
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 from ssq_ros.training.problem import build_problem
 

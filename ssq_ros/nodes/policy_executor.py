@@ -27,7 +27,6 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from ssq_ros.config import spec
-from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.graph_logic.phases import RunPhase, decode_phase
 from ssq_ros.graph_logic.shielded_step import shielded_command
 from ssq_ros.nodes.common import (
@@ -43,6 +42,7 @@ from ssq_ros.nodes.common import (
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, command_message, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.executor import ShieldedExecutor
 from ssq_ros.training.export import ExportedPolicy, PolicyExportError, load_exported_policy
 from ssq_ros.training.problem import build_problem

@@ -26,7 +26,6 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, Int64, String, UInt8MultiArray
 
 from ssq_ros.config import ConfigError, spec
-from ssq_ros.graph_logic.behavior_loop import load_run_config
 from ssq_ros.graph_logic.learner_run import Events, LearnerRun
 from ssq_ros.graph_logic.phases import PhaseAnnouncement, RunPhase
 from ssq_ros.learning.critic import CheckpointError
@@ -40,6 +39,7 @@ from ssq_ros.nodes.common import (
 )
 from ssq_ros.nodes.safe_behavior import EPISODE_QOS
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, read_episode, read_transition
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.plots import summary_rows
 from ssq_ros.training.problem import build_problem
 

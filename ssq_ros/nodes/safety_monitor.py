@@ -1,10 +1,14 @@
-"""safety_monitor: the independent referee of the graph, and the safety picture for RViz.
+"""safety_monitor: the independent referee of the graph, its e-stop, and the safety picture for
+RViz.
 
 In:  /joint_states (judged against the safe set S by the safety layer, not by any controller),
      /ssq/sim/verdict (the simulator's referee, in sim), /ssq/goal, /ssq/run_phase.
 Out: /ssq/safety/status (diagnostic_msgs/DiagnosticArray, latched: unsafe-state counts per judge
      and phase, minimum margins; ERROR once any state was unsafe), /ssq/safety/markers
-     (visualization_msgs/MarkerArray, latched), ~/status and /diagnostics (UNSAFE_STATE counted).
+     (visualization_msgs/MarkerArray, latched), ~/status and /diagnostics (UNSAFE_STATE and
+     MONITOR_ESTOP counted, the last e-stop reason), and calls /ssq/estop (std_srvs/Trigger,
+     hardware_interface's latch) when a measured state leaves S or comes within `estop_margin`
+     of it, or the referee reports an unsafe state. Reset stays manual (/ssq/estop_reset).
 
 Marker namespaces (docs/topics.md): `table`, `workspace`, `keep_out`, `goal`, `ee_trail` (hand
 positions coloured by S's margin: green safe, red near the boundary, magenta outside),
@@ -24,11 +28,11 @@ from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import ColorRGBA, String
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ssq_ros.config import spec
-from ssq_ros.graph_logic.behavior_loop import load_run_config
-from ssq_ros.graph_logic.monitor import SafetyTally, margin_color
+from ssq_ros.graph_logic.monitor import EstopTrigger, SafetyTally, margin_color
 from ssq_ros.graph_logic.phases import decode_phase
 from ssq_ros.nodes.common import (
     DIAGNOSTICS_QOS,
@@ -44,7 +48,7 @@ from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.safety.status import SafetyStatus
-from ssq_ros.training.config import resolve_config_file
+from ssq_ros.training.config import load_run_config, resolve_config_file
 
 MARKER_NAMESPACES = ('table', 'workspace', 'keep_out', 'goal', 'ee_trail', 'status_text')
 ZONE_COLOR = (0.9, 0.15, 0.1, 0.35)
@@ -69,6 +73,12 @@ class SafetyMonitorConfig(JointStateInput):
                                  'clock)', low=0.02, high=60.0)
     position_tolerance: float = spec(0.5, doc='refuse joint states further than this outside '
                                      'the URDF limits [rad]', low=0.0, high=2.0)
+    estop_on_violation: bool = spec(True, doc='latch the e-stop through hardware_interface '
+                                    '(/ssq/estop) when a state leaves S or the referee reports '
+                                    'an unsafe state')
+    estop_margin: float = spec(0.0, doc='also latch when a measured state comes within this '
+                               'margin of leaving S [m or rad]; 0 latches only outside S',
+                               low=0.0, high=0.5)
 
 
 def _color(rgba: tuple[float, ...]) -> ColorRGBA:
@@ -92,6 +102,8 @@ class SafetyMonitor(Node):
         self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
                                                  max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.publish_period * 5, 'safety_monitor')
+        self.estop_trigger = EstopTrigger(self.cfg.estop_margin)
+        self.estop_client = self.create_client(Trigger, '/ssq/estop')
         self.trail: deque[tuple[np.ndarray, float]] = deque(maxlen=self.cfg.trail_length)
         self.goal: np.ndarray | None = None
         self.status_pub = self.create_publisher(DiagnosticArray, '/ssq/safety/status',
@@ -123,6 +135,8 @@ class SafetyMonitor(Node):
         if unsafe:
             self.get_logger().error(f'UNSAFE state: {constraint} margin {margin:.4f}')
             self.reporter.record([SafetyStatus.UNSAFE_STATE])
+        if self.cfg.estop_on_violation:
+            self.latch(self.estop_trigger.on_margin(margin, constraint, self.wall_time()))
         ee = self.safe_set.kinematics.ee_position(sample.positions)
         self.trail.append((ee, margin))
 
@@ -142,6 +156,28 @@ class SafetyMonitor(Node):
                 self.get_logger().error(f'referee: UNSAFE state, {constraint} margin '
                                         f'{margin:.4f}')
                 self.reporter.record([SafetyStatus.UNSAFE_STATE])
+                if self.cfg.estop_on_violation:
+                    self.latch(self.estop_trigger.request(
+                        f'referee: {constraint} margin {margin:.4f}', self.wall_time()))
+
+    def wall_time(self) -> float:
+        return Clock(clock_type=ClockType.STEADY_TIME).now().nanoseconds * 1e-9
+
+    def latch(self, reason: str | None) -> None:
+        """Call hardware_interface's e-stop for `reason` (None: nothing to do)."""
+        if reason is None:
+            return
+        self.reporter.record([SafetyStatus.MONITOR_ESTOP])
+        self.reporter.extra['estop_requests'] = str(self.estop_trigger.requests)
+        self.reporter.extra['last_estop_reason'] = reason
+        if not self.estop_client.service_is_ready():
+            self.get_logger().error(f'e-stop needed ({reason}) but /ssq/estop is not available: '
+                                    'no hardware_interface in this graph',
+                                    throttle_duration_sec=2.0)
+            return
+        self.estop_client.call_async(Trigger.Request())
+        self.get_logger().error(f'e-stop latched: {reason}; reset by hand with /ssq/estop_reset '
+                                'once the cause is cleared')
 
     def on_goal(self, msg: PointStamped) -> None:
         goal = np.array([msg.point.x, msg.point.y, msg.point.z])

@@ -1,11 +1,15 @@
-"""The last filter between the node graph and the arm: clamps, watchdog and a latched e-stop.
+"""The last filter between the node graph and the arm: clamps, the whole safe set, watchdog,
+a single commander and a latched e-stop.
 
 Pure functions shape one joint-velocity command (velocity limits by scaling the whole vector so
 the direction is kept, as MoveIt Servo does; acceleration limits relative to the last sent command;
 position limits with a margin and a braking distance). `CommandGate` adds the state machine: a
 fresh joint state and a fresh command are both needed to move, otherwise it commands a stop; an
 e-stop latches until reset, and a reset resumes from the measured state with no command pending,
-so an old command is never replayed.
+so an old command is never replayed. With a `SafeSetFilter` the shaped command then passes the
+support check at the measured state (zones, workspace, table, limits), scaled down or braked to
+rest where it fails; the check has the last word, and scaling a command down keeps every clamp
+above satisfied.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ssq_ros.config import spec
+from ssq_ros.safety.safe_set_filter import FilterResult, SafeSetFilter
 from ssq_ros.safety.status import SafetyStatus
 
 _EPS = 1e-12  # below this a change from clamping is floating-point noise, not a reaction
@@ -157,6 +162,8 @@ class GateOutput:
     velocity: np.ndarray
     position: np.ndarray | None
     statuses: tuple[SafetyStatus, ...]
+    safe_set: FilterResult | None = None
+    """What the safe-set check made of the shaped command (None where it did not run)."""
 
     @property
     def is_stop(self) -> bool:
@@ -166,23 +173,34 @@ class GateOutput:
 class CommandGate:
     """Watchdog, e-stop latch and clamps for one arm; time is passed in (seconds, monotonic).
 
-    Moving needs a joint state newer than `state_timeout` and a valid command newer than
-    `command_timeout`. Anything else produces a stop: zero velocity and, for position
-    controllers, a hold at the last measured position.
+    Moving needs a joint state newer than `state_timeout`, a valid command newer than
+    `command_timeout` and, unless `allow_multiple_commanders`, at most one publisher of
+    commands. Anything else produces a stop: zero velocity and, for position controllers, a
+    hold at the last measured position. With `safe_set_filter`, joint states must carry
+    velocities and every moving command is checked against the whole safe set.
     """
 
     def __init__(self, limits: JointLimits, period: float, state_timeout: float,
-                 command_timeout: float, actuation_delay: float = 0.0) -> None:
+                 command_timeout: float, actuation_delay: float = 0.0,
+                 safe_set_filter: SafeSetFilter | None = None,
+                 allow_multiple_commanders: bool = False) -> None:
         if period <= 0 or state_timeout <= 0 or command_timeout <= 0:
             raise ValueError('period and timeouts must be positive')
         if not 0.0 <= actuation_delay < np.inf:
             raise ValueError(f'actuation_delay must be finite and >= 0, got {actuation_delay}')
+        if safe_set_filter is not None and safe_set_filter.dof != limits.size:
+            raise ValueError(f'the safe-set check is for {safe_set_filter.dof} joints, the '
+                             f'limits for {limits.size}')
         self.limits = limits
         self.period = period
         self.actuation_delay = actuation_delay
         self.state_timeout = state_timeout
         self.command_timeout = command_timeout
+        self.safe_set_filter = safe_set_filter
+        self.allow_multiple_commanders = allow_multiple_commanders
+        self._commanders = 0
         self._position: np.ndarray | None = None
+        self._velocity: np.ndarray | None = None
         self._state_time = -np.inf
         self._command: np.ndarray | None = None
         self._command_time = -np.inf
@@ -201,10 +219,22 @@ class CommandGate:
         """The last accepted measured position (a copy), None before the first."""
         return None if self._position is None else self._position.copy()
 
-    def update_state(self, position: np.ndarray, now: float) -> None:
-        """Record an accepted (validated, reordered) measured position."""
+    def update_state(self, position: np.ndarray, now: float,
+                     velocity: np.ndarray | None = None) -> None:
+        """Record an accepted (validated, reordered) measured position and velocity.
+
+        The safe-set check judges commands from the measured velocity too: with a
+        `safe_set_filter`, a state without velocities is a ValueError.
+        """
+        if velocity is None and self.safe_set_filter is not None:
+            raise ValueError('the safe-set check needs measured joint velocities')
         self._position = np.array(position, dtype=float)
+        self._velocity = None if velocity is None else np.array(velocity, dtype=float)
         self._state_time = now
+
+    def set_command_publishers(self, count: int) -> None:
+        """How many publishers the command topic has now (from the ROS graph)."""
+        self._commanders = int(count)
 
     def state_is_fresh(self, now: float) -> bool:
         return self._position is not None and now - self._state_time <= self.state_timeout
@@ -264,8 +294,18 @@ class CommandGate:
         horizon = self.period + (now - self._state_time) + self.actuation_delay
         velocity, statuses = shape_command(self._command, self._position, self._sent,
                                            self.limits, horizon, accel_dt)
+        checked = None
+        if self.safe_set_filter is not None:
+            lead = (now - self._state_time) + self.actuation_delay
+            checked = self.safe_set_filter.filter(self._position, self._velocity, velocity,
+                                                  self._sent, lead)
+            velocity = checked.velocity
+            if checked.scale == 0.0:
+                statuses = statuses + (SafetyStatus.SAFE_SET_STOP,)
+            elif checked.scale < 1.0:
+                statuses = statuses + (SafetyStatus.SAFE_SET_SCALE,)
         target = self._position + velocity * self.period
-        return self._record(velocity, target, statuses, now)
+        return self._record(velocity, target, statuses, now, checked)
 
     def _stop_reason(self, now: float) -> SafetyStatus | None:
         if self._estop_latched:
@@ -274,6 +314,8 @@ class CommandGate:
             return SafetyStatus.NO_STATE_YET
         if not self.state_is_fresh(now):
             return SafetyStatus.STALE_STATE_STOP
+        if self._commanders > 1 and not self.allow_multiple_commanders:
+            return SafetyStatus.MULTIPLE_COMMANDERS_STOP
         if self._rejection is not None:
             return self._rejection
         if self._command is None and self._command_time == -np.inf:
@@ -286,6 +328,8 @@ class CommandGate:
         return self._record(np.zeros(self.limits.size), self._position, (reason,), now)
 
     def _record(self, velocity: np.ndarray, target: np.ndarray | None,
-                statuses: tuple[SafetyStatus, ...], now: float) -> GateOutput:
+                statuses: tuple[SafetyStatus, ...], now: float,
+                checked: FilterResult | None = None) -> GateOutput:
         self._sent, self._sent_time = velocity, now
-        return GateOutput(velocity.copy(), None if target is None else target.copy(), statuses)
+        return GateOutput(velocity.copy(), None if target is None else target.copy(), statuses,
+                          checked)

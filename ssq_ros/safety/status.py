@@ -24,6 +24,9 @@ class SafetyStatus(enum.Enum):
                             'to respect joint velocity limits')
     ACCELERATION_LIMIT_CLAMP = (WARN_LEVEL, 'change from the last sent command scaled down to '
                                 'respect joint acceleration limits')
+    SAFE_SET_SCALE = (WARN_LEVEL, 'command scaled down along its direction: at full size it '
+                      'could leave the safe set (zones, workspace, table, limits) within the '
+                      'control period or its braking')
     # Incoming commands refused; the arm is stopped instead.
     COMMAND_REJECTED_NONFINITE = (ERROR_LEVEL, 'command contains NaN or inf; refused, arm '
                                   'stopped')
@@ -49,12 +52,18 @@ class SafetyStatus(enum.Enum):
     COMMAND_FOR_OTHER_STATE = (WARN_LEVEL, 'command was computed for another state than the '
                                'current one (e.g. before a reset); dropped, not applied')
     ESTOPPED = (ERROR_LEVEL, 'emergency stop latched; only stop commands until reset')
+    SAFE_SET_STOP = (ERROR_LEVEL, 'no fraction of the command keeps the arm in the safe set; '
+                     'braking to rest')
+    MULTIPLE_COMMANDERS_STOP = (ERROR_LEVEL, 'more than one node publishes joint commands; '
+                                'stopped until only one does')
     # Reactions of the learning and execution nodes.
     NO_POLICY_YET = (WARN_LEVEL, 'no policy received yet; behavior controller acts instead')
     ACTION_OUTSIDE_SUPPORT_FALLBACK = (WARN_LEVEL, 'policy action outside the safe support; '
                                        'fell back to the behavior controller')
     NO_SAFE_ACTION_STOP = (ERROR_LEVEL, 'no action in the safe support at this state; stopped')
     UNSAFE_STATE = (ERROR_LEVEL, 'the measured state is outside the safe set')
+    MONITOR_ESTOP = (ERROR_LEVEL, 'the measured state left the safe set or came within the '
+                     'configured margin of it; e-stop latched through hardware_interface')
 
     def __init__(self, level: int, description: str) -> None:
         self.level = level
@@ -70,6 +79,7 @@ _STOPS = frozenset({
     SafetyStatus.COMMAND_REJECTED_NONFINITE, SafetyStatus.COMMAND_REJECTED_SIZE,
     SafetyStatus.NO_STATE_YET, SafetyStatus.NO_COMMAND_YET, SafetyStatus.STALE_STATE_STOP,
     SafetyStatus.STALE_COMMAND_STOP, SafetyStatus.ESTOPPED, SafetyStatus.NO_SAFE_ACTION_STOP,
+    SafetyStatus.SAFE_SET_STOP, SafetyStatus.MULTIPLE_COMMANDERS_STOP,
 })
 
 

@@ -88,3 +88,14 @@ def resolve_config_file(name: str) -> Path:
     path = Path(name)
     return path if path.is_file() else config_path(name)
 
+
+DEFAULT_CONFIG = 'train_sim.yaml'
+"""The experiment every node reads when its config_file parameter is ''."""
+
+
+def load_run_config(config_file: str | Path, steps: int | None = None) -> TrainConfig:
+    """The experiment config every node reads ('' is the package's train_sim.yaml), with the
+    launch's step budget applied; errors name the key."""
+    path = resolve_config_file(str(config_file) or DEFAULT_CONFIG)
+    config = load_train_config(path)
+    return config if steps is None else with_overrides(config, steps=steps)
