@@ -51,7 +51,7 @@ from ssq_ros.safety.command_filter import (
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
-from ssq_ros.safety.safe_set_filter import SafeSetFilter
+from ssq_ros.safety.safe_set_filter import FilterResult, SafeSetFilter
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.safety.support import SupportCheck, load_support_config
 from ssq_ros.training.config import load_run_config, resolve_config_file
@@ -143,6 +143,7 @@ class HardwareInterface(Node):
         except ValueError as exc:
             raise ConfigError(f'{robot_file} and {safe_set_file} with limits.*: {exc}') from exc
         self.safe_set_filter = SafeSetFilter(support)
+        self.last_refusal_explained = -float('inf')
         self.gate = CommandGate(limits, self.period, self.cfg.state_timeout,
                                 self.cfg.command_timeout, self.cfg.actuation_delay,
                                 self.safe_set_filter, self.cfg.allow_multiple_commanders)
@@ -231,12 +232,8 @@ class HardwareInterface(Node):
     def send(self, out: GateOutput) -> None:
         """Publish `out` in the controller's message type and count its reactions."""
         self.reporter.record(out.statuses)
-        if out.safe_set is not None and out.safe_set.refused is not None:
-            refused = out.safe_set.refused
-            reason = (f'command would reach {refused.constraint} (margin '
-                      f'{refused.min_margin:.4f}); sent {out.safe_set.scale:g} of it')
-            self.reporter.extra['last_safe_set_refusal'] = reason
-            self.get_logger().warning(f'safe set: {reason}', throttle_duration_sec=1.0)
+        if out.safe_set is not None and out.safe_set.refused:
+            self.explain_refusal(out.safe_set)
         if SafetyStatus.MULTIPLE_COMMANDERS_STOP in out.statuses:
             self.get_logger().error(
                 f'{self.count_publishers(COMMAND_TOPIC)} nodes publish on {COMMAND_TOPIC}: '
@@ -256,6 +253,19 @@ class HardwareInterface(Node):
             # A zero header stamp means 'start now' to joint_trajectory_controller.
             self.controller_pub.publish(JointTrajectory(joint_names=list(self.robot.joint_names),
                                                         points=[point]))
+
+    def explain_refusal(self, result: FilterResult) -> None:
+        """Name the constraint behind a refused command, at most once a second (it costs
+        another pass of the check)."""
+        now = self.now()
+        if now - self.last_refusal_explained < 1.0:
+            return
+        self.last_refusal_explained = now
+        refused = result.explain()
+        reason = (f'command would reach {refused.constraint} (margin '
+                  f'{refused.min_margin:.4f}); sent {result.scale:g} of it')
+        self.reporter.extra['last_safe_set_refusal'] = reason
+        self.get_logger().warning(f'safe set: {reason}')
 
     def before_shutdown(self) -> None:
         """Leave the arm stopped: a forward controller would otherwise keep the last command."""

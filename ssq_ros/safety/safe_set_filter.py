@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,13 +40,21 @@ class FilterResult:
     """The command to send and how the filter changed it.
 
     `scale` is 1 for a command passed unchanged, in (0, 1) for one scaled down, 0 for braking.
-    `refused` holds the tightest constraint along the original command's path when it was
-    refused (for the log), else None.
+    For a refused command, `explain()` names the tightest constraint along its path (computed
+    on demand: a node logs it at most once a second, and it costs another pass of the check).
     """
 
     velocity: np.ndarray
     scale: float
-    refused: Verdict | None
+    _why: Callable[[], Verdict] | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self._why is not None
+
+    def explain(self) -> Verdict | None:
+        """The tightest constraint of the refused command's path; None if it passed."""
+        return None if self._why is None else self._why()
 
 
 class SafeSetFilter:
@@ -56,6 +65,7 @@ class SafeSetFilter:
         self.dof = support.dof
         self.check_times: deque[float] = deque(maxlen=timing_window)
         """Seconds per `filter` call, most recent last (p50/p99 for diagnostics)."""
+        self._last_scale = 1.0
 
     @staticmethod
     def check_period(control_period: float, actuation_delay: float) -> float:
@@ -93,17 +103,24 @@ class SafeSetFilter:
                 previous: np.ndarray, lead: float) -> FilterResult:
         q_act, qdot_act = self.predict(q, qdot, previous, lead)
         if not np.any(command):
-            return FilterResult(command.copy(), 1.0, None)  # hold: the safest command there is
-        # The common case first: one candidate, one pass of the check.
-        if self.support.is_safe(q_act, qdot_act, command[None])[0]:
-            return FilterResult(command.copy(), 1.0, None)
-        refused = self.support.explain(q_act, qdot_act, command)
-        scales = np.array(SCALE_LADDER)
+            return FilterResult(command.copy(), 1.0)  # hold: the safest command there is
+        # One pass of the check: the command alone while commands pass (the common case), the
+        # command and its whole ladder in one batch while they are being refused (at a
+        # boundary, where every period would otherwise need two passes).
+        scales = np.array((1.0,) if self._last_scale == 1.0 else (1.0,) + SCALE_LADDER)
         accepted = self.support.is_safe(q_act, qdot_act, scales[:, None] * command[None])
-        if accepted.any():
-            scale = float(scales[int(np.argmax(accepted))])  # the ladder is largest first
-            return FilterResult(scale * command, scale, refused)
-        return FilterResult(np.zeros(self.dof), 0.0, refused)
+        if not accepted[0] and len(scales) == 1:
+            scales = np.array(SCALE_LADDER)
+            accepted = self.support.is_safe(q_act, qdot_act, scales[:, None] * command[None])
+        scale = float(scales[int(np.argmax(accepted))]) if accepted.any() else 0.0
+        self._last_scale = scale
+        if scale == 1.0:
+            return FilterResult(command.copy(), 1.0)
+
+        def why() -> Verdict:
+            return self.support.explain(q_act, qdot_act, command)
+
+        return FilterResult(scale * command, scale, why)  # the ladder is largest first
 
     def timing_ms(self) -> tuple[float, float, int]:
         """(p50, p99) of the recent `filter` calls in milliseconds, and how many were timed."""
