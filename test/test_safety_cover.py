@@ -121,6 +121,17 @@ def test_link_without_spheres_is_refused(tmp_path):
         load_robot(write_robot(tmp_path, kept))
 
 
+def test_missing_mesh_fails_closed(tmp_path):
+    urdf = tmp_path / 'ur5.urdf'
+    urdf.write_text(resolve_urdf(UR5_URDF).read_text().replace(
+        'package://example-robot-data/robots/ur_description/meshes/ur5/collision/forearm.stl',
+        'package://no_such_package/forearm.stl'))
+    spheres = [(s['name'], s['frame'], s['offset'], s['radius']) for s in
+               yaml.safe_load((DATA / 'ur5.yaml').read_text())['collision_spheres']]
+    with pytest.raises(ConfigError, match='cannot read the collision geometry.*no_such_package'):
+        load_robot(write_robot(tmp_path, spheres, urdf=str(urdf)))
+
+
 def test_error_below_the_limit_is_added_to_the_safe_set_radii(tmp_path):
     robot = load_robot(write_robot(tmp_path, OLD_UR5_SPHERES, max_cover_error=0.2))
     errors = robot.link_cover_error
