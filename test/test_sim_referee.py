@@ -10,7 +10,7 @@ import ssq_ros.sim.referee as referee_module
 from ssq_ros.paths import config_path
 from ssq_ros.safety.kinematics import Kinematics
 from ssq_ros.safety.robot import load_robot
-from ssq_ros.safety.safe_set import load_safe_set_config
+from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.sim.referee import Referee
 from ssq_ros.sim.scene import PhysicsConfig, build_scene
 
@@ -43,9 +43,16 @@ def judge(world, q, qdot=None):
 
 
 def test_home_is_safe(world):
-    robot = world[0]
+    robot, scene, referee, _ = world
     verdict = judge(world, robot.home)
-    assert not verdict.unsafe and verdict.min_margin > 0.1
+    # The closest pair at home is the hand and the forearm (link5), 7.8 cm apart; every zone,
+    # wall and limit is more than 10 cm away.
+    assert not verdict.unsafe and verdict.min_margin > 0.05
+    data = mujoco.MjData(scene.model)
+    data.qpos[scene.qpos_index] = robot.home
+    others = [m for name, m in zip(referee.names, referee.margins(data), strict=True)
+              if not name.startswith('self_collision:')]
+    assert min(others) > 0.1
 
 
 def test_joint_position_and_velocity_violations(world):
@@ -101,3 +108,28 @@ def test_referee_never_uses_the_safety_layer():
     imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import)
                  for a in node.names}
     assert not any(name and name.startswith('ssq_ros.safety') for name in imported)
+
+
+def test_self_collision_pairs_are_the_safe_sets(world):
+    robot, scene, referee, _ = world
+    safe_set = SafeSet(robot, load_safe_set_config(config_path('safe_set.yaml')))
+    checked = [n for n in safe_set.names if n.startswith('self_collision:')]
+    assert [name for name, _ in scene.self_pairs] == checked
+    assert [n for n in referee.names if n.startswith('self_collision:')] == checked
+    # Physics: an explicit contact pair for each geom pair of those links, none for the others.
+    assert scene.model.npair == sum(len(geoms) for _, geoms in scene.self_pairs)
+    assert 'self_collision:ssq_link5|ssq_link7' not in checked  # overlapping by construction
+
+
+def test_hand_folded_onto_the_forearm(world):
+    """Joint 6 and 7 turned until the hand's box cuts into the forearm's cylinder."""
+    robot, scene, referee, _ = world
+    q = robot.home.copy()
+    q[5], q[6] = 0.5, -0.3
+    verdict = judge(world, q)
+    assert verdict.unsafe and verdict.constraint == 'self_collision:ssq_link5|ssq_hand'
+    assert -0.02 < verdict.min_margin < 0.0
+    data = mujoco.MjData(scene.model)
+    data.qpos[scene.qpos_index] = robot.home
+    home = referee.margins(data)[referee.names.index('self_collision:ssq_link5|ssq_hand')]
+    assert home == pytest.approx(0.078, abs=0.005)

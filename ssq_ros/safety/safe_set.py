@@ -1,9 +1,11 @@
 """The safe set S: named constraints, each with a signed margin (>= 0 inside S).
 
 Constraints: joint positions inside the URDF limits shrunk by a margin, joint velocities below a
-fraction of the URDF limits, and, for every collision sphere (radius plus a clearance), staying
-above the table plane, inside the workspace box and outside every keep-out box and sphere. Joint
-margins are in rad and rad/s, Cartesian margins in metres; the minimum over all of them decides.
+fraction of the URDF limits, for every collision sphere (radius plus a clearance) staying above
+the table plane, inside the workspace box and outside every keep-out box and sphere, and for
+every link pair that can touch (ssq_ros/safety/self_collision.py) their spheres apart by a
+clearance. Joint margins are in rad and rad/s, Cartesian margins in metres; the minimum over all
+of them decides.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 from ssq_ros.config import ConfigError, load, spec
 from ssq_ros.safety.kinematics import Kinematics
 from ssq_ros.safety.robot import RobotModel
+from ssq_ros.safety.self_collision import SelfCollisionConfig, self_collision_margins
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,9 @@ class SafeSetConfig:
     workspace: WorkspaceBox | None = spec(None, doc='box every sphere stays inside; null for none')
     keep_out_boxes: tuple[BoxZone, ...] = spec((), doc='axis-aligned boxes no sphere may enter')
     keep_out_spheres: tuple[SphereZone, ...] = spec((), doc='spheres no sphere may enter')
+    self_collision: SelfCollisionConfig = spec(
+        default_factory=SelfCollisionConfig,
+        doc='pairs of the arm\'s own links kept apart (see ssq_ros/safety/self_collision.py)')
 
 
 def load_safe_set_config(path: str | Path) -> SafeSetConfig:
@@ -119,6 +125,10 @@ class SafeSet:
             names.append('workspace')
         names += [f'keep_out:{z.name}' for z in config.keep_out_boxes]
         names += [f'keep_out:{z.name}' for z in config.keep_out_spheres]
+        self.self_collision = self_collision_margins(robot, config.self_collision)
+        """Margins of the enabled link pairs, the last columns of `margins`."""
+        self.self_collision_columns = slice(len(names), len(names) + len(self.self_collision))
+        names += self.self_collision.names
         self.names: tuple[str, ...] = tuple(names)
 
     def cartesian_margins(self, spheres: np.ndarray) -> np.ndarray:
@@ -157,7 +167,8 @@ class SafeSet:
         if spheres is None:
             spheres = self.kinematics.sphere_positions(q)
         cartesian = self.cartesian_margins(spheres)
-        return np.concatenate([position, velocity, cartesian], axis=-1)
+        return np.concatenate([position, velocity, cartesian, self.self_collision(spheres)],
+                              axis=-1)
 
     def evaluate(self, q: np.ndarray, qdot: np.ndarray) -> Verdict:
         """Verdict for one state."""

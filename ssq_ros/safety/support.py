@@ -15,7 +15,8 @@ Between samples the path may stray from the nearer sample by at most half the ch
 bulge off the chord (a bound from the joints' speeds and accelerations and the arm's lever
 length); commands whose bound exceeds `sample_gap_limit` are refused, so every point of an
 accepted path keeps a margin of at least -(sample_gap_limit + hold_tolerance), which the safe
-set's clearances exceed.
+set's clearances exceed. Self-collision margins, where two spheres move, are judged with the
+bound twice over (see `SupportCheck.evaluate`).
 """
 from __future__ import annotations
 
@@ -142,9 +143,11 @@ class SupportCheck:
             raise ValueError(f'control period must be positive and finite, got {period!r}')
         slack = config.sample_gap_limit + config.hold_tolerance
         room = min(safe_set.config.cartesian_clearance, safe_set.config.joint_position_margin)
+        if len(safe_set.self_collision):
+            room = min(room, safe_set.config.self_collision.clearance)
         if slack >= room:
             raise ConfigError(f'support: sample_gap_limit + hold_tolerance ({slack}) must stay '
-                              f'below the safe set\'s clearance and joint margin ({room}), or '
+                              f'below the safe set\'s clearances and joint margin ({room}), or '
                               'the checked path could reach the real limits')
         self.safe_set = safe_set
         self.config = config
@@ -185,7 +188,10 @@ class SupportCheck:
             self.config.braking_samples)
         count, samples = positions.shape[:2]
         kinematics = self.safe_set.kinematics
-        spheres = kinematics.sphere_positions(positions.reshape(-1, self.dof))
+        # One FK batch for the current state (row 0, the chords' start) and every sample.
+        all_spheres = kinematics.sphere_positions(
+            np.concatenate([q[None], positions.reshape(-1, self.dof)]))
+        spheres = all_spheres[1:]
         margins = self.safe_set.margins(positions.reshape(-1, self.dof),
                                         velocities.reshape(-1, self.dof), spheres)
         margins = margins.reshape(count, samples, -1)
@@ -204,11 +210,12 @@ class SupportCheck:
             margins[:, velocity_columns], self.safe_set.velocity_limit - np.abs(commands))
         # Stretches between consecutive samples, the first from the current state: any point
         # is within half the chord plus the bulge off the chord of one end.
-        start = kinematics.sphere_positions(q)
+        start = all_spheres[:1]
         spheres = spheres.reshape(count, samples, *spheres.shape[1:])
         spheres = np.concatenate([np.broadcast_to(start, (count, 1, *start.shape[1:])),
                                   spheres], axis=1)
-        chord = np.linalg.norm(np.diff(spheres, axis=1), axis=-1).max(axis=-1)
+        steps = np.diff(spheres, axis=1)
+        chord = np.sqrt(np.einsum('nmsi,nmsi->nms', steps, steps).max(axis=-1))
         speed = stretch_speed(qdot, velocities)
         cartesian_gap = 0.5 * chord + chord_deviation(kinematics.lever_bound, self.rate,
                                                        speed, durations)
@@ -216,6 +223,16 @@ class SupportCheck:
         joint_gap = (0.5 * np.abs(np.diff(joints, axis=1))
                      + self.rate * durations[..., None] ** 2 / 8.0).max(axis=-1)
         gap = np.maximum(cartesian_gap, joint_gap).max(axis=1)
+        # Self-collision margins depend on two spheres that both move. Their difference
+        # r = c_i - c_j is a curve whose chord between two samples is at most the sum of the
+        # two spheres' chords and whose bulge off it at most the sum of their bulges, so r
+        # strays at most 2 x `gap` from its value at the nearer sample, and the pair's margin
+        # (1-Lipschitz in r) drops at most 2 x `gap` between samples, where a zone or table
+        # margin drops at most `gap`. The second `gap` is taken off their sampled minimum
+        # here: with `gap` <= sample_gap_limit every point of an accepted path keeps these
+        # margins above -sample_gap_limit too, like every other one. Only pairs near contact
+        # feel it, and moving apart raises the sampled margins, so the arm does not stall.
+        margins[:, self.safe_set.self_collision_columns] -= gap[:, None]
         return margins, gap
 
     def margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
@@ -255,7 +272,9 @@ class SupportCheck:
         margins, gap = self.evaluate(q, qdot, np.asarray(command, dtype=float)[None])
         margins, gap = margins[0], float(gap[0])
         index = int(np.argmin(margins))
-        if margins[index] >= 0.0 and gap > self.config.sample_gap_limit:
+        sampled = margins.copy()  # without the second gap the self-collision margins carry
+        sampled[self.safe_set.self_collision_columns] += gap
+        if sampled.min() >= 0.0 and gap > self.config.sample_gap_limit:
             return Verdict(False, self.config.sample_gap_limit - gap, 'sample_gap')
         return Verdict(bool(margins[index] >= 0.0), float(margins[index]),
                        self.safe_set.names[index])

@@ -7,7 +7,9 @@ kept as bodies so every URDF link is a body. To that model the scene adds veloci
 actuators with the URDF effort limits, gravity compensation (as a real arm's velocity controller
 has), a physical table, the keep-out zones and workspace walls as geometry physics ignores (the
 referee measures distances to it), a site per collision sphere and at the end effector, and a
-mocap goal marker.
+mocap goal marker. Arm geoms collide with the table, and with each other only across the link
+pairs the safe set checks for self-collision (explicit contact pairs; every other pair of arm
+geoms never touches in physics, as before).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 from ssq_ros.config import ConfigError, spec
 from ssq_ros.safety.robot import RobotModel, resolve_package_uri
 from ssq_ros.safety.safe_set import SafeSetConfig
+from ssq_ros.safety.self_collision import pair_name, select_pairs
 
 ZONE_RGBA = (0.9, 0.15, 0.1, 0.35)
 TABLE_RGBA = (0.55, 0.45, 0.35, 1.0)
@@ -62,6 +65,9 @@ class Scene:
     """Geoms of moving links (static links cannot change their distances to anything)."""
     hazards: tuple[tuple[str, int], ...]
     """(constraint name, geom id) of the table, the workspace walls and the keep-out zones."""
+    self_pairs: tuple[tuple[str, np.ndarray], ...]
+    """('self_collision:A|B', geom id pairs (G, 2)) of every link pair the safe set checks for
+    self-collision: the geoms of link A's body against those of link B's."""
     sphere_sites: np.ndarray
     ee_site: int
     goal_mocap: int
@@ -117,9 +123,11 @@ def build_scene(robot: RobotModel, safe_set: SafeSetConfig, physics: PhysicsConf
     robot_bodies = [b for b in spec_.bodies if b.name != 'world']
     for body in robot_bodies:
         body.gravcomp = 1.0
-    for geom in spec_.geoms:
-        # Arm geoms touch the table but not each other (self-collision is not modelled).
+    for index, geom in enumerate(spec_.geoms):
+        # Arm geoms touch the table; each other only through the explicit pairs below.
         geom.contype, geom.conaffinity = 1, 0
+        if not geom.name:
+            geom.name = f'urdf_geom_{index}'
     for name, effort, limit in zip(robot.joint_names, robot.effort_limit, velocity_limit,
                                    strict=True):
         joint = spec_.joint(name)
@@ -142,6 +150,8 @@ def build_scene(robot: RobotModel, safe_set: SafeSetConfig, physics: PhysicsConf
     if robot.ee_frame not in body_names:
         raise ConfigError(f'ee_frame: {robot.ee_frame!r} is not a URDF link')
     spec_.body(robot.ee_frame).add_site(name='ee', size=[0.01] * 3)
+
+    self_pairs = _add_self_collision_pairs(spec_, robot, safe_set, body_names)
 
     world = spec_.worldbody
     hazards: list[tuple[str, str]] = []
@@ -180,8 +190,35 @@ def build_scene(robot: RobotModel, safe_set: SafeSetConfig, physics: PhysicsConf
         actuator_index=np.array([model.actuator(f'{n}_velocity').id for n in robot.joint_names]),
         velocity_limit=velocity_limit, arm_geoms=arm_geoms,
         hazards=tuple((name, model.geom(geom).id) for name, geom in hazards),
+        self_pairs=tuple((name, np.array([[model.geom(a).id, model.geom(b).id]
+                                          for a, b in geoms], dtype=int).reshape(-1, 2))
+                         for name, geoms in self_pairs),
         sphere_sites=np.array([model.site(f'sphere_{n}').id for n in robot.sphere_names]),
         ee_site=model.site('ee').id, goal_mocap=int(model.body('goal').mocapid[0]))
+
+
+def _add_self_collision_pairs(spec_: mujoco.MjSpec, robot: RobotModel,
+                              safe_set: SafeSetConfig, body_names: set[str]
+                              ) -> list[tuple[str, list[tuple[str, str]]]]:
+    """An explicit contact pair for every geom of link A and every geom of link B, for each
+    link pair (A, B) the safe set checks (ssq_ros.safety.self_collision.select_pairs); the
+    names of those geom pairs per link pair. Contacts act only when two geoms touch, which S
+    forbids, so they never perturb a run that stays in S."""
+    if not safe_set.self_collision.enabled:
+        return []
+    geoms: dict[str, list[str]] = {name: [] for name in body_names}
+    for geom in spec_.geoms:
+        parent = geom.parent.name
+        if parent in geoms:
+            geoms[parent].append(geom.name)
+    result = []
+    for first, second in select_pairs(robot, safe_set.self_collision).enabled:
+        pairs = [(a, b) for a in geoms.get(first, []) for b in geoms.get(second, [])]
+        for a, b in pairs:
+            spec_.add_pair(geomname1=a, geomname2=b)
+        if pairs:
+            result.append((pair_name((first, second)), pairs))
+    return result
 
 
 def _add_workspace_walls(world: mujoco.MjsBody, workspace) -> list[str]:
