@@ -17,6 +17,7 @@ from ssq_ros.safety.self_collision import (
     PairMargins,
     SelfCollisionConfig,
     adjacent_pairs,
+    find_srdf,
     inflated_radii,
     pair_name,
     select_pairs,
@@ -130,9 +131,13 @@ def test_panda_srdf_from_its_package():
     # panda.srdf disables hand-link5 ("Default") and link3-link5 ("Never").
     assert selection.reason('panda_link5', 'panda_hand') == 'srdf'
     assert selection.reason('panda_link3', 'panda_link5') in ('srdf', 'adjacent')
-    plain = select_pairs(panda, SelfCollisionConfig())
+    plain = select_pairs(panda, SelfCollisionConfig(srdf=None))
     assert ('panda_link5', 'panda_hand') in plain.enabled
     assert set(selection.enabled) < set(plain.enabled)
+    # `auto` (the default) finds it beside the URDF, in ../srdf/; ssq_arm ships none.
+    assert select_pairs(panda, SelfCollisionConfig()).enabled == selection.enabled
+    assert find_srdf(panda.urdf_path).name == 'panda.srdf'
+    assert find_srdf(load_robot(config_path('robot.yaml')).urdf_path) is None
 
 
 @pytest.mark.parametrize('robot_file', ['robot.yaml', 'panda.yaml', 'ur5.yaml'])

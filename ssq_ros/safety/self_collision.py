@@ -13,7 +13,9 @@ A pair of links is checked unless it is disabled the way MoveIt's setup assistan
 - `home`: they overlap at the robot yaml's home posture (MoveIt's "Default" rule: the posture
   the robot is declared safe in cannot be outside S; the sphere model of two links close by
   construction, e.g. at an elbow, overlaps where the real links do not);
-- `srdf`: a `<disable_collisions link1= link2=>` entry of the SRDF the config names;
+- `srdf`: a `<disable_collisions link1= link2=>` entry of the SRDF the config names (by default
+  `auto`: the SRDF shipped beside the URDF, `<name>.srdf` in its folder or in a sibling `srdf/`
+  folder, as example-robot-data and most description packages lay them out);
 - `config`: an entry of `disabled_pairs` in the config.
 
 The margin of an enabled pair (A, B) is min over sphere pairs (i on A, j on B) of
@@ -50,9 +52,11 @@ class SelfCollisionConfig:
                                       'support check\'s sample_gap_limit + hold_tolerance it '
                                       'must leave room (it must exceed their sum)',
                             low=0.0, high=0.5)
-    srdf: str | None = spec(None, doc='SRDF whose <disable_collisions> pairs are not checked: '
-                                      'absolute path, package://pkg/path, or a path in the '
-                                      'package folder (e.g. urdf/arm.srdf); null for none')
+    srdf: str | None = spec('auto', doc='SRDF whose <disable_collisions> pairs are not '
+                                        'checked: absolute path, package://pkg/path, a path in '
+                                        'the package folder (e.g. urdf/arm.srdf), auto (the '
+                                        'URDF\'s own: <name>.srdf beside it or in ../srdf/, if '
+                                        'there is one) or null for none')
     disabled_pairs: tuple[tuple[str, str], ...] = spec(
         (), doc='further link pairs [link_a, link_b] that are never checked')
     samples: int = spec(10000, doc='random postures within the joint limits that decide the '
@@ -103,6 +107,15 @@ def resolve_srdf(name: str, where: str = 'self_collision.srdf') -> Path:
     if not path.is_file():
         raise ConfigError(f'{where}: SRDF file not found: {path}')
     return path
+
+
+def find_srdf(urdf: Path) -> Path | None:
+    """The SRDF shipped with a URDF: <name>.srdf beside it or in a sibling srdf/ folder."""
+    for folder in (urdf.parent, urdf.parent.parent / 'srdf'):
+        candidate = folder / f'{urdf.stem}.srdf'
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def srdf_disabled_pairs(path: str | Path) -> list[tuple[str, str]]:
@@ -267,8 +280,10 @@ def _select_pairs(robot: RobotModel, config: SelfCollisionConfig, radii: np.ndar
             return (a, b) if links.index(a) < links.index(b) else (b, a)
         return None
 
-    if config.srdf is not None:
-        for a, b in srdf_disabled_pairs(resolve_srdf(config.srdf, f'{where}.srdf')):
+    srdf = (find_srdf(robot.urdf_path) if config.srdf == 'auto' else
+            None if config.srdf is None else resolve_srdf(config.srdf, f'{where}.srdf'))
+    if srdf is not None:
+        for a, b in srdf_disabled_pairs(srdf):
             pair = canonical(a, b)  # SRDFs name links without spheres too: nothing to disable
             if pair is not None:
                 reasons.setdefault(pair, 'srdf')
