@@ -55,6 +55,9 @@ class ForeignScript:
                                       DIAGNOSTICS_QOS)
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics,
                                       DIAGNOSTICS_QOS)
+        self.node.create_subscription(DiagnosticArray, '/ssq/safety/status',
+                                      self._on_safety_status, LATCHED_QOS)
+        self.safety_status = {}
         self.node.create_subscription(String, '/hardware_interface/status',
                                       lambda m: self.hw_status.append(m.data), LATCHED_QOS)
         self.executor = SingleThreadedExecutor()
@@ -80,6 +83,10 @@ class ForeignScript:
             values['message'] = status.message
             with self.lock:
                 self.diagnostics[status.name.lstrip('/')] = values
+
+    def _on_safety_status(self, msg):
+        with self.lock:
+            self.safety_status = {kv.key: kv.value for kv in msg.status[0].values}
 
     def hand(self):
         with self.lock:
@@ -180,6 +187,7 @@ def test_a_foreign_script_cannot_drive_the_hand_into_the_fixture(cell):
     with script.lock:
         verdicts = list(script.verdicts)
         hw = dict(script.diagnostics.get('hardware_interface', {}))
+        judged = dict(script.safety_status)
     unsafe = sum(v[0] for v in verdicts)
     worst = min(verdicts, key=lambda v: v[1])
     print(f'hand from {np.linalg.norm(start - FIXTURE):.3f} m to {closest:.3f} m of the fixture '
@@ -195,6 +203,12 @@ def test_a_foreign_script_cannot_drive_the_hand_into_the_fixture(cell):
     assert int(hw.get('SAFE_SET_STOP', 0)) + int(hw.get('SAFE_SET_SCALE', 0)) > 0, hw
     assert 'keep_out:fixture' in hw.get('last_safe_set_refusal', ''), hw
     assert float(hw['safe_set_check_p99_ms']) > 0.0
+    # The monitor's independent judges saw the same: S and the URDF geometry, 0 unsafe.
+    print({k: judged.get(k) for k in ('safe_set_states', 'safe_set_unsafe_states',
+                                      'geometry_states', 'geometry_unsafe_states',
+                                      'geometry_min_margin', 'geometry_tightest')})
+    assert int(judged['geometry_states']) > 100 and judged['geometry_unsafe_states'] == '0'
+    assert judged['safe_set_unsafe_states'] == '0'
 
 
 def test_the_monitor_latches_the_estop_near_the_boundary(cell):
@@ -247,3 +261,18 @@ def test_a_second_commander_stops_the_arm(cell):
     moved = np.linalg.norm(script.hand() - before)
     print(f'one commander again: hand moved {moved:.3f} m in 1.5 s')
     assert moved > 0.05
+
+
+def test_no_graph_runs_two_commanders_in_front_of_the_hardware_interface():
+    """deploy graphs start the executor or the behavior controller on an arm, never both."""
+    import itertools
+
+    commanders = {'policy_executor', 'safe_behavior'}
+    for graph in GRAPHS.values():
+        if not any(n.executable == 'hardware_interface' for n in graph.nodes):
+            continue
+        flags = [a.name for a in graph.arguments if a.type == 'bool']
+        for values in itertools.product(('true', 'false'), repeat=len(flags)):
+            args = graph.resolve_args(dict(zip(flags, values, strict=True)))
+            running = {n.executable for n in graph.nodes if n.enabled(args)} & commanders
+            assert len(running) == 1, (graph.name, args, running)

@@ -1,12 +1,14 @@
 """The safety monitor's bookkeeping, without ROS: unsafe-state counts, margin colours and when
 to latch the e-stop.
 
-Two independent judges are counted apart. The safe set S (safety layer, from the measured joint
-states: works on a real arm) and, in simulation, the referee's verdicts (MuJoCo geometry, no
-margins; the number every "zero unsafe states" claim of the project is checked against). The
-run's phases are bucketed into training (train, extract, or no run at all) and evaluation
-(eval_policy, eval_behavior); `unsafe_states_train` / `_eval` and the minimum margins in them
-are the referee's when it reports, else the safe set's.
+Three judges are counted apart. The safe set S (the shield's spheres and clearances, from the
+measured joint states), the geometry judge (the URDF's own collision geometry with exact
+distances, from the same states: the independent judge on a real arm) and, in simulation, the
+referee's verdicts (MuJoCo geometry, no margins; the number every "zero unsafe states" claim of
+the project is checked against). The run's phases are bucketed into training (train, extract,
+or no run at all) and evaluation (eval_policy, eval_behavior); `unsafe_states_train` / `_eval`
+and the minimum margins in them are the referee's when it reports, else the geometry judge's
+when it runs, else the safe set's.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ssq_ros.graph_logic.phases import RunPhase
 from ssq_ros.safety.safe_set import SafeSet
 
 _EVAL = (RunPhase.EVAL_POLICY, RunPhase.EVAL_BEHAVIOR)
+JUDGES = ('safe_set', 'geometry', 'referee')  # in rising order of authority
 
 
 def margin_color(margin: float, comfortable: float) -> tuple[float, float, float, float]:
@@ -71,6 +74,9 @@ class SafetyTally:
     def on_referee(self, unsafe: bool, margin: float, constraint: str) -> None:
         self._tally('referee', self._bucket()).add(unsafe, margin, constraint)
 
+    def on_geometry(self, unsafe: bool, margin: float, constraint: str) -> None:
+        self._tally('geometry', self._bucket()).add(unsafe, margin, constraint)
+
     def total(self, judge: str) -> JudgeTally:
         out = JudgeTally()
         for (name, _), tally in self.tallies.items():
@@ -84,13 +90,13 @@ class SafetyTally:
 
     def values(self) -> dict[str, str]:
         """The diagnostic key/values of /ssq/safety/status (docs/topics.md)."""
-        judge = 'referee' if self.total('referee').states else 'safe_set'
+        judge = next(j for j in JUDGES[::-1] if self.total(j).states or j == 'safe_set')
         out = {'judge': judge}
         for bucket in ('train', 'eval'):
             tally = self.tallies.get((judge, bucket), JudgeTally())
             out[f'unsafe_states_{bucket}'] = str(tally.unsafe)
             out[f'min_margin_{bucket}'] = repr(tally.min_margin) if tally.states else 'nan'
-        for name in ('safe_set', 'referee'):
+        for name in JUDGES:
             for bucket in ('train', 'eval'):
                 tally = self.tallies.get((name, bucket), JudgeTally())
                 out[f'{name}_unsafe_states_{bucket}'] = str(tally.unsafe)
@@ -103,7 +109,7 @@ class SafetyTally:
 
     @property
     def unsafe_total(self) -> int:
-        return self.total('safe_set').unsafe + self.total('referee').unsafe
+        return sum(self.total(j).unsafe for j in JUDGES)
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """safety_monitor: the independent referee of the graph, its e-stop, and the safety picture for
 RViz.
 
-In:  /joint_states (judged against the safe set S by the safety layer, not by any controller),
+In:  /joint_states (judged against the safe set S by the safety layer, not by any controller, and
+     by the geometry judge: the URDF's collision geometry, exact distances, no spheres),
      /ssq/sim/verdict (the simulator's referee, in sim), /ssq/goal, /ssq/run_phase.
 Out: /ssq/safety/status (diagnostic_msgs/DiagnosticArray, latched: unsafe-state counts per judge
      and phase, minimum margins; ERROR once any state was unsafe), /ssq/safety/markers
@@ -44,6 +45,7 @@ from ssq_ros.nodes.common import (
     run_node,
     stamp_seconds,
 )
+from ssq_ros.safety.geometry_judge import GeometryJudge
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
@@ -73,6 +75,9 @@ class SafetyMonitorConfig(JointStateInput):
                                  'clock)', low=0.02, high=60.0)
     position_tolerance: float = spec(0.5, doc='refuse joint states further than this outside '
                                      'the URDF limits [rad]', low=0.0, high=2.0)
+    geometry_judge: bool = spec(True, doc="also judge every state with the URDF's collision "
+                                'geometry (exact distances, independent of the safe set\'s '
+                                'spheres)')
     estop_on_violation: bool = spec(True, doc='latch the e-stop through hardware_interface '
                                     '(/ssq/estop) when a state leaves S or the referee reports '
                                     'an unsafe state')
@@ -97,6 +102,8 @@ class SafetyMonitor(Node):
         robot = load_robot(resolve_config_file(run_config.robot))
         safe_set_file = resolve_config_file(run_config.safe_set)
         self.safe_set = SafeSet(robot, load_safe_set_config(safe_set_file))
+        self.geometry_judge = GeometryJudge(robot, self.safe_set.config) \
+            if self.cfg.geometry_judge else None
         self.goal_radius = run_config.sim.task.success_radius
         self.tally = SafetyTally(self.safe_set)
         self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
@@ -137,6 +144,17 @@ class SafetyMonitor(Node):
             self.reporter.record([SafetyStatus.UNSAFE_STATE])
         if self.cfg.estop_on_violation:
             self.latch(self.estop_trigger.on_margin(margin, constraint, self.wall_time()))
+        if self.geometry_judge is not None:
+            verdict = self.geometry_judge.evaluate(sample.positions, sample.velocities)
+            self.tally.on_geometry(not verdict.safe, verdict.min_margin, verdict.constraint)
+            if not verdict.safe:
+                self.get_logger().error(f'UNSAFE state (URDF geometry): {verdict.constraint} '
+                                        f'margin {verdict.min_margin:.4f}')
+                self.reporter.record([SafetyStatus.UNSAFE_STATE])
+                if self.cfg.estop_on_violation:
+                    self.latch(self.estop_trigger.request(
+                        f'URDF geometry: {verdict.constraint} margin '
+                        f'{verdict.min_margin:.4f}', self.wall_time()))
         ee = self.safe_set.kinematics.ee_position(sample.positions)
         self.trail.append((ee, margin))
 
