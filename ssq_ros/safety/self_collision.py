@@ -241,15 +241,10 @@ def sampled_extremes(robot: RobotModel, pairs: list[tuple[str, str]], radii: np.
     return margins, lowest, np.minimum.reduceat(lowest, margins.starts), high
 
 
-def _cover_error(robot: RobotModel) -> np.ndarray:
-    # robot.sphere_cover_error arrives with the verified sphere cover; zeros until then.
-    error = getattr(robot, 'sphere_cover_error', None)
-    return np.zeros(len(robot.sphere_radii)) if error is None else np.asarray(error, float)
-
-
 def inflated_radii(robot: RobotModel) -> np.ndarray:
-    """Sphere radii plus their cover error (S,): what a self-collision margin subtracts."""
-    return robot.sphere_radii + _cover_error(robot)
+    """Sphere radii plus their verified cover error (S,): what a self-collision margin
+    subtracts for each sphere (the same radii the safe set's zones use, less their clearance)."""
+    return robot.cover_radii
 
 
 _SELECTIONS: dict[tuple, PairSelection] = {}
