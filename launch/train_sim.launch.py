@@ -2,6 +2,8 @@
 
 Nodes, parameters and arguments come from ssq_ros.graph.GRAPHS['train_sim'], the same
 description that `ssq-launch train_sim` runs without ROS tooling.
+It ends by itself when q_learner exits (training is over, metrics.json written) or when
+a node fails, as `ssq-launch train_sim` does.
 """
 from ssq_ros.graph import launch_description
 

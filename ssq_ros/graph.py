@@ -10,6 +10,10 @@ Topics (docs/topics.md): the simulator stands in for a ros2_control arm (/joint_
 /forward_velocity_controller/commands in). Commanding nodes publish /ssq/joint_command; on a real
 arm and in deploy_sim the hardware_interface filters it on its way to the controller, in
 train_sim it is remapped straight onto the simulator's controller topic.
+
+When a graph ends is described here too (`NodeSpec.ends_graph`, `node_exit`): the exit of its
+ending node (the learner: training is over) or the failure of any node stops every node, in both
+launchers. robot_state_publisher publishes the URDF of the run's robot (`robot_file`).
 """
 from __future__ import annotations
 
@@ -71,7 +75,9 @@ class NodeSpec:
 
     `if_arg` / `unless_arg` name a bool launch argument that must be true / false for the node
     to start. `venv_runnable` is False for tools of a ROS installation (robot_state_publisher,
-    rviz2), which the plain-venv launcher skips with a note.
+    rviz2), which the plain-venv launcher skips with a note. `ends_graph`: this node's exit,
+    whatever its code, is the end of the graph (q_learner exits 0 once training is over); any
+    other node ends it only by failing (`node_exit`).
     """
 
     executable: str
@@ -84,6 +90,7 @@ class NodeSpec:
     if_arg: str | None = None
     unless_arg: str | None = None
     venv_runnable: bool = True
+    ends_graph: bool = False
 
     def param_file_paths(self) -> list[str]:
         return [str(config_path(name)) for name in self.param_files]
@@ -117,6 +124,30 @@ class Graph:
             raise ValueError(f'{self.name}: unknown launch argument {unknown[0]!r} (known: '
                              f'{", ".join(known)})')
         return {name: arg.convert(overrides.get(name, arg.default)) for name, arg in known.items()}
+
+
+@dataclass(frozen=True)
+class NodeExit:
+    """What a node's exit means for its graph; `ssq-launch` and `ros2 launch` both act on it."""
+
+    ends_graph: bool
+    failed: bool
+    message: str
+
+
+def node_exit(spec: NodeSpec, returncode: int) -> NodeExit:
+    """A node's exit ends the graph if the node is its ending node (`ends_graph`) or if it
+    failed (non-zero exit code, or killed by a signal: negative). Any other node that exits
+    cleanly on its own (only after a signal sent to it alone; RViz when its window is closed)
+    leaves the rest of the graph running, as `ros2 launch` does by default."""
+    failed = returncode != 0
+    if failed:
+        message = f'{spec.name} died (exit code {returncode})'
+    elif spec.ends_graph:
+        message = f'{spec.name} finished'
+    else:
+        message = f'{spec.name} exited cleanly on its own'
+    return NodeExit(spec.ends_graph or failed, failed, message)
 
 
 def _arg(name: str, default: str, description: str, type_: str = 'str') -> LaunchArg:
@@ -169,7 +200,7 @@ GRAPHS = {g.name: g for g in (
                     param_files=('nodes.yaml',), parameters=(COMMON[0],) + SIM_TIME,
                     remappings=TO_SIM_CONTROLLER),
            NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
-                    parameters=COMMON + (('steps', FromArg('steps')),)),
+                    parameters=COMMON + (('steps', FromArg('steps')),), ends_graph=True),
            NodeSpec(executable='policy_executor', name='policy_executor',
                     param_files=('nodes.yaml',),
                     parameters=(COMMON[0], ('act_only_in_eval', True)) + SIM_TIME),
@@ -204,7 +235,7 @@ GRAPHS = {g.name: g for g in (
                     param_files=('nodes.yaml',), parameters=(COMMON[0],),
                     if_arg='train_on_robot'),
            NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
-                    parameters=COMMON, if_arg='train_on_robot'),
+                    parameters=COMMON, if_arg='train_on_robot', ends_graph=True),
            NodeSpec(executable='episode_server', name='episode_server',
                     param_files=('nodes.yaml',), parameters=(COMMON[0],),
                     if_arg='train_on_robot'),
@@ -212,17 +243,41 @@ GRAPHS = {g.name: g for g in (
 )}
 
 
-def robot_urdf() -> Path:
-    """The URDF config/robot.yaml names (robot_state_publisher and RViz show this arm)."""
+def robot_file(args: dict[str, Any]) -> Path:
+    """The robot yaml of a run, from a graph's typed launch arguments (`Graph.resolve_args`), as
+    the nodes pick it: deploy_hw's `robot_config` when given (hardware_interface's parameter),
+    else the robot the experiment config names (`config`, '' for config/train_sim.yaml)."""
+    from ssq_ros.training.config import load_run_config, resolve_config_file
+
+    if args.get('robot_config'):
+        return Path(args['robot_config'])
+    return resolve_config_file(load_run_config(args.get('config', '')).robot)
+
+
+def robot_urdf(robot: str | Path | None = None) -> Path:
+    """The URDF a robot yaml names (config/robot.yaml when None)."""
     from ssq_ros.safety.robot import RobotConfig, resolve_urdf
 
-    return resolve_urdf(load(RobotConfig, config_path('robot.yaml')).urdf)
+    return resolve_urdf(load(RobotConfig, robot or config_path('robot.yaml')).urdf)
 
 
 def launch_description(graph_name: str) -> Any:
-    """The launch_ros LaunchDescription of a graph (needs a ROS 2 installation)."""
-    from launch.actions import DeclareLaunchArgument
+    """The launch_ros LaunchDescription of a graph (needs a ROS 2 installation).
+
+    Each node gets an OnProcessExit handler that shuts the launch down when `node_exit` says
+    the graph ends. robot_state_publisher is made at launch time (OpaqueFunction), once the
+    arguments are known, with the URDF of the run's robot (`robot_file`).
+    """
+    from launch.actions import (
+        DeclareLaunchArgument,
+        EmitEvent,
+        LogInfo,
+        OpaqueFunction,
+        RegisterEventHandler,
+    )
     from launch.conditions import IfCondition, UnlessCondition
+    from launch.event_handlers import OnProcessExit
+    from launch.events import Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
     from launch_ros.parameter_descriptions import ParameterValue
@@ -231,21 +286,44 @@ def launch_description(graph_name: str) -> Any:
 
     graph = GRAPHS[graph_name]
     types = {a.name: _ARG_TYPES[a.type] for a in graph.arguments}
-    actions = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
-               for a in graph.arguments]
-    for spec in graph.nodes:
+
+    def end_graph_on_exit(spec: NodeSpec, event: Any, context: Any) -> list[Any] | None:
+        end = node_exit(spec, event.returncode)
+        if not end.ends_graph or context.is_shutdown:
+            return None
+        reason = f'{end.message}; stopping the {graph.name} graph'
+        return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
+
+    def node_actions(spec: NodeSpec, extra: dict[str, Any]) -> list[Any]:
         overrides = {k: ParameterValue(LaunchConfiguration(v.arg), value_type=types[v.arg])
                      if isinstance(v, FromArg) else v for k, v in spec.parameters}
-        if spec.executable == 'robot_state_publisher':
-            overrides['robot_description'] = robot_urdf().read_text()
+        overrides.update(extra)
         condition = None
         if spec.if_arg is not None:
             condition = IfCondition(LaunchConfiguration(spec.if_arg))
         elif spec.unless_arg is not None:
             condition = UnlessCondition(LaunchConfiguration(spec.unless_arg))
-        actions.append(Node(
+        node = Node(
             package=spec.package, executable=spec.executable, name=spec.name,
             parameters=spec.param_file_paths() + ([overrides] if overrides else []),
             arguments=spec.resolved_arguments(), remappings=list(spec.remappings),
-            condition=condition, output='screen'))
+            condition=condition, output='screen')
+        on_exit = OnProcessExit(target_action=node,
+                                on_exit=lambda event, context: end_graph_on_exit(spec, event,
+                                                                                 context))
+        return [node, RegisterEventHandler(on_exit)]
+
+    def with_robot_description(context: Any, spec: NodeSpec) -> list[Any]:
+        args = graph.resolve_args({a.name: context.launch_configurations[a.name]
+                                   for a in graph.arguments})
+        urdf = robot_urdf(robot_file(args)).read_text()
+        return node_actions(spec, {'robot_description': ParameterValue(urdf, value_type=str)})
+
+    actions = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+               for a in graph.arguments]
+    for spec in graph.nodes:
+        if spec.executable == 'robot_state_publisher':
+            actions.append(OpaqueFunction(function=with_robot_description, args=[spec]))
+        else:
+            actions += node_actions(spec, {})
     return LaunchDescription(actions)

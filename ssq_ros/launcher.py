@@ -1,9 +1,11 @@
 """Start a graph of `ssq_ros.graph` as plain processes, for machines without `ros2 launch`.
 
 Each node runs as its console script with `--ros-args -r __node:=NAME --params-file ... -p ...`,
-exactly what launch_ros would pass. SIGINT/SIGTERM are forwarded to every node; a node that exits
-on its own ends the whole graph (exit code 1 if it failed, 0 if it finished cleanly); nodes that
-need a ROS 2 installation (robot_state_publisher, rviz2) are skipped with a note.
+exactly what launch_ros would pass. SIGINT/SIGTERM are forwarded to every node. When a node exits
+on its own, `ssq_ros.graph.node_exit` decides, as for `ros2 launch`: the graph's ending node
+(q_learner: training is over) or a failed node ends the whole graph (exit code 0 if it finished
+cleanly, 1 if it failed). Nodes that need a ROS 2 installation (robot_state_publisher, rviz2)
+are skipped with a note.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ssq_ros.graph import Graph, NodeSpec
+from ssq_ros.graph import Graph, NodeSpec, node_exit
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -79,10 +81,12 @@ def plan_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path) -> Plan:
 
 def run_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path | None = None,
               grace: float = 5.0, out: TextIO = sys.stdout) -> int:
-    """Run `graph` until a signal or until a node exits; returns the exit code.
+    """Run `graph` until a signal or until a node's exit ends it (`node_exit`); returns the
+    exit code.
 
-    0: stopped by SIGINT/SIGTERM with every node exiting cleanly, or a node finished with 0.
-    1: a node failed or died. 2: bad launch arguments or missing executables (nothing started).
+    0: stopped by SIGINT/SIGTERM with every node exiting cleanly, or the ending node finished
+    with 0. 1: a node failed or died. 2: bad launch arguments or missing executables (nothing
+    started).
     """
     bin_dir = Path(sys.executable).parent if bin_dir is None else bin_dir
     try:
@@ -108,7 +112,8 @@ def run_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path | None = No
             # Own process group: a terminal's Ctrl-C reaches the nodes once, through us.
             procs[name] = subprocess.Popen(cmd, start_new_session=True)
             print(f'ssq-launch: started {name} (pid {procs[name].pid})', file=out, flush=True)
-        code = _supervise(procs, lambda: bool(stop_signal), out)
+        specs = {spec.name: spec for spec in graph.nodes}
+        code = _supervise(procs, specs, lambda: bool(stop_signal), out)
     finally:
         code = max(code, _shut_down(procs, grace, out))
         for sig, handler in handlers.items():
@@ -116,15 +121,24 @@ def run_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path | None = No
     return code
 
 
-def _supervise(procs: dict[str, subprocess.Popen], stop_requested: Callable[[], bool],
-               out: TextIO) -> int:
+def _supervise(procs: dict[str, subprocess.Popen], specs: dict[str, NodeSpec],
+               stop_requested: Callable[[], bool], out: TextIO) -> int:
+    running = dict(procs)
     while not stop_requested():
-        for name, proc in procs.items():
+        for name, proc in list(running.items()):
             code = proc.poll()
-            if code is not None:
-                verdict = 'finished' if code == 0 else f'died (exit code {code})'
-                print(f'ssq-launch: {name} {verdict}; stopping the graph', file=out, flush=True)
-                return 0 if code == 0 else 1
+            if code is None:
+                continue
+            del running[name]
+            end = node_exit(specs[name], code)
+            if end.ends_graph:
+                print(f'ssq-launch: {end.message}; stopping the graph', file=out, flush=True)
+                return 1 if end.failed else 0
+            print(f'ssq-launch: {end.message}; the rest of the graph goes on', file=out,
+                  flush=True)
+        if not running:
+            print('ssq-launch: every node has exited', file=out, flush=True)
+            return 0
         time.sleep(0.05)
     print('ssq-launch: stopping the graph', file=out, flush=True)
     return 0

@@ -3,7 +3,9 @@
 launch and launch_ros cannot be installed in a plain virtualenv, so the launch files run here
 against recorders with the keyword signatures of the Jazzy API (launch_ros actions/node.py,
 parameter_descriptions.py; launch actions and substitutions). They check that each launch file
-declares the graph's arguments and starts exactly the graph's nodes with the graph's parameters.
+declares the graph's arguments and starts exactly the graph's nodes with the graph's parameters,
+that each node's exit handler ends the launch exactly when `ssq-launch` ends the graph
+(`node_exit`), and that robot_state_publisher gets the URDF of the run's robot (`robot_file`).
 """
 import runpy
 import sys
@@ -14,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssq_ros.graph import GRAPHS, FromArg, robot_urdf
+from ssq_ros.graph import GRAPHS, FromArg, node_exit, robot_urdf
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / 'data'
 
 
 class Recorded:
@@ -48,11 +51,36 @@ def parameter_value(value, *, value_type=None):
     return Recorded('ParameterValue', (value,), dict(value_type=value_type))
 
 
+def opaque_function(*, function, args=None, kwargs=None):
+    return Recorded('OpaqueFunction', (), dict(function=function, args=list(args or []),
+                                               kwargs=dict(kwargs or {})))
+
+
+def on_process_exit(*, target_action=None, on_exit):
+    return Recorded('OnProcessExit', (), dict(target_action=target_action, on_exit=on_exit))
+
+
+def shutdown(*, reason='reason not given', due_to_sigint=False):
+    return Recorded('Shutdown', (), dict(reason=reason, due_to_sigint=due_to_sigint))
+
+
+def emit_event(*, event):
+    return Recorded('EmitEvent', (), dict(event=event))
+
+
+def log_info(*, msg):
+    return Recorded('LogInfo', (), dict(msg=msg))
+
+
 @pytest.fixture
 def launch_api(monkeypatch):
     modules = {
         'launch': {'LaunchDescription': recorder('LaunchDescription')},
-        'launch.actions': {'DeclareLaunchArgument': declare},
+        'launch.actions': {'DeclareLaunchArgument': declare, 'EmitEvent': emit_event,
+                           'LogInfo': log_info, 'OpaqueFunction': opaque_function,
+                           'RegisterEventHandler': recorder('RegisterEventHandler')},
+        'launch.event_handlers': {'OnProcessExit': on_process_exit},
+        'launch.events': {'Shutdown': shutdown},
         'launch.conditions': {'IfCondition': recorder('IfCondition'),
                               'UnlessCondition': recorder('UnlessCondition')},
         'launch.substitutions': {'LaunchConfiguration': recorder('LaunchConfiguration')},
@@ -66,22 +94,63 @@ def launch_api(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
 
 
-@pytest.mark.parametrize('graph_name', list(GRAPHS))
-def test_launch_file_declares_the_graph(launch_api, graph_name):
+class Context:
+    """The part of launch's LaunchContext the launch description uses."""
+
+    def __init__(self, launch_configurations=None, is_shutdown=False):
+        self.launch_configurations = launch_configurations or {}
+        self.is_shutdown = is_shutdown
+
+
+class Exited:
+    """launch.events.process.ProcessExited, as far as the handlers read it."""
+
+    def __init__(self, returncode):
+        self.returncode = returncode
+
+
+def launch_entities(graph_name, **overrides):
+    """The launch file's entities, with OpaqueFunctions run as launch runs them: with the
+    launch configurations (the arguments' defaults updated by `overrides`)."""
     path = ROOT / 'launch' / f'{graph_name}.launch.py'
     description = runpy.run_path(str(path))['generate_launch_description']()
-    graph = GRAPHS[graph_name]
+    assert description.kind == 'LaunchDescription'
     entities = description.args[0]
+    declared = {e.args[0]: e.kwargs['default_value'] for e in entities
+                if e.kind == 'DeclareLaunchArgument'}
+    context = Context({**declared, **overrides})
+    expanded = []
+    for entity in entities:
+        if entity.kind == 'OpaqueFunction':
+            f = entity.kwargs
+            expanded += f['function'](context, *f['args'], **f['kwargs'])
+        else:
+            expanded.append(entity)
+    return expanded
+
+
+def launched_nodes(entities):
+    return [e.kwargs for e in entities if e.kind == 'Node']
+
+
+def overrides_of(launched):
+    return next((p for p in launched['parameters'] if isinstance(p, dict)), {})
+
+
+@pytest.mark.parametrize('graph_name', list(GRAPHS))
+def test_launch_file_declares_the_graph(launch_api, graph_name):
+    entities = launch_entities(graph_name)
+    graph = GRAPHS[graph_name]
     declared = [e for e in entities if e.kind == 'DeclareLaunchArgument']
     assert [(d.args[0], d.kwargs['default_value']) for d in declared] == \
         [(a.name, a.default) for a in graph.arguments]
-    nodes = [e.kwargs for e in entities if e.kind == 'Node']
+    nodes = launched_nodes(entities)
     assert [(n['package'], n['executable'], n['name']) for n in nodes] == \
         [(s.package, s.executable, s.name) for s in graph.nodes]
     for spec, launched in zip(graph.nodes, nodes, strict=True):
         files = [p for p in launched['parameters'] if isinstance(p, str)]
         assert files == spec.param_file_paths()
-        overrides = next((p for p in launched['parameters'] if isinstance(p, dict)), {})
+        overrides = overrides_of(launched)
         for name, value in spec.parameters:
             if isinstance(value, FromArg):
                 launched_value = overrides[name]
@@ -96,7 +165,63 @@ def test_launch_file_declares_the_graph(launch_api, graph_name):
         else:
             assert condition is None
         if spec.executable == 'robot_state_publisher':
-            assert overrides['robot_description'] == robot_urdf().read_text()
+            description = overrides['robot_description']
+            assert description.kind == 'ParameterValue'  # a string, never parsed as YAML
+            assert description.kwargs['value_type'] is str
+            assert description.args[0] == robot_urdf().read_text()
+
+
+@pytest.mark.parametrize('graph_name', list(GRAPHS))
+def test_each_node_exit_ends_the_launch_as_it_ends_ssq_launch(launch_api, graph_name):
+    entities = launch_entities(graph_name)
+    handlers = {id(e.args[0].kwargs['target_action']): e.args[0] for e in entities
+                if e.kind == 'RegisterEventHandler'}
+    nodes = [e for e in entities if e.kind == 'Node']
+    assert len(handlers) == len(nodes)
+    for spec, node in zip(GRAPHS[graph_name].nodes, nodes, strict=True):
+        handler = handlers[id(node)]  # OnProcessExit(target_action=this very node)
+        assert handler.kind == 'OnProcessExit'
+        for code in (0, 1, 2, -2, -9, -15):
+            emitted = handler.kwargs['on_exit'](Exited(code), Context())
+            end = node_exit(spec, code)
+            if not end.ends_graph:
+                assert emitted is None, (spec.name, code)
+                continue
+            log, action = emitted
+            assert action.kind == 'EmitEvent' and action.kwargs['event'].kind == 'Shutdown'
+            reason = action.kwargs['event'].kwargs['reason']
+            assert reason.startswith(end.message) and graph_name in reason
+            assert log.kind == 'LogInfo' and log.kwargs['msg'] == reason  # what ssq-launch says
+            # Once launch is shutting down (Ctrl-C), exits are expected: no second shutdown.
+            assert handler.kwargs['on_exit'](Exited(code), Context(is_shutdown=True)) is None
+
+
+def test_the_learner_exit_ends_the_training_launch(launch_api):
+    entities = launch_entities('train_sim')
+    learner = next(e for e in entities if e.kind == 'Node' and e.kwargs['name'] == 'q_learner')
+    handler = next(e.args[0] for e in entities if e.kind == 'RegisterEventHandler'
+                   and e.args[0].kwargs['target_action'] is learner)
+    _, emit = handler.kwargs['on_exit'](Exited(0), Context())
+    assert emit.kwargs['event'].kwargs['reason'] == \
+        'q_learner finished; stopping the train_sim graph'
+
+
+def write_config(path, robot):
+    text = (DATA / 'train_sim_tiny.yaml').read_text().replace('robot: robot.yaml',
+                                                             f'robot: {robot}')
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize('graph_name', ['train_sim', 'deploy_sim'])
+def test_robot_description_follows_the_config(launch_api, tmp_path, graph_name):
+    config = write_config(tmp_path / 'ur5_run.yaml', DATA / 'ur5.yaml')
+    entities = launch_entities(graph_name, config=config)
+    publisher = next(n for n in launched_nodes(entities)
+                     if n['executable'] == 'robot_state_publisher')
+    urdf = overrides_of(publisher)['robot_description'].args[0]
+    assert urdf == robot_urdf(DATA / 'ur5.yaml').read_text()
+    assert '<robot name="ur5"' in urdf and urdf != robot_urdf().read_text()
 
 
 def urdf_base_link(path):

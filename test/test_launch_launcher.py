@@ -8,23 +8,27 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from test_package import console_scripts
 
-from ssq_ros.graph import GRAPHS, FromArg, LaunchArg
+from ssq_ros.graph import GRAPHS, FromArg, LaunchArg, node_exit, robot_file
 from ssq_ros.launcher import (
+    _supervise,
     node_command,
     parse_overrides,
     plan_graph,
     run_graph,
     yaml_literal,
 )
+from ssq_ros.paths import config_path
 
 PLANNED = {'mujoco_sim', 'safe_behavior', 'q_learner', 'policy_executor', 'safety_monitor'}
 INSTALLED = {e.split('=')[0].strip() for e in console_scripts()}
 BIN = Path(sys.executable).parent
+DATA = Path(__file__).resolve().parent / 'data'
 
 
 @pytest.mark.parametrize('graph', GRAPHS.values(), ids=list(GRAPHS))
@@ -48,6 +52,83 @@ def test_expected_graph_arguments():
     args = {name: {a.name for a in g.arguments} for name, g in GRAPHS.items()}
     assert {'config', 'run_dir', 'steps', 'headless', 'rviz'} <= args['train_sim']
     assert {'controller', 'controller_kind', 'train_on_robot'} <= args['deploy_hw']
+
+
+def test_the_learner_is_the_node_whose_exit_ends_a_graph():
+    ending = {name: [n.name for n in g.nodes if n.ends_graph] for name, g in GRAPHS.items()}
+    assert ending == {'train_sim': ['q_learner'], 'deploy_sim': [], 'deploy_hw': ['q_learner']}
+
+
+@pytest.mark.parametrize('ends, code, outcome', [
+    (True, 0, (True, False, 'finished')),
+    (True, 1, (True, True, 'died (exit code 1)')),
+    (False, 0, (False, False, 'exited cleanly on its own')),
+    (False, 2, (True, True, 'died (exit code 2)')),
+    (False, -9, (True, True, 'died (exit code -9)')),
+])
+def test_node_exit_decides_when_a_graph_ends(ends, code, outcome):
+    spec = GRAPHS['deploy_sim'].nodes[2]
+    end = node_exit(replace(spec, ends_graph=ends), code)
+    assert (end.ends_graph, end.failed, end.message) == \
+        outcome[:2] + (f'{spec.name} {outcome[2]}',)
+
+
+class Exited:
+    """A Popen that has exited (`code`) or runs (None), for `_supervise`."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+
+@pytest.mark.parametrize('graph', GRAPHS.values(), ids=list(GRAPHS))
+def test_ssq_launch_ends_a_graph_exactly_when_node_exit_says(graph):
+    specs = {spec.name: spec for spec in graph.nodes}
+    for name, spec in specs.items():
+        for code in (0, 1, -9):
+            procs = {other: Exited(code if other == name else None) for other in specs}
+            polls = iter(range(20))
+            out = io.StringIO()
+            result = _supervise(procs, specs, lambda p=polls: next(p) >= 10, out)
+            end = node_exit(spec, code)
+            if end.ends_graph:
+                assert out.getvalue() == f'ssq-launch: {end.message}; stopping the graph\n'
+                assert result == (1 if end.failed else 0)
+            else:  # reported once, and the rest ran on until the stop request
+                assert out.getvalue().splitlines() == [
+                    f'ssq-launch: {end.message}; the rest of the graph goes on',
+                    'ssq-launch: stopping the graph']
+                assert result == 0
+
+
+def test_ssq_launch_ends_when_every_node_has_exited_cleanly():
+    specs = {spec.name: spec for spec in GRAPHS['deploy_sim'].nodes}
+    out = io.StringIO()
+    assert _supervise({name: Exited(0) for name in specs}, specs, lambda: False, out) == 0
+    assert out.getvalue().endswith('ssq-launch: every node has exited\n')
+
+
+def write_config(path, robot):
+    path.write_text((DATA / 'train_sim_tiny.yaml').read_text().replace(
+        'robot: robot.yaml', f'robot: {robot}'))
+    return str(path)
+
+
+def test_robot_description_comes_from_the_runs_robot(tmp_path):
+    ur5_run = write_config(tmp_path / 'ur5_run.yaml', DATA / 'ur5.yaml')
+    for name in ('train_sim', 'deploy_sim'):
+        graph = GRAPHS[name]
+        assert robot_file(graph.resolve_args({})) == config_path('robot.yaml')
+        assert robot_file(graph.resolve_args({'config': ur5_run})) == DATA / 'ur5.yaml'
+    hw = GRAPHS['deploy_hw']
+    assert robot_file(hw.resolve_args({})) == config_path('robot.yaml')
+    assert robot_file(hw.resolve_args({'config': ur5_run})) == DATA / 'ur5.yaml'
+    panda = str(DATA / 'panda.yaml')
+    assert robot_file(hw.resolve_args({'robot_config': panda})) == DATA / 'panda.yaml'
+    assert robot_file(hw.resolve_args({'robot_config': panda, 'config': ur5_run})) == \
+        DATA / 'panda.yaml'  # the arm's own yaml wins over the experiment's
 
 
 def test_train_on_robot_swaps_the_executor_for_the_learning_nodes():
@@ -107,15 +188,19 @@ def test_cli_rejects_bad_arguments_and_missing_executables():
 
 # A two-node graph of real hardware_interface processes, run by the real launcher.
 RUNNER = textwrap.dedent('''
+    import os
     import sys
     from dataclasses import replace
     from ssq_ros.graph import FromArg, Graph, HARDWARE_INTERFACE, LaunchArg
     from ssq_ros.launcher import parse_overrides, run_graph
+    ENDS = os.environ.get('ENDS_GRAPH')
     second = replace(HARDWARE_INTERFACE, name='hw_position',
                      parameters=(('controller', 'forward_position_controller'),
                                  ('control_rate', FromArg('rate'))))
-    graph = Graph('test', 'two interfaces', (LaunchArg('rate', '50.0', 'Hz', 'float'),),
-                  (HARDWARE_INTERFACE, second))
+    # `config` too: HARDWARE_INTERFACE may take the experiment yaml from it.
+    graph = Graph('test', 'two interfaces', (LaunchArg('rate', '50.0', 'Hz', 'float'),
+                                             LaunchArg('config', '', 'experiment yaml')),
+                  (HARDWARE_INTERFACE, replace(second, ends_graph=ENDS == 'hw_position')))
     sys.exit(run_graph(graph, parse_overrides(sys.argv[1:]), grace=3.0))
 ''')
 
@@ -123,9 +208,10 @@ RUNNER = textwrap.dedent('''
 class Runner:
     """The launcher in a subprocess; its output is collected by a thread, so waits can time out."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, ends_graph=''):
         self.proc = subprocess.Popen([sys.executable, '-c', RUNNER, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, 'ENDS_GRAPH': ends_graph})
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -191,6 +277,27 @@ def test_launcher_exits_nonzero_when_a_node_dies():
     assert code == 1
     assert 'hw_position died (exit code -9)' in out
     assert 'shut down with a stop command sent' in out  # the survivor stopped cleanly
+    assert not any(alive(p) for p in pids.values())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize('ends_graph', [True, False], ids=['ending', 'other'])
+def test_a_clean_exit_ends_the_graph_only_for_its_ending_node(ends_graph):
+    runner = Runner(ends_graph='hw_position' if ends_graph else '')
+    pids = runner.started_pids()
+    runner.wait_for(r'\[hw_position\]: position commands')
+    os.kill(pids['hw_position'], signal.SIGINT)  # it alone stops, cleanly (exit code 0)
+    if ends_graph:  # as q_learner when training is over
+        code, out = runner.finish()
+        assert code == 0 and 'hw_position finished; stopping the graph' in out
+    else:
+        runner.wait_for('hw_position exited cleanly on its own; the rest of the graph goes on')
+        time.sleep(0.5)
+        assert alive(pids['hardware_interface']) and runner.proc.poll() is None
+        runner.proc.send_signal(signal.SIGINT)
+        code, out = runner.finish()
+        assert code == 0
+    assert out.count('shut down with a stop command sent') == 2
     assert not any(alive(p) for p in pids.values())
 
 
