@@ -82,3 +82,50 @@ def goal_from_measured_state(task: ReachAvoidTask, q: np.ndarray, qdot: np.ndarr
                             f'{np.round(ee, 3).tolist()} (goals lie more than '
                             f'{2 * task.config.success_radius:g} m away{crossing}); '
                             'move the arm to another start')
+
+
+class OperatorGoalError(ValueError):
+    """An operator's goal cannot be used; the message says why, for the operator."""
+
+
+def operator_goal(task: ReachAvoidTask, point: np.ndarray, frame: str, q: np.ndarray
+                  ) -> np.ndarray:
+    """An operator's goal (RViz's Publish Point: a point in `frame`) in the robot's base frame,
+    checked the way the task's own goals are, from the measured posture `q`.
+
+    `frame` must be the base frame ('' counts as it) or another link of the robot (transformed by
+    the arm's kinematics at `q`; tf2 is not needed for the robot's own frames). The goal must lie
+    in the task's goal box (the policy never saw goals elsewhere), and the posture the actions
+    settle in when they drive the hand there from `q` must hold the hand on it and lie in S (the
+    rule the task's goal pool follows). Otherwise OperatorGoalError says which of these failed.
+    """
+    robot, kinematics = task.robot, task.kinematics
+    point = np.asarray(point, dtype=float)
+    q = np.asarray(q, dtype=float)
+    if point.shape != (3,) or not np.all(np.isfinite(point)):
+        raise OperatorGoalError(f'the point must be 3 finite coordinates, got '
+                                f'{point.tolist()}')
+    if frame not in ('', robot.base_frame):
+        if not robot.model.existFrame(frame):
+            raise OperatorGoalError(f'frame {frame!r} is not a link of the robot: set RViz\'s '
+                                    f'Fixed Frame to {robot.base_frame!r}')
+        placement = kinematics.frame_placement(q, frame)
+        point = placement.rotation @ point + placement.translation
+    cfg = task.config
+    low, high = np.array(cfg.goal_lower), np.array(cfg.goal_upper)
+    if np.any(point < low) or np.any(point > high):
+        raise OperatorGoalError(f'{np.round(point, 3).tolist()} is outside the task\'s goal box '
+                                f'{low.tolist()} .. {high.tolist()} (the policy never saw goals '
+                                'there)')
+    settled = task.actions.settle(q, point, task.control_period)
+    miss = float(np.linalg.norm(kinematics.ee_position(settled) - point))
+    if miss >= cfg.success_radius / 4:
+        raise OperatorGoalError(f'unreachable: the hand stops {miss:.3f} m from '
+                                f'{np.round(point, 3).tolist()}')
+    margins = task.safe_set.margins(settled[None], np.zeros((1, robot.dof)))[0]
+    tightest = int(np.argmin(margins))
+    if margins[tightest] < 0.0:
+        raise OperatorGoalError(f'unsafe: holding the hand at {np.round(point, 3).tolist()} '
+                                f'leaves S ({task.safe_set.names[tightest]} margin '
+                                f'{margins[tightest]:.3f})')
+    return point

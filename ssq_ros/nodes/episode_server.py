@@ -41,7 +41,6 @@ from ssq_ros.nodes.common import (
     run_node,
     stamp_seconds,
 )
-from ssq_ros.nodes.mujoco_sim import FRAME
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.training.config import load_run_config
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
@@ -136,7 +135,7 @@ class EpisodeServer(Node):
             return False
         msg = PointStamped()
         msg.header.stamp = Time(nanoseconds=round(sample.stamp * 1e9)).to_msg()
-        msg.header.frame_id = FRAME
+        msg.header.frame_id = self.task.robot.base_frame
         msg.point.x, msg.point.y, msg.point.z = (float(v) for v in goal)
         self.goal_pub.publish(msg)
         response.message = json.dumps({'episode': episode, 'seed': seed,

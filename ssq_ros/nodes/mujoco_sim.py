@@ -58,7 +58,6 @@ from ssq_ros.training.config import load_run_config
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 from ssq_ros.training.problem import build_problem
 
-FRAME = 'ssq_link0'
 # A command's answered stamp travels in nanoseconds; equal to the state's within this [s].
 STAMP_TOLERANCE = 1e-6
 
@@ -190,7 +189,8 @@ class MujocoSim(Node):
         self.last_command = np.zeros(len(self.joint_names))
         self._advance_stamp()
         goal = PointStamped()
-        goal.header.stamp, goal.header.frame_id = self.stamp.to_msg(), FRAME
+        goal.header.stamp = self.stamp.to_msg()
+        goal.header.frame_id = self.problem.setup.robot.base_frame
         goal.point.x, goal.point.y, goal.point.z = (float(v) for v in self.env.goal)
         self.goal_pub.publish(goal)
         self.publish_verdict(RefereeVerdict(info['unsafe'], info['min_margin'],

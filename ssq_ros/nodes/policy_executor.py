@@ -2,8 +2,12 @@
 
 In:  /joint_states (sensor_msgs/JointState, any joint order), /ssq/goal
      (geometry_msgs/PointStamped), /ssq/policy (std_msgs/UInt8MultiArray, latched: exported
-     TorchScript bytes), /ssq/run_phase (std_msgs/String, when `act_only_in_eval`).
+     TorchScript bytes), /ssq/run_phase (std_msgs/String, when `act_only_in_eval`),
+     /clicked_point (geometry_msgs/PointStamped, RViz's Publish Point tool, when
+     `operator_goals`: checked by `graph_logic.episode_goal.operator_goal`, then the goal;
+     refused ones counted as GOAL_REFUSED with the reason in /diagnostics).
 Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yaml order),
+     /ssq/goal (latched; an accepted operator goal, for the markers),
      /ssq/executor/decisions (labelled Float64MultiArray: the state's stamp and the action),
      ~/status and /diagnostics (every command counted by its `SafetyStatus`: OK,
      ACTION_OUTSIDE_SUPPORT_FALLBACK, NO_POLICY_YET, NO_SAFE_ACTION_STOP, ...).
@@ -27,6 +31,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from ssq_ros.config import spec
+from ssq_ros.graph_logic.episode_goal import OperatorGoalError, operator_goal
 from ssq_ros.graph_logic.phases import RunPhase, decode_phase
 from ssq_ros.graph_logic.shielded_step import shielded_command
 from ssq_ros.nodes.common import (
@@ -58,6 +63,8 @@ class PolicyExecutorConfig(JointStateInput):
                         "'' for none")
     act_only_in_eval: bool = spec(False, doc='act only in the eval_policy phase of a train_sim '
                                   'run, with the policy version it announces')
+    operator_goals: bool = spec(False, doc="take goals from RViz's Publish Point tool "
+                                '(/clicked_point), checked against the task before use')
     greedy: bool = spec(True, doc="the policy's most likely action inside the support, "
                         'instead of a draw')
     diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
@@ -89,6 +96,11 @@ class PolicyExecutor(Node):
         self.create_subscription(PointStamped, '/ssq/goal', self.on_goal, LATCHED_QOS)
         self.create_subscription(UInt8MultiArray, '/ssq/policy', self.on_policy, LATCHED_QOS)
         self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
+        if self.cfg.operator_goals:
+            self.goal_pub = self.create_publisher(PointStamped, '/ssq/goal', LATCHED_QOS)
+            # Volatile: RViz publishes clicks volatile, and an old click must not become a goal.
+            self.create_subscription(PointStamped, '/clicked_point', self.on_clicked_point,
+                                     COMMAND_QOS)
         stored = Path(self.cfg.run_dir) / 'policy.pt' if self.cfg.run_dir else None
         if stored is not None and stored.is_file():
             self.install(stored, str(stored))
@@ -121,6 +133,25 @@ class PolicyExecutor(Node):
             self.get_logger().error('refused goal: not finite', throttle_duration_sec=1.0)
             return
         self.goal = goal
+
+    def on_clicked_point(self, msg: PointStamped) -> None:
+        point = np.array([msg.point.x, msg.point.y, msg.point.z])
+        try:
+            if self.latest is None:
+                raise OperatorGoalError('no joint state yet: the goal is checked from where the '
+                                        'arm is')
+            goal = operator_goal(self.problem.setup.task, point, msg.header.frame_id,
+                                 self.latest.positions)
+        except OperatorGoalError as exc:
+            self.reporter.reject(SafetyStatus.GOAL_REFUSED, str(exc))
+            return
+        self.goal = goal
+        out = PointStamped()
+        out.header.stamp = self.get_clock().now().to_msg()
+        out.header.frame_id = self.problem.setup.robot.base_frame
+        out.point.x, out.point.y, out.point.z = (float(v) for v in goal)
+        self.goal_pub.publish(out)
+        self.get_logger().info(f'operator goal {np.round(goal, 3).tolist()} accepted')
 
     def on_phase(self, msg: String) -> None:
         try:

@@ -65,8 +65,8 @@ class SafetyMonitorConfig(JointStateInput):
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set); '' is the package's "
                             'train_sim.yaml')
-    frame_id: str = spec('ssq_link0', doc='frame of the safe set and of the markers (the '
-                         "robot's base)")
+    frame_id: str = spec('', doc="frame of the safe set and of the markers; '' is the robot's "
+                         'base (its URDF root link)')
     trail_length: int = spec(300, doc='hand positions kept in the ee_trail marker', low=2,
                              high=100_000)
     comfortable_margin: float = spec(0.1, doc='margin drawn fully green [m or rad]',
@@ -102,6 +102,7 @@ class SafetyMonitor(Node):
         robot = load_robot(resolve_config_file(run_config.robot))
         safe_set_file = resolve_config_file(run_config.safe_set)
         self.safe_set = SafeSet(robot, load_safe_set_config(safe_set_file))
+        self.frame_id = self.cfg.frame_id or robot.base_frame
         self.geometry_judge = GeometryJudge(robot, self.safe_set.config) \
             if self.cfg.geometry_judge else None
         self.goal_radius = run_config.sim.task.success_radius
@@ -213,7 +214,7 @@ class SafetyMonitor(Node):
     # ------------------------------------------------------------------ outputs
     def _marker(self, ns: str, marker_id: int, kind: int, rgba: tuple[float, ...]) -> Marker:
         marker = Marker(ns=ns, id=marker_id, type=kind, action=Marker.ADD, color=_color(rgba))
-        marker.header.frame_id = self.cfg.frame_id
+        marker.header.frame_id = self.frame_id
         marker.pose.orientation.w = 1.0
         return marker
 

@@ -165,6 +165,12 @@ class Kinematics:
         columns = columns * self._moves_ee[None, :, None]
         return columns.transpose(0, 2, 1)[:, :, self._from_pinocchio]
 
+    def frame_placement(self, q: np.ndarray, frame: str) -> pin.SE3:
+        """World placement of any frame of the model (a URDF link) at one configuration."""
+        q = self.check_configurations(q)[0]
+        pin.framesForwardKinematics(self.robot.model, self._data, q[self.robot.to_pinocchio])
+        return self._data.oMf[self.robot.model.getFrameId(frame)].copy()
+
     def ee_position_pinocchio(self, q: np.ndarray) -> np.ndarray:
         """End-effector position from pinocchio's own FK (reference for the batched one)."""
         q = self.check_configurations(q)[0]

@@ -87,6 +87,12 @@ class RobotModel:
         return len(self.joint_names)
 
     @property
+    def base_frame(self) -> str:
+        """The URDF's root link (the TF root robot_state_publisher publishes): the frame the safe
+        set, goals and markers are expressed in."""
+        return next(f.name for f in self.model.frames if f.type == pin.FrameType.BODY)
+
+    @property
     def cover_radii(self) -> np.ndarray:
         """`sphere_radii + sphere_cover_error`: radii whose balls contain every verified point of
         the arm's collision geometry; the safe set inflates these, not the bare radii."""

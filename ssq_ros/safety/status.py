@@ -62,6 +62,8 @@ class SafetyStatus(enum.Enum):
                                        'fell back to the behavior controller')
     NO_SAFE_ACTION_STOP = (ERROR_LEVEL, 'no action in the safe support at this state; stopped')
     UNSAFE_STATE = (ERROR_LEVEL, 'the measured state is outside the safe set')
+    GOAL_REFUSED = (WARN_LEVEL, 'operator goal (/clicked_point) refused: not a robot frame, '
+                    'outside the goal box, unreachable or unsafe; the last goal stays')
     MONITOR_ESTOP = (ERROR_LEVEL, 'the measured state left the safe set or came within the '
                      'configured margin of it; e-stop latched through hardware_interface')
 
