@@ -179,14 +179,16 @@ MUJOCO_SIM_TRAIN = NodeSpec(executable='mujoco_sim', name='mujoco_sim',
                                         ('relay_joint_command', True)))
 SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
                           param_files=('nodes.yaml',), parameters=(COMMON[0],))
+# Deployed, the executor also takes goals an operator clicks in RViz (Publish Point).
 POLICY_EXECUTOR = NodeSpec(executable='policy_executor', name='policy_executor',
-                           param_files=('nodes.yaml',), parameters=COMMON)
+                           param_files=('nodes.yaml',),
+                           parameters=COMMON + (('operator_goals', True),))
 # The simulated controller acts on a command only at its next control period (sim.yaml's
 # physics.control_period, 50 ms), so the interface must brake that much earlier than on a
 # 1 kHz ros2_control loop.
 HARDWARE_INTERFACE = NodeSpec(executable='hardware_interface', name='hardware_interface',
                               param_files=('hardware.yaml',),
-                              parameters=(('actuation_delay', 0.05),))
+                              parameters=(COMMON[0], ('actuation_delay', 0.05)))
 TO_SIM_CONTROLLER = ((COMMAND_TOPIC, SIM_CONTROLLER_TOPIC),)
 
 GRAPHS = {g.name: g for g in (
@@ -225,11 +227,11 @@ GRAPHS = {g.name: g for g in (
            RVIZ),
           (NodeSpec(executable='hardware_interface', name='hardware_interface',
                     param_files=('hardware.yaml',),
-                    parameters=(('controller', FromArg('controller')),
+                    parameters=(COMMON[0], ('controller', FromArg('controller')),
                                 ('controller_kind', FromArg('controller_kind')),
                                 ('robot_config', FromArg('robot_config')))),
            NodeSpec(executable='policy_executor', name='policy_executor',
-                    param_files=('nodes.yaml',), parameters=COMMON,
+                    param_files=('nodes.yaml',), parameters=COMMON + (('operator_goals', True),),
                     unless_arg='train_on_robot'),
            NodeSpec(executable='safe_behavior', name='safe_behavior',
                     param_files=('nodes.yaml',), parameters=(COMMON[0],),
