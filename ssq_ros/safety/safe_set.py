@@ -92,6 +92,9 @@ def sphere_distance(points: np.ndarray, center: np.ndarray) -> np.ndarray:
     return np.sqrt(sum((points[..., i] - center[i]) ** 2 for i in range(3)))
 
 
+MOUNT_SAMPLES, MOUNT_SEED = 2000, 0  # postures that tell which spheres sit on the mount
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One state's judgement: safe iff min_margin >= 0; `constraint` names the tightest."""
@@ -117,6 +120,9 @@ class SafeSet:
                               'joint limits of ' + ', '.join(robot.joint_names))
         self.velocity_limit = robot.velocity_limit * config.joint_velocity_fraction
         self.inflated_radii = robot.cover_radii + config.cartesian_clearance
+        self.table_mounted = self._table_mounted() if config.table_height is not None \
+            else np.zeros(robot.sphere_radii.shape, dtype=bool)
+        """Spheres left out of the table check: no posture lifts them clear of it."""
         names = [f'joint_position:{n}' for n in robot.joint_names]
         names += [f'joint_velocity:{n}' for n in robot.joint_names]
         if config.table_height is not None:
@@ -131,12 +137,26 @@ class SafeSet:
         names += self.self_collision.names
         self.names: tuple[str, ...] = tuple(names)
 
+    def _table_mounted(self) -> np.ndarray:
+        """(S,) spheres below the table's clearance in every one of MOUNT_SAMPLES random
+        postures of the safe joint range (seeded), as MoveIt's setup assistant disables the
+        pairs it finds always in collision: such a sphere sits on the arm's mount (a UR's
+        shoulder housings 2-3 cm above the table top), no motion takes it off the table, and
+        checking it would leave S empty. Whether the real links touch the table is judged by
+        the URDF geometry (safety_monitor, the referee), not by these spheres."""
+        rng = np.random.default_rng(MOUNT_SEED)
+        qs = rng.uniform(self.position_lower, self.position_upper,
+                         (MOUNT_SAMPLES, self.robot.dof))
+        heights = self.kinematics.sphere_positions(qs)[..., 2]
+        return np.all(heights - self.config.table_height - self.inflated_radii < 0.0, axis=0)
+
     def cartesian_margins(self, spheres: np.ndarray) -> np.ndarray:
         """Margins (B, C_cart) of sphere centres (B, S, 3): table, workspace, zones in order."""
         cfg, radii = self.config, self.inflated_radii
         columns = []
         if cfg.table_height is not None:
-            columns.append((spheres[..., 2] - cfg.table_height - radii).min(axis=-1))
+            above = spheres[..., 2] - cfg.table_height - radii
+            columns.append(np.where(self.table_mounted, np.inf, above).min(axis=-1))
         if cfg.workspace is not None:
             inside = inside_box_distance(spheres, np.array(cfg.workspace.lower),
                                          np.array(cfg.workspace.upper))

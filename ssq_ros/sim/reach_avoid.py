@@ -150,7 +150,19 @@ class ReachAvoidTask:
             postures = self.safe_postures(rng, self.config.start_margin)
             if len(postures):
                 return postures[0]
-        raise RuntimeError('no safe start posture found: the safe set leaves no room near home')
+        # Say what stands in the way, so the user knows which setting to change.
+        qs = np.clip(self.robot.home + rng.uniform(-self.config.start_noise,
+                                                   self.config.start_noise,
+                                                   (1000, self.robot.dof)),
+                     self.safe_set.position_lower, self.safe_set.position_upper)
+        margins = self.safe_set.margins(qs, np.zeros_like(qs))
+        best = int(np.argmax(margins.min(axis=1)))
+        tightest = int(np.argmin(margins[best]))
+        raise RuntimeError(
+            f'no start posture near home keeps task.start_margin {self.config.start_margin:g}: '
+            f'the best of {len(qs)} tried keeps {margins[best, tightest]:.3f} '
+            f'({self.safe_set.names[tightest]}); lower task.start_margin in the sim config or '
+            'choose another home')
 
     def goal_pool(self) -> np.ndarray:
         """Hand positions (M, 3) in the goal box of postures anywhere in the joint limits with
