@@ -101,3 +101,19 @@ def test_bad_states_are_rejected(safe_set):
         safe_set.margins(safe_set.robot.home, np.full(7, np.inf))
     with pytest.raises(ValueError, match='must match'):
         safe_set.margins(safe_set.robot.home, np.zeros(3))
+
+
+def test_spheres_no_posture_lifts_off_the_table_are_not_checked_against_it():
+    data = config_path('robot.yaml').parents[1] / 'test' / 'data'
+    config = load_safe_set_config(config_path('safe_set.yaml'))
+    ur5 = SafeSet(load_robot(data / 'ur5.yaml'), config)
+    mounted = [n for n, m in zip(ur5.robot.sphere_names, ur5.table_mounted, strict=True) if m]
+    assert mounted == ['shoulder_link_0', 'upper_arm_link_0']
+    # Below the clearance at home, and still the table column is set by the other spheres.
+    spheres = ur5.kinematics.sphere_positions(ur5.robot.home[None])
+    heights = spheres[0, :, 2] - config.table_height - ur5.inflated_radii
+    assert np.all(heights[ur5.table_mounted] < 0)
+    table = ur5.margins(ur5.robot.home[None], np.zeros((1, 6)))[0, ur5.names.index('table')]
+    assert table == pytest.approx(heights[~ur5.table_mounted].min())
+    # The package arm stands clear of its table: every sphere is checked.
+    assert not SafeSet(load_robot(config_path('robot.yaml')), config).table_mounted.any()
