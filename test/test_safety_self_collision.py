@@ -280,3 +280,33 @@ def test_the_shield_keeps_the_arm_from_folding_into_itself(fold_setup, kind):
     assert self_unsafe > 0 and worst_referee < 0.0
     print(f'{kind}: shield refused {refused} of {steps} steps; unshielded, the referee counted '
           f'{self_unsafe} self-collision periods, deepest {worst_referee * 1000:.1f} mm')
+
+
+@pytest.mark.parametrize('samples', [(3, 4), (2, 2)])
+def test_accepted_paths_keep_self_collision_margins_between_samples(safe_set, samples):
+    """Near the wrist fold, moving toward it, commands the check accepts keep every state of a
+    100x denser path within the sample gap of the self-collision constraints: the doubled gap
+    bound for two moving spheres (also with fewer samples, where the gap is larger)."""
+    from ssq_ros.safety.support import SupportConfig, swept_path
+    support = SupportCheck(safe_set, replace(SupportConfig(), period_samples=samples[0],
+                                             braking_samples=samples[1]), 0.05)
+    columns = safe_set.self_collision_columns
+    worst, accepted_count = np.inf, 0
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        # Hand turned toward the forearm: link5|hand about 1 cm from its boundary.
+        q = safe_set.robot.home + np.array([0, 0, 0, 0, 0, -0.56, -0.56]) + rng.uniform(
+            -0.02, 0.02, 7)
+        assert 0.0 < safe_set.margins(q, np.zeros(7))[0, columns].min() < 0.02
+        qdot = rng.uniform(-0.1, 0.1, 7) * safe_set.velocity_limit
+        qdot[5:] = -np.abs(qdot[5:])  # already folding
+        commands = rng.uniform(-0.3, 0.3, (48, 7)) * safe_set.velocity_limit
+        accepted = commands[support.is_safe(q, qdot, commands)]
+        accepted_count += len(accepted)
+        if len(accepted):
+            positions, velocities, _ = swept_path(q, qdot, accepted, 0.05, support.rate, 300,
+                                                  400)
+            dense = safe_set.margins(positions.reshape(-1, 7), velocities.reshape(-1, 7))
+            worst = min(worst, dense[:, columns].min())
+    assert accepted_count > 0 and worst < 0.02  # paths that come close were accepted
+    assert worst >= -support.config.sample_gap_limit
