@@ -211,6 +211,32 @@ def test_a_foreign_script_cannot_drive_the_hand_into_the_fixture(cell):
     assert judged['safe_set_unsafe_states'] == '0'
 
 
+def test_random_well_formed_commands_never_leave_the_safe_set(cell):
+    """A stream of random joint velocities, each held a random while, up to 4x the URDF
+    limits: the referee counts no unsafe state and the interface reports why it refused."""
+    cell, script = cell()
+    rng = np.random.default_rng(17)
+    end = time.monotonic() + 10.0
+    while time.monotonic() < end:
+        command = rng.uniform(-4.0, 4.0, ROBOT.dof) * ROBOT.velocity_limit
+        hold_until = time.monotonic() + rng.uniform(0.1, 1.0)
+        while time.monotonic() < min(hold_until, end):
+            script.command_pub.publish(Float64MultiArray(data=command.tolist()))
+            time.sleep(0.01)
+    time.sleep(0.6)
+    with script.lock:
+        verdicts = list(script.verdicts)
+        hw = dict(script.diagnostics.get('hardware_interface', {}))
+        judged = dict(script.safety_status)
+    worst = min(verdicts, key=lambda v: v[1])
+    print(f'random stream: {sum(v[0] for v in verdicts)} unsafe of {len(verdicts)} periods, '
+          f'referee min margin {worst[1]:.4f} ({worst[2]}); reactions '
+          f'{ {k: v for k, v in hw.items() if k.isupper()} }')
+    assert len(verdicts) > 100 and sum(v[0] for v in verdicts) == 0, worst
+    assert judged['geometry_unsafe_states'] == '0' and judged['safe_set_unsafe_states'] == '0'
+    assert int(hw.get('VELOCITY_LIMIT_SCALE', 0)) > 0  # the stream did push the limits
+
+
 def test_the_monitor_latches_the_estop_near_the_boundary(cell):
     # A cell integrator's margin: stop the arm for good 5 cm before S's boundary.
     cell, script = cell('estop_margin:=0.05')
