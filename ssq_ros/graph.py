@@ -263,12 +263,21 @@ def robot_urdf(robot: str | Path | None = None) -> Path:
     return resolve_urdf(load(RobotConfig, robot or config_path('robot.yaml')).urdf)
 
 
+def robot_base_frame(robot: str | Path) -> str:
+    """The base frame of a robot yaml's arm (RViz's fixed frame: the safe set and the markers
+    are drawn in it)."""
+    from ssq_ros.safety.robot import load_robot
+
+    return load_robot(robot).base_frame
+
+
 def launch_description(graph_name: str) -> Any:
     """The launch_ros LaunchDescription of a graph (needs a ROS 2 installation).
 
     Each node gets an OnProcessExit handler that shuts the launch down when `node_exit` says
-    the graph ends. robot_state_publisher is made at launch time (OpaqueFunction), once the
-    arguments are known, with the URDF of the run's robot (`robot_file`).
+    the graph ends. robot_state_publisher and rviz2 are made at launch time (OpaqueFunction),
+    once the arguments are known, with the URDF and the base frame (RViz's fixed frame) of the
+    run's robot (`robot_file`).
     """
     from launch.actions import (
         DeclareLaunchArgument,
@@ -296,7 +305,8 @@ def launch_description(graph_name: str) -> Any:
         reason = f'{end.message}; stopping the {graph.name} graph'
         return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
 
-    def node_actions(spec: NodeSpec, extra: dict[str, Any]) -> list[Any]:
+    def node_actions(spec: NodeSpec, extra: dict[str, Any],
+                     arguments: tuple[str, ...] = ()) -> list[Any]:
         overrides = {k: ParameterValue(LaunchConfiguration(v.arg), value_type=types[v.arg])
                      if isinstance(v, FromArg) else v for k, v in spec.parameters}
         overrides.update(extra)
@@ -308,7 +318,8 @@ def launch_description(graph_name: str) -> Any:
         node = Node(
             package=spec.package, executable=spec.executable, name=spec.name,
             parameters=spec.param_file_paths() + ([overrides] if overrides else []),
-            arguments=spec.resolved_arguments(), remappings=list(spec.remappings),
+            arguments=spec.resolved_arguments() + list(arguments),
+            remappings=list(spec.remappings),
             condition=condition, output='screen')
         on_exit = OnProcessExit(target_action=node,
                                 on_exit=lambda event, context: end_graph_on_exit(spec, event,
@@ -321,11 +332,18 @@ def launch_description(graph_name: str) -> Any:
         urdf = robot_urdf(robot_file(args)).read_text()
         return node_actions(spec, {'robot_description': ParameterValue(urdf, value_type=str)})
 
+    def with_fixed_frame(context: Any, spec: NodeSpec) -> list[Any]:
+        args = graph.resolve_args({a.name: context.launch_configurations[a.name]
+                                   for a in graph.arguments})
+        return node_actions(spec, {}, ('-f', robot_base_frame(robot_file(args))))
+
     actions = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
                for a in graph.arguments]
     for spec in graph.nodes:
         if spec.executable == 'robot_state_publisher':
             actions.append(OpaqueFunction(function=with_robot_description, args=[spec]))
+        elif spec.executable == 'rviz2':
+            actions.append(OpaqueFunction(function=with_fixed_frame, args=[spec]))
         else:
             actions += node_actions(spec, {})
     return LaunchDescription(actions)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ssq_ros.graph import GRAPHS, FromArg, node_exit, robot_urdf
+from ssq_ros.graph import GRAPHS, FromArg, node_exit, robot_base_frame, robot_urdf
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / 'data'
@@ -226,10 +226,21 @@ def test_robot_description_follows_the_config(launch_api, tmp_path, graph_name):
 
 def urdf_base_link(path):
     robot = ET.parse(path).getroot()
-    children = {j.find('child').get('link') for j in robot.iter('joint')}
-    roots = [link.get('name') for link in robot.iter('link') if link.get('name') not in children]
+    # Top-level elements only: a <transmission> also holds <joint> elements.
+    children = {j.find('child').get('link') for j in robot.findall('joint')}
+    roots = [link.get('name') for link in robot.findall('link')
+             if link.get('name') not in children]
     assert len(roots) == 1, roots
     return roots[0]
+
+
+@pytest.mark.parametrize('robot', ['config/robot.yaml', 'test/data/panda.yaml',
+                                   'test/data/ur5.yaml', 'test/data/xarm7.yaml'])
+def test_rviz_fixed_frame_is_the_base_link_of_the_runs_robot(robot):
+    """launch_description passes `-f robot_base_frame(...)` to rviz2: the URDF's root link."""
+    from ssq_ros.safety.robot import load_robot
+
+    assert robot_base_frame(ROOT / robot) == urdf_base_link(load_robot(ROOT / robot).urdf_path)
 
 
 def test_rviz_config_shows_robot_and_safety_markers_in_the_base_frame():
