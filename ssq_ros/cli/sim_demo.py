@@ -4,8 +4,9 @@
                  [--sim FILE] [--continuous] [--baselines] [--referee-stride 1] [--seed 0]
 
 Runs mu from random safe starts toward random goals whose straight path crosses a keep-out
-zone, then writes DIR/sim_demo.json (`unsafe_states`, `min_margin`, ...) and DIR/sim_demo.png
-(hand paths against the zones, top and front views). `--baselines` adds, on the same budget, the
+zone, then writes DIR/sim_demo.json (`unsafe_states`, `min_margin`, `success_rate`: goals
+reached per finished episode, ...) and DIR/sim_demo.png (hand paths against the zones, top and
+front views). `--baselines` adds, on the same budget, the
 same mu without the support check and a uniform random joint-velocity policy.
 """
 from __future__ import annotations
@@ -120,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     discrete = not args.continuous
     safe = run_policy(setup, 'safe', discrete, args.steps, args.seed)
     result = safe.summary()
-    result.update(robot=str(setup.robot.urdf_path), discrete=discrete,
+    result.update(success_rate=safe.successes / max(safe.episodes, 1),
+                  robot=str(setup.robot.urdf_path), discrete=discrete,
                   referee_stride=setup.config.physics.referee_stride,
                   sim_config=to_dict(setup.config))
     if args.baselines:
@@ -133,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                              lambda f: f.write(json.dumps(result, indent=2).encode()))
     png_path = plot_paths(setup, safe, args.out / 'sim_demo.png')
     print(f'safe behavior: {safe.steps} steps, {safe.episodes} episodes, {safe.successes} '
-          f'reached, unsafe states {safe.unsafe_states}, min margin {safe.min_margin:.4f} m '
+          f'reached (success rate {result["success_rate"]:.0%}), unsafe states '
+          f'{safe.unsafe_states}, min margin {safe.min_margin:.4f} m '
           f'({safe.min_margin_constraint}), hold refused {safe.hold_refused}, '
           f'{safe.steps / max(safe.wall_time_s, 1e-9):.0f} steps/s')
     for name, row in result.get('baselines', {}).items():
