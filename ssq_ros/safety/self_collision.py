@@ -1,32 +1,34 @@
 """Self-collision: which pairs of the arm's links can touch, and their signed margins.
 
 The links are the frames the collision spheres are fixed to (robot yaml `collision_spheres`).
-A pair of links is checked unless it is disabled the way MoveIt's setup assistant disables it:
+A pair of links is checked unless it is disabled the way MoveIt's setup assistant disables it;
+the first rule that applies is the reason reported:
 
 - `adjacent`: the two links move with the same joint, or with a joint and its parent joint, of
   pinocchio's model after the joints the robot yaml does not command are locked (links joined
   by a fixed or locked joint are one rigid body, so "adjacent" is judged between those bodies);
+- `srdf`: a `<disable_collisions link1= link2=>` entry of the SRDF the config names (by default
+  `auto`: the SRDF shipped beside the URDF, `<name>.srdf` in its folder or in a sibling `srdf/`
+  folder, as example-robot-data and most description packages lay them out);
+- `config`: an entry of `disabled_pairs` in the config;
 - `never`: the two links' spheres, inflated by the clearance, never overlap over `samples`
   seeded random postures drawn uniformly within the URDF joint limits;
 - `always`: they overlap in every one of those postures (a pair that touches by construction;
   a margin that is negative everywhere would only freeze the arm);
 - `home`: they overlap at the robot yaml's home posture (MoveIt's "Default" rule: the posture
   the robot is declared safe in cannot be outside S; the sphere model of two links close by
-  construction, e.g. at an elbow, overlaps where the real links do not);
-- `srdf`: a `<disable_collisions link1= link2=>` entry of the SRDF the config names (by default
-  `auto`: the SRDF shipped beside the URDF, `<name>.srdf` in its folder or in a sibling `srdf/`
-  folder, as example-robot-data and most description packages lay them out);
-- `config`: an entry of `disabled_pairs` in the config.
+  construction, e.g. at an elbow, overlaps where the real links do not).
 
-The margin of an enabled pair (A, B) is min over sphere pairs (i on A, j on B) of
-|c_i - c_j| - r_i - r_j - clearance, with r the sphere radius plus its cover error. It is
-evaluated for a whole batch at once: one gather of the sphere-pair centres, one norm and a
-segment minimum (`np.minimum.reduceat`) over the sphere pairs of each link pair.
+The margin of a checked pair (A, B) is min over its sphere pairs (i on A, j on B) of
+|c_i - c_j| - r_i - r_j - clearance, with r the sphere radius plus its cover error. The sphere
+pairs are those that overlap (bare radii) in some sample, or where none ever does, those that
+come within the clearance (`_select_pairs` says why). A whole batch is evaluated at once: one
+gather of the sphere-pair centres, one norm and a segment minimum (`np.minimum.reduceat`).
 
-Caveat of the sampling rule (MoveIt's too): a pair disabled as `never` is not checked at all, so
-a posture outside the sampled ones in which it touches would go unnoticed; 10,000 samples over
-a 7-DoF arm make that unlikely for links, not impossible. Raise `samples` or list the pair
-nowhere (it stays enabled only if some sample touches) if in doubt.
+Caveat of the sampling rules (MoveIt's too): a pair disabled as `never`, or a sphere pair left
+out, is not checked at all, so a posture outside the sampled ones in which it touches would go
+unnoticed; 10,000 samples over a 7-DoF arm make that unlikely, not impossible. Raise `samples`
+if in doubt.
 """
 from __future__ import annotations
 
@@ -307,9 +309,10 @@ def _select_pairs(robot: RobotModel, config: SelfCollisionConfig, radii: np.ndar
                 # Sphere pairs that never come close carry none of the pair's contacts: the
                 # pair checks those that overlap (bare radii) in some sample, or, where none
                 # ever does, those that come within the clearance. Spheres fixed near a shared
-                # joint keep an almost constant distance (link5's wrist sphere and the hand's:
-                # 1.8-5 cm apart in every posture, bare) and would otherwise cap the pair's
-                # margin below the clearance everywhere without telling postures apart.
+                # joint keep an almost constant distance (ssq_arm's wrist sphere on link5 and
+                # the hand's: never closer than 1.8 cm, bare, and hardly further near home)
+                # and would otherwise cap the pair's margin below the clearance in every
+                # posture near home without telling postures apart.
                 rows = np.arange(bounds[k], bounds[k + 1])
                 bare = sphere_low[rows] + config.clearance
                 keep = rows[bare < (0.0 if np.any(bare < 0.0) else config.clearance)]
