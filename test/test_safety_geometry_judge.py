@@ -25,7 +25,8 @@ def setup():
 
 @pytest.fixture(scope='module')
 def judge(setup):
-    return GeometryJudge(setup.robot, setup.safe_set.config)
+    return GeometryJudge(setup.robot, setup.safe_set.config,
+                         self_collision_pairs=setup.safe_set.self_collision.pairs)
 
 
 def test_agrees_with_the_mujoco_referee_on_the_same_geometry(setup, judge):
@@ -38,7 +39,9 @@ def test_agrees_with_the_mujoco_referee_on_the_same_geometry(setup, judge):
         sim.reset(q)
         ours = judge.margins(q, np.zeros(robot.dof))
         theirs = referee.margins(sim.data)
-        for name in ('keep_out:fixture', 'keep_out:human_zone', 'keep_out:lamp', 'workspace'):
+        pairs = [n for n in judge.names if n.startswith('self_collision:')]
+        for name in ('keep_out:fixture', 'keep_out:human_zone', 'keep_out:lamp', 'workspace',
+                     *pairs):
             a = ours[judge.names.index(name)]
             b = min(theirs[k] for k, n in enumerate(referee.names) if n == name)
             if min(a, b) < judge.exact_within:  # both exact there
@@ -49,6 +52,7 @@ def test_agrees_with_the_mujoco_referee_on_the_same_geometry(setup, judge):
         mujoco.mj_resetData(sim.model, sim.data)
     print(f'{compared} exact margins compared, {unsafe_both} unsafe in both')
     assert compared > 20 and unsafe_both > 5
+    assert len(pairs) == len(setup.safe_set.self_collision) > 0
 
 
 @settings(max_examples=40, deadline=None, derandomize=True,

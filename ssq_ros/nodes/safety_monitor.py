@@ -36,15 +36,13 @@ from ssq_ros.config import spec
 from ssq_ros.graph_logic.monitor import EstopTrigger, SafetyTally, margin_color
 from ssq_ros.graph_logic.phases import decode_phase
 from ssq_ros.nodes.common import (
-    DIAGNOSTICS_QOS,
-    LATCHED_QOS,
-    SENSOR_QOS,
     JointStateInput,
     StatusReporter,
     declare_config,
     run_node,
     stamp_seconds,
 )
+from ssq_ros.nodes.interfaces import DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
 from ssq_ros.safety.geometry_judge import GeometryJudge
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
@@ -103,7 +101,9 @@ class SafetyMonitor(Node):
         safe_set_file = resolve_config_file(run_config.safe_set)
         self.safe_set = SafeSet(robot, load_safe_set_config(safe_set_file))
         self.frame_id = self.cfg.frame_id or robot.base_frame
-        self.geometry_judge = GeometryJudge(robot, self.safe_set.config) \
+        self.geometry_judge = GeometryJudge(
+            robot, self.safe_set.config,
+            self_collision_pairs=self.safe_set.self_collision.pairs) \
             if self.cfg.geometry_judge else None
         self.goal_radius = run_config.sim.task.success_radius
         self.tally = SafetyTally(self.safe_set)

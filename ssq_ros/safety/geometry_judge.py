@@ -6,7 +6,8 @@ with this one instead: pinocchio's GeometryModel of the URDF's collision element
 cylinders, ...), placed by pinocchio's kinematics, and coal's exact distance to the table, the
 workspace walls and every keep-out zone of the safe-set config, with none of S's clearances or
 margins (like the MuJoCo referee in simulation): joint positions against the URDF limits, joint
-velocities against the URDF velocity limits.
+velocities against the URDF velocity limits, and the exact distance between the links of every
+self-collision pair the safe set checks (`self_collision:A|B`).
 
 Exact distances cost about 0.1 ms per mesh and zone, too much for every pair at a driver's rate,
 so each geometry is first bounded by the sphere around its local bounding box: where that bound
@@ -37,7 +38,8 @@ REACH = 20.0  # m: half size of those slabs along the surface they stand for
 class GeometryJudge:
     """Margins (named like the referee's) of measured states from the URDF collision geometry."""
 
-    def __init__(self, robot: RobotModel, config: SafeSetConfig, exact_within: float = 0.05):
+    def __init__(self, robot: RobotModel, config: SafeSetConfig, exact_within: float = 0.05,
+                 self_collision_pairs: tuple[tuple[str, str], ...] = ()):
         if not exact_within > 0.0:
             raise ValueError(f'exact_within must be positive, got {exact_within}')
         self.robot = robot
@@ -66,9 +68,20 @@ class GeometryJudge:
             robot.model.frames[self.geometry.geometryObjects[i].parentFrame].name
             for i, is_fixed in zip(self.moving, fixed, strict=True) if is_fixed}))
         self._judged_by_table = ~fixed
+        links = [robot.model.frames[self.geometry.geometryObjects[i].parentFrame].name
+                 for i in self.moving]
+        # Per pair, the (k, l) indices into `moving` of the geometries of link A and of link B.
+        self.pairs = tuple((a, b, [(k, m) for k, la in enumerate(links) if la == a
+                                   for m, lb in enumerate(links) if lb == b])
+                           for a, b in self_collision_pairs)
+        for a, b, geometry_pairs in self.pairs:
+            if not geometry_pairs:
+                raise ValueError(f'self-collision pair {a}|{b}: a link without collision '
+                                 'geometry in the URDF')
         self.names = tuple([f'joint_position:{n}' for n in robot.joint_names]
                            + [f'joint_velocity:{n}' for n in robot.joint_names]
-                           + list(dict.fromkeys(name for name, *_ in self.hazards)))
+                           + list(dict.fromkeys(name for name, *_ in self.hazards))
+                           + [f'self_collision:{a}|{b}' for a, b, _ in self.pairs])
         self._request = coal.DistanceRequest()
         self._result = coal.DistanceResult()
 
@@ -148,7 +161,20 @@ class GeometryJudge:
             for k in np.flatnonzero(near):
                 worst = min(worst, self._distance(self.moving[k], placements[k], shape, where))
             cartesian[name] = min(cartesian.get(name, np.inf), worst)
-        return np.concatenate([position, velocity, list(cartesian.values())])
+        pairs = []
+        for _, _, geometry_pairs in self.pairs:
+            worst = np.inf
+            for k, m in geometry_pairs:
+                bound = (np.linalg.norm(centres[k] - centres[m]) - self._radii[k]
+                         - self._radii[m])
+                if bound >= self.exact_within:
+                    worst = min(worst, bound)
+                    continue
+                other = self.geometry.geometryObjects[self.moving[m]].geometry
+                where = coal.Transform3s(placements[m].rotation, placements[m].translation)
+                worst = min(worst, self._distance(self.moving[k], placements[k], other, where))
+            pairs.append(worst)
+        return np.concatenate([position, velocity, list(cartesian.values()), pairs])
 
     def _distance(self, index: int, placement: pin.SE3, shape: coal.CollisionGeometry,
                   where: coal.Transform3s) -> float:
