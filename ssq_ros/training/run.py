@@ -1,0 +1,463 @@
+"""The run engine: one training run in one folder, whoever feeds it the transitions.
+
+`ssq-train` (`ssq_ros.training.trainer`) steps the env in-process and feeds the engine; the
+`q_learner` node (`ssq_ros.graph_logic.learner_run`) feeds it the transitions that arrive over
+ROS. Everything else is here, once: the run folder and its config check, the schedule (update
+credit, training reports, periodic extraction, checkpoints), checkpoint/resume after a kill,
+extraction and export, the evaluation records and the metrics record `RunMetrics`.
+
+Run folder:
+    config.yaml                the resolved config of the run (a resume must match it)
+    log.jsonl                  one JSON record per episode / training report / extraction /
+                               evaluation, appended as it happens (a killed run can be reported)
+    checkpoints/<name>.pt      learner + run counters + the driver's own state, atomic
+                               (ssq-train: trainer.pt, the graph: graph_learner.pt)
+    policy.pt                  the latest exported policy (TorchScript bytes)
+    calibration.npz            Q(s_t, a_t) and G_t of the final evaluation
+    metrics.json               `RunMetrics` (written last)
+    tb/                        TensorBoard (charts/, losses/)
+    plots/*.png                see ssq_ros.training.plots
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from ssq_ros.config import ConfigError, parse, to_dict
+from ssq_ros.deploy.export import export_policy
+from ssq_ros.learning.critic import load_checkpoint
+from ssq_ros.learning.storage import atomic_write
+from ssq_ros.training.config import TrainConfig, resolve_budgets, with_overrides
+from ssq_ros.training.evaluate import EvalStats
+from ssq_ros.training.learner import OnlineLearner, TaskSpaces
+from ssq_ros.training.provenance import provenance
+
+LOG = 'log.jsonl'
+_KIND = 'ssq_ros.Run/1'
+# A training record is logged every this many transitions.
+REPORT_EVERY = 250
+# Seconds between two progress lines of a long phase (the final extraction).
+PROGRESS_PERIOD = 10.0
+
+
+@dataclass
+class RunCounters:
+    """What the run has counted so far; checkpointed with the learner."""
+
+    episodes_train: int = 0
+    update_credit: float = 0.0
+    wall_time_s: float = 0.0
+    log_bytes: int = 0
+    unsafe_train: int = 0
+    unsafe_eval: int = 0
+    min_margin_train: float = math.inf
+    min_margin_eval: float = math.inf
+    behavior_fallbacks_train: int = 0
+    safe_set_unsafe_train: int | None = None
+    safe_set_unsafe_eval: int | None = None
+    evaluations: int = 0
+    transitions_ignored: int = 0
+    last_fit: dict = field(default_factory=dict)
+    last_eval: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunMetrics:
+    """metrics.json: the final numbers of a run, the same keys for ssq-train and the graph."""
+
+    unsafe_states_train: int
+    """referee verdicts 'unsafe' while mu trained (the graph: the independent monitor's count)"""
+    unsafe_states_eval: int
+    """referee verdicts 'unsafe' in every held-out evaluation (policy and mu), every state the
+    arm entered, calibration tails included"""
+    success_rate_behavior: float
+    """share of the final evaluation's held-out goals mu alone reached within task.max_steps"""
+    success_rate_policy: float
+    """the same for the shielded policy"""
+    return_behavior: float
+    """mean undiscounted return of mu over the first task.max_steps of the held-out episodes"""
+    return_policy: float
+    """the same for the shielded policy"""
+    value_calibration_error: float
+    """mean |Q - G| / mean |G| on mu's held-out calibration episodes: Q(s_t, a_t) of mu's
+    actions against mu's discounted return G_t, for the steps whose G_t is complete
+    (`ssq_ros.training.evaluate.complete_returns`); NaN without any such step"""
+    value_calibration_error_policy: float
+    """the same on the shielded policy's own held-out episodes"""
+    calibration_pairs: int
+    """(Q, G) pairs value_calibration_error rests on"""
+    calibration_pairs_policy: int
+    """(Q, G) pairs value_calibration_error_policy rests on"""
+    env_steps: int
+    """transitions of mu trained on (the budget, schedule.steps)"""
+    updates: int
+    """critic updates made"""
+    wall_time_s: float
+    """seconds the run took, summed over resumes"""
+    episodes_train: int
+    """training episodes of mu completed"""
+    eval_episodes: int
+    """held-out episodes of the final evaluation (of each of the policy and mu)"""
+    min_margin_train: float
+    """smallest referee margin seen while training [m or rad]"""
+    min_margin_eval: float
+    """smallest referee margin seen in the evaluations [m or rad]"""
+    behavior_fallbacks_train: int
+    """training steps where mu's support was empty and mu held the arm"""
+    executor_statuses: dict
+    """how often each SafetyStatus was the executor's reaction in the final evaluation"""
+    policy_version: int
+    """extractions made (the exported policy's version)"""
+    final_extract_steps: int
+    """policy gradient steps of the final extraction (schedule, resolved)"""
+    policy_fit_kl: float
+    """final extraction: mean KL(pi_Q, pi_theta) on 4096 replayed states"""
+    policy_fit_agreement: float
+    """final extraction: share of those states where pi_Q and pi_theta rank the same action
+    first (continuous: as distributions over mu's K samples)"""
+    action_kind: str
+    """discrete or continuous"""
+    seed: int
+    """schedule.seed"""
+    transitions_ignored: int
+    """transitions that arrived after the budget or in the wrong phase (the graph; 0 in
+    ssq-train)"""
+    safe_set_unsafe_states_train: int | None
+    """states outside the configured safe set S (margins included) while training, by the
+    monitor (the graph; None in ssq-train, which has only the referee)"""
+    safe_set_unsafe_states_eval: int | None
+    """the same in the evaluation"""
+    runner: str
+    """'ssq-train' or 'train_sim graph'"""
+    code_commit: str
+    """git commit of the code (git rev-parse HEAD), 'unknown' outside a checkout"""
+    code_dirty: bool | None
+    """tracked files differed from code_commit (None: unknown)"""
+    config_sha256: str
+    """sha256 of the resolved config's canonical JSON (config.yaml holds that config)"""
+
+
+@dataclass
+class StepEvents:
+    """What the driver has to do after a transition."""
+
+    policy: bytes | None = None
+    """a periodic extraction exported this policy"""
+    evaluate: bool = False
+    """a periodic evaluation is due (ssq-train runs it; the graph has none)"""
+    checkpoint: bool = False
+    """a checkpoint was written"""
+    budget_reached: bool = False
+    """schedule.steps transitions are in: the final extraction is next"""
+
+
+class Run:
+    """One run in one folder. `open()` starts or resumes it; feed it with `add_transition`."""
+
+    def __init__(self, config: TrainConfig, spaces: TaskSpaces, out: str | Path, *,
+                 runner: str, checkpoint_name: str, checkpoint_at_episode_end: bool,
+                 say: Callable[[str], None] = print, tensorboard: bool = True):
+        self.config = resolve_budgets(with_overrides(config))
+        self.schedule = self.config.schedule
+        self.out = Path(out)
+        self.runner = runner
+        self.checkpoint_path = self.out / 'checkpoints' / checkpoint_name
+        self.checkpoint_at_episode_end = checkpoint_at_episode_end
+        self.say = say
+        self.tensorboard = tensorboard
+        torch.set_num_threads(self.schedule.torch_threads)
+        self.learner = OnlineLearner(spaces, self.config.learner, self.schedule.seed)
+        self.counters = RunCounters()
+        self.provenance = provenance(self.config)
+        self.writer = None
+        self._losses: list[dict] = []
+        self._checkpoint_due = False
+        self._started = time.monotonic()
+        self._wall_before = 0.0
+
+    # ------------------------------------------------------------------ folder, checkpoints
+    @property
+    def steps(self) -> int:
+        return self.learner.transitions
+
+    @property
+    def budget_reached(self) -> bool:
+        return self.steps >= self.schedule.steps
+
+    def finished_metrics(self) -> dict | None:
+        """metrics.json of a run that already finished in this folder, else None."""
+        path = self.out / 'metrics.json'
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def check_folder(self) -> None:
+        """Create the folder with config.yaml, or refuse one started with another config."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        config_file = self.out / 'config.yaml'
+        mine = to_dict(self.config)
+        if config_file.exists():
+            try:
+                theirs = resolve_budgets(_parse_config(config_file))
+            except ConfigError:
+                theirs = None  # not even a config of this version
+            if theirs != self.config:
+                raise ConfigError(f'{config_file}: this run folder was started with another '
+                                  'config; use a new run folder or the same config and '
+                                  'overrides')
+        else:
+            atomic_write(config_file, lambda f: f.write(yaml.safe_dump(mine).encode()))
+
+    def open(self, driver_state: Callable[[dict], None] | None = None) -> bool:
+        """Check the folder, resume from its checkpoint if there is one (the driver's own saved
+        state goes to `driver_state`), open TensorBoard; True if resumed."""
+        self.check_folder()
+        resumed = self.checkpoint_path.exists()
+        if resumed:
+            state = load_checkpoint(self.checkpoint_path)
+            if state.get('kind') != _KIND or state.get('config') != to_dict(self.config):
+                raise ConfigError(f'{self.checkpoint_path}: not a checkpoint of this run\'s '
+                                  'config (or written by an older version of ssq_ros)')
+            self.learner.load_state_dict(state['learner'], str(self.checkpoint_path))
+            self.counters = RunCounters(**json.loads(state['counters_json']))
+            self._wall_before = self.counters.wall_time_s
+            if driver_state is not None:
+                driver_state(state['driver'])
+        # Records logged after the checkpoint (or before the first one) belong to steps that
+        # will be run again.
+        log = self.out / LOG
+        if log.exists() and log.stat().st_size > self.counters.log_bytes:
+            with open(log, 'r+b') as file:
+                file.truncate(self.counters.log_bytes)
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(self.out / 'tb'), purge_step=self.steps)
+        return resumed
+
+    def save_checkpoint(self, driver: dict | None = None) -> Path:
+        """Learner, counters and the driver's own state, written atomically."""
+        self.counters.wall_time_s = self.wall_time()
+        log = self.out / LOG
+        self.counters.log_bytes = log.stat().st_size if log.exists() else 0
+        state = {'kind': _KIND, 'config': to_dict(self.config),
+                 'learner': self.learner.state_dict(),
+                 'counters_json': json.dumps(asdict(self.counters)), 'driver': driver or {}}
+        self._checkpoint_due = False
+        return atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
+
+    def wall_time(self) -> float:
+        return self._wall_before + time.monotonic() - self._started
+
+    def log(self, record: dict) -> None:
+        with open(self.out / LOG, 'a') as file:
+            file.write(json.dumps(record) + '\n')
+
+    def scalar(self, tag: str, value: float) -> None:
+        if self.writer is not None and value is not None and math.isfinite(value):
+            self.writer.add_scalar(tag, value, self.steps)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    # ------------------------------------------------------------------ the schedule
+    def _due(self, every: int) -> bool:
+        return self.steps % every == 0
+
+    def add_transition(self, obs, action, reward, next_obs, done, next_support,
+                       driver: Callable[[], dict] | None = None) -> StepEvents:
+        """Store one transition of mu, train with the schedule's update credit, and run what
+        falls due at this step. `driver()` gives the driver's state if a checkpoint is
+        written here (only when not `checkpoint_at_episode_end`)."""
+        if self.budget_reached:
+            raise RuntimeError('add_transition: the budget is spent')
+        schedule = self.schedule
+        self.learner.add_transition(obs, action, reward, next_obs, float(done), next_support)
+        events = StepEvents()
+        if self.steps >= schedule.learning_starts:
+            self.counters.update_credit += schedule.updates_per_step
+            count = int(self.counters.update_credit)
+            if count:
+                self.counters.update_credit -= count
+                self._losses.append(self.learner.train(count))
+        if self._due(REPORT_EVERY) and self._losses:
+            mean = {k: float(np.mean([x[k] for x in self._losses])) for k in self._losses[0]}
+            self._losses.clear()
+            self.log({'type': 'train', 'step': self.steps, 'updates': self.learner.updates,
+                      **mean})
+            for key, value in mean.items():
+                self.scalar(f'losses/{key}', value)
+        # The final extraction and evaluation follow the last step; no periodic ones there.
+        learning = schedule.learning_starts <= self.steps < schedule.steps
+        if learning and self._due(schedule.extract_every):
+            events.policy = self.extract(schedule.extract_steps)
+        if learning and self._due(schedule.eval_every):
+            events.evaluate = True
+        if self._due(schedule.checkpoint_every):
+            self._checkpoint_due = True
+        events.budget_reached = self.budget_reached
+        if not self.checkpoint_at_episode_end and (self._checkpoint_due or
+                                                   events.budget_reached):
+            self.save_checkpoint(driver() if driver is not None else None)
+            events.checkpoint = True
+        return events
+
+    def end_episode(self, episode_return: float, length: int, success: bool,
+                    min_margin: float, driver: Callable[[], dict] | None = None) -> bool:
+        """Log a finished training episode (`min_margin`: the smallest referee margin the
+        driver knows of for it); with `checkpoint_at_episode_end`, write the checkpoint that
+        fell due during it (or at the end of the budget). True if written."""
+        counters = self.counters
+        counters.episodes_train += 1
+        self.log({'type': 'episode', 'step': self.steps, 'episode': counters.episodes_train,
+                  'return': episode_return, 'length': length, 'success': success,
+                  'min_margin': min_margin, 'unsafe_total': counters.unsafe_train})
+        self.scalar('charts/episodic_return', episode_return)
+        self.scalar('charts/episodic_success', float(success))
+        self.scalar('charts/min_safety_margin', min_margin)
+        self.scalar('charts/unsafe_states_train', counters.unsafe_train)
+        if self.checkpoint_at_episode_end and (self._checkpoint_due or self.budget_reached):
+            self.save_checkpoint(driver() if driver is not None else None)
+            return True
+        return False
+
+    # ------------------------------------------------------------------ extraction
+    def extract(self, steps: int, final: bool = False) -> bytes:
+        """Extract the policy for `steps` gradient steps, export it to policy.pt, log the fit;
+        the final one prints a progress line every PROGRESS_PERIOD seconds. The exported
+        bytes."""
+        progress = _ProgressLine(self.say, 'final extraction', 'steps') if final else None
+        stats = self.learner.extract(steps, progress)
+        data = export_policy(self.learner, to_dict(self.config))
+        atomic_write(self.out / 'policy.pt', lambda f: f.write(data))
+        self.scalar('losses/policy_loss', stats['loss'])
+        self.scalar('losses/policy_fit_kl', stats['fit_kl'])
+        self.scalar('charts/policy_fit_agreement', stats['fit_agreement'])
+        self.log({'type': 'extract', 'step': self.steps,
+                  'policy_version': self.learner.policy_version, 'steps': steps, **stats})
+        self.counters.last_fit = {key: stats[key] for key in ('fit_kl', 'fit_agreement')}
+        if final:
+            self.say(f'final extraction: {steps} steps in {progress.elapsed():.0f} s, policy '
+                     f'v{self.learner.policy_version}, fit agreement '
+                     f'{stats["fit_agreement"]:.0%}, KL {stats["fit_kl"]:.3g}')
+        return data
+
+    def final_extract(self) -> bytes:
+        return self.extract(self.schedule.final_extract_steps, final=True)
+
+    # ------------------------------------------------------------------ evaluation, metrics
+    def count_eval_safety(self, stats: EvalStats) -> None:
+        """Add an in-process evaluation's referee counts to the run's (ssq-train)."""
+        self.counters.unsafe_eval += stats.unsafe
+        self.counters.min_margin_eval = min(self.counters.min_margin_eval, stats.min_margin)
+
+    def record_eval(self, policy: EvalStats, behavior: EvalStats | None = None,
+                    final: bool = False) -> dict:
+        """Log an evaluation of the shielded policy (the final one with mu's and calibration)."""
+        record = {'type': 'eval', 'step': self.steps,
+                  'policy_version': self.learner.policy_version, **policy.summary()}
+        if behavior is not None:
+            record['behavior'] = behavior.summary()
+            record['value_calibration_error'] = behavior.calibration_error
+            record['value_calibration_error_policy'] = policy.calibration_error
+        record['final'] = final
+        self.log(record)
+        self.counters.evaluations += 1
+        self.counters.last_eval = record
+        self.scalar('charts/eval_success_rate', policy.success_rate)
+        self.scalar('charts/eval_return', policy.mean_return)
+        self.scalar('charts/eval_unsafe', policy.unsafe)
+        return record
+
+    def finish(self, policy: EvalStats, behavior: EvalStats,
+               executor_statuses: dict[str, int] | None = None) -> RunMetrics:
+        """The final evaluation's record, calibration.npz, metrics.json, plots."""
+        np.savez(self.out / 'calibration.npz', q_behavior=np.array(behavior.q),
+                 g_behavior=np.array(behavior.g), q_policy=np.array(policy.q),
+                 g_policy=np.array(policy.g))
+        self.record_eval(policy, behavior, final=True)
+        counters = self.counters
+        statuses = policy.statuses.as_dict() if executor_statuses is None else \
+            dict(executor_statuses)
+        metrics = RunMetrics(
+            unsafe_states_train=counters.unsafe_train,
+            unsafe_states_eval=counters.unsafe_eval,
+            success_rate_behavior=behavior.success_rate,
+            success_rate_policy=policy.success_rate,
+            return_behavior=behavior.mean_return,
+            return_policy=policy.mean_return,
+            value_calibration_error=behavior.calibration_error,
+            value_calibration_error_policy=policy.calibration_error,
+            calibration_pairs=len(behavior.q),
+            calibration_pairs_policy=len(policy.q),
+            env_steps=self.steps,
+            updates=self.learner.updates,
+            wall_time_s=self.wall_time(),
+            episodes_train=counters.episodes_train,
+            eval_episodes=policy.episodes,
+            min_margin_train=counters.min_margin_train,
+            min_margin_eval=counters.min_margin_eval,
+            behavior_fallbacks_train=counters.behavior_fallbacks_train,
+            executor_statuses=statuses,
+            policy_version=self.learner.policy_version,
+            final_extract_steps=self.schedule.final_extract_steps,
+            policy_fit_kl=counters.last_fit.get('fit_kl', math.nan),
+            policy_fit_agreement=counters.last_fit.get('fit_agreement', math.nan),
+            action_kind=self.config.action_kind,
+            seed=self.schedule.seed,
+            transitions_ignored=counters.transitions_ignored,
+            safe_set_unsafe_states_train=counters.safe_set_unsafe_train,
+            safe_set_unsafe_states_eval=counters.safe_set_unsafe_eval,
+            runner=self.runner,
+            **self.provenance)
+        data = asdict(metrics)
+        atomic_write(self.out / 'metrics.json',
+                     lambda f: f.write(json.dumps(data, indent=2).encode()))
+        self.close()
+        from ssq_ros.training.plots import write_plots
+        write_plots(self.out)
+        return metrics
+
+
+def metrics_keys() -> list[str]:
+    """The keys of metrics.json, in order."""
+    return [f.name for f in dataclasses.fields(RunMetrics)]
+
+
+def _parse_config(path: Path) -> TrainConfig:
+    return parse(TrainConfig, yaml.safe_load(path.read_text()), str(path))
+
+
+class _ProgressLine:
+    """`progress(done, total)` callback printing '<what>: done/total <unit>, rate, ETA' at the
+    start and then every PROGRESS_PERIOD seconds."""
+
+    def __init__(self, say: Callable[[str], None], what: str, unit: str):
+        self.say, self.what, self.unit = say, what, unit
+        self.started = time.monotonic()
+        self.last = -math.inf
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_PERIOD:
+            return
+        if self.last == -math.inf:
+            self.last = now
+            self.say(f'{self.what}: {total} {self.unit} ...')
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        self.say(f'{self.what}: {done}/{total} {self.unit}, {rate:.0f} {self.unit}/s, '
+                 f'ETA {(total - done) / max(rate, 1e-9):.0f} s')
+
