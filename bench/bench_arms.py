@@ -167,7 +167,7 @@ def bench_arm(arm: Arm, args: argparse.Namespace) -> dict:
         demo_argv(arm, args.demo_steps, args.referee_stride, args.runs / arm.name, args.seed)))
     robot = setup.robot
     worst_link = max(robot.link_cover_error, key=robot.link_cover_error.get)
-    row = {'arm': arm.name, 'robot_yaml': arm.robot, 'sim_yaml': arm.sim or 'config/sim.yaml',
+    row = {'arm': arm.name, 'robot_yaml': arm.robot, 'sim_yaml': arm.sim or '',
            'train_yaml': arm.train, 'urdf': str(robot.urdf_path), 'dof': robot.dof,
            'spheres': len(robot.sphere_radii),
            'worst_cover_error_m': round(float(robot.link_cover_error[worst_link]), 5),

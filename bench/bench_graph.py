@@ -33,12 +33,12 @@ from std_msgs.msg import Float64MultiArray, Int64, UInt8MultiArray
 from std_srvs.srv import Trigger
 
 from ssq_ros.dds_domain import isolate_dds
+from ssq_ros.deploy.export import export_policy
 from ssq_ros.graph_logic.behavior_loop import load_run_config, observe
 from ssq_ros.graph_logic.phases import RunPhase
 from ssq_ros.graph_logic.transitions import Transition
 from ssq_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, transition_message
-from ssq_ros.training.export import export_policy
 from ssq_ros.training.learner import OnlineLearner
 from ssq_ros.training.problem import build_problem
 

@@ -42,7 +42,7 @@ from bench.peers.ssq import (
     train_ssq,
 )
 from ssq_ros.config import ConfigError, parse, spec, to_dict
-from ssq_ros.sim.reach_avoid import TASK_REVISION
+from ssq_ros.task.reach_avoid import TASK_REVISION
 from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.problem import build_problem
 

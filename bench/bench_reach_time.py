@@ -7,7 +7,7 @@ The detour lifts the hand above the zones (`--lift-height`), crosses to above th
 descends, each leg with the discrete primitive the support check allows that points closest to
 the way-point (so it never leaves S). It is not optimal, only a reference: a goal it reaches in
 N steps is reachable in N steps. Prints a table and writes bench/results/reach_time.json (the
-numbers behind config/sim.yaml's speed and max_steps).
+numbers behind the sim defaults' actions.speed and task.max_steps, ssq_ros/task/config.py).
 """
 from __future__ import annotations
 

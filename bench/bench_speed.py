@@ -26,8 +26,8 @@ import torch
 from bench.bench_sim import env_throughput, raw_physics
 from bench.peers.common import machine_info
 from bench.peers.ssq import ssq_config
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.export import export_policy, load_exported_policy
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import export_policy, load_exported_policy
 from ssq_ros.training.learner import OnlineLearner
 from ssq_ros.training.problem import ArmProblem, build_problem
 

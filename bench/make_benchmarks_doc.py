@@ -18,7 +18,7 @@ from bench.bench_peers import RESULTS as PEERS_RESULTS
 from bench.bench_peers import PeerBenchConfig
 from bench.bench_speed import RESULTS as SPEED_RESULTS
 from ssq_ros.config import to_dict
-from ssq_ros.sim.reach_avoid import TASK_REVISION
+from ssq_ros.task.reach_avoid import TASK_REVISION
 from ssq_ros.training.config import load_train_config, resolve_config_file
 
 DOC = Path(__file__).resolve().parents[1] / 'docs' / 'benchmarks.md'

@@ -3,6 +3,10 @@
 Each field carries its description, range or choices in `field(metadata=...)` (see `spec`), so the
 defaults, the checks, the docs and the ROS parameter descriptors all come from one declaration.
 Loading rejects unknown keys, wrong types and out-of-range values with an error naming the key.
+
+A YAML file holds only what differs from the code's defaults. It may name another file to start
+from with a top-level `extends: <file>` (a path beside it, as given, or a file of the package's
+config/); its keys then override the other file's, mapping by mapping (`merge`).
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ from typing import Any, TypeVar
 
 import yaml
 
+from ssq_ros.paths import config_path
+
 T = TypeVar('T')
+EXTENDS = 'extends'
 
 
 class ConfigError(ValueError):
@@ -52,6 +59,41 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def resolve_config_file(name: str | Path, beside: Path | None = None) -> Path:
+    """A config file by name: beside `beside` (another config file's folder) if it is there,
+    else the path as given if it exists, else the package's config/ file of that name."""
+    path = Path(name)
+    if beside is not None and not path.is_absolute() and (beside / path).is_file():
+        return beside / path
+    return path if path.is_file() else config_path(str(name))
+
+
+def merge(base: Mapping, override: Mapping) -> dict:
+    """`base` with `override`'s keys on top; nested mappings merge, anything else replaces."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_layered(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML mapping with its `extends:` chain applied (the file's own keys win)."""
+    path = Path(path)
+    data = load_yaml(path)
+    if EXTENDS not in data:
+        return data
+    name = data.pop(EXTENDS)
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f'{path}: {EXTENDS}: expected a file name, got {name!r}')
+    base = resolve_config_file(name, path.parent)
+    if base.resolve() in _seen + (path.resolve(),):
+        raise ConfigError(f'{path}: {EXTENDS}: {name} extends itself (a cycle)')
+    return merge(load_layered(base, _seen + (path.resolve(),)), data)
+
+
 def parse(cls: type[T], data: Mapping | None, where: str = '') -> T:
     """Build dataclass `cls` from a mapping, recursively, validating every key and value."""
     if data is None:
@@ -75,8 +117,9 @@ def parse(cls: type[T], data: Mapping | None, where: str = '') -> T:
 
 
 def load(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Load `cls` from a YAML file, optionally from one top-level section of it."""
-    data = load_yaml(path)
+    """Load `cls` from a YAML file (its `extends:` chain applied), optionally from one
+    top-level section of it."""
+    data = load_layered(path)
     where = str(path)
     if section is not None:
         if section not in data:

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ssq_ros.config import load
+from ssq_ros.nodes.interfaces import COMMAND_TOPIC, SIM_CONTROLLER_TOPIC
 from ssq_ros.paths import config_path, share_dir
 
-COMMAND_TOPIC = '/ssq/joint_command'
-SIM_CONTROLLER_TOPIC = '/forward_velocity_controller/commands'
 _ARG_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
 
 
@@ -57,6 +56,23 @@ class FromArg:
     """A parameter whose value is a launch argument's."""
 
     arg: str
+
+
+@dataclass(frozen=True)
+class FromRunConfig:
+    """A parameter whose value is a field of the run's experiment config (the `config` launch
+    argument; `path` is dotted into TrainConfig), read when the graph starts: a value the graph
+    needs that the experiment already holds is never copied into this file."""
+
+    path: str
+
+    def resolve(self, args: dict[str, Any]) -> Any:
+        from ssq_ros.training.config import load_run_config
+
+        value: Any = load_run_config(args.get('config', ''))
+        for part in self.path.split('.'):
+            value = getattr(value, part)
+        return value
 
 
 @dataclass(frozen=True)
@@ -104,8 +120,13 @@ class NodeSpec:
         return not (self.unless_arg is not None and args[self.unless_arg])
 
     def parameter_values(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Parameters with launch-argument references replaced by the typed values."""
-        return {k: args[v.arg] if isinstance(v, FromArg) else v for k, v in self.parameters}
+        """Parameters with launch-argument and run-config references replaced by values."""
+        return {k: args[v.arg] if isinstance(v, FromArg) else
+                v.resolve(args) if isinstance(v, FromRunConfig) else v
+                for k, v in self.parameters}
+
+    def reads_run_config(self) -> bool:
+        return any(isinstance(v, FromRunConfig) for _, v in self.parameters)
 
 
 @dataclass(frozen=True)
@@ -183,12 +204,12 @@ SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
 POLICY_EXECUTOR = NodeSpec(executable='policy_executor', name='policy_executor',
                            param_files=('nodes.yaml',),
                            parameters=COMMON + (('operator_goals', True),))
-# The simulated controller acts on a command only at its next control period (sim.yaml's
-# physics.control_period, 50 ms), so the interface must brake that much earlier than on a
-# 1 kHz ros2_control loop.
-HARDWARE_INTERFACE = NodeSpec(executable='hardware_interface', name='hardware_interface',
-                              param_files=('hardware.yaml',),
-                              parameters=(COMMON[0], ('actuation_delay', 0.05)))
+# The simulated controller acts on a command only at its next control period (the experiment's
+# sim.physics.control_period, 50 ms by default), so the interface must brake that much earlier
+# than on a 1 kHz ros2_control loop.
+HARDWARE_INTERFACE = NodeSpec(
+    executable='hardware_interface', name='hardware_interface', param_files=('hardware.yaml',),
+    parameters=(COMMON[0], ('actuation_delay', FromRunConfig('sim.physics.control_period'))))
 TO_SIM_CONTROLLER = ((COMMAND_TOPIC, SIM_CONTROLLER_TOPIC),)
 
 GRAPHS = {g.name: g for g in (
@@ -308,7 +329,8 @@ def launch_description(graph_name: str) -> Any:
     def node_actions(spec: NodeSpec, extra: dict[str, Any],
                      arguments: tuple[str, ...] = ()) -> list[Any]:
         overrides = {k: ParameterValue(LaunchConfiguration(v.arg), value_type=types[v.arg])
-                     if isinstance(v, FromArg) else v for k, v in spec.parameters}
+                     if isinstance(v, FromArg) else v for k, v in spec.parameters
+                     if not isinstance(v, FromRunConfig)}
         overrides.update(extra)
         condition = None
         if spec.if_arg is not None:
@@ -332,6 +354,12 @@ def launch_description(graph_name: str) -> Any:
         urdf = robot_urdf(robot_file(args)).read_text()
         return node_actions(spec, {'robot_description': ParameterValue(urdf, value_type=str)})
 
+    def with_run_config_values(context: Any, spec: NodeSpec) -> list[Any]:
+        args = graph.resolve_args({a.name: context.launch_configurations[a.name]
+                                   for a in graph.arguments})
+        return node_actions(spec, {k: v.resolve(args) for k, v in spec.parameters
+                                   if isinstance(v, FromRunConfig)})
+
     def with_fixed_frame(context: Any, spec: NodeSpec) -> list[Any]:
         args = graph.resolve_args({a.name: context.launch_configurations[a.name]
                                    for a in graph.arguments})
@@ -344,6 +372,8 @@ def launch_description(graph_name: str) -> Any:
             actions.append(OpaqueFunction(function=with_robot_description, args=[spec]))
         elif spec.executable == 'rviz2':
             actions.append(OpaqueFunction(function=with_fixed_frame, args=[spec]))
+        elif spec.reads_run_config():
+            actions.append(OpaqueFunction(function=with_run_config_values, args=[spec]))
         else:
             actions += node_actions(spec, {})
     return LaunchDescription(actions)

@@ -8,7 +8,7 @@ from bench import bench_arms
 from ssq_ros.config import to_dict
 from ssq_ros.paths import share_dir
 from ssq_ros.safety.robot import load_robot
-from ssq_ros.sim.config import load_sim_config
+from ssq_ros.task.config import SimConfig, load_sim_config
 from ssq_ros.training.config import load_run_config, resolve_config_file
 
 
@@ -16,7 +16,7 @@ def test_every_arm_trains_on_the_robot_and_task_its_demo_runs():
     for arm in bench_arms.ARMS.values():
         train = load_run_config(share_dir() / arm.train)
         assert resolve_config_file(train.robot).resolve() == (share_dir() / arm.robot).resolve()
-        sim = load_sim_config(share_dir() / (arm.sim or 'config/sim.yaml'))
+        sim = load_sim_config(share_dir() / arm.sim) if arm.sim else SimConfig()
         assert to_dict(train.sim) == to_dict(sim), arm.name  # the two files kept in step
         assert load_robot(share_dir() / arm.robot).dof in (6, 7)
 

@@ -13,7 +13,7 @@ from bench import bench_peers, make_benchmarks_doc
 from bench.peers.common import EvalPolicy, TrainingRecorder, UnsafePenalty, evaluate
 from bench.peers.ssq import split_episodes, ssq_config, ssq_transitions, tiny_ssq_config
 from ssq_ros.config import to_dict
-from ssq_ros.sim.reach_avoid import TASK_REVISION
+from ssq_ros.task.reach_avoid import TASK_REVISION
 from ssq_ros.training.evaluate import training_episode_seed
 from ssq_ros.training.problem import build_problem
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from ssq_ros.config import parse, to_dict
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.graph_logic.behavior_loop import BehaviorLoop, load_run_config, observe
 from ssq_ros.graph_logic.learner_run import LearnerRun
 from ssq_ros.graph_logic.monitor import SafetyTally, margin_color
@@ -25,8 +27,6 @@ from ssq_ros.graph_logic.transitions import (
 )
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training.config import TrainConfig
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.export import load_exported_policy
 from ssq_ros.training.problem import build_problem
 
 TINY = Path(__file__).parent / 'data' / 'train_sim_tiny.yaml'

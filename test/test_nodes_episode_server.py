@@ -18,16 +18,13 @@ from rclpy.time import Time
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
-from ssq_ros.graph_logic.episode_goal import (
-    EpisodeStartError,
-    goal_from_measured_state,
-    reach_avoid_task,
-)
-from ssq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
+from ssq_ros.graph_logic.episode_goal import EpisodeStartError, goal_from_measured_state
 from ssq_ros.nodes.episode_server import EpisodeServer
-from ssq_ros.sim.reach_avoid import goal_split_of_seed
+from ssq_ros.nodes.interfaces import LATCHED_QOS, SENSOR_QOS
+from ssq_ros.task.episodes import heldout_episode_seed, training_episode_seed
+from ssq_ros.task.reach_avoid import goal_split_of_seed
+from ssq_ros.task.setup import reach_avoid_task
 from ssq_ros.training.config import load_run_config
-from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 
 TINY = str(Path(__file__).parent / 'data' / 'train_sim_tiny.yaml')
 RUN = load_run_config(TINY)
@@ -149,7 +146,7 @@ class ArmAndBehavior:
 
 def test_episode_server_serves_episodes_from_measured_states(ros):
     node = EpisodeServer(parameter_overrides=[Parameter('config_file', value=TINY),
-                                              Parameter('max_state_age', value=0.5)])
+                                              Parameter('max_stamp_age', value=0.5)])
     peer = ArmAndBehavior(node)
     try:
         answer = peer.call('reset')

@@ -32,10 +32,11 @@ from std_srvs.srv import Trigger
 
 from ssq_ros.config import ConfigError
 from ssq_ros.nodes.common import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
+from ssq_ros.nodes.interfaces import EPISODE_QOS
 from ssq_ros.nodes.mujoco_sim import MujocoSim
 from ssq_ros.nodes.policy_executor import PolicyExecutor
 from ssq_ros.nodes.q_learner import QLearner
-from ssq_ros.nodes.safe_behavior import EPISODE_QOS, SafeBehavior
+from ssq_ros.nodes.safe_behavior import SafeBehavior
 from ssq_ros.nodes.safety_monitor import SafetyMonitor
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, command_message
 

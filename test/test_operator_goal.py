@@ -12,9 +12,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import JointState
 
-from ssq_ros.graph_logic.episode_goal import OperatorGoalError, operator_goal, reach_avoid_task
-from ssq_ros.nodes.common import LATCHED_QOS, SENSOR_QOS
+from ssq_ros.graph_logic.episode_goal import OperatorGoalError, operator_goal
+from ssq_ros.nodes.interfaces import LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.policy_executor import PolicyExecutor
+from ssq_ros.task.setup import reach_avoid_task
 from ssq_ros.training.config import load_run_config
 
 TINY = str(Path(__file__).parent / 'data' / 'train_sim_tiny.yaml')

@@ -38,8 +38,8 @@ VMAX, ACCEL = LIMITS.velocity, LIMITS.acceleration
 PERIOD = 1.0 / HW.control_rate
 # deploy_sim's simulator: the experiment config '' (config/train_sim.yaml) sets its tick.
 SIM_PERIOD = load_run_config('').sim.physics.control_period
-HW_NODE_DELAY = dict(next(n for n in GRAPHS['deploy_sim'].nodes
-                          if n.executable == 'hardware_interface').parameters)['actuation_delay']
+HW_NODE_DELAY = next(n for n in GRAPHS['deploy_sim'].nodes if n.executable == 'hardware_interface'
+                     ).parameter_values(GRAPHS['deploy_sim'].resolve_args({}))['actuation_delay']
 # Joints that swing free of the table from the simulator's first start posture.
 FREE_SWING = np.array([1.0, 0.0, 0.0, 0.0, 0.0, -1.0, 1.0])
 

@@ -6,7 +6,7 @@ from gymnasium.utils.env_checker import check_env
 
 import ssq_ros.sim  # noqa: F401  (registers the environment ids)
 from ssq_ros.sim.env import ReachAvoidEnv, make_setup
-from ssq_ros.sim.reach_avoid import segment_hits_box, segment_hits_sphere
+from ssq_ros.task.reach_avoid import segment_hits_box, segment_hits_sphere
 
 
 @pytest.fixture(scope='module')
@@ -86,18 +86,19 @@ def test_segment_intersections():
     assert not segment_hits_sphere(np.array([0.5, 0, 0]), np.array([1.0, 0, 0]), center, 0.1)
 
 
-def test_sim_yaml_states_the_defaults_every_experiment_config_inherits():
-    # train_sim.yaml (ssq-train and every node) takes SimConfig's defaults, the gym env and
-    # ssq-sim-demo read config/sim.yaml: they must be the same mu, task and actions. They once
-    # were not (goal_preference 1.0 against 2.0), so the trainer's mu was not the documented one.
+def test_the_gym_env_and_the_nodes_read_the_same_sim_section():
+    # The gym env and ssq-sim-demo (make_setup without a file) and every node and ssq-train
+    # (train_sim.yaml) must be the same mu, task and actions. They once were not (goal_preference
+    # 1.0 against 2.0 in two files), so the trainer's mu was not the documented one; now the
+    # defaults live in code only (ssq_ros/task/config.py) and train_sim.yaml sets none of them.
     from ssq_ros.config import to_dict
-    from ssq_ros.paths import config_path
-    from ssq_ros.sim.config import SimConfig, load_sim_config
-    assert to_dict(load_sim_config(config_path('sim.yaml'))) == to_dict(SimConfig())
+    from ssq_ros.task.config import SimConfig
+    from ssq_ros.training.config import load_run_config
+    assert to_dict(load_run_config('').sim) == to_dict(SimConfig())
 
 
 def test_heldout_episodes_never_show_a_goal_position_of_training(setup):
-    from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+    from ssq_ros.task.episodes import heldout_episode_seed, training_episode_seed
     env = ReachAvoidEnv(setup=setup)
     task = env.task
     train, heldout = task.goals('train'), task.goals('heldout')

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ssq_ros.paths import config_path
-from ssq_ros.sim.config import load_sim_config
 from ssq_ros.sim.env import ReachAvoidEnv, make_setup
+from ssq_ros.task.config import SimConfig
 
 DATA = config_path('robot.yaml').parents[1] / 'test' / 'data'
 
@@ -67,7 +67,7 @@ def test_continuous_behavior_never_leaves_the_safe_set(setup):
     assert np.ptp(np.array(actions), axis=0).min() > 0.05  # spread over the action box
 
 
-# Arms configured only by ssq-robot-setup. The task (config/sim.yaml) is the arm-independent
+# Arms configured only by ssq-robot-setup. The task (SimConfig's defaults) is the arm-independent
 # part, and where it does not fit an arm, sampling says which setting to change: the UR5's
 # wrist flange beside its forearm and the Z1's shoulder over the table leave no 5 cm start
 # margin near home; the small Z1 reaches no goal behind a keep-out zone.
@@ -75,7 +75,7 @@ def test_continuous_behavior_never_leaves_the_safe_set(setup):
     ('panda.yaml', {}), ('xarm7.yaml', {}), ('ur5.yaml', {'start_margin': 0.02}),
     ('z1.yaml', {'start_margin': 0.02, 'require_crossing': False})])
 def test_other_arms_by_configuration_alone(robot_file, task_changes):
-    config = load_sim_config(config_path('sim.yaml'))
+    config = SimConfig()
     if 'start_margin' in task_changes:
         with pytest.raises(RuntimeError, match='lower task.start_margin'):
             make_setup(robot=DATA / robot_file, config=config).task.sample_start(

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from ssq_ros.config import ConfigError, parse
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import PolicyExportError, export_policy, load_exported_policy
 from ssq_ros.learning.critic import CheckpointError
 from ssq_ros.safety.status import SafetyStatus
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.export import PolicyExportError, export_policy, load_exported_policy
 from ssq_ros.training.learner import CHECKPOINT_FILE, LearnerConfig, OnlineLearner, TaskSpaces
 
 OBS_DIM, N_ACTIONS, ACTION_DIM, K = 5, 4, 2, 6

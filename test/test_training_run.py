@@ -14,12 +14,12 @@ import yaml
 
 from ssq_ros.cli.report import main as report_main
 from ssq_ros.config import ConfigError
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.paths import config_path
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training.config import load_train_config, with_overrides
 from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.export import load_exported_policy
 from ssq_ros.training.problem import build_problem
 from ssq_ros.training.trainer import CHECKPOINT, Trainer
 

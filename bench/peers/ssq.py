@@ -13,13 +13,13 @@ import numpy as np
 import yaml
 
 from ssq_ros.config import parse, to_dict
+from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.training.config import (
     TrainConfig,
     load_train_config,
     resolve_config_file,
     with_overrides,
 )
-from ssq_ros.training.export import load_exported_policy
 from ssq_ros.training.plots import read_log
 from ssq_ros.training.trainer import Trainer, load_run_learner
 

@@ -26,10 +26,9 @@ from tqdm import tqdm  # noqa: E402
 
 from ssq_ros.config import ConfigError, to_dict, validate  # noqa: E402
 from ssq_ros.learning.storage import atomic_write  # noqa: E402
-from ssq_ros.paths import config_path  # noqa: E402
-from ssq_ros.sim.config import load_sim_config  # noqa: E402
 from ssq_ros.sim.env import ReachAvoidEnv, ReachAvoidSetup, make_setup  # noqa: E402
 from ssq_ros.sim.rollout import RolloutStats, rollout  # noqa: E402
+from ssq_ros.task.config import SimConfig, load_sim_config  # noqa: E402
 
 PATHS_DRAWN = 40
 
@@ -55,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build(args: argparse.Namespace) -> ReachAvoidSetup:
-    config = load_sim_config(args.sim or config_path('sim.yaml'))
+    config = load_sim_config(args.sim) if args.sim else SimConfig()
     if args.referee_stride is not None:
         config = dataclasses.replace(config, physics=dataclasses.replace(
             config.physics, referee_stride=args.referee_stride))

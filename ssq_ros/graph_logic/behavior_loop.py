@@ -1,8 +1,9 @@
 """mu acting on measured states: the safe_behavior node's logic, without ROS.
 
 Every node of the graph builds the same problem from the same experiment YAML
-(`load_run_config` + `ssq_ros.training.problem.build_problem`), so the behavior, the learner and
-the executor agree on the spaces, the actions and the support check by construction.
+(`load_run_config` + `ssq_ros.task.setup.build_task_problem`, no simulator), so the behavior, the
+learner and the executor agree on the spaces, the actions and the support check by
+construction.
 
 `BehaviorLoop.on_state` takes one measured state (q, qdot) of the current episode and returns
 what to do: the joint-velocity command of mu's draw (None when the episode just ended or mu is
@@ -19,13 +20,13 @@ import numpy as np
 
 from ssq_ros.graph_logic.phases import RunPhase
 from ssq_ros.graph_logic.transitions import EpisodeSummary, Transition
+from ssq_ros.task.setup import TaskProblem, support_of
 from ssq_ros.training.config import load_run_config
-from ssq_ros.training.problem import ArmProblem, support_of
 
 __all__ = ['BehaviorLoop', 'BehaviorStep', 'load_run_config', 'observe']
 
 
-def observe(problem: ArmProblem, q: np.ndarray, qdot: np.ndarray,
+def observe(problem: TaskProblem, q: np.ndarray, qdot: np.ndarray,
             goal: np.ndarray) -> np.ndarray:
     """The task's observation of a measured state (hand position from the kinematics)."""
     ee = problem.setup.safe_set.kinematics.ee_position(q)
@@ -44,7 +45,7 @@ class BehaviorStep:
 class BehaviorLoop:
     """Episodes of mu (or of another actor) from the measured states, one state at a time."""
 
-    def __init__(self, problem: ArmProblem, seed: int):
+    def __init__(self, problem: TaskProblem, seed: int):
         self.problem = problem
         self.task = problem.setup.task
         self.rng = np.random.default_rng(seed)

@@ -20,21 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ssq_ros.safety.actions import CartesianActions
-from ssq_ros.safety.robot import load_robot
-from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
-from ssq_ros.sim.reach_avoid import ReachAvoidTask, goal_split_of_seed
-from ssq_ros.training.config import TrainConfig, resolve_config_file
-
-
-def reach_avoid_task(run_config: TrainConfig) -> ReachAvoidTask:
-    """The task of a run (robot, safe set, task section), without building the simulator."""
-    robot = load_robot(resolve_config_file(run_config.robot))
-    safe_set = SafeSet(robot, load_safe_set_config(resolve_config_file(run_config.safe_set)))
-    actions = CartesianActions(safe_set.kinematics, run_config.sim.actions,
-                               safe_set.velocity_limit)
-    return ReachAvoidTask(safe_set, run_config.sim.task, actions,
-                          run_config.sim.physics.control_period)
+from ssq_ros.task.reach_avoid import ReachAvoidTask, goal_split_of_seed
 
 
 class EpisodeStartError(ValueError):

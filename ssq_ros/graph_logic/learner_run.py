@@ -27,13 +27,13 @@ import torch
 import yaml
 
 from ssq_ros.config import ConfigError, to_dict
+from ssq_ros.deploy.export import export_policy
 from ssq_ros.graph_logic.phases import PhaseAnnouncement, RunPhase
 from ssq_ros.graph_logic.transitions import EpisodeSummary, Transition
 from ssq_ros.learning.critic import load_checkpoint
 from ssq_ros.learning.evaluation import discounted_returns_to_go, value_calibration_error
 from ssq_ros.learning.storage import atomic_write
 from ssq_ros.training.config import TrainConfig
-from ssq_ros.training.export import export_policy
 from ssq_ros.training.learner import OnlineLearner, TaskSpaces
 
 CHECKPOINT = Path('checkpoints') / 'graph_learner.pt'

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.graph_logic.behavior_loop import observe
 from ssq_ros.safety.status import SafetyStatus
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.problem import ArmProblem
+from ssq_ros.task.setup import TaskProblem
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class ShieldedCommand:
     action: int | np.ndarray | None
 
 
-def shielded_command(problem: ArmProblem, executor: ShieldedExecutor, q: np.ndarray,
+def shielded_command(problem: TaskProblem, executor: ShieldedExecutor, q: np.ndarray,
                      qdot: np.ndarray, goal: np.ndarray, rng: np.random.Generator
                      ) -> ShieldedCommand:
     """The joint-velocity command of the shielded policy at (q, qdot) for `goal`."""

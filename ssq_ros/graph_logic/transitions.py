@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssq_ros.graph_logic.phases import RunPhase
-from ssq_ros.training.learner import TaskSpaces
+from ssq_ros.task.spaces import TaskSpaces
 
 PHASE_CODES = {phase: float(i) for i, phase in enumerate(RunPhase)}
 _PHASES_BY_CODE = {code: phase for phase, code in PHASE_CODES.items()}

@@ -30,16 +30,26 @@ class CheckpointError(ValueError):
 
 @dataclass
 class CriticConfig:
-    """Hyperparameters of the KL-regularized critic."""
+    """Hyperparameters of the KL-regularized critic. The defaults are the tuned ones of the arm
+    task (config/train_sim.yaml; measurements in docs/results.md)."""
 
-    alpha: float = spec(0.1, low=1e-6, high=1e6,
+    # alpha, measured (seed 0, 30 held-out goals, discrete): policy success 97 % at 1.0, 90 % at
+    # 0.6, 70 % at 0.3, 23-43 % at 0.1. Q's action gaps are small and noisy (median 0.07 between
+    # the best two); a larger alpha keeps more of mu's goal preference in pi ~ mu exp(Q/alpha),
+    # and Q corrects it where mu runs into a zone.
+    alpha: float = spec(1.0, low=1e-6, high=1e6,
                         doc='KL temperature: small -> best action inside mu support, '
                             'large -> value of mu itself')
-    gamma: float = spec(0.99, low=0.0, high=0.9999, doc='discount factor')
+    # gamma 0.98: a 50-step (2.5 s) horizon; 0.99 measured worse (63 % against 70 % at alpha 0.3)
+    # and its calibration tail would need 460 steps.
+    gamma: float = spec(0.98, low=0.0, high=0.9999, doc='discount factor')
     tau: float = spec(0.005, low=1e-6, high=1.0,
                       doc='Polyak rate of the target networks (1 = copy every update)')
-    lr: float = spec(3e-4, low=1e-7, high=1.0, doc='Adam learning rate of the Q networks')
-    hidden_sizes: tuple[int, ...] = spec((256, 256), low=1, high=4096,
+    # lr 1e-3: the critic loss fell 0.43 -> 0.001 within the first 2.5k updates.
+    lr: float = spec(1e-3, low=1e-7, high=1.0, doc='Adam learning rate of the Q networks')
+    # 128 wide, measured on a 2-core CPU: 6.6 ms/update against 9.7 ms at 256 (discrete), 13 ms
+    # against 57 ms (continuous, K=16): 256 does not fit the training budget.
+    hidden_sizes: tuple[int, ...] = spec((128, 128), low=1, high=4096,
                                          doc='hidden layer widths of every Q network')
     num_q: int = spec(2, low=1, high=16,
                       doc='Q networks: 2 = twin (clipped double Q), more = ensemble; the target '

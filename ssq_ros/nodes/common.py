@@ -3,7 +3,7 @@
 - `declare_config` turns a `ssq_ros.config` dataclass into ROS parameters (description and range
   from its `spec`, nested sections as dotted names), reads them back and validates them with the
   same code that checks YAML files, so a bad value stops the node at start with the key's name.
-- The QoS profiles are named for what they carry; docs/topics.md says which topic uses which.
+- The QoS profiles and shared names are `ssq_ros.nodes.interfaces` (re-exported here).
 - `StatusReporter` publishes the current `SafetyStatus` and its counts (topic and /diagnostics).
 - `run_node` spins a node with clean SIGINT/SIGTERM handling and returns the exit code.
 """
@@ -32,33 +32,19 @@ from rclpy.exceptions import ParameterException, ParameterUninitializedException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from std_msgs.msg import String
 
 from ssq_ros.config import ConfigError, parse, spec
+from ssq_ros.nodes.interfaces import (  # noqa: F401  (the QoS profiles, importable from here too)
+    COMMAND_QOS,
+    DIAGNOSTICS_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+)
 from ssq_ros.safety.status import SafetyStatus, StatusCounter
 
 T = TypeVar('T')
-
-# Measurements at a high rate: the newest sample matters, a lost one is replaced 1-10 ms later.
-# Best effort also matches a driver that publishes reliably (ros2_control's broadcaster does).
-SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                        reliability=ReliabilityPolicy.BEST_EFFORT,
-                        durability=DurabilityPolicy.VOLATILE)
-# Commands and e-stop: delivered, only the newest kept, never replayed to a late subscriber.
-COMMAND_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-# Configuration that changes rarely (policy weights, static zone markers, current status): a node
-# that starts later still receives the last value.
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-# /diagnostics as diagnostic_aggregator and rqt_robot_monitor expect it.
-DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                             reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
 
 _INT64 = (-2 ** 63, 2 ** 63 - 1)
 _SCALAR_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
@@ -117,6 +103,15 @@ def _default(fld: dataclasses.Field) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeDiagnostics:
+    """The /diagnostics period of every node that reports safety reactions (node configs
+    inherit it, so it has one name, range and meaning)."""
+
+    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
+                                     low=0.05, high=60.0)
+
+
+@dataclasses.dataclass(frozen=True)
 class JointStateInput:
     """How a graph node checks /joint_states: the same parameters, meaning the same, in every
     node that reads them (node configs inherit these fields)."""
@@ -124,7 +119,7 @@ class JointStateInput:
     max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
                                 'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
     position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
-                                     'the URDF limits [rad]', low=0.0, high=1.0)
+                                     'the URDF position limits [rad or m]', low=0.0, high=1.0)
 
 
 def declare_config(node: Node, cls: type[T], prefix: str = '') -> T:

@@ -28,41 +28,34 @@ from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
 from ssq_ros.config import spec
-from ssq_ros.graph_logic.episode_goal import (
-    EpisodeStartError,
-    goal_from_measured_state,
-    reach_avoid_task,
-)
+from ssq_ros.graph_logic.episode_goal import EpisodeStartError, goal_from_measured_state
 from ssq_ros.nodes.common import (
-    LATCHED_QOS,
-    SENSOR_QOS,
+    JointStateInput,
+    NodeDiagnostics,
     StatusReporter,
     declare_config,
     run_node,
     stamp_seconds,
 )
+from ssq_ros.nodes.interfaces import LATCHED_QOS, SENSOR_QOS
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
+from ssq_ros.task.episodes import heldout_episode_seed, training_episode_seed
+from ssq_ros.task.setup import reach_avoid_task
 from ssq_ros.training.config import load_run_config
-from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 
 
 @dataclass(frozen=True)
-class EpisodeServerConfig:
-    """Parameters of the episode_server node (config/nodes.yaml)."""
+class EpisodeServerConfig(JointStateInput, NodeDiagnostics):
+    """Parameters of the episode_server node (config/nodes.yaml). A reset also needs the newest
+    valid joint state to be at most `max_stamp_age` old (0: any age)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, task, seed); '' is the "
                             "package's train_sim.yaml")
-    max_state_age: float = spec(0.5, doc='a reset needs a joint state stamped at most this long '
-                                'before the node clock [s]', low=0.001, high=10.0)
-    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
-                                     'the URDF limits [rad]', low=0.0, high=1.0)
     max_start_speed: float = spec(0.05, doc='an episode starts only with every joint slower '
                                   'than this [rad/s]', low=0.0, high=10.0)
     goal_fallback: bool = spec(True, doc='when no goal crossing a keep-out zone is valid from '
                                'where the arm stands, take any goal of the split (the answer '
                                'says "crosses_zone": false) instead of refusing the reset')
-    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
-                                     low=0.05, high=60.0)
 
 
 class EpisodeServer(Node):
@@ -77,7 +70,7 @@ class EpisodeServer(Node):
         # the measured joint state to go stale and the reset to be refused.
         self.task.goal_pool()
         self.reader = JointStateReader.for_robot(self.task.robot, self.cfg.position_tolerance,
-                                                 max_stamp_age=self.cfg.max_state_age)
+                                                 max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'episode_server')
         self.latest: JointSample | None = None
         self.train_episode = 0
@@ -118,9 +111,9 @@ class EpisodeServer(Node):
         response.success = False
         if sample is None:
             response.message = 'no valid joint state has arrived on /joint_states'
-        elif now - sample.stamp > self.cfg.max_state_age:
+        elif self.cfg.max_stamp_age > 0 and now - sample.stamp > self.cfg.max_stamp_age:
             response.message = (f'newest valid joint state is {now - sample.stamp:.3f} s old '
-                                f'(limit {self.cfg.max_state_age:g} s)')
+                                f'(limit {self.cfg.max_stamp_age:g} s)')
         else:
             try:
                 goal, crosses = goal_from_measured_state(

@@ -32,15 +32,20 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ssq_ros.config import ConfigError, spec
-from ssq_ros.graph import COMMAND_TOPIC
 from ssq_ros.nodes.common import (
-    COMMAND_QOS,
-    SENSOR_QOS,
+    JointStateInput,
+    NodeDiagnostics,
     StatusReporter,
     declare_config,
     run_node,
     stamp_seconds,
     wait_until_delivered,
+)
+from ssq_ros.nodes.interfaces import (  # noqa: F401  (STANDARD_CONTROLLERS: importable here too)
+    COMMAND_QOS,
+    COMMAND_TOPIC,
+    SENSOR_QOS,
+    STANDARD_CONTROLLERS,
 )
 from ssq_ros.safety.command_filter import (
     CommandGate,
@@ -56,18 +61,11 @@ from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.safety.support import SupportCheck, load_support_config
 from ssq_ros.training.config import load_run_config, resolve_config_file
 
-# ros2_control controllers whose name says what they expect (UR's driver adds the scaled one).
-STANDARD_CONTROLLERS = {
-    'forward_velocity_controller': 'velocity',
-    'forward_position_controller': 'position',
-    'joint_trajectory_controller': 'trajectory',
-    'scaled_joint_trajectory_controller': 'trajectory',
-}
 _TOPIC_TOKEN = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
 
 
 @dataclass(frozen=True)
-class HardwareInterfaceConfig:
+class HardwareInterfaceConfig(JointStateInput, NodeDiagnostics):
     """Parameters of the hardware_interface node (config/hardware.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML whose robot and safe set every command is "
@@ -88,17 +86,11 @@ class HardwareInterfaceConfig:
     actuation_delay: float = spec(0.01, doc='time until the controller acts on a command [s] '
                                   '(its update period plus transport); the position clamp '
                                   'brakes this much earlier', low=0.0, high=1.0)
-    max_stamp_age: float = spec(0.5, doc='refuse joint states stamped further than this from '
-                                'the node clock [s]; 0 turns the check off', low=0.0, high=10.0)
-    position_tolerance: float = spec(0.2, doc='refuse joint states further than this outside '
-                                     'the URDF position limits [rad or m]', low=0.0, high=1.0)
     allow_multiple_commanders: bool = spec(False, doc='move even while more than one node '
                                            'publishes on /ssq/joint_command (each command is '
                                            'still checked against the safe set)')
     ignored_joints: tuple[str, ...] = spec((), doc='joints in /joint_states that are not '
                                            'controlled and dropped on purpose (e.g. gripper)')
-    diagnostics_period: float = spec(0.5, doc='seconds between /diagnostics messages',
-                                     low=0.05, high=10.0)
     limits: CommandLimitsConfig = field(default_factory=CommandLimitsConfig)
 
 

@@ -41,29 +41,26 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ssq_ros.config import ConfigError, spec
-from ssq_ros.nodes.common import (
+from ssq_ros.nodes.common import NodeDiagnostics, StatusReporter, declare_config, run_node
+from ssq_ros.nodes.interfaces import (
     COMMAND_QOS,
+    COMMAND_TOPIC,
     DIAGNOSTICS_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
-    StatusReporter,
-    declare_config,
-    run_node,
+    STAMP_TOLERANCE,
+    STANDARD_CONTROLLERS,
 )
-from ssq_ros.nodes.hardware_interface import STANDARD_CONTROLLERS
 from ssq_ros.nodes.transition_msg import answered_stamp
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.sim.referee import RefereeVerdict
+from ssq_ros.task.episodes import heldout_episode_seed, training_episode_seed
 from ssq_ros.training.config import load_run_config
-from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
 from ssq_ros.training.problem import build_problem
-
-# A command's answered stamp travels in nanoseconds; equal to the state's within this [s].
-STAMP_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
-class MujocoSimConfig:
+class MujocoSimConfig(NodeDiagnostics):
     """Parameters of the mujoco_sim node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, seed); '' is the "
@@ -85,8 +82,6 @@ class MujocoSimConfig:
                                    low=0.01, high=10.0)
     command_timeout: float = spec(0.1, doc='realtime mode: stop when no valid command came for '
                                   'this long [s]', low=0.001, high=10.0)
-    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
-                                     low=0.05, high=60.0)
 
 
 class MujocoSim(Node):
@@ -127,7 +122,7 @@ class MujocoSim(Node):
                                  lambda msg: self.on_command(msg, self.command_kind),
                                  COMMAND_QOS)
         if self.cfg.relay_joint_command:  # the graph's own topic: always joint velocities
-            topics.append('/ssq/joint_command')
+            topics.append(COMMAND_TOPIC)
             self.create_subscription(Float64MultiArray, topics[1],
                                      lambda msg: self.on_command(msg, 'velocity'), COMMAND_QOS)
         self.create_service(Trigger, '/ssq/sim/reset', self.on_reset)

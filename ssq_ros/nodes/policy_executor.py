@@ -31,30 +31,35 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
 from ssq_ros.config import spec
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import ExportedPolicy, PolicyExportError, load_exported_policy
 from ssq_ros.graph_logic.episode_goal import OperatorGoalError, operator_goal
 from ssq_ros.graph_logic.phases import RunPhase, decode_phase
 from ssq_ros.graph_logic.shielded_step import shielded_command
 from ssq_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    SENSOR_QOS,
     JointStateInput,
+    NodeDiagnostics,
     StatusReporter,
     declare_config,
     run_node,
     stamp_seconds,
 )
-from ssq_ros.nodes.transition_msg import TRANSITION_QOS, command_message, decision_message
+from ssq_ros.nodes.interfaces import (
+    COMMAND_QOS,
+    COMMAND_TOPIC,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    TRANSITION_QOS,
+)
+from ssq_ros.nodes.transition_msg import command_message, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.task.setup import build_task_problem
 from ssq_ros.training.config import load_run_config
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.export import ExportedPolicy, PolicyExportError, load_exported_policy
-from ssq_ros.training.problem import build_problem
 
 
 @dataclass(frozen=True)
-class PolicyExecutorConfig(JointStateInput):
+class PolicyExecutorConfig(JointStateInput, NodeDiagnostics):
     """Parameters of the policy_executor node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, actions, mu); '' is the "
@@ -67,8 +72,6 @@ class PolicyExecutorConfig(JointStateInput):
                                 '(/clicked_point), checked against the task before use')
     greedy: bool = spec(True, doc="the policy's most likely action inside the support, "
                         'instead of a draw')
-    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
-                                     low=0.05, high=60.0)
 
 
 class PolicyExecutor(Node):
@@ -76,7 +79,7 @@ class PolicyExecutor(Node):
         super().__init__('policy_executor', **node_options)
         self.cfg = declare_config(self, PolicyExecutorConfig)
         run_config = load_run_config(self.cfg.config_file)
-        self.problem = build_problem(run_config)
+        self.problem = build_task_problem(run_config)
         self.shield = ShieldedExecutor(greedy=self.cfg.greedy, seed=run_config.schedule.seed)
         self.rng = np.random.default_rng(run_config.schedule.seed)
         robot = self.problem.setup.robot
@@ -88,7 +91,7 @@ class PolicyExecutor(Node):
         self.answered_stamp = -1.0
         self.phase: RunPhase | None = None
         self.required_version = 0
-        self.command_pub = self.create_publisher(Float64MultiArray, '/ssq/joint_command',
+        self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
                                                  COMMAND_QOS)
         self.decision_pub = self.create_publisher(Float64MultiArray, '/ssq/executor/decisions',
                                                   TRANSITION_QOS)

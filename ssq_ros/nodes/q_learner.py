@@ -37,11 +37,11 @@ from ssq_ros.nodes.common import (
     run_node,
     wait_until_delivered,
 )
-from ssq_ros.nodes.safe_behavior import EPISODE_QOS
-from ssq_ros.nodes.transition_msg import TRANSITION_QOS, read_episode, read_transition
+from ssq_ros.nodes.interfaces import EPISODE_QOS, TRANSITION_QOS
+from ssq_ros.nodes.transition_msg import read_episode, read_transition
+from ssq_ros.task.setup import build_task_problem
 from ssq_ros.training.config import load_run_config
 from ssq_ros.training.plots import summary_rows
-from ssq_ros.training.problem import build_problem
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class QLearner(Node):
         super().__init__('q_learner', **node_options)
         self.cfg = declare_config(self, QLearnerConfig)
         config = load_run_config(self.cfg.config_file, self.cfg.steps or None)
-        spaces = build_problem(config).spaces
+        spaces = build_task_problem(config).spaces
         self.run = LearnerRun(config, spaces, self.cfg.run_dir)
         try:
             resumed = self.run.prepare_folder()

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, Int64, String
 from std_srvs.srv import Trigger
@@ -35,17 +34,23 @@ from ssq_ros.config import spec
 from ssq_ros.graph_logic.behavior_loop import BehaviorLoop, load_run_config
 from ssq_ros.graph_logic.phases import RunPhase, decode_phase
 from ssq_ros.nodes.common import (
-    COMMAND_QOS,
-    LATCHED_QOS,
-    SENSOR_QOS,
     JointStateInput,
+    NodeDiagnostics,
     StatusReporter,
     declare_config,
     run_node,
     stamp_seconds,
 )
-from ssq_ros.nodes.transition_msg import (
+from ssq_ros.nodes.interfaces import (
+    COMMAND_QOS,
+    COMMAND_TOPIC,
+    EPISODE_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    STAMP_TOLERANCE,
     TRANSITION_QOS,
+)
+from ssq_ros.nodes.transition_msg import (
     command_message,
     episode_message,
     read_decision,
@@ -53,21 +58,15 @@ from ssq_ros.nodes.transition_msg import (
 )
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
-from ssq_ros.training.problem import build_problem
+from ssq_ros.task.setup import build_task_problem
 
-# Episode summaries: few, all needed by the learner.
-EPISODE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
 # Executor decisions remembered (a few seconds of simulated time).
 DECISIONS_KEPT = 100
-# Stamps travel as (sec, nanosec) and as a JSON float: equal to within this.
-STAMP_TOLERANCE = 1e-6
 _ACTING = {RunPhase.TRAIN: True, RunPhase.EVAL_BEHAVIOR: True, RunPhase.EVAL_POLICY: False}
 
 
 @dataclass(frozen=True)
-class SafeBehaviorConfig(JointStateInput):
+class SafeBehaviorConfig(JointStateInput, NodeDiagnostics):
     """Parameters of the safe_behavior node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, behavior, seed); "
@@ -76,8 +75,6 @@ class SafeBehaviorConfig(JointStateInput):
                          'the learner', low=1, high=1_000_000)
     reset_retry: float = spec(2.0, doc='call the reset service again if it has not answered '
                               'after this long [s, wall clock]', low=0.1, high=60.0)
-    diagnostics_period: float = spec(1.0, doc='seconds between /diagnostics messages',
-                                     low=0.05, high=60.0)
 
 
 class SafeBehavior(Node):
@@ -86,7 +83,7 @@ class SafeBehavior(Node):
         self.cfg = declare_config(self, SafeBehaviorConfig)
         run_config = load_run_config(self.cfg.config_file)
         self.eval_episodes = run_config.schedule.final_eval_episodes
-        self.problem = build_problem(run_config)
+        self.problem = build_task_problem(run_config)
         self.spaces = self.problem.spaces
         self.loop = BehaviorLoop(self.problem, run_config.schedule.seed)
         robot = self.problem.setup.robot
@@ -102,7 +99,7 @@ class SafeBehavior(Node):
         self.reset_pending_since: float | None = None
         self.need_reset = True
 
-        self.command_pub = self.create_publisher(Float64MultiArray, '/ssq/joint_command',
+        self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
                                                  COMMAND_QOS)
         self.transition_pub = self.create_publisher(Float64MultiArray, '/ssq/transitions',
                                                     TRANSITION_QOS)

@@ -8,7 +8,6 @@ read these messages with std_msgs alone (docs/topics.md lists the fields).
 from __future__ import annotations
 
 import numpy as np
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayout
 
 from ssq_ros.graph_logic.transitions import (
@@ -23,13 +22,8 @@ from ssq_ros.graph_logic.transitions import (
     unpack_episode,
     unpack_transition,
 )
-from ssq_ros.training.learner import TaskSpaces
-
-# Training data: every message matters and a burst must not overwrite unread ones, so reliable
-# with a deep queue; volatile, because a learner that restarts resumes from its checkpoint.
-TRANSITION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
-                            reliability=ReliabilityPolicy.RELIABLE,
-                            durability=DurabilityPolicy.VOLATILE)
+from ssq_ros.nodes.interfaces import TRANSITION_QOS  # noqa: F401  (importable from here too)
+from ssq_ros.task.spaces import TaskSpaces
 
 
 def to_message(layout: FlatLayout, data: np.ndarray) -> Float64MultiArray:

@@ -1,7 +1,8 @@
-"""MuJoCo simulation of the arm: scene from the package URDF, referee, reach-avoid task, env.
+"""MuJoCo simulation of the arm: scene from the package URDF, physics, referee, gym env.
 
-mujoco and numpy only (plus the safety layer for kinematics and actions); no ROS. Importing this
-package registers the gymnasium ids `ssq_ros/ReachAvoid-v0` (discrete) and
+The task itself (robot, safe set, actions, mu, starts, goals, reward, spaces) is `ssq_ros.task`,
+which imports no simulator; this package adds only what needs MuJoCo or gymnasium. No ROS.
+Importing this package registers the gymnasium ids `ssq_ros/ReachAvoid-v0` (discrete) and
 `ssq_ros/ReachAvoidContinuous-v0` (continuous).
 """
 from gymnasium.envs.registration import register, registry

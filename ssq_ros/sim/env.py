@@ -9,22 +9,17 @@ same referee as the safe behavior controller. Episodes do not end on unsafe stat
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from ssq_ros.control.safe_behavior import SafeBehaviorController
-from ssq_ros.paths import config_path
-from ssq_ros.safety.actions import CartesianActions, JointActions
-from ssq_ros.safety.robot import RobotModel, load_robot
-from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
-from ssq_ros.safety.support import SupportCheck, load_support_config
-from ssq_ros.sim.config import SimConfig, load_sim_config
-from ssq_ros.sim.reach_avoid import ReachAvoidTask, goal_split_of_seed
 from ssq_ros.sim.scene import Scene, build_scene
 from ssq_ros.sim.simulator import ArmSimulator
+from ssq_ros.task.config import SimConfig, load_sim_config
+from ssq_ros.task.reach_avoid import ReachAvoidTask, goal_split_of_seed
+from ssq_ros.task.setup import TaskSetup, make_task_setup
 
 # Observation bounds beyond anything the arm can reach: metres (hand, goal), rad/s (joints).
 POSITION_BOUND = 10.0
@@ -32,44 +27,26 @@ VELOCITY_BOUND = 50.0
 
 
 @dataclass
-class ReachAvoidSetup:
-    """Everything built from config/robot.yaml, config/safe_set.yaml and config/sim.yaml."""
+class ReachAvoidSetup(TaskSetup):
+    """A `TaskSetup` (robot, safe set, support check, actions, task, config) and its MuJoCo
+    scene."""
 
-    robot: RobotModel
-    safe_set: SafeSet
-    support: SupportCheck
-    cartesian: CartesianActions
-    joint: JointActions
-    task: ReachAvoidTask
     scene: Scene
-    config: SimConfig
-
-    def continuous_actions(self) -> CartesianActions | JointActions:
-        return self.cartesian if self.config.actions.space == 'cartesian' else self.joint
-
-    def behavior_controller(self, discrete: bool) -> SafeBehaviorController:
-        actions = self.cartesian if discrete else self.continuous_actions()
-        return SafeBehaviorController(self.support, actions, self.config.behavior, discrete)
 
 
 def make_setup(robot: str | Path | None = None, safe_set: str | Path | None = None,
                sim: str | Path | None = None, config: SimConfig | None = None
                ) -> ReachAvoidSetup:
-    """Load the three configs (package defaults where None) and build every part once."""
-    robot_model = load_robot(robot or config_path('robot.yaml'))
-    safe_set_path = safe_set or config_path('safe_set.yaml')
-    sim_config = config or load_sim_config(sim or config_path('sim.yaml'))
-    safe = SafeSet(robot_model, load_safe_set_config(safe_set_path))
-    support = SupportCheck(safe, load_support_config(safe_set_path),
-                           sim_config.physics.control_period)
-    cartesian = CartesianActions(safe.kinematics, sim_config.actions, safe.velocity_limit)
-    return ReachAvoidSetup(
-        robot=robot_model, safe_set=safe, support=support, cartesian=cartesian,
-        joint=JointActions(sim_config.actions, safe.velocity_limit),
-        task=ReachAvoidTask(safe, sim_config.task, cartesian, sim_config.physics.control_period),
-        scene=build_scene(robot_model, safe.config, sim_config.physics,
-                          goal_radius=sim_config.task.success_radius),
-        config=sim_config)
+    """The task (`ssq_ros.task.setup.make_task_setup`; package robot and safe set where None)
+    and its scene. The `sim` section is `config`, else the overrides file `sim`, else the
+    defaults."""
+    if config is None:
+        config = load_sim_config(sim) if sim is not None else SimConfig()
+    task = make_task_setup(robot, safe_set, config)
+    scene = build_scene(task.robot, task.safe_set.config, config.physics,
+                        goal_radius=config.task.success_radius)
+    return ReachAvoidSetup(**{f.name: getattr(task, f.name) for f in fields(TaskSetup)},
+                           scene=scene)
 
 
 def observation_space(task: ReachAvoidTask) -> gym.spaces.Box:
@@ -95,7 +72,7 @@ class ReachAvoidEnv(gym.Env):
         self.discrete = discrete
         self.task = self.setup.task
         self.sim = ArmSimulator(self.setup.robot, self.setup.scene, self.setup.config.physics)
-        self.actions = self.setup.cartesian if discrete else self.setup.continuous_actions()
+        self.actions = self.setup.actions(discrete)
         if discrete:
             self.action_space = gym.spaces.Discrete(len(self.setup.cartesian.names))
         else:

@@ -20,34 +20,17 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from ssq_ros.config import ConfigError, spec
+from ssq_ros.config import ConfigError
 from ssq_ros.safety.robot import RobotModel, resolve_package_uri
 from ssq_ros.safety.safe_set import SafeSetConfig
 from ssq_ros.safety.self_collision import pair_name, select_pairs
+from ssq_ros.task.config import PhysicsConfig
 
 ZONE_RGBA = (0.9, 0.15, 0.1, 0.35)
 TABLE_RGBA = (0.55, 0.45, 0.35, 1.0)
 GOAL_RGBA = (0.1, 0.8, 0.2, 0.6)
 # Walls around the workspace: thick enough that no link can be beyond one undetected.
 WALL_THICKNESS = 1.0
-
-
-@dataclass(frozen=True)
-class PhysicsConfig:
-    timestep: float = spec(0.002, doc='physics step [s]', low=1e-4, high=0.01)
-    control_period: float = spec(0.05, doc='agent control period [s]; a multiple of timestep',
-                                 low=1e-3, high=1.0)
-    velocity_error_at_full_effort: float = spec(
-        0.1, doc='velocity servo gain: the tracking error [rad/s] that commands the URDF effort '
-                 'limit (kv = effort / error)', low=1e-3, high=10.0)
-    armature: float = spec(0.1, doc='reflected rotor inertia added to each joint [kg m^2]',
-                           low=0.0, high=10.0)
-    command_acceleration_fraction: float = spec(
-        0.5, doc='the simulated controller ramps its velocity target at this fraction of the '
-                 'acceleration limits (synchronised across joints)', low=0.01, high=1.0)
-    referee_stride: int = spec(5, doc='the referee judges every this many physics steps',
-                               low=1, high=1000)
-    table_half_size: float = spec(1.5, doc='half width of the square table [m]', low=0.1)
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ Learner (`ssq_ros.training.learner`), what the `q_learner` node hosts
         save(folder) / load(folder)   folder/learner.pt, atomic; holds critic, targets, policy,
                                       optimizers, replay, RNG states, counters, config.
 
-Export (`ssq_ros.training.export`)
+Export (`ssq_ros.deploy.export`)
     export_policy(learner, train_config=None) -> bytes   TorchScript + spaces, version, config
     load_exported_policy(bytes | path) -> ExportedPolicy  needs no training state
 
-Execution (`ssq_ros.training.executor`), used by the evaluation and the `policy_executor` node
+Execution (`ssq_ros.deploy.executor`), used by the evaluation and the `policy_executor` node
     ShieldedExecutor(policy=None, greedy=True, seed=0), .set_policy(policy)
         act_discrete(obs, mu_probs_or_mask) -> ExecutorDecision(action, status)
         act_continuous(obs, samples (K, d), is_safe) -> ExecutorDecision(action, status)

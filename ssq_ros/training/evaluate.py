@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.learning.evaluation import discounted_returns_to_go
 from ssq_ros.safety.status import StatusCounter
-from ssq_ros.training.executor import ShieldedExecutor
 from ssq_ros.training.problem import ArmProblem
 
 # Seeds of the evaluation's own randomness (mu's draws while building its support).

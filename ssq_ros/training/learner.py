@@ -12,60 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssq_ros.config import ConfigError, parse, spec, to_dict
+from ssq_ros.config import parse, spec, to_dict
 from ssq_ros.learning.critic import CheckpointError, CriticConfig, KLCritic, load_checkpoint
 from ssq_ros.learning.extraction import ExtractionConfig, PolicyExtractor
 from ssq_ros.learning.replay import ReplayBuffer
 from ssq_ros.learning.storage import atomic_write
+from ssq_ros.task.spaces import TaskSpaces, check_spaces
 
 _CHECKPOINT_KIND = 'ssq_ros.OnlineLearner/1'
 CHECKPOINT_FILE = 'learner.pt'
-
-
-@dataclass(frozen=True)
-class TaskSpaces:
-    """Observation and action spaces a learner is built for; travels with checkpoints/exports."""
-
-    obs_dim: int = spec(doc='observation size', low=1, high=100_000)
-    action_kind: str = spec(doc='discrete: an index into action_names; continuous: a vector',
-                            choices=('discrete', 'continuous'))
-    action_size: int = spec(doc='discrete: number of actions; continuous: action dimension',
-                            low=1, high=100_000)
-    num_samples: int = spec(1, doc="continuous: K samples of mu stored per transition (mu's "
-                            'support at s\'); discrete: unused', low=1, high=100_000)
-    action_names: tuple[str, ...] = spec((), doc='discrete: a name per action (may be empty)')
-    action_low: tuple[float, ...] = spec((), doc='continuous: lower action bound (may be empty)')
-    action_high: tuple[float, ...] = spec((), doc='continuous: upper action bound (may be '
-                                          'empty)')
-    observation_fields: tuple[str, ...] = spec((), doc='names of the observation slices')
-    observation_sizes: tuple[int, ...] = spec((), doc='sizes of the observation slices', low=1)
-
-    @property
-    def discrete(self) -> bool:
-        return self.action_kind == 'discrete'
-
-    def support_shape(self) -> tuple[int, ...]:
-        """Shape of mu's support at one state: probabilities (n,) or K samples (K, d)."""
-        return (self.action_size,) if self.discrete else (self.num_samples, self.action_size)
-
-
-def check_spaces(spaces: TaskSpaces) -> TaskSpaces:
-    """Re-validate `spaces` and the consistency of its optional names and bounds."""
-    spaces = parse(TaskSpaces, to_dict(spaces), 'TaskSpaces')
-    if spaces.discrete and spaces.action_names and \
-            len(spaces.action_names) != spaces.action_size:
-        raise ConfigError(f'TaskSpaces.action_names: {len(spaces.action_names)} names for '
-                          f'{spaces.action_size} actions')
-    for name in ('action_low', 'action_high'):
-        bound = getattr(spaces, name)
-        if bound and (spaces.discrete or len(bound) != spaces.action_size):
-            raise ConfigError(f'TaskSpaces.{name}: expected {spaces.action_size} values for a '
-                              f'continuous action, got {len(bound)}')
-    if len(spaces.observation_fields) != len(spaces.observation_sizes) or (
-            spaces.observation_sizes and sum(spaces.observation_sizes) != spaces.obs_dim):
-        raise ConfigError('TaskSpaces.observation_fields/sizes: must pair up and sum to '
-                          f'obs_dim={spaces.obs_dim}')
-    return spaces
 
 
 @dataclass
@@ -75,8 +30,9 @@ class LearnerConfig:
     critic: CriticConfig = spec(default_factory=CriticConfig, doc='KL-regularized critic')
     extraction: ExtractionConfig = spec(default_factory=ExtractionConfig,
                                         doc='policy extraction')
-    replay_capacity: int = spec(200_000, low=1, high=100_000_000,
-                                doc='transitions kept; the oldest are overwritten')
+    replay_capacity: int = spec(100_000, low=1, high=100_000_000,
+                                doc='transitions kept; the oldest are overwritten (the default '
+                                    'exceeds the default schedule.steps: nothing is lost)')
 
 
 # States of the replay on which each extraction's fit to the induced policy is measured.

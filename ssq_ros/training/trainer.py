@@ -27,13 +27,13 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from ssq_ros.config import ConfigError, to_dict
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import export_policy, load_exported_policy
 from ssq_ros.learning.critic import load_checkpoint
 from ssq_ros.learning.evaluation import value_calibration_error
 from ssq_ros.learning.storage import atomic_write
 from ssq_ros.training.config import TrainConfig, with_overrides
 from ssq_ros.training.evaluate import RolloutStats, rollout, training_episode_seed
-from ssq_ros.training.executor import ShieldedExecutor
-from ssq_ros.training.export import export_policy, load_exported_policy
 from ssq_ros.training.learner import OnlineLearner
 from ssq_ros.training.plots import write_plots
 from ssq_ros.training.problem import build_problem, support_of

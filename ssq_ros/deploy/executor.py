@@ -20,10 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ssq_ros.deploy.export import ExportedPolicy
 from ssq_ros.learning.behavior import sample_index
 from ssq_ros.learning.extraction import shield_action
 from ssq_ros.safety.status import SafetyStatus
-from ssq_ros.training.export import ExportedPolicy
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,7 +21,10 @@ from torch import nn
 
 from ssq_ros.config import ConfigError, parse, to_dict
 from ssq_ros.learning.extraction import _LOG_STD_MAX, _LOG_STD_MIN
-from ssq_ros.training.learner import OnlineLearner, TaskSpaces, check_spaces
+from ssq_ros.task.spaces import TaskSpaces, check_spaces
+
+if TYPE_CHECKING:  # exporting needs a trained learner; loading and running need no training code
+    from ssq_ros.training.learner import OnlineLearner
 
 EXPORT_FORMAT = 'ssq_ros.policy/1'
 _META_FILE = 'ssq_policy.json'
