@@ -292,6 +292,17 @@ def robot_base_frame(robot: str | Path) -> str:
     return load_robot(robot).base_frame
 
 
+def ros_package_available(package: str) -> bool:
+    """Whether a ROS package is installed (registered in the ament index of AMENT_PREFIX_PATH)."""
+    from ament_index_python.packages import PackageNotFoundError, get_package_prefix
+
+    try:
+        get_package_prefix(package)
+    except (PackageNotFoundError, LookupError, OSError):  # OSError: no ROS environment
+        return False
+    return True
+
+
 def launch_description(graph_name: str) -> Any:
     """The launch_ros LaunchDescription of a graph (needs a ROS 2 installation).
 
@@ -365,13 +376,25 @@ def launch_description(graph_name: str) -> Any:
                                    for a in graph.arguments})
         return node_actions(spec, {}, ('-f', robot_base_frame(robot_file(args))))
 
+    def if_installed(function: Any) -> Any:
+        """`function`'s actions if the spec's package is installed, else a note: the tools of
+        a ROS installation are optional (a headless machine may lack rviz2)."""
+        def checked(context: Any, spec: NodeSpec) -> list[Any]:
+            if not ros_package_available(spec.package):
+                return [LogInfo(msg=f'not starting {spec.name}: package {spec.package!r} is not '
+                                    'installed (optional for this graph)')]
+            return function(context, spec)
+        return checked
+
     actions = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
                for a in graph.arguments]
     for spec in graph.nodes:
         if spec.executable == 'robot_state_publisher':
-            actions.append(OpaqueFunction(function=with_robot_description, args=[spec]))
+            actions.append(OpaqueFunction(function=if_installed(with_robot_description),
+                                          args=[spec]))
         elif spec.executable == 'rviz2':
-            actions.append(OpaqueFunction(function=with_fixed_frame, args=[spec]))
+            actions.append(OpaqueFunction(function=if_installed(with_fixed_frame), args=[spec],
+                                          condition=IfCondition(LaunchConfiguration('rviz'))))
         elif spec.reads_run_config():
             actions.append(OpaqueFunction(function=with_run_config_values, args=[spec]))
         else:

@@ -51,9 +51,9 @@ def parameter_value(value, *, value_type=None):
     return Recorded('ParameterValue', (value,), dict(value_type=value_type))
 
 
-def opaque_function(*, function, args=None, kwargs=None):
+def opaque_function(*, function, args=None, kwargs=None, condition=None):
     return Recorded('OpaqueFunction', (), dict(function=function, args=list(args or []),
-                                               kwargs=dict(kwargs or {})))
+                                               kwargs=dict(kwargs or {}), condition=condition))
 
 
 def on_process_exit(*, target_action=None, on_exit):
@@ -72,8 +72,20 @@ def log_info(*, msg):
     return Recorded('LogInfo', (), dict(msg=msg))
 
 
+def ament_prefix(root, packages):
+    """An install prefix whose ament index registers `packages`, as a ROS installation's."""
+    index = root / 'share' / 'ament_index' / 'resource_index' / 'packages'
+    index.mkdir(parents=True, exist_ok=True)
+    for package in packages:
+        (index / package).touch()
+    return root
+
+
 @pytest.fixture
-def launch_api(monkeypatch):
+def launch_api(monkeypatch, tmp_path):
+    # The ROS tools the graphs start are installed unless a test says otherwise.
+    monkeypatch.setenv('AMENT_PREFIX_PATH', str(ament_prefix(
+        tmp_path / 'ros', ['robot_state_publisher', 'rviz2'])))
     modules = {
         'launch': {'LaunchDescription': recorder('LaunchDescription')},
         'launch.actions': {'DeclareLaunchArgument': declare, 'EmitEvent': emit_event,
@@ -123,6 +135,11 @@ def launch_entities(graph_name, **overrides):
     for entity in entities:
         if entity.kind == 'OpaqueFunction':
             f = entity.kwargs
+            condition = f['condition']
+            if condition is not None:  # IfCondition(LaunchConfiguration(name))
+                assert condition.kind == 'IfCondition'
+                if context.launch_configurations[condition.args[0].args[0]] != 'true':
+                    continue
             expanded += f['function'](context, *f['args'], **f['kwargs'])
         else:
             expanded.append(entity)
@@ -139,7 +156,7 @@ def overrides_of(launched):
 
 @pytest.mark.parametrize('graph_name', list(GRAPHS))
 def test_launch_file_declares_the_graph(launch_api, graph_name):
-    entities = launch_entities(graph_name)
+    entities = launch_entities(graph_name, rviz='true')  # every node of the graph
     graph = GRAPHS[graph_name]
     declared = [e for e in entities if e.kind == 'DeclareLaunchArgument']
     assert [(d.args[0], d.kwargs['default_value']) for d in declared] == \
@@ -173,7 +190,7 @@ def test_launch_file_declares_the_graph(launch_api, graph_name):
 
 @pytest.mark.parametrize('graph_name', list(GRAPHS))
 def test_each_node_exit_ends_the_launch_as_it_ends_ssq_launch(launch_api, graph_name):
-    entities = launch_entities(graph_name)
+    entities = launch_entities(graph_name, rviz='true')
     handlers = {id(e.args[0].kwargs['target_action']): e.args[0] for e in entities
                 if e.kind == 'RegisterEventHandler'}
     nodes = [e for e in entities if e.kind == 'Node']
@@ -255,3 +272,25 @@ def test_rviz_config_shows_robot_and_safety_markers_in_the_base_frame():
     # Volatile matches a latched or a volatile publisher; transient local would miss the latter.
     assert markers['Durability Policy'] == 'Volatile'
     assert markers['Reliability Policy'] == 'Reliable'
+
+
+def test_missing_optional_ros_tools_are_reported_not_fatal(launch_api, monkeypatch, tmp_path):
+    """A ROS installation without rviz2 (a headless robot PC) still launches the graph."""
+    monkeypatch.setenv('AMENT_PREFIX_PATH', str(ament_prefix(tmp_path / 'bare', ['rclpy'])))
+    entities = launch_entities('train_sim', rviz='true')
+    names = {n['name'] for n in launched_nodes(entities)}
+    assert 'rviz2' not in names and 'robot_state_publisher' not in names
+    assert {'mujoco_sim', 'safe_behavior', 'q_learner', 'policy_executor',
+            'safety_monitor'} <= names
+    notes = [e.kwargs['msg'] for e in entities if e.kind == 'LogInfo']
+    assert any("package 'rviz2' is not installed" in n for n in notes), notes
+    assert any("package 'robot_state_publisher' is not installed" in n for n in notes)
+    # Installed, rviz2 starts with the run's robot base as its fixed frame; rviz:=false skips.
+    monkeypatch.setenv('AMENT_PREFIX_PATH', str(ament_prefix(tmp_path / 'full',
+                                                              ['robot_state_publisher',
+                                                               'rviz2'])))
+    rviz = [n for n in launched_nodes(launch_entities('train_sim', rviz='true'))
+            if n['name'] == 'rviz2']
+    assert len(rviz) == 1 and rviz[0]['arguments'][-2:] == ['-f', 'ssq_link0']
+    assert not [n for n in launched_nodes(launch_entities('train_sim', rviz='false'))
+                if n['name'] == 'rviz2']
