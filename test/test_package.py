@@ -18,7 +18,7 @@ MODULE_TO_KEY = {
     'visualization_msgs': 'visualization_msgs', 'diagnostic_msgs': 'diagnostic_msgs',
     'std_srvs': 'std_srvs', 'rosgraph_msgs': 'rosgraph_msgs',
     'builtin_interfaces': 'builtin_interfaces', 'ament_index_python': 'ament_index_python',
-    'launch': 'launch', 'launch_ros': 'launch_ros', 'pinocchio': 'pinocchio',
+    'launch': 'launch', 'launch_ros': 'launch_ros', 'pinocchio': 'pinocchio', 'coal': 'coal',
     'numpy': 'python3-numpy', 'yaml': 'python3-yaml', 'matplotlib': 'python3-matplotlib',
     'tqdm': 'python3-tqdm', 'torch': 'python3-pytorch-pip', 'mujoco': 'python3-mujoco-pip',
     'gymnasium': 'python3-gymnasium-pip', 'tensorboard': 'python3-tensorboard-pip',
