@@ -275,8 +275,13 @@ def test_a_joint_driven_at_its_position_limit_stops_before_it(arm):
     assert HW_NODE_DELAY >= SIM_PERIOD
     assert closest >= HW.limits.position_margin - 1e-3
     assert closest <= HW.limits.position_margin + 0.01, 'the joint should reach the margin'
-    assert abs(v[-1, joint]) < 1e-3
-    assert 'POSITION_LIMIT_CLAMP' in arm.status[reported:]
+    # At rest, or creeping toward the boundary as the safe-set check lets a few percent of the
+    # command through while path and braking still fit (MoveIt Servo's slow-down near limits).
+    assert abs(v[-1, joint]) < 0.01
+    # Braked by the position clamp or, first, by the safe-set check (S keeps the same joint
+    # margin plus the tracking allowance, and looks one actuation delay further ahead).
+    assert {'POSITION_LIMIT_CLAMP', 'SAFE_SET_SCALE', 'SAFE_SET_STOP'} & \
+        set(arm.status[reported:]), arm.status[reported:]
     t1 = arm.command_for(0.4, -command)  # away from the limit is never cut
     _, q, _ = arm.states_between(t1)
     assert q[-1, joint] - lower > closest + 0.05
