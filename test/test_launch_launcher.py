@@ -243,6 +243,12 @@ class Runner:
         return {name: int(pid) for name, pid in
                 self.wait_for(r'started (\S+) \(pid (\d+)\)')}
 
+    def wait_until_both_run(self):
+        """Both nodes past start-up (their first log line): a node signalled while still
+        importing never reaches its shutdown hook (the test failed so on a busy machine)."""
+        self.wait_for(r'\[hardware_interface\]: velocity commands', timeout=40.0)
+        self.wait_for(r'\[hw_position\]: position commands', timeout=40.0)
+
 
 def alive(pid):
     try:
@@ -271,7 +277,7 @@ def test_launcher_starts_and_cleanly_stops_a_graph(stop_signal):
 def test_launcher_exits_nonzero_when_a_node_dies():
     runner = Runner()
     pids = runner.started_pids()
-    runner.wait_for(r'\[hw_position\]: position commands')
+    runner.wait_until_both_run()
     os.kill(pids['hw_position'], signal.SIGKILL)
     code, out = runner.finish()
     assert code == 1
@@ -285,7 +291,7 @@ def test_launcher_exits_nonzero_when_a_node_dies():
 def test_a_clean_exit_ends_the_graph_only_for_its_ending_node(ends_graph):
     runner = Runner(ends_graph='hw_position' if ends_graph else '')
     pids = runner.started_pids()
-    runner.wait_for(r'\[hw_position\]: position commands')
+    runner.wait_until_both_run()
     os.kill(pids['hw_position'], signal.SIGINT)  # it alone stops, cleanly (exit code 0)
     if ends_graph:  # as q_learner when training is over
         code, out = runner.finish()
