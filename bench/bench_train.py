@@ -6,7 +6,8 @@
 Runs one seed at a time (the machine is shared; timings are per seed, with the load average
 recorded next to them), resuming any seed whose run folder already holds a checkpoint. Prints a
 table and writes bench/results/train.json (train_continuous.json for
-train_sim_continuous.yaml, train_<config>.json for another config).
+train_sim_continuous.yaml, train_<config>.json for another config), with the code's git commit
+and the hash of the resolved base config (each seed's own is in its row).
 """
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from ssq_ros.config import to_dict
-from ssq_ros.training.config import load_train_config, resolve_config_file, with_overrides
+from ssq_ros.training.config import (
+    load_train_config,
+    resolve_budgets,
+    resolve_config_file,
+    with_overrides,
+)
+from ssq_ros.training.provenance import provenance
 from ssq_ros.training.trainer import Trainer
 
 RESULTS = Path(__file__).resolve().parent / 'results'
@@ -52,11 +59,13 @@ def main(argv: list[str] | None = None) -> int:
                      'run_folder': str(folder)})
         print(format_row(rows[-1]), flush=True)
     summary = summarize(rows)
+    resolved = resolve_budgets(with_overrides(base, steps=args.steps))
     result = {
         'command': ' '.join(['python -m bench.bench_train', '--config', args.config, '--seeds',
                              *map(str, args.seeds)] + ([f'--steps {args.steps}']
                                                        if args.steps else [])),
-        'config': to_dict(with_overrides(base, steps=args.steps)),
+        'config': to_dict(resolved),
+        **provenance(resolved),
         'machine': {'cpu_count': os.cpu_count(), 'python': platform.python_version(),
                     'processor': platform.processor() or platform.machine()},
         'goals': GOALS, 'summary': summary, 'seeds': rows,

@@ -28,18 +28,9 @@ from ssq_ros.graph_logic.transitions import (
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.problem import build_problem
+from ssq_ros.training.run import metrics_keys
 
 TINY = Path(__file__).parent / 'data' / 'train_sim_tiny.yaml'
-# The keys of ssq-train's metrics.json (ssq_ros.training.trainer.Trainer._metrics).
-SSQ_TRAIN_METRICS = {
-    'unsafe_states_train', 'unsafe_states_eval', 'success_rate_behavior', 'success_rate_policy',
-    'return_behavior', 'return_policy', 'value_calibration_error',
-    'value_calibration_error_policy', 'env_steps', 'updates', 'wall_time_s', 'episodes_train',
-    'eval_episodes', 'min_margin_train', 'min_margin_eval', 'behavior_fallbacks_train',
-    'executor_statuses', 'policy_version', 'policy_fit_kl', 'policy_fit_agreement',
-    'action_kind', 'seed'}
-
-
 @pytest.fixture(scope='module')
 def config():
     return load_run_config(TINY)
@@ -231,7 +222,7 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     events = _feed(resumed, problem, schedule.steps - saved_steps, start=saved_steps)
     assert events[-1].phase == PhaseAnnouncement(RunPhase.EXTRACT)
     assert resumed.on_transition(_transition(problem)).phase is None  # late: ignored
-    assert resumed.counters.ignored == 1
+    assert resumed.counters.transitions_ignored == 1
     extracted = resumed.final_extract()
     assert extracted.phase.phase is RunPhase.EVAL_POLICY
     assert extracted.phase.policy_version == resumed.learner.policy_version
@@ -248,14 +239,16 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
                                                    -5.0, True, length))
     assert events.finished and events.phase.phase is RunPhase.DONE
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
-    assert SSQ_TRAIN_METRICS <= set(metrics)
+    assert list(metrics) == metrics_keys()  # the keys ssq-train writes, in the same order
+    assert metrics['runner'] == 'train_sim graph' and len(metrics['config_sha256']) == 64
     assert metrics['success_rate_policy'] == pytest.approx(1 / schedule.final_eval_episodes)
     assert metrics['return_behavior'] == -5.0 and metrics['env_steps'] == schedule.steps
     assert math.isfinite(metrics['value_calibration_error'])
-    assert metrics['calibration_pairs'] == 5 * schedule.final_eval_episodes
+    # Every episode reached the goal, so all 5 steps of each calibration episode count.
+    pairs_expected = 5 * min(schedule.calibration_episodes, schedule.final_eval_episodes)
+    assert metrics['calibration_pairs'] == pairs_expected
     with np.load(tmp_path / 'calibration.npz') as pairs:
-        assert pairs['q_behavior'].size == pairs['g_behavior'].size == 5 * \
-            schedule.final_eval_episodes
+        assert pairs['q_behavior'].size == pairs['g_behavior'].size == pairs_expected
     assert (tmp_path / 'plots' / 'value_calibration.png').stat().st_size > 1000
 
 

@@ -129,6 +129,8 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     assert (run_dir / 'policy.pt').exists() and (run_dir / 'log.jsonl').exists()
     # Progress lines with rate, ETA and the unsafe count.
     assert 'steps/s, ETA' in output and 'unsafe states 0' in output
+    assert 'q_learner: final extraction: 30 steps in' in output  # the engine's progress line
+    assert metrics['runner'] == 'train_sim graph' and len(metrics['config_sha256']) == 64
     # The summary table ssq-train prints, from the same code.
     assert 'status' in output and 'success_rate_policy' in output
 

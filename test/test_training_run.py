@@ -1,4 +1,6 @@
 """ssq-train end to end on the real MuJoCo arm with tiny budgets: safety, outputs, resume."""
+import ast
+import hashlib
 import json
 import os
 import signal
@@ -18,10 +20,16 @@ from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.paths import config_path
 from ssq_ros.safety.status import SafetyStatus
-from ssq_ros.training.config import load_train_config, with_overrides
-from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+from ssq_ros.training import run as run_module
+from ssq_ros.training.config import ScheduleConfig, load_train_config, with_overrides
+from ssq_ros.training.evaluate import (
+    complete_returns,
+    heldout_episode_seed,
+    training_episode_seed,
+)
 from ssq_ros.training.problem import build_problem
-from ssq_ros.training.trainer import CHECKPOINT, Trainer
+from ssq_ros.training.run import Run, metrics_keys
+from ssq_ros.training.trainer import CHECKPOINT, Trainer, load_run_learner
 
 REQUIRED_METRICS = {'unsafe_states_train', 'unsafe_states_eval', 'success_rate_behavior',
                     'success_rate_policy', 'return_behavior', 'return_policy',
@@ -173,7 +181,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and child.poll() is None:
         if checkpoint.exists() and torch.load(checkpoint, weights_only=True)[
-                'trainer']['env_steps'] >= 200:
+                'learner']['transitions'] >= 200:
             break
         time.sleep(0.05)
     assert child.poll() is None, 'the trainer ended before it could be killed'
@@ -181,7 +189,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     child.wait(timeout=30)
     assert not (out / 'metrics.json').exists()
     saved = torch.load(checkpoint, weights_only=True)
-    steps_at_kill = saved['trainer']['env_steps']
+    steps_at_kill = saved['learner']['transitions']
     assert 200 <= steps_at_kill < 800
     replay_at_kill = {k: v.numpy().copy() for k, v in saved['learner']['replay'].items()}
     size_at_kill = saved['learner']['replay_size']
@@ -217,3 +225,80 @@ def test_a_finished_run_started_again_changes_nothing(discrete_run):
     config = load_train_config(folder / 'config.yaml')
     assert Trainer(config, folder, progress=False).run() == metrics
     assert (folder / CHECKPOINT).read_bytes() == checkpoint
+
+
+def test_budgets_left_unset_follow_steps_and_set_ones_are_kept():
+    schedule = load_train_config(config_path('train_sim.yaml')).schedule
+    assert schedule.final_extract_steps is None  # the package config leaves them to the rule
+    tuned = with_overrides(load_train_config(config_path('train_sim.yaml'))).schedule.resolved()
+    assert (tuned.final_extract_steps, tuned.eval_episodes, tuned.final_eval_episodes,
+            tuned.calibration_episodes) == (20_000, 20, 30, 10)
+    small = ScheduleConfig(steps=2000, learning_starts=100).resolved()
+    assert (small.final_extract_steps, small.eval_episodes, small.final_eval_episodes,
+            small.calibration_episodes) == (1333, 5, 10, 4)
+    large = ScheduleConfig(steps=90_000).resolved()
+    assert (large.final_extract_steps, large.eval_episodes, large.final_eval_episodes) == \
+        (60_000, 20, 30)
+    given = ScheduleConfig(steps=2000, final_extract_steps=7, final_eval_episodes=3).resolved()
+    assert (given.final_extract_steps, given.final_eval_episodes,
+            given.calibration_episodes) == (7, 3, 1)
+
+
+def test_metrics_record_the_code_and_the_resolved_config(discrete_run):
+    folder, metrics = discrete_run
+    assert list(metrics) == metrics_keys()
+    assert metrics['runner'] == 'ssq-train' and metrics['final_extract_steps'] == 10
+    resolved = yaml.safe_load((folder / 'config.yaml').read_text())
+    assert resolved['schedule']['calibration_episodes'] == 1  # filled in: ceil(2 / 3)
+    canonical = json.dumps(resolved, sort_keys=True, separators=(',', ':')).encode()
+    assert metrics['config_sha256'] == hashlib.sha256(canonical).hexdigest()
+    commit = metrics['code_commit']
+    if (Path(__file__).parents[1] / '.git').exists():
+        # HEAD itself, or an ancestor of it if someone committed while the test ran.
+        assert subprocess.run(['git', 'merge-base', '--is-ancestor', commit, 'HEAD'],
+                              cwd=Path(__file__).parent).returncode == 0
+        assert isinstance(metrics['code_dirty'], bool)
+    else:
+        assert commit == 'unknown'
+
+
+def test_every_metrics_key_is_documented():
+    docs = (Path(__file__).parents[1] / 'docs' / 'training.md').read_text()
+    missing = [key for key in metrics_keys() if f'`{key}`' not in docs]
+    assert not missing, f'docs/training.md does not describe {missing}'
+    # ... and RunMetrics gives each key its own docstring.
+    tree = ast.parse(Path(run_module.__file__).read_text())
+    body = next(node for node in tree.body
+                if isinstance(node, ast.ClassDef) and node.name == 'RunMetrics').body
+    for index, node in enumerate(body):
+        if isinstance(node, ast.AnnAssign):
+            doc = body[index + 1] if index + 1 < len(body) else None
+            assert isinstance(doc, ast.Expr) and isinstance(doc.value.value, str), \
+                node.target.id
+
+
+def test_a_return_is_complete_at_the_goal_or_a_tail_after_the_step():
+    rewards = [-1.0] * 6
+    # Reached the goal at step 6: every counted step's return is complete.
+    assert complete_returns(rewards, True, 10, 3, 0.5).size == 6
+    # Cut by the time limit (4) and run 2 steps further: steps 0..3 need a tail of 2.
+    g = complete_returns(rewards, False, 4, 2, 0.5)
+    np.testing.assert_allclose(g, [-1.96875, -1.9375, -1.875, -1.75])
+    assert complete_returns(rewards, False, 4, 3, 0.5).size == 3
+    assert complete_returns(rewards, False, 10, 10, 0.5).size == 0
+
+
+def test_the_final_extraction_shows_progress(discrete_run, tmp_path, monkeypatch):
+    folder, _ = discrete_run
+    lines: list[str] = []
+    config = load_train_config(folder / 'config.yaml')
+    run = Run(config, build_problem(config).spaces, tmp_path / 'copy', runner='test',
+              checkpoint_name='run.pt', checkpoint_at_episode_end=True, say=lines.append,
+              tensorboard=False)
+    run.learner.load_state_dict(load_run_learner(config, folder).state_dict())
+    run.check_folder()
+    monkeypatch.setattr(run_module, 'PROGRESS_PERIOD', 0.0)
+    run.final_extract()
+    assert lines[0] == 'final extraction: 10 steps ...'
+    assert any('steps/s, ETA' in line for line in lines[1:-1])
+    assert lines[-1].startswith('final extraction: 10 steps in')

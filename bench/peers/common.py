@@ -1,5 +1,6 @@
-"""What every method shares: training-time bookkeeping, the unsafe-state penalty, and one
-evaluation loop that runs a policy as it is or behind ssq_ros's support shield.
+"""What every method shares: training-time bookkeeping, the unsafe-state penalty, and the
+held-out evaluation (ssq_ros's own `evaluate_heldout`) of a policy as it is or behind ssq_ros's
+support shield.
 
 Only ssq_ros is needed here (no peer library), so these parts are tested without the bench extra.
 """
@@ -11,13 +12,17 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-from ssq_ros.learning.evaluation import discounted_returns_to_go, value_calibration_error
 from ssq_ros.learning.extraction import shield_action
-from ssq_ros.training.evaluate import heldout_episode_seed, training_episode_seed
+from ssq_ros.training.evaluate import (
+    Actor,
+    Choice,
+    evaluate_heldout,
+    training_episode_seed,
+)
 from ssq_ros.training.problem import ArmProblem
 
-# Seed of mu's draws while the shield builds its support during evaluation.
-EVAL_RNG_SEED = 12345
+__all__ = ['Curve', 'EvalPolicy', 'TrainingRecorder', 'UnsafePenalty', 'choose_action',
+           'evaluate', 'machine_info', 'peer_actor']
 
 
 @dataclass
@@ -146,54 +151,34 @@ def choose_action(problem: ArmProblem, policy: EvalPolicy, obs: np.ndarray,
     return decision.action, decision.source != 'policy'
 
 
+def peer_actor(problem: ArmProblem, policy: EvalPolicy, shielded: bool) -> Actor:
+    """`policy` as an actor of ssq_ros's held-out evaluation, shielded (`choose_action`) or not."""
+    def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
+        action, replaced = choose_action(problem, policy, obs, rng, shielded)
+        return Choice(action, replaced=replaced)
+    return act
+
+
 def evaluate(problem: ArmProblem, policy: EvalPolicy, episodes: int, shielded: bool,
              gamma: float, calibration_tail: int = 0) -> dict:
-    """The held-out episodes of ssq-train's evaluation, run with `policy` (shielded or not).
+    """The held-out episodes of ssq-train's evaluation (`evaluate_heldout`, the same loop and
+    counting rules), run with `policy` (shielded or not).
 
-    Every step is judged by the referee. With `policy.q` and calibration_tail > 0, the episodes
-    that time out run `calibration_tail` uncounted steps further so the discounted returns G_t
-    of the counted steps are complete, and Q(s_t, a_t) is compared with G_t.
+    With `policy.q` and calibration_tail > 0, every episode that times out runs
+    `calibration_tail` uncounted steps further so the discounted returns G_t of the counted
+    steps are complete, and Q(s_t, a_t) is compared with G_t.
     """
-    env = problem.env
-    max_steps = env.task.config.max_steps
-    rng = np.random.default_rng(EVAL_RNG_SEED)
     calibrate = policy.q is not None and calibration_tail > 0
-    returns, successes, unsafe, steps, interventions = [], 0, 0, 0, 0
-    q_all, g_all = [], []
-    for index in range(episodes):
-        obs, info = env.reset(seed=heldout_episode_seed(index))
-        unsafe += int(info['unsafe'])
-        observations, actions, rewards = [], [], []
-        terminated = False
-        while True:
-            action, replaced = choose_action(problem, policy, obs, rng, shielded)
-            observations.append(obs)
-            actions.append(action)
-            obs, reward, terminated, _, info = env.step(action)
-            rewards.append(reward)
-            if len(rewards) <= max_steps:
-                unsafe += int(info['unsafe'])
-                interventions += int(replaced)
-                steps += 1
-            if terminated or len(rewards) >= max_steps + (calibration_tail if calibrate else 0):
-                break
-        counted = rewards[:max_steps]
-        returns.append(float(np.sum(counted)))
-        successes += int(terminated and len(rewards) <= max_steps)
-        if calibrate:
-            complete = len(rewards) if terminated else len(rewards) - calibration_tail
-            complete = min(complete, max_steps)
-            if complete > 0:
-                g_all.append(discounted_returns_to_go(np.array(rewards), gamma)[:complete])
-                q_all.append(np.asarray(policy.q(np.array(observations[:complete]),
-                                                 np.array(actions[:complete])), dtype=float))
-    result = {'episodes': episodes, 'success_rate': successes / max(episodes, 1),
-              'return': float(np.mean(returns)) if returns else float('nan'),
-              'unsafe_states': unsafe, 'steps': steps,
-              'intervention_rate': interventions / max(steps, 1) if shielded else None}
-    if calibrate and q_all:
-        result['value_calibration_error'] = value_calibration_error(np.concatenate(q_all),
-                                                                    np.concatenate(g_all))
+    stats = evaluate_heldout(problem, peer_actor(problem, policy, shielded), episodes, gamma,
+                             q_function=policy.q if calibrate else None,
+                             calibration_episodes=episodes if calibrate else 0,
+                             calibration_tail=calibration_tail if calibrate else 0)
+    result = {'episodes': stats.episodes, 'success_rate': stats.success_rate,
+              'return': stats.mean_return, 'unsafe_states': stats.unsafe, 'steps': stats.steps,
+              'intervention_rate': stats.interventions / max(stats.steps, 1) if shielded
+              else None}
+    if stats.q:
+        result['value_calibration_error'] = stats.calibration_error
     return result
 
 

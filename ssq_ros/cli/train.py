@@ -3,7 +3,9 @@
     ssq-train --config config/train_sim.yaml [--seed S] [--steps N] [--out runs/NAME]
 
 Starting it again with the same --out resumes from the last checkpoint (also after a kill).
-The run folder layout is described in ssq_ros/training/trainer.py; `ssq-report` reads it.
+The run folder layout is described in ssq_ros/training/run.py; `ssq-report` reads it. Budgets
+the config leaves unset (final extraction, evaluation episodes) follow --steps
+(`ScheduleConfig.resolved`, docs/training.md).
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--config', default='train_sim.yaml',
                         help='training YAML: a path, or a file name in the package config/')
     parser.add_argument('--seed', type=int, help='override schedule.seed')
-    parser.add_argument('--steps', type=int, help='override schedule.steps')
+    parser.add_argument('--steps', type=int, help='override schedule.steps (the budgets the '
+                        'config leaves unset follow it)')
     parser.add_argument('--out', type=Path, help='run folder (default runs/<config>-seed<S>)')
-    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='no progress bar and no progress lines')
     return parser.parse_args(argv)
 
 

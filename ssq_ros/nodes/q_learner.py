@@ -8,13 +8,15 @@ Out: /ssq/policy (std_msgs/UInt8MultiArray, latched: the exported TorchScript po
      /ssq/learner/ack (std_msgs/Int64), /ssq/learner/status (diagnostic_msgs/DiagnosticArray:
      steps, updates, losses, policy version, phase), a progress line every `progress_period`.
 
-Everything it decides is `ssq_ros.graph_logic.learner_run.LearnerRun`: the schedule of
-ssq-train, atomic checkpoints in `run_dir` (a restarted learner resumes: its step counter
-continues), the held-out evaluation and metrics.json. When the run is done it exits with 0,
-which ends an `ssq-launch` graph.
+Everything it decides is `ssq_ros.graph_logic.learner_run.LearnerRun`, the adapter of the run
+engine ssq-train uses too (`ssq_ros.training.run.Run`): the schedule, atomic checkpoints in
+`run_dir` (a restarted learner resumes: its step counter continues), the final extraction (its
+progress lines go to this node's output), the held-out evaluation's accounting and
+metrics.json. When the run is done it exits with 0, which ends an `ssq-launch` graph.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from ssq_ros.nodes.common import (
 from ssq_ros.nodes.interfaces import EPISODE_QOS, TRANSITION_QOS
 from ssq_ros.nodes.transition_msg import read_episode, read_transition
 from ssq_ros.task.setup import build_task_problem
-from ssq_ros.training.config import load_run_config
+from ssq_ros.training.config import TrainConfig, load_run_config
 from ssq_ros.training.plots import summary_rows
 
 
@@ -60,13 +62,25 @@ class QLearnerConfig:
                                 low=0.05, high=60.0)
 
 
+def heldout_count_of_the_graph(config: TrainConfig, shared: TrainConfig) -> TrainConfig:
+    """`config` (with this node's `steps`) holding the `final_eval_episodes` of `shared` (the
+    experiment without it): the nodes that serve and score the held-out episodes read the
+    experiment without the launch's `steps`, so the count they run is the one that budget gives.
+    """
+    schedule = dataclasses.replace(config.schedule,
+                                   final_eval_episodes=shared.schedule.final_eval_episodes)
+    return dataclasses.replace(config, schedule=schedule)
+
+
 class QLearner(Node):
     def __init__(self, **node_options: Any) -> None:
         super().__init__('q_learner', **node_options)
         self.cfg = declare_config(self, QLearnerConfig)
-        config = load_run_config(self.cfg.config_file, self.cfg.steps or None)
+        config = heldout_count_of_the_graph(
+            load_run_config(self.cfg.config_file, self.cfg.steps or None),
+            load_run_config(self.cfg.config_file))
         spaces = build_task_problem(config).spaces
-        self.run = LearnerRun(config, spaces, self.cfg.run_dir)
+        self.run = LearnerRun(config, spaces, self.cfg.run_dir, say=self.say)
         try:
             resumed = self.run.prepare_folder()
         except CheckpointError as exc:
@@ -135,29 +149,16 @@ class QLearner(Node):
         self.apply(events)
 
     def on_safety(self, msg: DiagnosticArray) -> None:
-        values = {kv.key: kv.value for status in msg.status for kv in status.values}
-        safety = self.run.safety
         try:
-            safety.unsafe_train = int(values.get('unsafe_states_train', safety.unsafe_train))
-            safety.unsafe_eval = int(values.get('unsafe_states_eval', safety.unsafe_eval))
-            safety.min_margin_train = float(values.get('min_margin_train',
-                                                       safety.min_margin_train))
-            safety.min_margin_eval = float(values.get('min_margin_eval', safety.min_margin_eval))
-            safety.safe_set_unsafe_train = int(values.get('safe_set_unsafe_states_train',
-                                                          safety.safe_set_unsafe_train))
-            safety.safe_set_unsafe_eval = int(values.get('safe_set_unsafe_states_eval',
-                                                         safety.safe_set_unsafe_eval))
+            self.run.on_safety({kv.key: kv.value for status in msg.status
+                                for kv in status.values})
         except ValueError as exc:
             self.get_logger().warning(f'refused safety status: {exc}', throttle_duration_sec=1.0)
 
     def on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            counts = {kv.key: int(kv.value) for kv in status.values if kv.value.isdigit()}
-            if status.name.endswith('policy_executor'):
-                self.run.executor_statuses = {k: v for k, v in counts.items()
-                                              if k.isupper()}
-            elif status.name.endswith('safe_behavior'):
-                self.run.behavior_fallbacks = counts.get('NO_SAFE_ACTION_STOP', 0)
+            self.run.on_diagnostics(status.name, {kv.key: int(kv.value) for kv in status.values
+                                                  if kv.value.isdigit()})
 
     # ------------------------------------------------------------------ outputs
     def apply(self, events: Events) -> None:
@@ -197,7 +198,7 @@ class QLearner(Node):
                   'policy_version': learner.policy_version,
                   'episodes_train': self.run.counters.episodes_train,
                   'refused_messages': self.refused,
-                  'transitions_ignored': self.run.counters.ignored}
+                  'transitions_ignored': self.run.counters.transitions_ignored}
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name='q_learner',
                                   hardware_id='q_learner', message=self.run.phase.value,
                                   values=[KeyValue(key=k, value=str(v))
@@ -205,6 +206,10 @@ class QLearner(Node):
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.status_pub.publish(msg)
+
+    def say(self, line: str) -> None:
+        """A progress line of the run engine (the final extraction's, ...), like ours."""
+        print(f'q_learner: {line}', flush=True)
 
     def print_progress(self) -> None:
         now, steps = time.monotonic(), self.run.steps

@@ -8,6 +8,8 @@ experiment. An experiment YAML lists only what it changes, optionally on top of 
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,17 +40,21 @@ class ScheduleConfig:
                               doc='environment steps between two extractions')
     extract_steps: int = spec(2_000, low=1, high=10_000_000,
                               doc='policy gradient steps per periodic extraction')
-    final_extract_steps: int = spec(20_000, low=1, high=10_000_000,
-                                    doc='policy gradient steps of the final extraction')
+    final_extract_steps: int | None = spec(
+        None, low=1, high=10_000_000, doc='policy gradient steps of the final extraction (null: '
+        'follows steps, see ScheduleConfig.resolved)')
     eval_every: int = spec(10_000, low=1, high=100_000_000,
                            doc='environment steps between two evaluations (after an extraction)')
-    eval_episodes: int = spec(20, low=1, high=100_000,
-                              doc='held-out goals of every evaluation (the same set each time)')
-    final_eval_episodes: int = spec(30, low=1, high=100_000,
-                                    doc='held-out goals of the final evaluation')
-    calibration_episodes: int = spec(10, low=0, high=100_000,
-                                     doc='final evaluation: episodes (of each of mu and the '
-                                         'policy) whose Q(s, a) is compared with the return')
+    eval_episodes: int | None = spec(
+        None, low=1, high=100_000, doc='held-out goals of every evaluation, the same set each '
+        'time (null: follows steps)')
+    final_eval_episodes: int | None = spec(
+        None, low=1, high=100_000, doc='held-out goals of the final evaluation (null: follows '
+        'steps)')
+    calibration_episodes: int | None = spec(
+        None, low=0, high=100_000, doc='final evaluation: episodes (of each of mu and the '
+        "policy) whose Q(s, a) is compared with the return (null: a third of "
+        'final_eval_episodes)')
     calibration_tail: int = spec(400, low=0, high=100_000,
                                  doc='final evaluation: steps run past the time limit so the '
                                      'discounted returns of the last counted steps are complete')
@@ -57,6 +63,32 @@ class ScheduleConfig:
                                      'episode end, so no episode is cut)')
     seed: int = spec(0, low=0, high=2**31 - 1, doc='seed of mu, the networks and the episodes')
     torch_threads: int = spec(1, low=1, high=256, doc='torch CPU threads')
+
+    def resolved(self) -> ScheduleConfig:
+        """The schedule with every budget left null filled in from `steps`.
+
+        Tuned at BUDGET_TUNED_AT steps (docs/training.md); other budgets scale with
+        r = steps / BUDGET_TUNED_AT: the final extraction is proportional, r * 20 000 steps but
+        at least 1 000; the evaluations are proportional with a floor and never above their
+        tuned size: eval_episodes r * 20 in [5, 20], final_eval_episodes r * 30 in [10, 30];
+        calibration_episodes is a third of final_eval_episodes, rounded up. A value given in
+        the YAML is kept as it is.
+        """
+        r = self.steps / BUDGET_TUNED_AT
+        values = {
+            'final_extract_steps': max(1_000, round(20_000 * r)),
+            'eval_episodes': min(20, max(5, round(20 * r))),
+            'final_eval_episodes': min(30, max(10, round(30 * r))),
+        }
+        values = {k: v if getattr(self, k) is None else getattr(self, k)
+                  for k, v in values.items()}
+        if self.calibration_episodes is None:
+            values['calibration_episodes'] = math.ceil(values['final_eval_episodes'] / 3)
+        return dataclasses.replace(self, **values)
+
+
+BUDGET_TUNED_AT = 30_000
+"""schedule.steps at which the budgets that follow steps were tuned (docs/training.md)."""
 
 
 @dataclass
@@ -104,7 +136,16 @@ DEFAULT_CONFIG = 'train_sim.yaml'
 
 def load_run_config(config_file: str | Path, steps: int | None = None) -> TrainConfig:
     """The experiment config every node reads ('' is the package's train_sim.yaml), with the
-    launch's step budget applied; errors name the key."""
+    launch's step budget applied and the budgets that follow it resolved; errors name the
+    key."""
     path = resolve_config_file(str(config_file) or DEFAULT_CONFIG)
     config = load_train_config(path)
-    return config if steps is None else with_overrides(config, steps=steps)
+    if steps is not None:
+        config = with_overrides(config, steps=steps)
+    return resolve_budgets(config)
+
+
+def resolve_budgets(config: TrainConfig) -> TrainConfig:
+    """The config with the schedule's budgets that follow `steps` filled in
+    (`ScheduleConfig.resolved`): what a run actually does, and what its config hash covers."""
+    return dataclasses.replace(config, schedule=config.schedule.resolved())

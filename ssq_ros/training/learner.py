@@ -6,6 +6,7 @@ from the `/ssq/transitions` topic), `train` and `extract` run gradient steps on 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,14 +78,18 @@ class OnlineLearner:
                  for _ in range(int(n_updates))]
         return _mean(stats)
 
-    def extract(self, n_steps: int) -> dict[str, float]:
-        """`n_steps` extraction steps on replayed states s' with mu's support there."""
+    def extract(self, n_steps: int,
+                progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+        """`n_steps` extraction steps on replayed states s' with mu's support there;
+        `progress(done, n_steps)` after every step, if given."""
         if len(self.replay) == 0:
             raise ValueError('extract: the replay buffer is empty')
         stats = []
-        for _ in range(int(n_steps)):
+        for done in range(1, int(n_steps) + 1):
             batch = self.replay.sample(self.config.extraction.batch_size, self.rng)
             stats.append(self.extractor.update(batch.next_obs, batch.next_support))
+            if progress is not None:
+                progress(done, int(n_steps))
         self.extraction_steps += int(n_steps)
         self.policy_version += 1
         # Measured on a fresh sample: undertrained extraction was once the largest loss of
