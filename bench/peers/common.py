@@ -20,6 +20,7 @@ from ssq_ros.training.evaluate import (
     training_episode_seed,
 )
 from ssq_ros.training.problem import ArmProblem
+from ssq_ros.training.provenance import code_version
 
 __all__ = ['Curve', 'EvalPolicy', 'TrainingRecorder', 'UnsafePenalty', 'choose_action',
            'evaluate', 'machine_info', 'peer_actor']
@@ -183,7 +184,8 @@ def evaluate(problem: ArmProblem, policy: EvalPolicy, episodes: int, shielded: b
 
 
 def machine_info(torch_threads: int) -> dict:
-    """CPU model, logical cores, torch threads and current load: what every table is tied to."""
+    """CPU model, logical cores, torch threads and current load, and the code's git commit
+    (code_commit, code_dirty: `ssq_ros.training.provenance`): what every table is tied to."""
     import os
     import platform
 
@@ -198,4 +200,5 @@ def machine_info(torch_threads: int) -> dict:
     # The load average says how much of the machine other processes took while measuring.
     return {'cpu': model, 'logical_cores': os.cpu_count(), 'torch_threads': torch_threads,
             'python': platform.python_version(),
-            'load_average_1_5_15min': [round(v, 2) for v in os.getloadavg()]}
+            'load_average_1_5_15min': [round(v, 2) for v in os.getloadavg()],
+            **code_version()}
