@@ -24,7 +24,7 @@ def test_every_arm_trains_on_the_robot_and_task_its_demo_runs():
 def test_bench_arms_smoke(tmp_path):
     out, runs = tmp_path / 'arms.json', tmp_path / 'runs'
     argv = ['--arms', 'z1', '--demo-steps', '20', '--referee-stride', '5', '--timing-states',
-            '8', '--runs', str(runs), '--out', str(out)]
+            '8', '--timing-rounds', '2', '--runs', str(runs), '--out', str(out)]
     assert bench_arms.main(argv) == 0
     result = json.loads(out.read_text())
     row, = result['arms']
