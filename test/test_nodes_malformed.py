@@ -267,7 +267,7 @@ def test_q_learner_refuses_bad_transitions_and_episodes(ros, tmp_path):
         diagnostics.publish(DiagnosticArray(status=[DiagnosticStatus(
             name='/policy_executor', values=[KeyValue(key='OK', value='-3')])]))
         harness.spin(0.5)
-        assert node.run.safety.unsafe_train == 0 and node.run.executor_statuses == {}
+        assert node.run.counters.unsafe_train == 0 and node.run.executor_statuses == {}
         transitions.publish(message(good))
         assert harness.spin(2.0, lambda: node.run.steps == 1 and 0 in acks)
     finally:
