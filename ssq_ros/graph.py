@@ -193,11 +193,14 @@ MUJOCO_SIM = NodeSpec(executable='mujoco_sim', name='mujoco_sim', param_files=('
 # Training: lockstep sim time (faster than real time), the executor's /ssq/joint_command taken
 # directly (no hardware_interface in this graph); stamp checks against sim time.
 SIM_TIME = (('use_sim_time', True),)
+# The step budget reaches every node whose share of the run follows it (the learner's
+# extraction; the held-out episodes the simulator serves and the behavior scores).
+STEPS = ('steps', FromArg('steps'))
 MUJOCO_SIM_TRAIN = NodeSpec(executable='mujoco_sim', name='mujoco_sim',
                             param_files=('nodes.yaml',),
                             parameters=(('config_file', FromArg('config')),
                                         ('headless', FromArg('headless')), ('mode', 'training'),
-                                        ('relay_joint_command', True)))
+                                        ('relay_joint_command', True), STEPS))
 SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
                           param_files=('nodes.yaml',), parameters=(COMMON[0],))
 # Deployed, the executor also takes goals an operator clicks in RViz (Publish Point).
@@ -220,10 +223,10 @@ GRAPHS = {g.name: g for g in (
            HEADLESS, RVIZ),
           (ROBOT_STATE_PUBLISHER, MUJOCO_SIM_TRAIN,
            NodeSpec(executable='safe_behavior', name='safe_behavior',
-                    param_files=('nodes.yaml',), parameters=(COMMON[0],) + SIM_TIME,
+                    param_files=('nodes.yaml',), parameters=(COMMON[0], STEPS) + SIM_TIME,
                     remappings=TO_SIM_CONTROLLER),
            NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
-                    parameters=COMMON + (('steps', FromArg('steps')),), ends_graph=True),
+                    parameters=COMMON + (STEPS,), ends_graph=True),
            NodeSpec(executable='policy_executor', name='policy_executor',
                     param_files=('nodes.yaml',),
                     parameters=(COMMON[0], ('act_only_in_eval', True)) + SIM_TIME),

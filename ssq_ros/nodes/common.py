@@ -112,6 +112,16 @@ class NodeDiagnostics:
 
 
 @dataclasses.dataclass(frozen=True)
+class RunBudget:
+    """The launch's step budget, for every node whose share of a run follows it: the learner,
+    and the nodes that serve and score the held-out episodes, whose count scales with it."""
+
+    steps: int = spec(0, doc='environment steps of the run (0: schedule.steps of the config); '
+                      'the final extraction and evaluation sizes follow it', low=0,
+                      high=100_000_000)
+
+
+@dataclasses.dataclass(frozen=True)
 class JointStateInput:
     """How a graph node checks /joint_states: the same parameters, meaning the same, in every
     node that reads them (node configs inherit these fields)."""

@@ -41,7 +41,13 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ssq_ros.config import ConfigError, spec
-from ssq_ros.nodes.common import NodeDiagnostics, StatusReporter, declare_config, run_node
+from ssq_ros.nodes.common import (
+    NodeDiagnostics,
+    RunBudget,
+    StatusReporter,
+    declare_config,
+    run_node,
+)
 from ssq_ros.nodes.interfaces import (
     COMMAND_QOS,
     COMMAND_TOPIC,
@@ -60,7 +66,7 @@ from ssq_ros.training.problem import build_problem
 
 
 @dataclass(frozen=True)
-class MujocoSimConfig(NodeDiagnostics):
+class MujocoSimConfig(NodeDiagnostics, RunBudget):
     """Parameters of the mujoco_sim node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, seed); '' is the "
@@ -88,7 +94,7 @@ class MujocoSim(Node):
     def __init__(self, **node_options: Any) -> None:
         super().__init__('mujoco_sim', **node_options)
         self.cfg = declare_config(self, MujocoSimConfig)
-        run_config = load_run_config(self.cfg.config_file)
+        run_config = load_run_config(self.cfg.config_file, self.cfg.steps or None)
         self.seed = run_config.schedule.seed
         self.heldout_episodes = run_config.schedule.final_eval_episodes
         self.problem = build_problem(run_config)

@@ -16,7 +16,6 @@ metrics.json. When the run is done it exits with 0, which ends an `ssq-launch` g
 """
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from ssq_ros.nodes.common import (
     COMMAND_QOS,
     DIAGNOSTICS_QOS,
     LATCHED_QOS,
+    RunBudget,
     declare_config,
     run_node,
     wait_until_delivered,
@@ -42,43 +42,29 @@ from ssq_ros.nodes.common import (
 from ssq_ros.nodes.interfaces import EPISODE_QOS, TRANSITION_QOS
 from ssq_ros.nodes.transition_msg import read_episode, read_transition
 from ssq_ros.task.setup import build_task_problem
-from ssq_ros.training.config import TrainConfig, load_run_config
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.plots import summary_rows
 
 
 @dataclass(frozen=True)
-class QLearnerConfig:
+class QLearnerConfig(RunBudget):
     """Parameters of the q_learner node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (learner, schedule, seed); '' is the "
                             "package's train_sim.yaml")
     run_dir: str = spec('runs/latest', doc='run folder: config, log, checkpoints, policy, '
                         'metrics')
-    steps: int = spec(0, doc='transitions to train on (0: schedule.steps of the config)',
-                      low=0, high=100_000_000)
     progress_period: float = spec(5.0, doc='seconds between progress lines', low=0.1,
                                   high=3600.0)
     status_period: float = spec(1.0, doc='seconds between /ssq/learner/status messages',
                                 low=0.05, high=60.0)
 
 
-def heldout_count_of_the_graph(config: TrainConfig, shared: TrainConfig) -> TrainConfig:
-    """`config` (with this node's `steps`) holding the `final_eval_episodes` of `shared` (the
-    experiment without it): the nodes that serve and score the held-out episodes read the
-    experiment without the launch's `steps`, so the count they run is the one that budget gives.
-    """
-    schedule = dataclasses.replace(config.schedule,
-                                   final_eval_episodes=shared.schedule.final_eval_episodes)
-    return dataclasses.replace(config, schedule=schedule)
-
-
 class QLearner(Node):
     def __init__(self, **node_options: Any) -> None:
         super().__init__('q_learner', **node_options)
         self.cfg = declare_config(self, QLearnerConfig)
-        config = heldout_count_of_the_graph(
-            load_run_config(self.cfg.config_file, self.cfg.steps or None),
-            load_run_config(self.cfg.config_file))
+        config = load_run_config(self.cfg.config_file, self.cfg.steps or None)
         spaces = build_task_problem(config).spaces
         self.run = LearnerRun(config, spaces, self.cfg.run_dir, say=self.say)
         try:

@@ -36,6 +36,7 @@ from ssq_ros.graph_logic.phases import RunPhase, decode_phase
 from ssq_ros.nodes.common import (
     JointStateInput,
     NodeDiagnostics,
+    RunBudget,
     StatusReporter,
     declare_config,
     run_node,
@@ -66,7 +67,7 @@ _ACTING = {RunPhase.TRAIN: True, RunPhase.EVAL_BEHAVIOR: True, RunPhase.EVAL_POL
 
 
 @dataclass(frozen=True)
-class SafeBehaviorConfig(JointStateInput, NodeDiagnostics):
+class SafeBehaviorConfig(JointStateInput, NodeDiagnostics, RunBudget):
     """Parameters of the safe_behavior node (config/nodes.yaml)."""
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, sim, behavior, seed); "
@@ -81,7 +82,7 @@ class SafeBehavior(Node):
     def __init__(self, **node_options: Any) -> None:
         super().__init__('safe_behavior', **node_options)
         self.cfg = declare_config(self, SafeBehaviorConfig)
-        run_config = load_run_config(self.cfg.config_file)
+        run_config = load_run_config(self.cfg.config_file, self.cfg.steps or None)
         self.eval_episodes = run_config.schedule.final_eval_episodes
         self.problem = build_task_problem(run_config)
         self.spaces = self.problem.spaces
