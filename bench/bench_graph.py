@@ -41,6 +41,7 @@ from ssq_ros.nodes.common import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, transition_message
 from ssq_ros.training.learner import OnlineLearner
 from ssq_ros.training.problem import build_problem
+from ssq_ros.training.provenance import provenance
 
 BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).parent / 'results' / 'graph.json'
@@ -271,7 +272,7 @@ def main() -> None:
                           'rmw': os.environ.get('RMW_IMPLEMENTATION', 'default')},
               'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2))
+    RESULTS.write_text(json.dumps({**result, **provenance()}, indent=2))
     print(f'wrote {RESULTS}')
 
 

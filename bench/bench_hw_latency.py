@@ -33,6 +33,7 @@ from ssq_ros.learning.storage import atomic_write
 from ssq_ros.nodes.common import COMMAND_QOS
 from ssq_ros.paths import config_path
 from ssq_ros.safety.robot import load_robot
+from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 BASE_SPEED, STEP = 0.1, 1e-6  # joint-1 velocity encodes the command's index; within all limits
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'{key:>14}: p50 {r["p50_ms"]:.3f} ms  p99 {r["p99_ms"]:.3f} ms  '
               f'max {r["max_ms"]:.3f} ms  (n={r["n"]})')
     out = RESULTS / 'hw_latency.json'
-    atomic_write(out, lambda f: f.write(json.dumps(result, indent=2).encode()))
+    atomic_write(out, lambda f: f.write(json.dumps({**result, **provenance()}, indent=2).encode()))
     print(f'wrote {out}')
     return 0
 

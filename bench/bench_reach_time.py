@@ -21,6 +21,7 @@ import numpy as np
 
 from ssq_ros.sim.env import ReachAvoidEnv, make_setup
 from ssq_ros.training.evaluate import heldout_episode_seed
+from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 WAYPOINT_RADIUS = 0.03  # m: a way-point counts as passed this close
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
               'task_max_steps': base.config.task.max_steps, 'lift_height': args.lift_height,
               'rows': rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / 'reach_time.json').write_text(json.dumps(result, indent=2) + '\n')
+    (RESULTS / 'reach_time.json').write_text(json.dumps({**result, **provenance()}, indent=2)
+                                             + '\n')
     print(f'wrote {RESULTS / "reach_time.json"}')
     return 0
 

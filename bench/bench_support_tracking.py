@@ -18,6 +18,7 @@ from ssq_ros.safety.support import SupportCheck
 from ssq_ros.sim.boundary_driver import drive, hugging_chooser
 from ssq_ros.sim.env import ReachAvoidSetup, make_setup
 from ssq_ros.sim.simulator import ArmSimulator
+from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'support_tracking.json'
 EPISODE_STEPS = 60
@@ -73,7 +74,7 @@ def main() -> None:
             print(f'{setting:13s} {driver:17s} {min(r["min_margin"] for r in chosen) * 1e3:+10.3f}'
                   f'  {sum(r["states_outside"] for r in chosen):8d}')
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({'steps': args.steps, 'seeds': args.seeds,
+    RESULTS.write_text(json.dumps({**provenance(), 'steps': args.steps, 'seeds': args.seeds,
                                    'episode_steps': EPISODE_STEPS, 'runs': rows}, indent=1))
     print(f'wrote {RESULTS}')
 
