@@ -272,7 +272,7 @@ def main() -> None:
                           'rmw': os.environ.get('RMW_IMPLEMENTATION', 'default')},
               'date': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({**result, **provenance()}, indent=2))
+    RESULTS.write_text(json.dumps({**result, **provenance(config)}, indent=2))
     print(f'wrote {RESULTS}')
 
 

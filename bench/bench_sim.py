@@ -19,6 +19,7 @@ import pinocchio as pin
 
 from ssq_ros.sim.env import ReachAvoidEnv, make_setup
 from ssq_ros.sim.scene import Scene
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'sim.json'
@@ -107,7 +108,9 @@ def main() -> None:
             lambda c=controller: c.act(q, qdot, rng, goal), max(repeats // 2, 5))
 
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({**results, **provenance()}, indent=2) + '\n')
+    # make_setup() above builds the package's default experiment: its hash goes with the numbers.
+    results.update(provenance(load_run_config('')))
+    RESULTS.write_text(json.dumps(results, indent=2) + '\n')
     width = max(len(k) for k in results)
     for key, value in results.items():
         shown = f'{value:,.6g}' if isinstance(value, float) else value

@@ -18,6 +18,7 @@ from ssq_ros.safety.support import SupportCheck
 from ssq_ros.sim.boundary_driver import drive, hugging_chooser
 from ssq_ros.sim.env import ReachAvoidSetup, make_setup
 from ssq_ros.sim.simulator import ArmSimulator
+from ssq_ros.training.config import load_run_config
 from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'support_tracking.json'
@@ -74,7 +75,9 @@ def main() -> None:
             print(f'{setting:13s} {driver:17s} {min(r["min_margin"] for r in chosen) * 1e3:+10.3f}'
                   f'  {sum(r["states_outside"] for r in chosen):8d}')
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({**provenance(), 'steps': args.steps, 'seeds': args.seeds,
+    # make_setup() above builds the package's default experiment: its hash goes with the numbers.
+    RESULTS.write_text(json.dumps({**provenance(load_run_config('')), 'steps': args.steps,
+                                   'seeds': args.seeds,
                                    'episode_steps': EPISODE_STEPS, 'runs': rows}, indent=1))
     print(f'wrote {RESULTS}')
 
