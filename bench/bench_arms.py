@@ -2,7 +2,7 @@
 the support check's time per decision, optionally one ssq-train each.
 
     .venv/bin/python -m bench.bench_arms [--arms ssq_arm panda ...] [--demo-steps 20000]
-        [--referee-stride 1] [--timing-states 1000] [--timing-rounds 3] [--train]
+        [--referee-stride 1] [--timing-states 1000] [--timing-rounds 5] [--train]
         [--train-steps 5000] [--runs runs/arms] [--out bench/results/arms.json] [--reuse]
 
 Per arm: (a) `ssq-sim-demo --robot ROBOT [--sim SIM] --steps N --referee-stride S --out
@@ -251,7 +251,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--demo-steps', type=int, default=20000)
     parser.add_argument('--referee-stride', type=int, default=1)
     parser.add_argument('--timing-states', type=int, default=1000)
-    parser.add_argument('--timing-rounds', type=int, default=3)
+    parser.add_argument('--timing-rounds', type=int, default=5)
     parser.add_argument('--train', action='store_true', help='also one ssq-train per arm')
     parser.add_argument('--train-steps', type=int, default=5000)
     parser.add_argument('--seed', type=int, default=0)
