@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         f'# home: {home_note}.',
     ]
     body = [
-        f'urdf: {args.urdf if args.urdf.startswith("package://") else urdf}',
+        # As given: load_robot resolves it the same way (package://, absolute, or urdf/).
+        f'urdf: {args.urdf}',
         _wrapped('joint_names', list(joints)),
         f'ee_frame: {args.ee}',
         _wrapped('home', [_num(v, 6) for v in home]),
