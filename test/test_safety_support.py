@@ -1,5 +1,6 @@
 """The support check: model path math, rejection of unsafe commands, hold always available."""
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,101 @@ def test_paths_too_fast_for_their_samples_are_refused(support):
     home = support.safe_set.robot.home
     assert coarse.explain(home, fast, fast).constraint == 'sample_gap'
     assert not coarse.is_safe(home, fast, fast[None])[0]
+
+
+# --- actuation latency and servo lag (issue 16 part 3) --------------------------------------
+
+def test_defaults_reproduce_the_previous_check_bitwise(support):
+    """test/data/support_reference.npz holds margins, gaps and filtered commands computed by the
+    check before it modelled latency and lag (commit b584fa1); the defaults (both 0) must give
+    the very same numbers, and the safe-set filter the same commands."""
+    from ssq_ros.safety.safe_set_filter import SafeSetFilter
+    ref = np.load(Path(__file__).parent / 'data' / 'support_reference.npz')
+    assert support.config.actuation_latency == 0.0
+    assert support.config.tracking_time_constant == 0.0
+    wide = SupportCheck(support.safe_set, support.config, 0.06)
+    for i in range(len(ref['q'])):
+        margins, gap = support.evaluate(ref['q'][i], ref['qdot'][i], ref['commands'][i])
+        assert np.array_equal(margins, ref['margins'][i])
+        assert np.array_equal(gap, ref['gap'][i])
+        result = SafeSetFilter(wide).filter(ref['q'][i], ref['qdot'][i], ref['commands'][i][1],
+                                            ref['previous'][i], float(ref['lead'][i]))
+        assert np.array_equal(result.velocity, ref['filtered'][i])
+
+
+def test_latency_judges_from_the_state_predicted_under_the_previous_command(support):
+    latency = 0.02
+    late = SupportCheck(support.safe_set, replace(support.config, actuation_latency=latency),
+                        PERIOD)
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        q = rng.uniform(-0.5, 0.5, support.dof)
+        qdot = rng.uniform(-0.3, 0.3, support.dof)
+        previous = rng.uniform(-0.3, 0.3, support.dof)
+        commands = rng.uniform(-0.5, 0.5, (5, support.dof))
+        q_act, qdot_act = support.predict(q, qdot, previous, latency)
+        assert np.array_equal(late.margins(q, qdot, commands, previous),
+                              support.margins(q_act, qdot_act, commands))
+        # Without the previous command the arm is taken to keep its measured velocity.
+        q_keep, qdot_keep = support.predict(q, qdot, qdot, latency)
+        assert np.allclose(q_keep, q + qdot * latency) and np.allclose(qdot_keep, qdot)
+        assert np.array_equal(late.margins(q, qdot, commands),
+                              support.margins(q_keep, qdot_keep, commands))
+        # An explicit lead overrides the configured latency (the hardware interface's own).
+        assert np.array_equal(late.margins(q, qdot, commands, previous, 0.0),
+                              support.margins(q, qdot, commands))
+
+
+def test_lag_allowance_is_taken_from_moving_commands_only(support):
+    tau = 0.02
+    lagged = SupportCheck(support.safe_set,
+                          replace(support.config, tracking_time_constant=tau), PERIOD)
+    q, qdot = np.zeros(support.dof), np.full(support.dof, 0.1)
+    commands = np.array([np.zeros(support.dof), np.full(support.dof, 0.3),
+                         np.full(support.dof, -0.2)])
+    ideal, _ = support.evaluate(q, qdot, commands)
+    slow, _ = lagged.evaluate(q, qdot, commands)
+    assert np.array_equal(slow[0], ideal[0])  # hold
+    extra = lagged.lag_allowance(qdot, commands[1:])
+    assert np.allclose(ideal[1:] - slow[1:], extra)
+    joint = tau * np.maximum(np.abs(commands[1:] - qdot), np.abs(qdot))
+    assert np.allclose(extra[:, :support.dof], joint)
+    assert np.all(extra[:, support.dof:2 * support.dof] == 0.0)  # velocity columns
+    lever = support.safe_set.kinematics.lever_bound
+    assert np.allclose(extra[:, 2 * support.dof], lever * joint.sum(axis=1))
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_a_lagged_servo_stays_within_the_lag_allowance_of_the_model(support, seed):
+    """Integrate tau y' = u - y on the model's velocity path (ramp to v, then braking): the
+    lagged joint positions stay within the per-joint lag allowance of the model's."""
+    rng = np.random.default_rng(seed)
+    tau, dt = 0.03, 1e-4
+    qdot = rng.uniform(-0.4, 0.4, support.dof)
+    command = rng.uniform(-0.6, 0.6, support.dof)
+    rate = support.rate
+    times = np.arange(0.0, PERIOD + 2.0, dt)
+    progress = np.clip(times / max(np.max(np.abs(command - qdot) / rate), 1e-9), 0, 1)
+    model_v = qdot + np.outer(progress, command - qdot)
+    end = model_v[int(PERIOD / dt)]
+    stop = np.max(np.abs(end) / rate)
+    after = np.clip((times - PERIOD) / max(stop, 1e-9), 0, 1)[:, None]
+    model_v = np.where(times[:, None] <= PERIOD, model_v, end * (1 - after))
+    y = qdot.copy()
+    deviation = np.zeros(support.dof)
+    trail = np.zeros(support.dof)
+    for k in range(len(times) - 1):
+        y = y + (model_v[k] - y) * dt / tau
+        trail += (model_v[k] - y) * dt
+        deviation = np.maximum(deviation, np.abs(trail))
+    bound = tau * np.maximum(np.abs(command - qdot), np.abs(qdot))
+    assert np.all(deviation <= bound + 1e-6)
+
+
+def test_latency_and_lag_are_validated(tmp_path):
+    for field, value in (('actuation_latency', -0.01), ('actuation_latency', 0.6),
+                         ('tracking_time_constant', -1.0), ('tracking_time_constant', 1.0)):
+        path = tmp_path / 'safe_set.yaml'
+        path.write_text(f'support:\n  {field}: {value}\n')
+        with pytest.raises(ConfigError):
+            load_support_config(path)

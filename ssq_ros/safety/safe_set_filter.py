@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ssq_ros.safety.safe_set import Verdict
-from ssq_ros.safety.support import SupportCheck, swept_path
+from ssq_ros.safety.support import SupportCheck
 
 # Fractions of a refused command tried in one batch, largest first; 0 (brake) is the fallback.
 SCALE_LADDER = (0.75, 0.5, 0.35, 0.2, 0.1, 0.05)
@@ -77,12 +77,9 @@ class SafeSetFilter:
     def predict(self, q: np.ndarray, qdot: np.ndarray, previous: np.ndarray, lead: float
                 ) -> tuple[np.ndarray, np.ndarray]:
         """State (q, qdot) `lead` seconds after (q, qdot) while the arm ramps toward the
-        `previous` command, along the support check's velocity-ramp model."""
-        if lead <= 0.0:
-            return np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
-        positions, velocities, _ = swept_path(q, qdot, np.asarray(previous, dtype=float)[None],
-                                              lead, self.support.rate, 1, 1)
-        return positions[0, 0], velocities[0, 0]
+        `previous` command, along the support check's velocity-ramp model
+        (`SupportCheck.predict`, which the check itself uses for its actuation latency)."""
+        return self.support.predict(q, qdot, previous, lead)
 
     def filter(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray,
                previous: np.ndarray, lead: float) -> FilterResult:
@@ -101,24 +98,28 @@ class SafeSetFilter:
 
     def _filter(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray,
                 previous: np.ndarray, lead: float) -> FilterResult:
-        q_act, qdot_act = self.predict(q, qdot, previous, lead)
         if not np.any(command):
             return FilterResult(command.copy(), 1.0)  # hold: the safest command there is
+        # The support check predicts the state `lead` ahead under `previous` and judges the
+        # command from there (its lag allowance counts from the measured state).
+        previous = np.asarray(previous, dtype=float)
         # One pass of the check: the command alone while commands pass (the common case), the
         # command and its whole ladder in one batch while they are being refused (at a
         # boundary, where every period would otherwise need two passes).
         scales = np.array((1.0,) if self._last_scale == 1.0 else (1.0,) + SCALE_LADDER)
-        accepted = self.support.is_safe(q_act, qdot_act, scales[:, None] * command[None])
+        accepted = self.support.is_safe(q, qdot, scales[:, None] * command[None], previous,
+                                        lead)
         if not accepted[0] and len(scales) == 1:
             scales = np.array(SCALE_LADDER)
-            accepted = self.support.is_safe(q_act, qdot_act, scales[:, None] * command[None])
+            accepted = self.support.is_safe(q, qdot, scales[:, None] * command[None], previous,
+                                        lead)
         scale = float(scales[int(np.argmax(accepted))]) if accepted.any() else 0.0
         self._last_scale = scale
         if scale == 1.0:
             return FilterResult(command.copy(), 1.0)
 
         def why() -> Verdict:
-            return self.support.explain(q_act, qdot_act, command)
+            return self.support.explain(q, qdot, command, previous, lead)
 
         return FilterResult(scale * command, scale, why)  # the ladder is largest first
 

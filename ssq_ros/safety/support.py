@@ -49,6 +49,19 @@ class SupportConfig:
                    '[m or rad], growing linearly from 0 at the current state to the full value '
                    'at the end of the period and along the braking: the room for the velocity '
                    'controller lagging or leading the model path', low=0.0, high=0.1)
+    actuation_latency: float = spec(
+        0.0, doc='time [s] from sending a command until the velocity controller starts acting '
+                 'on it; until then the arm keeps ramping toward the previous command. The '
+                 'check judges a command from the state predicted that far ahead along the '
+                 'ramp model (`SupportCheck.predict`); 0 judges it from the measured state. '
+                 'ssq-identify estimates it from a recording', low=0.0, high=0.5)
+    tracking_time_constant: float = spec(
+        0.0, doc='first-order lag [s] of the velocity servo behind the ramp model. A lagged '
+                 'joint trails the model by tau x (its velocity change since the measured '
+                 'state), at most tau x max(|v - qdot|, |qdot|) per joint; moving commands keep '
+                 'that much more margin (x the lever bound on Cartesian margins, twice on '
+                 'self-collision ones). 0 is an ideal servo; ssq-identify estimates it',
+        low=0.0, high=0.5)
 
 
 def load_support_config(path: str | Path) -> SupportConfig:
@@ -156,6 +169,42 @@ class SupportCheck:
         self.dof = robot.dof
         self._allowance = allowance_profile(config.tracking_allowance, config.period_samples,
                                             config.braking_samples)
+        lever = safe_set.kinematics.lever_bound
+        # Lag allowance per unit of joint-space lag (tau x speed change): joint columns take a
+        # joint's own, Cartesian ones the lever bound times the sum, self-collision twice that.
+        names = safe_set.names
+        self._joint_columns = slice(0, self.dof)
+        self._cartesian_weight = np.zeros(len(names))
+        self._cartesian_weight[2 * self.dof:] = lever
+        self._cartesian_weight[safe_set.self_collision_columns] = 2.0 * lever
+
+    def predict(self, q: np.ndarray, qdot: np.ndarray, previous: np.ndarray, lead: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """State (q, qdot) `lead` seconds after (q, qdot) while the arm ramps toward the
+        `previous` command, along the ramp model (the state a command sent now starts from,
+        `lead` = the actuation latency plus the measured state's age)."""
+        if lead <= 0.0:
+            return np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
+        positions, velocities, _ = swept_path(q, qdot, np.asarray(previous, dtype=float)[None],
+                                              lead, self.rate, 1, 1)
+        return positions[0, 0], velocities[0, 0]
+
+    def lag_allowance(self, qdot: np.ndarray, commands: np.ndarray,
+                      previous: np.ndarray | None = None) -> np.ndarray:
+        """Extra margin (N, C) a moving command's path keeps for a first-order servo lag.
+
+        A velocity y lagging its input u (tau y' = u - y) trails the input's path by
+        integral(u - y) = tau (y(t) - y(0)); y stays in the convex hull of the inputs (the
+        measured velocity, the previous command, the command and 0 of the braking), so each
+        joint trails the model by at most tau x max(|v - qdot|, |previous - qdot|, |qdot|)."""
+        tau = self.config.tracking_time_constant
+        change = np.maximum(np.abs(commands - qdot), np.abs(qdot))
+        if previous is not None:
+            change = np.maximum(change, np.abs(np.asarray(previous, dtype=float) - qdot))
+        joint = tau * change
+        extra = joint.sum(axis=1)[:, None] * self._cartesian_weight[None, :]
+        extra[:, self._joint_columns] = joint
+        return extra
 
     def _check_state(self, q: np.ndarray, qdot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         q = np.asarray(q, dtype=float)
@@ -173,16 +222,29 @@ class SupportCheck:
             raise ValueError(f'commands must have shape (N, {self.dof}), got {commands.shape}')
         return commands
 
-    def evaluate(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray
+    def evaluate(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray,
+                 previous: np.ndarray | None = None, lead: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
         """Worst margin (N, C) of each constraint over each command's sampled path, less the
-        tracking allowance for moving commands, and the bound (N,) on how far the path strays
-        between samples [m or rad].
+        tracking allowance (and the lag allowance) for moving commands, and the bound (N,) on
+        how far the path strays between samples [m or rad].
 
+        The path starts `lead` seconds after the measured state (default: the configured
+        actuation_latency), from the state `predict` gives for the arm following `previous`
+        until then (default: the measured velocity, i.e. a servo that had reached its command).
         Malformed input raises ValueError; `is_safe` rejects bad rows instead.
         """
         q, qdot = self._check_state(q, qdot)
         commands = self._check_commands(commands)
+        measured_qdot = qdot
+        if lead is None:
+            lead = self.config.actuation_latency
+        if previous is not None:
+            previous = np.asarray(previous, dtype=float)
+            if previous.shape != (self.dof,) or not np.all(np.isfinite(previous)):
+                raise ValueError(f'previous must be {self.dof} finite values')
+        if lead > 0.0:
+            q, qdot = self.predict(q, qdot, qdot if previous is None else previous, lead)
         positions, velocities, durations = swept_path(
             q, qdot, commands, self.period, self.rate, self.config.period_samples,
             self.config.braking_samples)
@@ -204,6 +266,8 @@ class SupportCheck:
         positional = np.ones(margins.shape[-1], dtype=bool)
         positional[velocity_columns] = False
         margins = (margins - required[..., None] * positional).min(axis=1)
+        if self.config.tracking_time_constant > 0.0:
+            margins -= moving[:, None] * self.lag_allowance(measured_qdot, commands, previous)
         # The command itself must respect the velocity limits, even where the ramp would not
         # reach it within this period: repeated, it would be reached.
         margins[:, velocity_columns] = np.minimum(
@@ -235,12 +299,14 @@ class SupportCheck:
         margins[:, self.safe_set.self_collision_columns] -= gap[:, None]
         return margins, gap
 
-    def margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
+    def margins(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray,
+                previous: np.ndarray | None = None, lead: float | None = None) -> np.ndarray:
         """Worst margin (N,) over all constraints at the samples of each command's path, less the
         tracking allowance for moving commands (accepted moving commands have it >= 0)."""
-        return self.evaluate(q, qdot, commands)[0].min(axis=1)
+        return self.evaluate(q, qdot, commands, previous, lead)[0].min(axis=1)
 
-    def is_safe(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray) -> np.ndarray:
+    def is_safe(self, q: np.ndarray, qdot: np.ndarray, commands: np.ndarray,
+                previous: np.ndarray | None = None, lead: float | None = None) -> np.ndarray:
         """(N,) booleans: command i keeps the arm in S for the period and can stop in S.
 
         A moving command is accepted iff every sampled state of its path keeps its position
@@ -249,27 +315,30 @@ class SupportCheck:
         samples. The hold command (all zeros) is judged against -hold_tolerance instead: its
         path is the braking already checked with the allowance one step earlier, so it stays
         accepted under the tracking errors the allowance absorbs. Malformed rows (NaN, inf) are
-        rejected.
+        rejected. `previous` and `lead`: see `evaluate`.
         """
         commands = self._check_commands(commands)
         finite = np.all(np.isfinite(commands), axis=1)
         result = np.zeros(len(commands), dtype=bool)
         if finite.any():
             rows = commands[finite]
-            margins, gap = self.evaluate(q, qdot, rows)
+            margins, gap = self.evaluate(q, qdot, rows, previous, lead)
             threshold = np.where(np.all(rows == 0.0, axis=1), -self.config.hold_tolerance, 0.0)
             result[finite] = (margins.min(axis=1) >= threshold) & (
                 gap <= self.config.sample_gap_limit)
         return result
 
-    def hold_is_safe(self, q: np.ndarray, qdot: np.ndarray) -> bool:
+    def hold_is_safe(self, q: np.ndarray, qdot: np.ndarray, previous: np.ndarray | None = None,
+                     lead: float | None = None) -> bool:
         """Whether the hold command (brake to rest) is accepted at this state."""
-        return bool(self.is_safe(q, qdot, np.zeros((1, self.dof)))[0])
+        return bool(self.is_safe(q, qdot, np.zeros((1, self.dof)), previous, lead)[0])
 
-    def explain(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray) -> Verdict:
+    def explain(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray,
+                previous: np.ndarray | None = None, lead: float | None = None) -> Verdict:
         """The tightest constraint along one command's path (for status messages); a path
         inside S at its samples but too fast for them is reported as 'sample_gap'."""
-        margins, gap = self.evaluate(q, qdot, np.asarray(command, dtype=float)[None])
+        margins, gap = self.evaluate(q, qdot, np.asarray(command, dtype=float)[None], previous,
+                                     lead)
         margins, gap = margins[0], float(gap[0])
         index = int(np.argmin(margins))
         sampled = margins.copy()  # without the second gap the self-collision margins carry
