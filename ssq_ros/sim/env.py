@@ -83,16 +83,18 @@ class ReachAvoidEnv(gym.Env):
         self.steps = 0
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
-        """(q, qdot) of the simulated arm, in the robot's command order."""
-        return self.sim.q, self.sim.qdot
+        """(q, qdot) of the simulated arm as measured (the true state unless the physics
+        config sets state_latency or state_noise), in the robot's command order."""
+        return self.sim.measured_q, self.sim.measured_qdot
 
     def _observation(self) -> np.ndarray:
         q, qdot = self.joint_state()
-        return self.task.observation(q, qdot, self.sim.ee_position(), self.goal)
+        return self.task.observation(q, qdot, self.sim.measured_ee_position(), self.goal)
 
     def command_for(self, action) -> np.ndarray:
-        """The joint-velocity command this env executes for `action` (no shielding)."""
-        q = self.sim.q
+        """The joint-velocity command this env executes for `action` (no shielding), from
+        the measured joint positions."""
+        q = self.sim.measured_q
         if self.discrete:
             if not self.action_space.contains(action):
                 raise ValueError(f'action {action!r} is not in {self.action_space}')
@@ -115,6 +117,8 @@ class ReachAvoidEnv(gym.Env):
             raise ValueError(f'unknown reset options {sorted(unknown)}; known: goal_split')
         split = options.get('goal_split', goal_split_of_seed(seed))
         super().reset(seed=seed)
+        if seed is not None:
+            self.sim.rng = np.random.default_rng(seed)
         q, goal = self.task.sample_episode(self.np_random, split)
         verdict = self.sim.reset(q)
         if verdict.unsafe:
@@ -124,7 +128,8 @@ class ReachAvoidEnv(gym.Env):
         self.sim.set_goal(goal)
         self.steps = 0
         info = {'unsafe': verdict.unsafe, 'min_margin': verdict.min_margin,
-                'constraint': verdict.constraint, 'goal': goal.copy()}
+                'constraint': verdict.constraint, 'goal': goal.copy(),
+                'stamp': self.sim.measured_stamp}
         return self._observation(), info
 
     def step(self, action):
@@ -136,5 +141,6 @@ class ReachAvoidEnv(gym.Env):
         truncated = self.steps >= self.task.config.max_steps and not reached
         info = {'unsafe': verdict.unsafe, 'min_margin': verdict.min_margin,
                 'constraint': verdict.constraint, 'success': reached,
-                'distance': float(np.linalg.norm(self.goal - ee)), 'command': command}
+                'distance': float(np.linalg.norm(self.goal - ee)), 'command': command,
+                'stamp': self.sim.measured_stamp}
         return self._observation(), float(reward), reached, truncated, info

@@ -6,10 +6,11 @@ not command turned fixed (pinocchio locks them at the same zero position), and s
 kept as bodies so every URDF link is a body. To that model the scene adds velocity-servo
 actuators with the URDF effort limits, gravity compensation (as a real arm's velocity controller
 has), a physical table, the keep-out zones and workspace walls as geometry physics ignores (the
-referee measures distances to it), a site per collision sphere and at the end effector, and a
-mocap goal marker. Arm geoms collide with the table, and with each other only across the link
-pairs the safe set checks for self-collision (explicit contact pairs; every other pair of arm
-geoms never touches in physics, as before).
+referee measures distances to it), a site per collision sphere and at the end effector, a
+mocap goal marker, and physics.payload_mass as an extra body at the end effector. Arm geoms
+collide with the table, and with each other only across the link pairs the safe set checks for
+self-collision (explicit contact pairs; every other pair of arm geoms never touches in physics,
+as before).
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ TABLE_RGBA = (0.55, 0.45, 0.35, 1.0)
 GOAL_RGBA = (0.1, 0.8, 0.2, 0.6)
 # Walls around the workspace: thick enough that no link can be beyond one undetected.
 WALL_THICKNESS = 1.0
+# physics.payload_mass is a solid sphere of this radius at the end-effector frame [m].
+PAYLOAD_RADIUS = 0.05
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def build_scene(robot: RobotModel, safe_set: SafeSetConfig, physics: PhysicsConf
     for name, effort, limit in zip(robot.joint_names, robot.effort_limit, velocity_limit,
                                    strict=True):
         joint = spec_.joint(name)
-        joint.armature = physics.armature
+        joint.armature = physics.armature * physics.armature_scale
         actuator = spec_.add_actuator(name=f'{name}_velocity', target=name,
                                       trntype=mujoco.mjtTrn.mjTRN_JOINT)
         actuator.set_to_velocity(kv=float(effort / physics.velocity_error_at_full_effort))
@@ -133,6 +136,13 @@ def build_scene(robot: RobotModel, safe_set: SafeSetConfig, physics: PhysicsConf
     if robot.ee_frame not in body_names:
         raise ConfigError(f'ee_frame: {robot.ee_frame!r} is not a URDF link')
     spec_.body(robot.ee_frame).add_site(name='ee', size=[0.01] * 3)
+    if physics.payload_mass > 0:
+        # An unmodelled load: its own body, no geom (it touches nothing), and no gravity
+        # compensation (the controller's model does not know it), so the servo carries it.
+        inertia = 0.4 * physics.payload_mass * PAYLOAD_RADIUS ** 2
+        spec_.body(robot.ee_frame).add_body(name='payload', mass=physics.payload_mass,
+                                            inertia=[inertia] * 3, explicitinertial=True,
+                                            gravcomp=0.0)
 
     self_pairs = _add_self_collision_pairs(spec_, robot, safe_set, body_names)
 
