@@ -133,6 +133,9 @@ def test_train_sim_trains_evaluates_and_exits_cleanly(observer, tmp_path):
     assert metrics['runner'] == 'train_sim graph' and len(metrics['config_sha256']) == 64
     # The summary table ssq-train prints, from the same code.
     assert 'status' in output and 'success_rate_policy' in output
+    # No command was dropped for answering another state: the executor's answers to an ended
+    # evaluation episode's last state are expected and dropped quietly (mujoco_sim counts them).
+    assert 'COMMAND_FOR_OTHER_STATE' not in output, output[-3000:]
 
     # The learner counted transitions and updates as they came.
     steps = [int(s['steps']) for s in observer.learner]
