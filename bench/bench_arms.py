@@ -35,6 +35,7 @@ from ssq_ros.config import to_dict
 from ssq_ros.paths import config_path, share_dir
 from ssq_ros.safety.self_collision import all_pairs
 from ssq_ros.sim.env import ReachAvoidEnv, ReachAvoidSetup
+from ssq_ros.training.provenance import provenance
 
 ROOT = share_dir()
 RESULTS = Path(__file__).resolve().parent / 'results' / 'arms.json'
@@ -282,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         'wall_time_s': round(time.monotonic() - started, 1),
         'arms': rows,
         'table': table(rows),
+        **provenance(),  # each arm's configs are named in its row
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + '\n')

@@ -22,6 +22,7 @@ from ssq_ros.gridworld.env import cliff_walk
 from ssq_ros.gridworld.experiment import GridworldConfig, run_seed, summarize
 from ssq_ros.gridworld.plot import plot_gridworld
 from ssq_ros.learning.storage import atomic_write
+from ssq_ros.training.provenance import provenance
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(results)
     summary['config'] = to_dict(config)
     summary['wall_time_s'] = round(time.monotonic() - started, 2)
+    summary.update(provenance(config))
     atomic_write(args.out, lambda f: f.write(json.dumps(summary, indent=2).encode()))
     png = plot_gridworld(cliff_walk(config.rows, config.cols, config.slip),
                          results[0].ssq_policy, results[0].ssq_values,

@@ -29,6 +29,7 @@ from ssq_ros.learning.storage import atomic_write  # noqa: E402
 from ssq_ros.sim.env import ReachAvoidEnv, ReachAvoidSetup, make_setup  # noqa: E402
 from ssq_ros.sim.rollout import RolloutStats, rollout  # noqa: E402
 from ssq_ros.task.config import SimConfig, load_sim_config  # noqa: E402
+from ssq_ros.training.provenance import provenance
 
 PATHS_DRAWN = 40
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     result.update(success_rate=safe.successes / max(safe.episodes, 1),
                   robot=str(setup.robot.urdf_path), discrete=discrete,
                   referee_stride=setup.config.physics.referee_stride,
-                  sim_config=to_dict(setup.config))
+                  sim_config=to_dict(setup.config), **provenance(setup.config))
     if args.baselines:
         result['baselines'] = {
             'unshielded': run_policy(setup, 'unshielded', True, args.steps, args.seed).summary(),
