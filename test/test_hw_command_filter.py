@@ -140,7 +140,7 @@ def test_gate_refused_command_stops_until_a_valid_one():
     assert gate.step(0.002).statuses == (S.COMMAND_REJECTED_NONFINITE,)
     assert gate.step(0.003).velocity.tolist() == [0, 0, 0]
     gate.submit([0.005, 0, 0], 0.004)
-    assert gate.step(0.005).statuses == ()
+    assert not gate.step(0.005).is_stop
 
 
 def test_estop_latches_discards_commands_and_resumes_from_measured_state():
@@ -163,6 +163,24 @@ def test_estop_latches_discards_commands_and_resumes_from_measured_state():
     gate.submit([0.02, 0, 0], 0.52)
     out = gate.step(0.52)
     assert out.statuses == () and out.position[0] == pytest.approx(0.1 + out.velocity[0] * PERIOD)
+
+
+def test_a_latched_fault_stops_until_reset_and_never_replays_a_command():
+    gate = fresh_gate()
+    gate.update_state(np.zeros(3), 0.0)
+    gate.submit([0.02, 0, 0], 0.0)
+    assert gate.step(0.0).velocity[0] > 0
+    gate.latch_fault(S.TRACKING_FAULT_STOP)
+    assert gate.fault is S.TRACKING_FAULT_STOP and not gate.estopped
+    out = gate.step(0.001)
+    assert out.statuses == (S.TRACKING_FAULT_STOP,) and out.is_stop
+    assert gate.submit([0.02, 0, 0], 0.002) is S.TRACKING_FAULT_STOP
+    gate.update_state(np.zeros(3), 0.003)
+    assert gate.step(0.003).velocity.tolist() == [0, 0, 0]
+    assert gate.reset(0.003) is None and gate.fault is None
+    assert gate.step(0.004).is_stop  # no command after the reset yet
+    gate.submit([0.02, 0, 0], 0.005)
+    assert not gate.step(0.005).is_stop
 
 
 def test_reset_refused_while_button_held():

@@ -16,6 +16,8 @@ from ros_helpers import JOINTS, ROBOT, ArmPeer, moving
 from std_msgs.msg import Bool, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from ssq_ros.safety.tracking import read_servo_log
+
 VELOCITY_SCALE = 0.25
 VMAX = ROBOT.velocity_limit * VELOCITY_SCALE
 TIMEOUT, RATE = 0.1, 100.0
@@ -212,3 +214,30 @@ def test_sigterm_sends_a_final_stop(launch):
     time.sleep(0.1)
     final = peer.messages_since(t0)
     assert final and not moving(final[-1])
+
+
+def test_an_arm_that_does_not_follow_the_commands_trips_the_tracking_check(launch, tmp_path):
+    """The peer's arm never moves: with tracking on, the node latches TRACKING_FAULT_STOP,
+    names the joint in /diagnostics, records what it sent and measured, and resumes only
+    after /ssq/estop_reset."""
+    record = tmp_path / 'servo.jsonl'
+    peer, proc = launch('tracking.enabled:=true', f'record_path:={record}')
+    command = 0.5 * VMAX
+    t0 = time.monotonic()
+    peer.run(1.5, command)
+    assert 'TRACKING_FAULT_STOP' in peer.status
+    t_fault = time.monotonic()
+    peer.run(0.3, command)
+    assert not any(moving(m) for m in peer.messages_since(t_fault))
+    assert any(moving(m) for m in peer.messages_since(t0))  # it moved before the fault
+    faults = [v.value for d in peer.diagnostics for s in d.status for v in s.values
+              if v.key == 'tracking_fault']
+    assert faults and 'exceeds the bound' in faults[-1]
+    assert peer.call(peer.reset).success
+    t_reset = time.monotonic()
+    peer.run(0.15, command)  # a fresh command moves again (until the check trips anew)
+    assert any(moving(m) for m in peer.messages_since(t_reset))
+    proc.send_signal(2)
+    proc.wait(10)
+    log = read_servo_log(str(record))
+    assert log.joints == tuple(JOINTS) and len(log.times) > 50 and len(log.send_times) > 50

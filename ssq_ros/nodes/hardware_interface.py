@@ -59,6 +59,7 @@ from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.safety.safe_set_filter import FilterResult, SafeSetFilter
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.safety.support import SupportCheck, load_support_config
+from ssq_ros.safety.tracking import ServoRecorder, TrackingConfig, TrackingMonitor
 from ssq_ros.training.config import load_run_config, resolve_config_file
 
 _TOPIC_TOKEN = re.compile(r'[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*')
@@ -91,7 +92,10 @@ class HardwareInterfaceConfig(JointStateInput, NodeDiagnostics):
                                            'still checked against the safe set)')
     ignored_joints: tuple[str, ...] = spec((), doc='joints in /joint_states that are not '
                                            'controlled and dropped on purpose (e.g. gripper)')
+    record_path: str = spec('', doc="write every sent command and accepted joint state to "
+                            "this JSON-lines file (ssq-identify's input); '' records nothing")
     limits: CommandLimitsConfig = field(default_factory=CommandLimitsConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def resolve_controller(cfg: HardwareInterfaceConfig) -> tuple[str, str]:
@@ -128,17 +132,26 @@ class HardwareInterface(Node):
             self.reader = JointStateReader.for_robot(
                 self.robot, self.cfg.position_tolerance, require_velocity=True,
                 max_stamp_age=self.cfg.max_stamp_age, ignored_joints=self.cfg.ignored_joints)
+            support_config = load_support_config(safe_set_file)
+            # The check looks ahead by the larger of this node's actuation delay and the
+            # latency the support model was configured (identified) with.
+            delay = max(self.cfg.actuation_delay, support_config.actuation_latency)
             support = SupportCheck(
-                SafeSet(self.robot, load_safe_set_config(safe_set_file)),
-                load_support_config(safe_set_file),
-                SafeSetFilter.check_period(self.period, self.cfg.actuation_delay))
+                SafeSet(self.robot, load_safe_set_config(safe_set_file)), support_config,
+                SafeSetFilter.check_period(self.period, delay))
+            self.tracking = None if not self.cfg.tracking.enabled else TrackingMonitor(
+                self.robot.joint_names, support.rate, support_config.actuation_latency,
+                support_config.tracking_time_constant, self.cfg.tracking)
         except ValueError as exc:
             raise ConfigError(f'{robot_file} and {safe_set_file} with limits.*: {exc}') from exc
         self.safe_set_filter = SafeSetFilter(support)
         self.last_refusal_explained = -float('inf')
+        self.last_state_time = -float('inf')
         self.gate = CommandGate(limits, self.period, self.cfg.state_timeout,
-                                self.cfg.command_timeout, self.cfg.actuation_delay,
+                                self.cfg.command_timeout, delay,
                                 self.safe_set_filter, self.cfg.allow_multiple_commanders)
+        self.recorder = ServoRecorder(self.cfg.record_path, self.robot.joint_names) \
+            if self.cfg.record_path else None
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, self.cfg.controller)
         self.reporter.extra['controller_topic'] = self.controller_topic
         self.reporter.extra['safe_set'] = str(safe_set_file)
@@ -171,11 +184,32 @@ class HardwareInterface(Node):
             self.reporter.reject(exc.status, exc.reason)
             return
         self.gate.update_state(sample.positions, now, sample.velocities)
+        if self.recorder is not None:
+            self.recorder.measured(now, sample.positions, sample.velocities)
+        if self.tracking is not None:
+            self.check_tracking(now, sample.positions, sample.velocities)
+
+    def check_tracking(self, now: float, position, velocity) -> None:
+        """Feed the tracking monitor; a fault latches TRACKING_FAULT_STOP (reset: e-stop
+        reset). After a gap in the states the comparison starts afresh."""
+        if now - self.last_state_time > self.cfg.state_timeout:
+            self.tracking.reset()
+        self.last_state_time = now
+        fault = self.tracking.measured(now, position, velocity)
+        if fault is None or self.gate.fault is not None or self.gate.estopped:
+            return
+        self.gate.latch_fault(SafetyStatus.TRACKING_FAULT_STOP)
+        self.reporter.extra['tracking_fault'] = str(fault)
+        self.get_logger().error(f'tracking fault, {fault}: the arm does not follow the servo '
+                                'model the support check relies on; stopped, call '
+                                '/ssq/estop_reset to resume')
+        self.send(self.gate.step(now))
 
     def on_command(self, msg: Float64MultiArray) -> None:
         now = self.now()
         reason = self.gate.submit(msg.data, now)
-        if reason is not None and reason is not SafetyStatus.ESTOPPED:
+        if reason is not None and reason not in (SafetyStatus.ESTOPPED,
+                                                 SafetyStatus.TRACKING_FAULT_STOP):
             # Counted with the stop it causes (below); here only the details are logged.
             self.reporter.explain(reason, f'{len(msg.data)} values for '
                                   f'{len(self.robot.joint_names)} joints')
@@ -197,6 +231,12 @@ class HardwareInterface(Node):
         self.reporter.extra['safe_set_check_p99_ms'] = f'{p99:.3f}'
         self.reporter.extra['safe_set_checks_timed'] = str(count)
         self.reporter.extra['command_publishers'] = str(self.count_publishers(COMMAND_TOPIC))
+        if self.tracking is not None:
+            bound = self.cfg.tracking
+            self.reporter.extra['tracking_worst_position'] = \
+                f'{self.tracking.worst_position.max():.4f} (bound {bound.position_bound:g})'
+            self.reporter.extra['tracking_worst_velocity'] = \
+                f'{self.tracking.worst_velocity.max():.4f} (bound {bound.velocity_bound:g})'
 
     def on_estop_button(self, msg: Bool) -> None:
         was_latched = self.gate.estopped
@@ -216,6 +256,9 @@ class HardwareInterface(Node):
                        response: Trigger.Response) -> Trigger.Response:
         refusal = self.gate.reset(self.now())
         response.success = refusal is None
+        if refusal is None and self.tracking is not None:
+            self.tracking.reset()
+            self.reporter.extra.pop('tracking_fault', None)
         response.message = 'e-stop released; waiting for a new command' if refusal is None \
             else f'e-stop stays latched: {refusal}'
         self.get_logger().warning(response.message)
@@ -224,6 +267,11 @@ class HardwareInterface(Node):
     def send(self, out: GateOutput) -> None:
         """Publish `out` in the controller's message type and count its reactions."""
         self.reporter.record(out.statuses)
+        now = self.now()
+        if self.tracking is not None:
+            self.tracking.sent(now, out.velocity)
+        if self.recorder is not None:
+            self.recorder.sent(now, out.velocity)
         if out.safe_set is not None and out.safe_set.refused:
             self.explain_refusal(out.safe_set)
         if SafetyStatus.MULTIPLE_COMMANDERS_STOP in out.statuses:
@@ -264,6 +312,15 @@ class HardwareInterface(Node):
         self.gate.estop()
         self.send(self.gate.step(self.now()))
         wait_until_delivered(self.controller_pub)
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.tracking is not None:
+            self.get_logger().info(
+                'tracking: worst position error '
+                f'{self.tracking.worst_position.max():.4f} (bound '
+                f'{self.cfg.tracking.position_bound:g}), worst mean velocity error '
+                f'{self.tracking.worst_velocity.max():.4f} (bound '
+                f'{self.cfg.tracking.velocity_bound:g})')
         self.get_logger().info('shut down with a stop command sent')
 
 

@@ -209,10 +209,22 @@ class CommandGate:
         self._sent_time: float | None = None
         self._estop_latched = False
         self._button_pressed = False
+        self._fault: SafetyStatus | None = None
 
     @property
     def estopped(self) -> bool:
         return self._estop_latched
+
+    @property
+    def fault(self) -> SafetyStatus | None:
+        """The latched fault stop (e.g. TRACKING_FAULT_STOP), None if none."""
+        return self._fault
+
+    def latch_fault(self, status: SafetyStatus) -> None:
+        """Stop with `status` until `reset`, like a drive's protective stop; the pending
+        command is dropped, never replayed."""
+        self._fault = status
+        self._command = None
 
     @property
     def measured_position(self) -> np.ndarray | None:
@@ -247,6 +259,8 @@ class CommandGate:
         """
         if self._estop_latched:
             return SafetyStatus.ESTOPPED
+        if self._fault is not None:
+            return self._fault
         values, reason = check_command(command, self.limits.size)
         if reason is not None:
             self._command, self._rejection = None, reason
@@ -266,7 +280,8 @@ class CommandGate:
             self.estop()
 
     def reset(self, now: float) -> str | None:
-        """Release the e-stop; returns why not if it cannot be released now.
+        """Release the e-stop and a latched fault; returns why not if it cannot be released
+        now.
 
         Motion resumes only with a command received after the reset, starting from zero velocity
         at the measured position.
@@ -276,6 +291,7 @@ class CommandGate:
         if not self.state_is_fresh(now):
             return 'no fresh joint state: cannot resume from the measured position'
         self._estop_latched = False
+        self._fault = None
         self._command, self._rejection = None, None
         self._sent = np.zeros(self.limits.size)
         return None
@@ -310,6 +326,8 @@ class CommandGate:
     def _stop_reason(self, now: float) -> SafetyStatus | None:
         if self._estop_latched:
             return SafetyStatus.ESTOPPED
+        if self._fault is not None:
+            return self._fault
         if self._position is None:
             return SafetyStatus.NO_STATE_YET
         if not self.state_is_fresh(now):

@@ -56,6 +56,9 @@ class SafetyStatus(enum.Enum):
                      'braking to rest')
     MULTIPLE_COMMANDERS_STOP = (ERROR_LEVEL, 'more than one node publishes joint commands; '
                                 'stopped until only one does')
+    TRACKING_FAULT_STOP = (ERROR_LEVEL, 'the measured motion departed from the servo model '
+                           'of the support check beyond the tracking bounds (lag, slip, '
+                           'latency); stopped and latched until /ssq/estop_reset')
     # Reactions of the learning and execution nodes.
     NO_POLICY_YET = (WARN_LEVEL, 'no policy received yet; behavior controller acts instead')
     ACTION_OUTSIDE_SUPPORT_FALLBACK = (WARN_LEVEL, 'policy action outside the safe support; '
@@ -82,6 +85,7 @@ _STOPS = frozenset({
     SafetyStatus.NO_STATE_YET, SafetyStatus.NO_COMMAND_YET, SafetyStatus.STALE_STATE_STOP,
     SafetyStatus.STALE_COMMAND_STOP, SafetyStatus.ESTOPPED, SafetyStatus.NO_SAFE_ACTION_STOP,
     SafetyStatus.SAFE_SET_STOP, SafetyStatus.MULTIPLE_COMMANDERS_STOP,
+    SafetyStatus.TRACKING_FAULT_STOP,
 })
 
 
