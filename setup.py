@@ -46,6 +46,7 @@ CONSOLE_SCRIPTS = [
     'ssq-gridworld = ssq_ros.cli.gridworld:main',
     'ssq-launch = ssq_ros.cli.launch:main',
     'ssq-robot-setup = ssq_ros.cli.robot_setup:main',
+    'ssq-identify = ssq_ros.cli.identify:main',
 ]
 
 setup(

@@ -1,0 +1,82 @@
+"""ssq-identify recovers the latency, lag and ramp fraction of a servo recorded in MuJoCo.
+
+The recording is made in-process: MuJoCo's arm (the package's scene and simulator, stepped every
+2 ms with its own ramp out of the way) tracks the velocity of a servo with a known actuation
+latency, ramp fraction and first-order lag, driven by 100 Hz commands; the log is written by the
+same ServoRecorder hardware_interface uses for `record_path`.
+"""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ssq_ros.cli.identify import fit_servo, main
+from ssq_ros.safety.tracking import ServoRecorder, lag_factor, read_servo_log, servo_step
+from ssq_ros.sim.env import make_setup
+from ssq_ros.sim.simulator import ArmSimulator
+
+
+@pytest.fixture(scope='module')
+def setup():
+    return make_setup()
+
+
+def record(setup, path, latency, tau, fraction, duration=6.0, seed=0):
+    """Steps of velocity (a new random target every 0.3 s, undone by the next) sent at 100 Hz,
+    joint states recorded at 500 Hz, the arm driven through a servo with the given model."""
+    physics = replace(setup.config.physics, control_period=setup.config.physics.timestep,
+                      command_acceleration_fraction=1.0)
+    sim = ArmSimulator(setup.robot, setup.scene, physics)
+    sim.reset(setup.robot.home)
+    dof, dt = setup.robot.dof, physics.timestep
+    rate = setup.robot.acceleration_limit * fraction
+    rng = np.random.default_rng(seed)
+    vmax = 0.5 * setup.safe_set.velocity_limit
+    recorder = ServoRecorder(str(path), setup.robot.joint_names)
+    ramp, lagged, command = np.zeros(dof), np.zeros(dof), np.zeros(dof)
+    alpha = lag_factor(tau, dt)
+    sent = []
+    for k in range(int(round(duration / dt))):
+        t = k * dt
+        if k % 150 == 0:
+            command = rng.uniform(-1, 1, dof) * vmax if (k // 150) % 2 == 0 else -command
+        if k % 5 == 0:
+            sent.append((t, command.copy()))
+            recorder.sent(t, command)
+        recorder.measured(t, sim.q, sim.qdot)
+        acting = next((c for s, c in reversed(sent) if s + latency <= t + 1e-9), np.zeros(dof))
+        ramp, lagged = servo_step(ramp, lagged, acting, rate, alpha, dt)
+        sim.step(lagged)
+    recorder.close()
+
+
+@pytest.mark.parametrize('latency,tau,fraction', [(0.03, 0.04, 0.5), (0.012, 0.025, 0.75)])
+def test_identify_recovers_latency_lag_and_ramp_of_a_simulated_servo(setup, tmp_path, latency,
+                                                                     tau, fraction):
+    path = tmp_path / 'servo.jsonl'
+    record(setup, path, latency, tau, fraction)
+    fit = fit_servo(read_servo_log(str(path)), setup.robot.acceleration_limit)
+    assert fit.latency == pytest.approx(latency, abs=0.004)
+    assert fit.time_constant == pytest.approx(tau, abs=0.005)
+    assert fit.fraction == pytest.approx(fraction, abs=0.07)
+    assert fit.velocity_rms < 0.1 * fit.ideal_velocity_rms
+
+
+def test_the_command_prints_the_lines_to_paste(setup, tmp_path, capsys):
+    path = tmp_path / 'servo.jsonl'
+    record(setup, path, 0.02, 0.0, 0.5, duration=3.0)
+    main([str(path), '--max-time-constant', '0.05'])
+    out = capsys.readouterr().out
+    assert 'actuation latency 20.0 ms' in out
+    assert 'actuation_latency: 0.020' in out
+    tau = float(out.split('tracking_time_constant: ')[1].split()[0])
+    assert tau <= 0.004  # MuJoCo's own servo lags a little behind its reference
+    assert 'actuation_delay: 0.020' in out
+
+
+def test_a_file_that_is_not_a_servo_log_is_refused(tmp_path, capsys):
+    path = tmp_path / 'other.jsonl'
+    path.write_text('{"hello": 1}\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path)])
+    assert exit_info.value.code == 2 and 'not a servo log' in capsys.readouterr().err
