@@ -79,7 +79,7 @@ def test_a_servo_slower_than_the_modelled_ramp_trips():
 def test_a_slipping_joint_trips_and_names_it():
     send, values, times, q, v = trace()
     slipped = q.copy()
-    slipped[:, 1] += np.clip(times - 1.0, 0.0, None) * 0.2  # drifts at 0.2 rad/s after 1 s
+    slipped[:, 1] += np.clip(times - 1.0, 0.0, None) * 0.4  # drifts at 0.4 rad/s after 1 s
     monitor = TrackingMonitor(JOINTS, RATE, 0.0, 0.0, CONFIG)
     t, fault = replay(monitor, send, values, times, slipped, v)
     assert fault.joint == 'j2' and fault.kind == 'position' and 1.0 < t < 1.6

@@ -37,10 +37,10 @@ class TrackingConfig:
                          'config/hardware.yaml turns it on')
     window: float = spec(0.4, doc='length [s] of the stretch of sent commands one comparison '
                          'replays (between half of it and all of it)', low=0.02, high=10.0)
-    position_bound: float = spec(0.06, doc='largest difference [rad or m] of a joint\'s measured '
+    position_bound: float = spec(0.08, doc='largest difference [rad or m] of a joint\'s measured '
                                  'position from the model\'s over the window', low=1e-4,
                                  high=1.0)
-    velocity_bound: float = spec(0.2, doc='largest mean absolute difference [rad/s or m/s] of a '
+    velocity_bound: float = spec(0.25, doc='largest mean absolute difference [rad/s or m/s] of a '
                                  'joint\'s measured velocity from the model\'s over the window',
                                  low=1e-4, high=10.0)
     max_step: float = spec(0.002, doc='longest integration step [s] of the model replay',
