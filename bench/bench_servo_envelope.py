@@ -101,11 +101,12 @@ def cells(subset: bool, stress: bool) -> list[tuple[float, float, float]]:
 
 def run_cell(job: tuple) -> dict:
     """One controller in one cell: `episodes` held-out episodes, every physics state judged."""
-    run, controller, (latency, lag, noise), episodes = job
+    run, controller, (latency, lag, noise), episodes, told = job
     import torch
 
     from ssq_ros.deploy.executor import ShieldedExecutor
     from ssq_ros.deploy.export import load_exported_policy
+    from ssq_ros.safety.support import SupportCheck
     from ssq_ros.training.config import load_train_config, resolve_budgets
     from ssq_ros.training.evaluate import behavior_actor, evaluate_heldout, executor_actor
     from ssq_ros.training.problem import build_problem
@@ -117,7 +118,13 @@ def run_cell(job: tuple) -> dict:
     config = dataclasses.replace(config, sim=dataclasses.replace(config.sim, physics=physics))
     if run not in _SETUPS:  # the scene does not depend on these options: build it once
         _SETUPS[run] = build_problem(config).setup
-    problem = build_problem(config, dataclasses.replace(_SETUPS[run], config=config.sim))
+    setup = dataclasses.replace(_SETUPS[run], config=config.sim)
+    if told:  # the support check's model is told the servo's latency and lag
+        support = dataclasses.replace(setup.support.config, actuation_latency=latency,
+                                      tracking_time_constant=lag)
+        setup = dataclasses.replace(setup, support=SupportCheck(setup.safe_set, support,
+                                                                physics.control_period))
+    problem = build_problem(config, setup)
     assert problem.env.sim.physics == physics
     referee = CountingReferee(problem.env.sim.referee, problem.setup.scene)
     problem.env.sim.referee = referee
@@ -136,7 +143,7 @@ def run_cell(job: tuple) -> dict:
 
     started = time.monotonic()
     stats = evaluate_heldout(problem, counted, episodes, config.learner.critic.gamma)
-    return {'controller': controller, 'actuation_latency': latency,
+    return {'controller': controller, 'support_told': told, 'actuation_latency': latency,
             'tracking_time_constant': lag, 'state_noise': noise, 'episodes': episodes,
             'control_steps': stats.steps, 'successes': stats.successes,
             'physics_states_judged': referee.states, 'unsafe_states': referee.unsafe,
@@ -187,14 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--no-stress', action='store_true',
                         help='leave out the cells beyond the matrix (latency 100, 200 ms; '
                              'lag 100, 200 ms; noise 0.03 rad)')
+    parser.add_argument('--tell-support', action='store_true',
+                        help="set the support check's actuation_latency and "
+                             "tracking_time_constant to the servo's (default: the ideal model)")
+    parser.add_argument('--cells', default='',
+                        help='only these cells: "latency_ms,lag_ms,noise_rad;..."')
     parser.add_argument('--train-steps', type=int, default=3000,
                         help='ssq-train budget when --run has no policy yet')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     ensure_policy(args.run, args.train_steps)
     grid = cells(args.subset, not args.no_stress)
+    if args.cells:
+        grid = [(float(a) / 1e3, float(b) / 1e3, float(c)) for a, b, c in
+                (item.split(',') for item in args.cells.split(';'))]
     # the heaviest cells first, so the pool's tail is short
-    jobs = [(str(args.run), c, cell, args.episodes)
+    jobs = [(str(args.run), c, cell, args.episodes, args.tell_support)
             for cell in sorted(grid, key=lambda c: -sum(c)) for c in CONTROLLERS]
     rows, started = [], time.monotonic()
     print(f'{len(grid)} cells x {len(CONTROLLERS)} controllers, {args.episodes} held-out '
@@ -219,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     config = resolve_budgets(load_train_config(args.run / 'config.yaml'))
     result = {**provenance(config), 'run': str(args.run), 'episodes': args.episodes,
               'workers': args.workers, 'subset': args.subset,
+              'support_told': args.tell_support,
               'wall_s': round(time.monotonic() - started, 1), 'rows': rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=float) + '\n')
