@@ -1,9 +1,9 @@
 """ssq-identify recovers the latency, lag and ramp fraction of a servo recorded in MuJoCo.
 
-The recording is made in-process: MuJoCo's arm (the package's scene and simulator, stepped every
-2 ms with its own ramp out of the way) tracks the velocity of a servo with a known actuation
-latency, ramp fraction and first-order lag, driven by 100 Hz commands; the log is written by the
-same ServoRecorder hardware_interface uses for `record_path`.
+The recording is made in-process with the package's simulator, whose servo has the latency,
+ramp and lag given (PhysicsConfig actuation_latency, command_acceleration_fraction,
+tracking_time_constant), driven by 100 Hz velocity steps; the log is written by the same
+ServoRecorder hardware_interface uses for `record_path`.
 """
 from dataclasses import replace
 
@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from ssq_ros.cli.identify import fit_servo, main
-from ssq_ros.safety.tracking import ServoRecorder, lag_factor, read_servo_log, servo_step
+from ssq_ros.safety.tracking import ServoRecorder, read_servo_log
 from ssq_ros.sim.env import make_setup
 from ssq_ros.sim.simulator import ArmSimulator
+
+PERIOD = 0.01
 
 
 @pytest.fixture(scope='module')
@@ -22,31 +24,24 @@ def setup():
 
 
 def record(setup, path, latency, tau, fraction, duration=6.0, seed=0):
-    """Steps of velocity (a new random target every 0.3 s, undone by the next) sent at 100 Hz,
-    joint states recorded at 500 Hz, the arm driven through a servo with the given model."""
-    physics = replace(setup.config.physics, control_period=setup.config.physics.timestep,
-                      command_acceleration_fraction=1.0)
+    """Steps of velocity (a new random target every 0.3 s, undone by the next) sent at 100 Hz
+    and the joint state measured before each, by a simulated servo with the given model."""
+    physics = replace(setup.config.physics, control_period=PERIOD, actuation_latency=latency,
+                      tracking_time_constant=tau, command_acceleration_fraction=fraction)
     sim = ArmSimulator(setup.robot, setup.scene, physics)
     sim.reset(setup.robot.home)
-    dof, dt = setup.robot.dof, physics.timestep
-    rate = setup.robot.acceleration_limit * fraction
     rng = np.random.default_rng(seed)
     vmax = 0.5 * setup.safe_set.velocity_limit
     recorder = ServoRecorder(str(path), setup.robot.joint_names)
-    ramp, lagged, command = np.zeros(dof), np.zeros(dof), np.zeros(dof)
-    alpha = lag_factor(tau, dt)
-    sent = []
-    for k in range(int(round(duration / dt))):
-        t = k * dt
-        if k % 150 == 0:
-            command = rng.uniform(-1, 1, dof) * vmax if (k // 150) % 2 == 0 else -command
-        if k % 5 == 0:
-            sent.append((t, command.copy()))
-            recorder.sent(t, command)
-        recorder.measured(t, sim.q, sim.qdot)
-        acting = next((c for s, c in reversed(sent) if s + latency <= t + 1e-9), np.zeros(dof))
-        ramp, lagged = servo_step(ramp, lagged, acting, rate, alpha, dt)
-        sim.step(lagged)
+    command = np.zeros(setup.robot.dof)
+    hold = int(round(0.3 / PERIOD))
+    for k in range(int(round(duration / PERIOD))):
+        if k % hold == 0:
+            command = rng.uniform(-1, 1, setup.robot.dof) * vmax if (k // hold) % 2 == 0 \
+                else -command
+        recorder.measured(sim.time, sim.q, sim.qdot)
+        recorder.sent(sim.time, command)
+        sim.step(command)
     recorder.close()
 
 
