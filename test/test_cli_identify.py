@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from ssq_ros.cli.identify import fit_servo, main
-from ssq_ros.safety.tracking import ServoRecorder, read_servo_log
+from ssq_ros.safety.tracking import (
+    ServoRecorder,
+    TrackingConfig,
+    TrackingMonitor,
+    read_servo_log,
+)
 from ssq_ros.sim.env import make_setup
 from ssq_ros.sim.simulator import ArmSimulator
 
@@ -75,3 +80,26 @@ def test_a_file_that_is_not_a_servo_log_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(path)])
     assert exit_info.value.code == 2 and 'not a servo log' in capsys.readouterr().err
+
+
+def test_the_tracking_check_passes_the_identified_servo(setup, tmp_path):
+    """hardware_interface's tracking check with the identified model follows the simulated
+    servo far more closely than with the ideal one, well inside its bounds."""
+    path = tmp_path / 'servo.jsonl'
+    record(setup, path, 0.03, 0.04, 0.5)
+    log = read_servo_log(str(path))
+    fit = fit_servo(log, setup.robot.acceleration_limit)
+    worst = {}
+    for name, latency, tau in (('identified', fit.latency, fit.time_constant),
+                               ('ideal', 0.0, 0.0)):
+        monitor = TrackingMonitor(log.joints, fit.fraction * setup.robot.acceleration_limit,
+                                  latency, tau, TrackingConfig(enabled=True))
+        faults = []
+        for i, t in enumerate(log.times):
+            faults.append(monitor.measured(t, log.positions[i], log.velocities[i]))
+            monitor.sent(log.send_times[i], log.commands[i])
+        worst[name] = monitor.worst_position.max()
+        if name == 'identified':
+            assert not any(faults)
+            assert worst[name] < 0.1 * monitor.config.position_bound
+    assert worst['identified'] < 0.2 * worst['ideal'], worst
