@@ -242,3 +242,15 @@ def test_env_observes_the_measured_state(setup):
     again.reset(seed=2)
     again.step(0)
     assert np.array_equal(again.sim.measured_q, q)
+
+
+def test_envelope_bench_judges_every_physics_state(tmp_path):
+    from bench import bench_servo_envelope as bench
+    assert len(bench.cells(False, False)) == 36 and len(bench.cells(False, True)) == 41
+    (tmp_path / 'config.yaml').write_text('sim: {task: {max_steps: 20}}\n')
+    row = bench.run_cell((str(tmp_path), 'mu', (0.02, 0.02, 0.0), 1, False))
+    # every physics step of every control period (25 of 2 ms), and the episode's start
+    assert row['physics_states_judged'] == row['control_steps'] * 25 + 1
+    assert row['unsafe_states'] == 0 and row['min_margin'] > 0
+    assert set(row['min_S_margin_by_kind']) >= {'keep_out', 'joint_position', 'table'}
+    assert '| 20 | 20 | 0 | mu |' in bench.table([row])
