@@ -29,10 +29,10 @@ from std_msgs.msg import Float64MultiArray
 from tqdm import tqdm
 
 from ssq_ros.dds_domain import isolate_dds
-from ssq_ros.learning.storage import atomic_write
 from ssq_ros.nodes.common import COMMAND_QOS
 from ssq_ros.paths import config_path
 from ssq_ros.safety.robot import load_robot
+from ssq_ros.storage import atomic_write
 from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results'

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ssq_ros.learning.replay import ReplayBuffer, ReplayFileError
-from ssq_ros.learning.storage import atomic_write
+from ssq_ros.storage import atomic_write
 
 
 def fill_discrete(buffer: ReplayBuffer, count: int, start: int = 0) -> None:

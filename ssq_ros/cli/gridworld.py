@@ -21,7 +21,7 @@ from ssq_ros.config import ConfigError, load, to_dict, validate
 from ssq_ros.gridworld.env import cliff_walk
 from ssq_ros.gridworld.experiment import GridworldConfig, run_seed, summarize
 from ssq_ros.gridworld.plot import plot_gridworld
-from ssq_ros.learning.storage import atomic_write
+from ssq_ros.storage import atomic_write
 from ssq_ros.training.provenance import provenance
 
 

@@ -25,9 +25,9 @@ from matplotlib.patches import Circle, Rectangle  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from ssq_ros.config import ConfigError, to_dict, validate  # noqa: E402
-from ssq_ros.learning.storage import atomic_write  # noqa: E402
 from ssq_ros.sim.env import ReachAvoidEnv, ReachAvoidSetup, make_setup  # noqa: E402
 from ssq_ros.sim.rollout import RolloutStats, rollout  # noqa: E402
+from ssq_ros.storage import atomic_write  # noqa: E402
 from ssq_ros.task.config import SimConfig, load_sim_config  # noqa: E402
 from ssq_ros.training.provenance import provenance
 

@@ -19,7 +19,7 @@ from torch import nn
 from ssq_ros.config import ConfigError, parse, spec, to_dict
 from ssq_ros.learning.networks import ensemble_mlp, polyak_update, seeded_init
 from ssq_ros.learning.replay import Batch
-from ssq_ros.learning.storage import atomic_write
+from ssq_ros.storage import atomic_write
 
 _CHECKPOINT_KIND = 'ssq_ros.KLCritic/1'
 

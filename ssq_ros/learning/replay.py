@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ssq_ros.learning.storage import atomic_write
+from ssq_ros.storage import atomic_write
 
 _FORMAT_VERSION = 1
 _ARRAYS = ('obs', 'action', 'reward', 'next_obs', 'done', 'next_support')

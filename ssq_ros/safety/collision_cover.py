@@ -30,13 +30,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pinocchio as pin
+
+from ssq_ros.storage import atomic_write
 
 coal = pin.coal  # the collision library pinocchio is built with (coal, formerly hpp-fcl)
 
@@ -377,21 +378,6 @@ def _read_cache(path: Path, key: str, n_spheres: int) -> tuple[dict, np.ndarray]
         return None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def cached_cover_errors(key: str, n_spheres: int,
                         compute: Callable[[], tuple[dict, np.ndarray]]
                         ) -> tuple[dict[str, float], np.ndarray]:
@@ -404,7 +390,7 @@ def cached_cover_errors(key: str, n_spheres: int,
         if all(math.isfinite(v) for v in links.values()):
             payload = {'key': key, 'links': links, 'spheres': [float(s) for s in spheres]}
             with contextlib.suppress(OSError):
-                _write_atomic(path, json.dumps({'payload': payload,
-                                                'digest': _digest(payload)}, indent=1))
+                text = json.dumps({'payload': payload, 'digest': _digest(payload)}, indent=1)
+                atomic_write(path, lambda file: file.write(text.encode()))
         found = links, np.asarray(spheres, dtype=float)
     return found

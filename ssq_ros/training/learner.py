@@ -17,7 +17,7 @@ from ssq_ros.config import parse, spec, to_dict
 from ssq_ros.learning.critic import CheckpointError, CriticConfig, KLCritic, load_checkpoint
 from ssq_ros.learning.extraction import ExtractionConfig, PolicyExtractor
 from ssq_ros.learning.replay import ReplayBuffer
-from ssq_ros.learning.storage import atomic_write
+from ssq_ros.storage import atomic_write
 from ssq_ros.task.spaces import TaskSpaces, check_spaces
 
 _CHECKPOINT_KIND = 'ssq_ros.OnlineLearner/1'

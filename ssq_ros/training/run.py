@@ -35,7 +35,7 @@ import yaml
 from ssq_ros.config import ConfigError, parse, to_dict
 from ssq_ros.deploy.export import export_policy
 from ssq_ros.learning.critic import load_checkpoint
-from ssq_ros.learning.storage import atomic_write
+from ssq_ros.storage import atomic_write
 from ssq_ros.training.config import TrainConfig, resolve_budgets, with_overrides
 from ssq_ros.training.evaluate import EvalStats
 from ssq_ros.training.learner import OnlineLearner, TaskSpaces

@@ -1,4 +1,5 @@
-"""Atomic file writes for replay data and checkpoints: a reader sees the old file or the new one.
+"""Atomic file writes (replay data, checkpoints, caches, results): a reader sees the old
+file or the new one.
 
 A killed process can leave a stray temp file behind, never a half-written checkpoint.
 """
