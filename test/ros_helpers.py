@@ -3,6 +3,8 @@
 Imported by test_ros_hardware_interface.py (the peer publishes /joint_states itself) and
 test_ros_hw_with_sim.py (mujoco_sim publishes them; the peer only commands and records).
 """
+import signal
+import subprocess
 import threading
 import time
 
@@ -91,3 +93,17 @@ class ArmPeer:
 
 def moving(msg):
     return any(abs(v) > 1e-9 for v in msg.data)
+
+
+def stop_processes(procs):
+    """SIGINT every node process still running (each sends its final stop), then wait; kill
+    whatever has not exited after 10 s."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from ros_helpers import JOINTS, ROBOT, ArmPeer
+from ros_helpers import JOINTS, ROBOT, ArmPeer, stop_processes
 from sensor_msgs.msg import JointState
 
 from ssq_ros.config import load_yaml, parse
@@ -124,14 +124,7 @@ class Deployment:
 
     def close(self):
         self.observer.close()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs.values())
 
 
 @pytest.fixture(scope='module')

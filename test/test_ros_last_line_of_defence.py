@@ -7,7 +7,6 @@ reads /joint_states and publishes well-formed joint velocities on /ssq/joint_com
 that move the hand at 0.2 m/s toward the fixture's centre (damped least squares on the arm's
 Jacobian). No policy executor runs, so the script is the only commander.
 """
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from ros_helpers import stop_processes
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
@@ -145,14 +145,7 @@ class Cell:
                              + '\n'.join(self.log(n) for n in self.NODES))
 
     def close(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_processes(self.procs.values())
 
 
 @pytest.fixture(scope='module')
