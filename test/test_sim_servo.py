@@ -254,3 +254,17 @@ def test_envelope_bench_judges_every_physics_state(tmp_path):
     assert row['unsafe_states'] == 0 and row['min_margin'] > 0
     assert set(row['min_S_margin_by_kind']) >= {'keep_out', 'joint_position', 'table'}
     assert '| 20 | 20 | 0 | mu |' in bench.table([row])
+
+
+def test_told_latency_keeps_mu_in_s_when_it_passes_its_last_command(tmp_path):
+    """50 ms actuation latency, the support check told it, mu passing the command the arm still
+    follows (ArmProblem.behavior): no state outside S, in held-out episodes that reach the
+    fixture's boundary (before mu passed it, ~8,000 states of 3 episodes were outside S)."""
+    from bench import bench_servo_envelope as bench
+    (tmp_path / 'config.yaml').write_text('{}\n')
+    row = bench.run_cell((str(tmp_path), 'mu', (0.05, 0.0, 0.0), 2, True))
+    print(f"latency 50 ms told: outside S {row['states_outside_S']}, min S margin "
+          f"{row['min_S_margin'] * 1e3:+.2f} mm ({row['min_S_constraint']}), reached "
+          f"{row['successes']}/2")
+    assert row['unsafe_states'] == 0 and row['states_outside_S'] == 0
+    assert row['min_S_margin'] < 0.02  # it did come close to the boundary

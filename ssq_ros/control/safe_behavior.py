@@ -93,15 +93,16 @@ class SafeBehaviorController:
         return offset / norm if norm > 1e-9 else None
 
     def discrete_support(self, q: np.ndarray, qdot: np.ndarray, goal: np.ndarray | None = None,
-                         shield: bool = True
+                         shield: bool = True, previous: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """(allowed (A,), probs (A,), commands (A, n), fallback) at one state.
 
         `shield=False` allows every primitive: only for baselines that measure what the
-        support check prevents, never for acting on a robot.
+        support check prevents, never for acting on a robot. `previous`: the command the arm
+        follows until the next one acts (the support check's actuation latency).
         """
         commands = self.actions.discrete_commands(q)
-        allowed = self.support.is_safe(q, qdot, commands) if shield else \
+        allowed = self.support.is_safe(q, qdot, commands, previous) if shield else \
             np.ones(len(commands), dtype=bool)
         fallback = not allowed.any()
         if fallback:
@@ -117,7 +118,8 @@ class SafeBehaviorController:
         return allowed, probs, commands, fallback
 
     def continuous_support(self, q: np.ndarray, qdot: np.ndarray, rng: np.random.Generator,
-                           goal: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+                           goal: np.ndarray | None = None, previous: np.ndarray | None = None
+                           ) -> tuple[np.ndarray, bool]:
         """(K safe samples of mu (K, d), whether any row is the hold fallback)."""
         nominal = np.zeros(self.action_dim)
         direction = self._goal_direction(q, goal)
@@ -125,29 +127,33 @@ class SafeBehaviorController:
             nominal = self.config.nominal_fraction * self.actions.high * direction
 
         def is_safe(batch: np.ndarray) -> np.ndarray:
-            return self.support.is_safe(q, qdot, self.actions.to_joint(q, batch))
+            return self.support.is_safe(q, qdot, self.actions.to_joint(q, batch), previous)
 
         hold = np.zeros(self.action_dim)
         samples = self.behavior.support_samples(nominal, is_safe, rng, hold)
         return samples, self.behavior.fallback_rows > 0
 
     def act(self, q: np.ndarray, qdot: np.ndarray, rng: np.random.Generator,
-            goal: np.ndarray | None = None, shield: bool = True) -> Decision:
+            goal: np.ndarray | None = None, shield: bool = True,
+            previous: np.ndarray | None = None) -> Decision:
         """mu at (q, qdot) and one action drawn from it, with its joint-velocity command.
 
         `shield=False` (discrete only) is the same distribution without the support check, the
-        baseline the evidence compares against; never use it on a robot.
+        baseline the evidence compares against; never use it on a robot. `previous`: the
+        command last sent, which the arm follows for the support check's actuation latency
+        (None: the arm holds its measured velocity meanwhile).
         """
         q = np.asarray(q, dtype=float)
         qdot = np.asarray(qdot, dtype=float)
         if self.discrete:
-            allowed, probs, commands, fallback = self.discrete_support(q, qdot, goal, shield)
+            allowed, probs, commands, fallback = self.discrete_support(q, qdot, goal, shield,
+                                                                       previous)
             action = self.behavior.sample(probs, rng)
             return Decision(action=action, command=commands[action].copy(), probs=probs,
                             allowed=allowed, fallback=fallback)
         if not shield:
             raise ValueError('the unshielded baseline exists for the discrete behavior only')
-        samples, used_hold = self.continuous_support(q, qdot, rng, goal)
+        samples, used_hold = self.continuous_support(q, qdot, rng, goal, previous)
         action = self.behavior.sample(samples, rng)
         command = self.actions.to_joint(q, action[None])[0]
         fallback = used_hold and not np.any(np.any(samples != 0.0, axis=1))

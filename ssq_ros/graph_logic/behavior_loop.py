@@ -59,6 +59,8 @@ class BehaviorLoop:
         self._seen_start = False
         self._pending: tuple[np.ndarray, int | np.ndarray] | None = None
         self._last_obs: np.ndarray | None = None
+        self._sent = np.zeros(problem.setup.robot.dof)
+        """mu's last command, which the arm follows for the support check's latency."""
 
     def start_episode(self, phase: RunPhase, episode: int, goal: np.ndarray) -> None:
         """The arm was reset; the next state given is the episode's first."""
@@ -68,6 +70,7 @@ class BehaviorLoop:
         self.phase, self.episode, self.goal = phase, episode, goal
         self.active, self._seen_start = True, False
         self._length, self._return, self._pending, self._last_obs = 0, 0.0, None, None
+        self._sent = np.zeros(self.task.robot.dof)  # reset: the arm starts at rest
 
     def end_episode(self) -> None:
         """Abandon the current episode (the phase changed); nothing more is emitted for it."""
@@ -96,7 +99,8 @@ class BehaviorLoop:
         pending = self._pending
         if not mu_acts and previous_action is not None and self._last_obs is not None:
             pending = (self._last_obs, previous_action)
-        decision = self.problem.controller.act(q, qdot, self.rng, self.goal) \
+        decision = self.problem.controller.act(
+            q, qdot, self.rng, self.goal, previous=self._sent if mu_acts else None) \
             if mu_acts or pending is not None else None
         transition = None
         if pending is not None and decision is not None:
@@ -112,5 +116,5 @@ class BehaviorLoop:
             return BehaviorStep(None, transition, summary)
         if not mu_acts:
             return BehaviorStep(None, transition, None)
-        self._pending = (obs, decision.action)
+        self._pending, self._sent = (obs, decision.action), decision.command
         return BehaviorStep(decision.command, transition, None, decision.fallback)

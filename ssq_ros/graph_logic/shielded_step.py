@@ -25,9 +25,10 @@ class ShieldedCommand:
 
 
 def shielded_command(problem: TaskProblem, executor: ShieldedExecutor, q: np.ndarray,
-                     qdot: np.ndarray, goal: np.ndarray, rng: np.random.Generator
-                     ) -> ShieldedCommand:
-    """The joint-velocity command of the shielded policy at (q, qdot) for `goal`."""
+                     qdot: np.ndarray, goal: np.ndarray, rng: np.random.Generator,
+                     previous: np.ndarray | None = None) -> ShieldedCommand:
+    """The joint-velocity command of the shielded policy at (q, qdot) for `goal`; `previous`
+    is the command sent before, which the arm follows for the support check's latency."""
     q, qdot = np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
     controller = problem.controller
     goal = np.asarray(goal, dtype=float)
@@ -35,7 +36,7 @@ def shielded_command(problem: TaskProblem, executor: ShieldedExecutor, q: np.nda
         return ShieldedCommand(np.zeros(problem.setup.robot.dof),
                                SafetyStatus.STATE_REJECTED_NONFINITE, None)
     obs = observe(problem, q, qdot, goal)
-    decision = controller.act(q, qdot, rng, goal)
+    decision = controller.act(q, qdot, rng, goal, previous=previous)
     if problem.discrete:
         chosen = executor.act_discrete(obs, decision.probs)
     else:
@@ -43,7 +44,7 @@ def shielded_command(problem: TaskProblem, executor: ShieldedExecutor, q: np.nda
 
         def is_safe(batch: np.ndarray) -> np.ndarray:
             clipped = np.clip(np.asarray(batch, dtype=float), actions.low, actions.high)
-            return support.is_safe(q, qdot, actions.to_joint(q, clipped))
+            return support.is_safe(q, qdot, actions.to_joint(q, clipped), previous)
 
         chosen = executor.act_continuous(obs, decision.samples, is_safe)
     if chosen.action is None:

@@ -87,6 +87,9 @@ class PolicyExecutor(Node):
                                                  max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'policy_executor')
         self.goal: np.ndarray | None = None
+        # The command the arm follows until the next one acts (the support check's latency);
+        # a new goal starts a new episode from rest.
+        self.last_sent = np.zeros(self.problem.setup.robot.dof)
         self.latest: JointSample | None = None
         self.answered_stamp = -1.0
         self.phase: RunPhase | None = None
@@ -135,7 +138,10 @@ class PolicyExecutor(Node):
         if not np.all(np.isfinite(goal)):
             self.get_logger().error('refused goal: not finite', throttle_duration_sec=1.0)
             return
+        if self.goal is not None and np.array_equal(goal, self.goal):
+            return  # the goal it holds (e.g. an operator goal it published itself)
         self.goal = goal
+        self.last_sent = np.zeros_like(self.last_sent)  # an episode starts at rest
 
     def on_clicked_point(self, msg: PointStamped) -> None:
         point = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -189,12 +195,13 @@ class PolicyExecutor(Node):
             return
         self.answered_stamp = sample.stamp
         out = shielded_command(self.problem, self.shield, sample.positions,
-                               sample.velocities, self.goal, self.rng)
+                               sample.velocities, self.goal, self.rng, self.last_sent)
         self.reporter.record([] if out.status is SafetyStatus.OK else [out.status])
         if out.action is not None:  # first, so it is there before the state it leads to
             self.decision_pub.publish(decision_message(self.problem.spaces, sample.stamp,
                                                        out.action))
         self.command_pub.publish(command_message(out.command, sample.stamp))
+        self.last_sent = out.command
 
 
 def main(args: list[str] | None = None) -> None:

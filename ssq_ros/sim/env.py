@@ -81,6 +81,7 @@ class ReachAvoidEnv(gym.Env):
         self.observation_space = observation_space(self.task)
         self.goal = np.zeros(3)
         self.steps = 0
+        self.last_command = np.zeros(self.setup.robot.dof)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(q, qdot) of the simulated arm as measured (the true state unless the physics
@@ -127,6 +128,8 @@ class ReachAvoidEnv(gym.Env):
         self.goal = goal
         self.sim.set_goal(goal)
         self.steps = 0
+        # The arm rests at the start: the command it follows until the first step's acts.
+        self.last_command = np.zeros(self.setup.robot.dof)
         info = {'unsafe': verdict.unsafe, 'min_margin': verdict.min_margin,
                 'constraint': verdict.constraint, 'goal': goal.copy(),
                 'stamp': self.sim.measured_stamp}
@@ -135,6 +138,7 @@ class ReachAvoidEnv(gym.Env):
     def step(self, action):
         command = self.command_for(action)
         verdict = self.sim.step(command)
+        self.last_command = command
         self.steps += 1
         ee = self.sim.ee_position()
         reward, reached = self.task.reward(ee, self.goal)

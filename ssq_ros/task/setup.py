@@ -127,15 +127,16 @@ class TaskProblem:
             return self.setup.cartesian.hold_index
         return np.zeros(self.spaces.action_size)
 
-    def is_safe_at(self, q: np.ndarray, qdot: np.ndarray
+    def is_safe_at(self, q: np.ndarray, qdot: np.ndarray, previous: np.ndarray | None = None
                    ) -> Callable[[np.ndarray], np.ndarray]:
         """Continuous: the support check of actions (N, d) at (q, qdot), judged on the command
-        that is executed for them (the action clipped to its bounds)."""
+        that is executed for them (the action clipped to its bounds); `previous` as for
+        `SafeBehaviorController.act`."""
         actions, support = self.actions, self.setup.support
 
         def is_safe(batch: np.ndarray) -> np.ndarray:
             clipped = np.clip(np.asarray(batch, dtype=float), actions.low, actions.high)
-            return support.is_safe(q, qdot, actions.to_joint(q, clipped))
+            return support.is_safe(q, qdot, actions.to_joint(q, clipped), previous)
 
         return is_safe
 
