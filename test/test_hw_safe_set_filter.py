@@ -149,13 +149,13 @@ def test_prediction_follows_the_previous_command_for_the_lead(setup):
     shield = make_filter(setup, 0.01, 0.02)
     q, rest = setup.robot.home, np.zeros(setup.robot.dof)
     previous = 0.3 * setup.safe_set.velocity_limit
-    q_pred, qdot_pred = shield.predict(q, rest, previous, 0.05)
+    q_pred, qdot_pred = shield.support.predict(q, rest, previous, 0.05)
     positions, velocities, _ = swept_path(q, rest, previous[None], 0.05, shield.support.rate,
                                           1, 1)
     np.testing.assert_allclose(q_pred, positions[0, 0])
     np.testing.assert_allclose(qdot_pred, velocities[0, 0])
     assert np.all(np.sign(q_pred - q) == np.sign(previous))
-    np.testing.assert_array_equal(shield.predict(q, rest, previous, 0.0)[0], q)
+    np.testing.assert_array_equal(shield.support.predict(q, rest, previous, 0.0)[0], q)
 
 
 def test_a_state_past_the_boundary_gets_only_braking(setup):

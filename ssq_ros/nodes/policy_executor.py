@@ -90,6 +90,7 @@ class PolicyExecutor(Node):
         # The command the arm follows until the next one acts (the support check's latency);
         # a new goal starts a new episode from rest.
         self.last_sent = np.zeros(self.problem.setup.robot.dof)
+        self.operator_goal: np.ndarray | None = None
         self.latest: JointSample | None = None
         self.answered_stamp = -1.0
         self.phase: RunPhase | None = None
@@ -138,9 +139,9 @@ class PolicyExecutor(Node):
         if not np.all(np.isfinite(goal)):
             self.get_logger().error('refused goal: not finite', throttle_duration_sec=1.0)
             return
-        if self.goal is not None and np.array_equal(goal, self.goal):
-            return  # the goal it holds (e.g. an operator goal it published itself)
-        self.goal = goal
+        if self.operator_goal is not None and np.array_equal(goal, self.operator_goal):
+            return  # its own operator goal coming back: the arm goes on, no new episode
+        self.goal, self.operator_goal = goal, None
         self.last_sent = np.zeros_like(self.last_sent)  # an episode starts at rest
 
     def on_clicked_point(self, msg: PointStamped) -> None:
@@ -154,7 +155,7 @@ class PolicyExecutor(Node):
         except OperatorGoalError as exc:
             self.reporter.reject(SafetyStatus.GOAL_REFUSED, str(exc))
             return
-        self.goal = goal
+        self.goal = self.operator_goal = goal
         out = PointStamped()
         out.header.stamp = self.get_clock().now().to_msg()
         out.header.frame_id = self.problem.setup.robot.base_frame

@@ -74,13 +74,6 @@ class SafeSetFilter:
         whole update period, which the delay includes)."""
         return control_period + actuation_delay
 
-    def predict(self, q: np.ndarray, qdot: np.ndarray, previous: np.ndarray, lead: float
-                ) -> tuple[np.ndarray, np.ndarray]:
-        """State (q, qdot) `lead` seconds after (q, qdot) while the arm ramps toward the
-        `previous` command, along the support check's velocity-ramp model
-        (`SupportCheck.predict`, which the check itself uses for its actuation latency)."""
-        return self.support.predict(q, qdot, previous, lead)
-
     def filter(self, q: np.ndarray, qdot: np.ndarray, command: np.ndarray,
                previous: np.ndarray, lead: float) -> FilterResult:
         """The largest fraction of `command` the support check accepts from the state the arm
@@ -101,18 +94,17 @@ class SafeSetFilter:
         if not np.any(command):
             return FilterResult(command.copy(), 1.0)  # hold: the safest command there is
         # The support check predicts the state `lead` ahead under `previous` and judges the
-        # command from there (its lag allowance counts from the measured state).
+        # command from there. One pass: the command alone while commands pass (the common
+        # case), the command and its whole ladder in one batch while they are being refused
+        # (at a boundary, where every period would otherwise need two passes).
         previous = np.asarray(previous, dtype=float)
-        # One pass of the check: the command alone while commands pass (the common case), the
-        # command and its whole ladder in one batch while they are being refused (at a
-        # boundary, where every period would otherwise need two passes).
         scales = np.array((1.0,) if self._last_scale == 1.0 else (1.0,) + SCALE_LADDER)
         accepted = self.support.is_safe(q, qdot, scales[:, None] * command[None], previous,
                                         lead)
         if not accepted[0] and len(scales) == 1:
             scales = np.array(SCALE_LADDER)
-            accepted = self.support.is_safe(q, qdot, scales[:, None] * command[None], previous,
-                                        lead)
+            accepted = self.support.is_safe(q, qdot, scales[:, None] * command[None],
+                                            previous, lead)
         scale = float(scales[int(np.argmax(accepted))]) if accepted.any() else 0.0
         self._last_scale = scale
         if scale == 1.0:
