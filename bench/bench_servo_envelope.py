@@ -138,7 +138,8 @@ def run_cell(job: tuple) -> dict:
 
     def counted(obs, rng):
         q, qdot = problem.env.joint_state()
-        hold_refused[0] += not problem.setup.support.hold_is_safe(q, qdot)
+        hold_refused[0] += not problem.setup.support.hold_is_safe(q, qdot,
+                                                                problem.env.in_flight.commands)
         return inner(obs, rng)
 
     started = time.monotonic()

@@ -12,6 +12,7 @@ from ssq_ros.paths import config_path
 from ssq_ros.safety.robot import build_robot, load_robot
 from ssq_ros.safety.safe_set import SafeSet, load_safe_set_config
 from ssq_ros.safety.support import (
+    CommandsInFlight,
     SupportCheck,
     allowance_profile,
     chord_deviation,
@@ -247,6 +248,52 @@ def test_latency_judges_from_the_state_predicted_under_the_previous_command(supp
         # An explicit lead overrides the configured latency (the hardware interface's own).
         assert np.array_equal(late.margins(q, qdot, commands, previous, 0.0),
                               support.margins(q, qdot, commands))
+
+
+@pytest.mark.parametrize('latency, count', [(0.0, 1), (0.02, 1), (PERIOD, 1), (0.052, 2),
+                                             (0.1, 2), (0.2, 4)])
+def test_the_commands_in_flight_are_the_last_latency_over_period(support, latency, count):
+    late = SupportCheck(support.safe_set, replace(support.config, actuation_latency=latency),
+                        PERIOD)
+    assert late.commands_in_flight == count
+
+
+def test_prediction_follows_each_command_in_flight_for_its_period(support):
+    """Latency 120 ms at 50 ms periods: the command sent 3 periods ago acts for the first 20 ms
+    of the lead, the one of 2 periods ago for the next 50, the last one for the last 50."""
+    rng = np.random.default_rng(4)
+    q, qdot = rng.uniform(-0.5, 0.5, support.dof), rng.uniform(-0.3, 0.3, support.dof)
+    in_flight = rng.uniform(-0.4, 0.4, (3, support.dof))
+    expected_q, expected_qdot = q, qdot
+    for command, span in zip(in_flight, (0.02, PERIOD, PERIOD), strict=True):
+        positions, velocities, _ = swept_path(expected_q, expected_qdot, command[None], span,
+                                              support.rate, 1, 1)
+        expected_q, expected_qdot = positions[0, 0], velocities[0, 0]
+    predicted_q, predicted_qdot = support.predict(q, qdot, in_flight, 0.12)
+    np.testing.assert_allclose(predicted_q, expected_q, atol=1e-12)
+    np.testing.assert_allclose(predicted_qdot, expected_qdot, atol=1e-12)
+    # One command in flight is the single-command prediction, bit for bit.
+    one = support.predict(q, qdot, in_flight[-1], 0.03)
+    assert all(np.array_equal(a, b) for a, b in
+               zip(one, support.predict(q, qdot, in_flight[-1:], 0.03), strict=True))
+    # A lead shorter than the history leaves the oldest commands out: they acted before.
+    short = support.predict(q, qdot, in_flight, 0.04)
+    assert all(np.array_equal(a, b) for a, b in
+               zip(short, support.predict(q, qdot, in_flight[-1], 0.04), strict=True))
+    with pytest.raises(ValueError, match='commands in flight'):
+        support.margins(q, qdot, np.zeros((1, support.dof)), np.zeros((2, support.dof + 1)))
+
+
+def test_commands_in_flight_keep_the_last_ones_oldest_first():
+    history = CommandsInFlight(2, 3)
+    assert np.array_equal(history.commands, np.zeros((3, 2)))
+    for value in (1.0, 2.0, 3.0, 4.0):
+        history.push(np.full(2, value))
+    assert np.array_equal(history.commands[:, 0], [2.0, 3.0, 4.0])
+    history.reset()
+    assert not history.commands.any()
+    with pytest.raises(ValueError):
+        CommandsInFlight(2, 0)
 
 
 def test_lag_allowance_is_taken_from_moving_commands_only(support):

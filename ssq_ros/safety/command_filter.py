@@ -13,6 +13,7 @@ above satisfied.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 from ssq_ros.config import spec
 from ssq_ros.safety.safe_set_filter import FilterResult, SafeSetFilter
 from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.safety.support import CommandsInFlight
 
 _EPS = 1e-12  # below this a change from clamping is floating-point noise, not a reaction
 
@@ -207,6 +209,10 @@ class CommandGate:
         self._rejection: SafetyStatus | None = None
         self._sent = np.zeros(limits.size)
         self._sent_time: float | None = None
+        # The commands the arm may still follow when a new one acts: those sent within the
+        # actuation delay plus the oldest state age the watchdog lets through.
+        self._in_flight = CommandsInFlight(
+            limits.size, max(1, math.ceil((actuation_delay + state_timeout) / period - 1e-9)))
         self._estop_latched = False
         self._button_pressed = False
         self._fault: SafetyStatus | None = None
@@ -294,6 +300,7 @@ class CommandGate:
         self._fault = None
         self._command, self._rejection = None, None
         self._sent = np.zeros(self.limits.size)
+        self._in_flight.reset()
         return None
 
     def step(self, now: float) -> GateOutput:
@@ -314,7 +321,7 @@ class CommandGate:
         if self.safe_set_filter is not None:
             lead = (now - self._state_time) + self.actuation_delay
             checked = self.safe_set_filter.filter(self._position, self._velocity, velocity,
-                                                  self._sent, lead)
+                                                  self._in_flight.commands, lead)
             velocity = checked.velocity
             if checked.scale == 0.0:
                 statuses = statuses + (SafetyStatus.SAFE_SET_STOP,)
@@ -349,5 +356,6 @@ class CommandGate:
                 statuses: tuple[SafetyStatus, ...], now: float,
                 checked: FilterResult | None = None) -> GateOutput:
         self._sent, self._sent_time = velocity, now
+        self._in_flight.push(velocity)
         return GateOutput(velocity.copy(), None if target is None else target.copy(), statuses,
                           checked)

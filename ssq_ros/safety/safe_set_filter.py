@@ -79,9 +79,10 @@ class SafeSetFilter:
         """The largest fraction of `command` the support check accepts from the state the arm
         will be in when the command acts; zero velocity if none.
 
-        `q`, `qdot`: the measured state; `previous`: the command the arm follows until this one
-        acts; `lead` [s]: the measured state's age plus the actuation delay. Malformed input
-        raises ValueError (the gate validates commands and states before they get here).
+        `q`, `qdot`: the measured state; `previous`: the commands the arm follows until this
+        one acts (the last one, or the last few oldest first, `SupportCheck.predict`); `lead`
+        [s]: the measured state's age plus the actuation delay. Malformed input raises
+        ValueError (the gate validates commands and states before they get here).
         """
         start = time.perf_counter()
         try:

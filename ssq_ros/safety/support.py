@@ -20,6 +20,7 @@ bound twice over (see `SupportCheck.evaluate`).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,18 @@ def ramp_displacement(start: np.ndarray, target: np.ndarray, duration: np.ndarra
         shaped = np.where(t < ramp, t * t / (2.0 * ramp), t - ramp / 2.0)
     shaped = np.where(ramp > 0, shaped, t)  # an instant switch when start == target
     return start[:, None, :] * t[..., None] + (target - start)[:, None, :] * shaped[..., None]
+
+
+def ramp_state(q: np.ndarray, qdot: np.ndarray, command: np.ndarray, span: float,
+               rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """State (n,), (n,) `span` seconds along one command's ramp from (q, qdot): the first period
+    sample of `swept_path` with period `span`, by the same arithmetic, without its batching."""
+    ramp = float((np.abs(command - qdot) / rate).max())
+    if ramp <= 0.0:
+        return q + qdot * span, qdot.copy()
+    shaped = span * span / (2.0 * ramp) if span < ramp else span - ramp / 2.0
+    q = q + (qdot * span + (command - qdot) * shaped)
+    return q, qdot + (command - qdot) * min(1.0, span / ramp)
 
 
 def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: float,
@@ -178,16 +191,36 @@ class SupportCheck:
         self._cartesian_weight[2 * self.dof:] = lever
         self._cartesian_weight[safe_set.self_collision_columns] = 2.0 * lever
 
+    @property
+    def commands_in_flight(self) -> int:
+        """How many of the last commands sent the arm may still be following when a new one is
+        judged: a command sent k periods ago acts from actuation_latency - k x period on, so the
+        last ceil(actuation_latency / period) of them (at least one) decide the lead."""
+        return max(1, math.ceil(self.config.actuation_latency / self.period - 1e-9))
+
     def predict(self, q: np.ndarray, qdot: np.ndarray, previous: np.ndarray, lead: float
                 ) -> tuple[np.ndarray, np.ndarray]:
         """State (q, qdot) `lead` seconds after (q, qdot) while the arm ramps toward the
-        `previous` command, along the ramp model (the state a command sent now starts from,
-        `lead` = the actuation latency plus the measured state's age)."""
-        if lead <= 0.0:
-            return np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
-        positions, velocities, _ = swept_path(q, qdot, np.asarray(previous, dtype=float)[None],
-                                              lead, self.rate, 1, 1)
-        return positions[0, 0], velocities[0, 0]
+        commands still in flight, along the ramp model (the state a command sent now starts
+        from; `lead` = the actuation latency plus the measured state's age).
+
+        `previous` is the last command (n,), or the last commands (m, n), oldest first, sent one
+        control period apart: the newest acts over the last period of the lead, the one before
+        over the period before that, and the oldest over whatever is left (a latency of more
+        than one period has several commands in flight at once)."""
+        q, qdot = np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
+        previous = np.atleast_2d(np.asarray(previous, dtype=float))
+        spans, left = [], float(lead)
+        for index in range(len(previous) - 1, -1, -1):  # newest first, back from the lead's end
+            span = left if index == 0 else min(self.period, left)
+            spans.append((previous[index], span))
+            left -= span
+            if left <= 0.0:
+                break
+        for command, span in reversed(spans):
+            if span > 0.0:
+                q, qdot = ramp_state(q, qdot, command, span, self.rate)
+        return q, qdot
 
     def lag_allowance(self, qdot: np.ndarray, commands: np.ndarray,
                       previous: np.ndarray | None = None) -> np.ndarray:
@@ -200,7 +233,8 @@ class SupportCheck:
         tau = self.config.tracking_time_constant
         change = np.maximum(np.abs(commands - qdot), np.abs(qdot))
         if previous is not None:
-            change = np.maximum(change, np.abs(np.asarray(previous, dtype=float) - qdot))
+            previous = np.atleast_2d(np.asarray(previous, dtype=float))
+            change = np.maximum(change, np.abs(previous - qdot).max(axis=0))
         joint = tau * change
         extra = joint.sum(axis=1)[:, None] * self._cartesian_weight[None, :]
         extra[:, self._joint_columns] = joint
@@ -230,7 +264,8 @@ class SupportCheck:
         how far the path strays between samples [m or rad].
 
         The path starts `lead` seconds after the measured state (default: the configured
-        actuation_latency), from the state `predict` gives for the arm following `previous`
+        actuation_latency), from the state `predict` gives for the arm following `previous` (the
+        last command, or the last `commands_in_flight` of them, oldest first)
         until then (default: the measured velocity, i.e. a servo that had reached its command).
         Malformed input raises ValueError; `is_safe` rejects bad rows instead.
         """
@@ -241,8 +276,10 @@ class SupportCheck:
             lead = self.config.actuation_latency
         if previous is not None:
             previous = np.asarray(previous, dtype=float)
-            if previous.shape != (self.dof,) or not np.all(np.isfinite(previous)):
-                raise ValueError(f'previous must be {self.dof} finite values')
+            if previous.shape[-1:] != (self.dof,) or previous.ndim not in (1, 2) \
+                    or not len(previous) or not np.all(np.isfinite(previous)):
+                raise ValueError(f'previous must be {self.dof} finite values, or (m, '
+                                 f'{self.dof}) of them (the commands in flight, oldest first)')
         if lead > 0.0:
             q, qdot = self.predict(q, qdot, qdot if previous is None else previous, lead)
         positions, velocities, durations = swept_path(
@@ -347,3 +384,26 @@ class SupportCheck:
             return Verdict(False, self.config.sample_gap_limit - gap, 'sample_gap')
         return Verdict(bool(margins[index] >= 0.0), float(margins[index]),
                        self.safe_set.names[index])
+
+
+class CommandsInFlight:
+    """The last `count` commands sent one control period apart, oldest first: what the arm may
+    still be following when the next one is judged (`SupportCheck.predict`'s `previous`, with
+    `count` = `SupportCheck.commands_in_flight`). All zeros at rest, as at an episode's start."""
+
+    def __init__(self, dof: int, count: int):
+        if count < 1:
+            raise ValueError(f'count must be at least 1, got {count}')
+        self._commands = np.zeros((count, dof))
+
+    def reset(self) -> None:
+        self._commands[:] = 0.0
+
+    def push(self, command: np.ndarray) -> None:
+        self._commands = np.roll(self._commands, -1, axis=0)
+        self._commands[-1] = command
+
+    @property
+    def commands(self) -> np.ndarray:
+        """(count, dof), oldest first."""
+        return self._commands.copy()

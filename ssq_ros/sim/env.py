@@ -15,6 +15,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
+from ssq_ros.safety.support import CommandsInFlight
 from ssq_ros.sim.scene import Scene, build_scene
 from ssq_ros.sim.simulator import ArmSimulator
 from ssq_ros.task.config import SimConfig, load_sim_config
@@ -81,7 +82,8 @@ class ReachAvoidEnv(gym.Env):
         self.observation_space = observation_space(self.task)
         self.goal = np.zeros(3)
         self.steps = 0
-        self.last_command = np.zeros(self.setup.robot.dof)
+        self.in_flight = CommandsInFlight(self.setup.robot.dof,
+                                          self.setup.support.commands_in_flight)
 
     def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
         """(q, qdot) of the simulated arm as measured (the true state unless the physics
@@ -128,8 +130,8 @@ class ReachAvoidEnv(gym.Env):
         self.goal = goal
         self.sim.set_goal(goal)
         self.steps = 0
-        # The arm rests at the start: the command it follows until the first step's acts.
-        self.last_command = np.zeros(self.setup.robot.dof)
+        # The arm rests at the start: the commands it follows until the first step's acts.
+        self.in_flight.reset()
         info = {'unsafe': verdict.unsafe, 'min_margin': verdict.min_margin,
                 'constraint': verdict.constraint, 'goal': goal.copy(),
                 'stamp': self.sim.measured_stamp}
@@ -138,7 +140,7 @@ class ReachAvoidEnv(gym.Env):
     def step(self, action):
         command = self.command_for(action)
         verdict = self.sim.step(command)
-        self.last_command = command
+        self.in_flight.push(command)
         self.steps += 1
         ee = self.sim.ee_position()
         reward, reached = self.task.reward(ee, self.goal)

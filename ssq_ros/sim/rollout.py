@@ -75,7 +75,7 @@ def rollout(env: ReachAvoidEnv, policy: str, steps: int, seed: int,
             if policy == 'safe':
                 stats.hold_refused += not env.setup.support.hold_is_safe(q, qdot)
             decision = controller.act(q, qdot, rng, env.goal, shield=policy == 'safe',
-                                      previous=env.last_command)
+                                      previous=env.in_flight.commands)
             stats.fallbacks += decision.fallback
             action = decision.action
         _, _, terminated, truncated, info = env.step(action)

@@ -31,12 +31,12 @@ class ArmProblem(TaskProblem):
         """mu at the env's current state, and the action it draws."""
         q, qdot = self.env.joint_state()
         return self.controller.act(q, qdot, rng, self.env.goal,
-                                   previous=self.env.last_command)
+                                   previous=self.env.in_flight.commands)
 
     def is_safe_here(self) -> Callable[[np.ndarray], np.ndarray]:
         """Continuous: the support check of actions (N, d) at the env's current state, judged
         on the command the env will execute (the action clipped to its bounds)."""
-        return self.is_safe_at(*self.env.joint_state(), previous=self.env.last_command)
+        return self.is_safe_at(*self.env.joint_state(), previous=self.env.in_flight.commands)
 
 
 def build_problem(config: TrainConfig, setup: ReachAvoidSetup | None = None) -> ArmProblem:
