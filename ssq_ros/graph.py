@@ -11,9 +11,13 @@ Topics (docs/topics.md): the simulator stands in for a ros2_control arm (/joint_
 arm and in deploy_sim the hardware_interface filters it on its way to the controller, in
 train_sim it is remapped straight onto the simulator's controller topic.
 
-When a graph ends is described here too (`NodeSpec.ends_graph`, `node_exit`): the exit of its
-ending node (the learner: training is over) or the failure of any node stops every node, in both
-launchers. robot_state_publisher publishes the URDF of the run's robot (`robot_file`).
+When a graph ends is described here too (`NodeSpec.ends_graph`, `NodeSpec.respawn`,
+`node_exit`): the exit of its ending node (the learner: training is over) or the failure of a node
+that is not respawned stops every node, in both launchers; a node with `respawn` is started again
+`respawn_delay` s after a crash (non-zero exit, or killed by a signal), at most
+`respawn_max_retries` times in a run, as launch_ros does (`Node(respawn=True, respawn_delay=...,
+respawn_max_retries=...)`); the crash after the last retry ends the graph. robot_state_publisher
+publishes the URDF of the run's robot (`robot_file`).
 """
 from __future__ import annotations
 
@@ -93,7 +97,12 @@ class NodeSpec:
     to start. `venv_runnable` is False for tools of a ROS installation (robot_state_publisher,
     rviz2), which the plain-venv launcher skips with a note. `ends_graph`: this node's exit,
     whatever its code, is the end of the graph (q_learner exits 0 once training is over); any
-    other node ends it only by failing (`node_exit`).
+    other node ends it only by failing (`node_exit`). `respawn`: a crash (non-zero exit code,
+    or a signal) starts the node again after `respawn_delay` s instead of ending the graph, at
+    most `respawn_max_retries` times per run (the next crash ends it); a refused configuration
+    (exit code 2) is never respawned, as it would only fail again. A clean exit is never
+    respawned by ssq-launch (ros2 launch respawns after any exit that its own shutdown did not
+    cause: docs/topics.md).
     """
 
     executable: str
@@ -107,6 +116,16 @@ class NodeSpec:
     unless_arg: str | None = None
     venv_runnable: bool = True
     ends_graph: bool = False
+    respawn: bool = False
+    respawn_delay: float = 1.0
+    respawn_max_retries: int = 3
+
+    def __post_init__(self) -> None:
+        if self.respawn_delay <= 0.0 or self.respawn_max_retries < 1:
+            # A positive delay also lets launch's shutdown win the race against its respawn
+            # when an ending node exits (launch waits respawn_delay on its shutdown future).
+            raise ValueError(f'{self.name}: respawn_delay must be > 0 and '
+                             'respawn_max_retries >= 1 (an endless crash loop is never wanted)')
 
     def param_file_paths(self) -> list[str]:
         return [str(config_path(name)) for name in self.param_files]
@@ -149,19 +168,36 @@ class Graph:
 
 @dataclass(frozen=True)
 class NodeExit:
-    """What a node's exit means for its graph; `ssq-launch` and `ros2 launch` both act on it."""
+    """What a node's exit means for its graph; `ssq-launch` and `ros2 launch` both act on it.
+    `respawn`: the node is started again after its spec's `respawn_delay`."""
 
     ends_graph: bool
     failed: bool
     message: str
+    respawn: bool = False
 
 
-def node_exit(spec: NodeSpec, returncode: int) -> NodeExit:
-    """A node's exit ends the graph if the node is its ending node (`ends_graph`) or if it
-    failed (non-zero exit code, or killed by a signal: negative). Any other node that exits
+CONFIG_ERROR_EXIT = 2  # run_node's exit code for a refused parameter or config file
+
+
+def node_exit(spec: NodeSpec, returncode: int, respawns: int = 0) -> NodeExit:
+    """What the exit (`returncode`) of a node that was respawned `respawns` times already means.
+
+    A node with `respawn` that crashed (non-zero exit code, or killed by a signal: negative)
+    is started again while `respawns < respawn_max_retries`, unless it refused its
+    configuration (exit code 2: it would only fail again). Otherwise the exit ends the graph if
+    the node is its ending node (`ends_graph`) or if it failed. Any other node that exits
     cleanly on its own (only after a signal sent to it alone; RViz when its window is closed)
     leaves the rest of the graph running, as `ros2 launch` does by default."""
     failed = returncode != 0
+    if failed and spec.respawn and returncode != CONFIG_ERROR_EXIT:
+        if respawns < spec.respawn_max_retries:
+            return NodeExit(False, True, f'{spec.name} died (exit code {returncode}); '
+                            f'respawning it in {spec.respawn_delay:g} s (respawn '
+                            f'{respawns + 1} of at most {spec.respawn_max_retries})', True)
+        return NodeExit(True, True, f'{spec.name} died (exit code {returncode}) after '
+                        f'{respawns} respawns, the limit (respawn_max_retries); not respawning '
+                        'it again')
     if failed:
         message = f'{spec.name} died (exit code {returncode})'
     elif spec.ends_graph:
@@ -196,11 +232,21 @@ SIM_TIME = (('use_sim_time', True),)
 # The step budget reaches every node whose share of the run follows it (the learner's
 # extraction; the held-out episodes the simulator serves and the behavior scores).
 STEPS = ('steps', FromArg('steps'))
+# Training in simulation respawns every node after a crash: with the lockstep simulator nothing
+# moves while a commander or the simulator is down, the behavior holds what the learner has not
+# acknowledged, and the learner resumes from its checkpoint (docs/topics.md, "Faults"). The
+# deploy graphs respawn nothing that commands or guards the arm: a restarted hardware_interface
+# would come up with its e-stop latch released, and an arm that stopped because its commander
+# died resumes only by an operator's decision, as after a driver's protective stop.
+RESPAWN = {'respawn': True}
+# The simulator keeps its clock and episode counters in run_dir (sim_state.json), so a
+# respawned one goes on forward in time and never repeats an episode.
 MUJOCO_SIM_TRAIN = NodeSpec(executable='mujoco_sim', name='mujoco_sim',
                             param_files=('nodes.yaml',),
                             parameters=(('config_file', FromArg('config')),
                                         ('headless', FromArg('headless')), ('mode', 'training'),
-                                        ('relay_joint_command', True), STEPS))
+                                        ('relay_joint_command', True), STEPS,
+                                        ('run_dir', FromArg('run_dir'))), **RESPAWN)
 SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
                           param_files=('nodes.yaml',), parameters=(COMMON[0],))
 # Deployed, the executor also takes goals an operator clicks in RViz (Publish Point).
@@ -224,14 +270,16 @@ GRAPHS = {g.name: g for g in (
           (ROBOT_STATE_PUBLISHER, MUJOCO_SIM_TRAIN,
            NodeSpec(executable='safe_behavior', name='safe_behavior',
                     param_files=('nodes.yaml',), parameters=(COMMON[0], STEPS) + SIM_TIME,
-                    remappings=TO_SIM_CONTROLLER),
+                    remappings=TO_SIM_CONTROLLER, **RESPAWN),
            NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
-                    parameters=COMMON + (STEPS,), ends_graph=True),
+                    parameters=COMMON + (STEPS,), ends_graph=True, **RESPAWN),
            NodeSpec(executable='policy_executor', name='policy_executor',
                     param_files=('nodes.yaml',),
-                    parameters=(COMMON[0], ('act_only_in_eval', True)) + SIM_TIME),
+                    parameters=(COMMON[0], ('act_only_in_eval', True)) + SIM_TIME,
+                    **RESPAWN),
            NodeSpec(executable='safety_monitor', name='safety_monitor',
-                    param_files=('nodes.yaml',), parameters=(COMMON[0],) + SIM_TIME),
+                    param_files=('nodes.yaml',), parameters=(COMMON[0],) + SIM_TIME,
+                    **RESPAWN),
            RVIZ_NODE)),
     Graph('deploy_sim', 'run a trained policy in MuJoCo behind the support shield and the '
           'hardware interface, exactly as on a real arm',
@@ -260,8 +308,9 @@ GRAPHS = {g.name: g for g in (
            NodeSpec(executable='safe_behavior', name='safe_behavior',
                     param_files=('nodes.yaml',), parameters=(COMMON[0],),
                     if_arg='train_on_robot'),
+           # The learner never commands the arm (the behavior holds while it is down).
            NodeSpec(executable='q_learner', name='q_learner', param_files=('nodes.yaml',),
-                    parameters=COMMON, if_arg='train_on_robot', ends_graph=True),
+                    parameters=COMMON, if_arg='train_on_robot', ends_graph=True, **RESPAWN),
            NodeSpec(executable='episode_server', name='episode_server',
                     param_files=('nodes.yaml',), parameters=(COMMON[0],),
                     if_arg='train_on_robot'),
@@ -333,9 +382,20 @@ def launch_description(graph_name: str) -> Any:
     graph = GRAPHS[graph_name]
     types = {a.name: _ARG_TYPES[a.type] for a in graph.arguments}
 
-    def end_graph_on_exit(spec: NodeSpec, event: Any, context: Any) -> list[Any] | None:
-        end = node_exit(spec, event.returncode)
-        if not end.ends_graph or context.is_shutdown:
+    def end_graph_on_exit(spec: NodeSpec, exits: list[int], event: Any,
+                          context: Any) -> list[Any] | None:
+        if context.is_shutdown:
+            return None
+        # launch counts every exit of a respawning node against respawn_max_retries (it
+        # respawns after any exit its shutdown did not cause), so the count here does too.
+        end = node_exit(spec, event.returncode, respawns=len(exits))
+        exits.append(event.returncode)
+        if end.respawn:
+            return [LogInfo(msg=end.message)]  # launch_ros itself starts it again
+        if not end.ends_graph:
+            if spec.respawn:
+                return [LogInfo(msg=f'{end.message}; ros2 launch respawns it (launch '
+                                    'respawns after any exit it did not cause)')]
             return None
         reason = f'{end.message}; stopping the {graph.name} graph'
         return [LogInfo(msg=reason), EmitEvent(event=Shutdown(reason=reason))]
@@ -351,15 +411,22 @@ def launch_description(graph_name: str) -> Any:
             condition = IfCondition(LaunchConfiguration(spec.if_arg))
         elif spec.unless_arg is not None:
             condition = UnlessCondition(LaunchConfiguration(spec.unless_arg))
+        # launch_ros's own respawn (launch.actions.ExecuteLocal): after `respawn_delay` s, at
+        # most `respawn_max_retries` times; the exit handler below ends the graph on the
+        # crash after the last one, and on a clean exit of the ending node (its Shutdown
+        # reaches launch within respawn_delay, which cancels the respawn).
+        respawn = dict(respawn=True, respawn_delay=spec.respawn_delay,
+                       respawn_max_retries=spec.respawn_max_retries) if spec.respawn else {}
         node = Node(
             package=spec.package, executable=spec.executable, name=spec.name,
             parameters=spec.param_file_paths() + ([overrides] if overrides else []),
             arguments=spec.resolved_arguments() + list(arguments),
             remappings=list(spec.remappings),
-            condition=condition, output='screen')
+            condition=condition, output='screen', **respawn)
+        exits: list[int] = []
         on_exit = OnProcessExit(target_action=node,
-                                on_exit=lambda event, context: end_graph_on_exit(spec, event,
-                                                                                 context))
+                                on_exit=lambda event, context: end_graph_on_exit(
+                                    spec, exits, event, context))
         return [node, RegisterEventHandler(on_exit)]
 
     def with_robot_description(context: Any, spec: NodeSpec) -> list[Any]:

@@ -2,10 +2,12 @@
 
 Each node runs as its console script with `--ros-args -r __node:=NAME --params-file ... -p ...`,
 exactly what launch_ros would pass. SIGINT/SIGTERM are forwarded to every node. When a node exits
-on its own, `ssq_ros.graph.node_exit` decides, as for `ros2 launch`: the graph's ending node
-(q_learner: training is over) or a failed node ends the whole graph (exit code 0 if it finished
-cleanly, 1 if it failed). Nodes that need a ROS 2 installation (robot_state_publisher, rviz2)
-are skipped with a note.
+on its own, `ssq_ros.graph.node_exit` decides, as for `ros2 launch`: a crashed node with
+`respawn` is started again after its `respawn_delay` (at most `respawn_max_retries` times, as
+launch_ros's `Node(respawn=...)`), the graph's ending node (q_learner: training is over) or a
+failed node that is not respawned ends the whole graph (exit code 0 if it finished cleanly, 1 if
+it failed). Nodes that need a ROS 2 installation (robot_state_publisher, rviz2) are skipped
+with a note.
 """
 from __future__ import annotations
 
@@ -107,13 +109,18 @@ def run_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path | None = No
                 for s in (signal.SIGINT, signal.SIGTERM)}
     procs: dict[str, subprocess.Popen] = {}
     code = 1
+
+    def start(name: str) -> subprocess.Popen:
+        # Own process group: a terminal's Ctrl-C reaches the nodes once, through us.
+        procs[name] = subprocess.Popen(plan.commands[name], start_new_session=True)
+        return procs[name]
+
     try:
-        for name, cmd in plan.commands.items():
-            # Own process group: a terminal's Ctrl-C reaches the nodes once, through us.
-            procs[name] = subprocess.Popen(cmd, start_new_session=True)
+        for name in plan.commands:
+            start(name)
             print(f'ssq-launch: started {name} (pid {procs[name].pid})', file=out, flush=True)
         specs = {spec.name: spec for spec in graph.nodes}
-        code = _supervise(procs, specs, lambda: bool(stop_signal), out)
+        code = _supervise(procs, specs, lambda: bool(stop_signal), out, start)
     finally:
         code = max(code, _shut_down(procs, grace, out))
         for sig, handler in handlers.items():
@@ -122,21 +129,39 @@ def run_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path | None = No
 
 
 def _supervise(procs: dict[str, subprocess.Popen], specs: dict[str, NodeSpec],
-               stop_requested: Callable[[], bool], out: TextIO) -> int:
+               stop_requested: Callable[[], bool], out: TextIO,
+               start: Callable[[str], subprocess.Popen] | None = None) -> int:
+    """Watch the nodes until a stop request or an exit that ends the graph (`node_exit`);
+    `start(name)` starts a node again (and puts it into `procs`) when it is respawned."""
     running = dict(procs)
+    respawns = dict.fromkeys(specs, 0)
+    due: dict[str, float] = {}  # crashed nodes waiting for their respawn_delay
     while not stop_requested():
         for name, proc in list(running.items()):
             code = proc.poll()
             if code is None:
                 continue
             del running[name]
-            end = node_exit(specs[name], code)
+            end = node_exit(specs[name], code, respawns[name])
+            if end.respawn and start is not None:
+                print(f'ssq-launch: {end.message}', file=out, flush=True)
+                procs.pop(name, None)  # handled: its exit code is not the graph's failure
+                due[name] = time.monotonic() + specs[name].respawn_delay
+                continue
             if end.ends_graph:
                 print(f'ssq-launch: {end.message}; stopping the graph', file=out, flush=True)
                 return 1 if end.failed else 0
             print(f'ssq-launch: {end.message}; the rest of the graph goes on', file=out,
                   flush=True)
-        if not running:
+        for name, when in list(due.items()):
+            if time.monotonic() >= when:
+                del due[name]
+                respawns[name] += 1
+                running[name] = start(name)
+                print(f'ssq-launch: respawned {name} (pid {running[name].pid}, respawn '
+                      f'{respawns[name]} of at most {specs[name].respawn_max_retries})',
+                      file=out, flush=True)
+        if not running and not due:
             print('ssq-launch: every node has exited', file=out, flush=True)
             return 0
         time.sleep(0.05)

@@ -35,7 +35,9 @@ def recorder(kind):
 
 def node(*, executable, package=None, name=None, namespace=None, exec_name=None,
          parameters=None, remappings=None, ros_arguments=None, arguments=None, **kwargs):
-    assert set(kwargs) <= {'condition', 'output'}, kwargs  # LaunchDescriptionEntity options
+    # LaunchDescriptionEntity options, and ExecuteLocal's respawn (launch >= 3.4, Jazzy).
+    assert set(kwargs) <= {'condition', 'output', 'respawn', 'respawn_delay',
+                           'respawn_max_retries'}, kwargs
     return Recorded('Node', (), dict(executable=executable, package=package, name=name,
                                      parameters=parameters, remappings=remappings,
                                      arguments=arguments, **kwargs))
@@ -198,9 +200,20 @@ def test_each_node_exit_ends_the_launch_as_it_ends_ssq_launch(launch_api, graph_
     for spec, node in zip(GRAPHS[graph_name].nodes, nodes, strict=True):
         handler = handlers[id(node)]  # OnProcessExit(target_action=this very node)
         assert handler.kind == 'OnProcessExit'
-        for code in (0, 1, 2, -2, -9, -15):
+        respawn = {k: node.kwargs[k] for k in ('respawn', 'respawn_delay',
+                                               'respawn_max_retries') if k in node.kwargs}
+        assert respawn == ({'respawn': True, 'respawn_delay': spec.respawn_delay,
+                            'respawn_max_retries': spec.respawn_max_retries}
+                           if spec.respawn else {}), spec.name
+        # launch respawns after every exit it did not cause, and counts each one.
+        for exits, code in enumerate((0, 1, -2, -9, -15, 2) if spec.respawn else
+                                     (0, 1, 2, -2, -9, -15)):
             emitted = handler.kwargs['on_exit'](Exited(code), Context())
-            end = node_exit(spec, code)
+            end = node_exit(spec, code, exits)
+            if end.respawn or spec.respawn and not end.ends_graph:
+                (log,) = emitted  # launch_ros starts it again; the log says so
+                assert log.kind == 'LogInfo' and log.kwargs['msg'].startswith(end.message)
+                continue
             if not end.ends_graph:
                 assert emitted is None, (spec.name, code)
                 continue

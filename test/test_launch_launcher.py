@@ -59,6 +59,40 @@ def test_the_learner_is_the_node_whose_exit_ends_a_graph():
     assert ending == {'train_sim': ['q_learner'], 'deploy_sim': [], 'deploy_hw': ['q_learner']}
 
 
+def test_training_in_simulation_respawns_its_nodes_a_real_arm_only_its_learner():
+    respawned = {name: {n.name for n in g.nodes if n.respawn} for name, g in GRAPHS.items()}
+    assert respawned == {'train_sim': PLANNED, 'deploy_sim': set(), 'deploy_hw': {'q_learner'}}
+    # Never a hardware_interface: a new one would start with its e-stop latch released.
+    assert not any(n.respawn for g in GRAPHS.values() for n in g.nodes
+                   if n.executable == 'hardware_interface')
+    for spec in GRAPHS['train_sim'].nodes:
+        if spec.respawn:
+            assert 0 < spec.respawn_delay <= 5 and 1 <= spec.respawn_max_retries <= 10
+    with pytest.raises(ValueError, match='respawn_max_retries'):
+        replace(GRAPHS['train_sim'].nodes[1], respawn_max_retries=0)
+
+
+@pytest.mark.parametrize('ends, code, respawns, outcome', [
+    (False, -9, 0, (False, True, True, 'died (exit code -9); respawning it in 1 s (respawn 1 '
+                                       'of at most 3)')),
+    (False, 1, 2, (False, True, True, 'died (exit code 1); respawning it in 1 s (respawn 3 of '
+                                      'at most 3)')),
+    (False, -9, 3, (True, True, False, 'died (exit code -9) after 3 respawns, the limit '
+                                       '(respawn_max_retries); not respawning it again')),
+    (True, -9, 0, (False, True, True, 'died (exit code -9); respawning it in 1 s (respawn 1 '
+                                      'of at most 3)')),
+    (True, 0, 0, (True, False, False, 'finished')),  # the learner's clean end is the end
+    (False, 0, 0, (False, False, False, 'exited cleanly on its own')),  # never respawned
+    (False, 2, 0, (True, True, False, 'died (exit code 2)')),  # bad config: would fail again
+])
+def test_node_exit_respawns_a_crashed_node_up_to_its_limit(ends, code, respawns, outcome):
+    spec = replace(GRAPHS['train_sim'].nodes[2], ends_graph=ends)
+    assert spec.respawn and spec.respawn_delay == 1.0 and spec.respawn_max_retries == 3
+    end = node_exit(spec, code, respawns)
+    assert (end.ends_graph, end.failed, end.respawn, end.message) == \
+        outcome[:3] + (f'{spec.name} {outcome[3]}',)
+
+
 @pytest.mark.parametrize('ends, code, outcome', [
     (True, 0, (True, False, 'finished')),
     (True, 1, (True, True, 'died (exit code 1)')),
@@ -76,6 +110,8 @@ def test_node_exit_decides_when_a_graph_ends(ends, code, outcome):
 class Exited:
     """A Popen that has exited (`code`) or runs (None), for `_supervise`."""
 
+    pid = 4242
+
     def __init__(self, code):
         self.code = code
 
@@ -85,14 +121,27 @@ class Exited:
 
 @pytest.mark.parametrize('graph', GRAPHS.values(), ids=list(GRAPHS))
 def test_ssq_launch_ends_a_graph_exactly_when_node_exit_says(graph):
-    specs = {spec.name: spec for spec in graph.nodes}
+    # A short respawn delay: the supervisor waits it out in wall-clock time.
+    specs = {spec.name: replace(spec, respawn_delay=0.01) if spec.respawn else spec
+             for spec in graph.nodes}
     for name, spec in specs.items():
         for code in (0, 1, -9):
             procs = {other: Exited(code if other == name else None) for other in specs}
-            polls = iter(range(20))
-            out = io.StringIO()
-            result = _supervise(procs, specs, lambda p=polls: next(p) >= 10, out)
+            started = []
             end = node_exit(spec, code)
+            polls = iter(range(20))
+            # A respawned node: stop once it was started again; else after 10 polls.
+            stop = (lambda s=started: bool(s)) if end.respawn else (lambda p=polls: next(p) >= 10)
+            out = io.StringIO()
+            result = _supervise(procs, specs, stop, out,
+                                lambda n, s=started: s.append(n) or Exited(None))
+            if end.respawn:
+                assert started == [name] and out.getvalue().splitlines() == [
+                    f'ssq-launch: {end.message}',
+                    f'ssq-launch: respawned {name} (pid 4242, respawn 1 of at most 3)',
+                    'ssq-launch: stopping the graph']
+                assert result == 0
+                continue
             if end.ends_graph:
                 assert out.getvalue() == f'ssq-launch: {end.message}; stopping the graph\n'
                 assert result == (1 if end.failed else 0)
@@ -101,6 +150,20 @@ def test_ssq_launch_ends_a_graph_exactly_when_node_exit_says(graph):
                     f'ssq-launch: {end.message}; the rest of the graph goes on',
                     'ssq-launch: stopping the graph']
                 assert result == 0
+
+
+def test_a_node_crashing_in_a_loop_ends_the_graph_at_its_respawn_limit():
+    specs = {spec.name: replace(spec, respawn_delay=0.01) for spec in GRAPHS['train_sim'].nodes}
+    procs = {name: Exited(-6 if name == 'safe_behavior' else None) for name in specs}
+    started = []
+    out = io.StringIO()
+    result = _supervise(procs, specs, lambda: False, out,
+                        lambda n: started.append(n) or Exited(-6))
+    assert result == 1 and started == ['safe_behavior'] * 3
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 7 and lines[-1] == (
+        'ssq-launch: safe_behavior died (exit code -6) after 3 respawns, the limit '
+        '(respawn_max_retries); not respawning it again; stopping the graph')
 
 
 def test_ssq_launch_ends_when_every_node_has_exited_cleanly():
@@ -196,7 +259,8 @@ RUNNER = textwrap.dedent('''
     ENDS = os.environ.get('ENDS_GRAPH')
     second = replace(HARDWARE_INTERFACE, name='hw_position',
                      parameters=(('controller', 'forward_position_controller'),
-                                 ('control_rate', FromArg('rate'))))
+                                 ('control_rate', FromArg('rate'))),
+                     respawn=bool(os.environ.get('RESPAWN')), respawn_delay=0.2)
     # `config` too: HARDWARE_INTERFACE may take the experiment yaml from it.
     graph = Graph('test', 'two interfaces', (LaunchArg('rate', '50.0', 'Hz', 'float'),
                                              LaunchArg('config', '', 'experiment yaml')),
@@ -208,10 +272,11 @@ RUNNER = textwrap.dedent('''
 class Runner:
     """The launcher in a subprocess; its output is collected by a thread, so waits can time out."""
 
-    def __init__(self, *args, ends_graph=''):
+    def __init__(self, *args, ends_graph='', respawn=False):
         self.proc = subprocess.Popen([sys.executable, '-c', RUNNER, *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, 'ENDS_GRAPH': ends_graph})
+                                     env={**os.environ, 'ENDS_GRAPH': ends_graph,
+                                          'RESPAWN': '1' if respawn else ''})
         self.lines = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -284,6 +349,37 @@ def test_launcher_exits_nonzero_when_a_node_dies():
     assert 'hw_position died (exit code -9)' in out
     assert 'shut down with a stop command sent' in out  # the survivor stopped cleanly
     assert not any(alive(p) for p in pids.values())
+
+
+@pytest.mark.timeout(90)
+def test_launcher_respawns_a_killed_node_and_then_stops_cleanly():
+    runner = Runner(respawn=True)
+    pids = runner.started_pids()
+    runner.wait_until_both_run()
+    os.kill(pids['hw_position'], signal.SIGKILL)
+    runner.wait_for(r'hw_position died \(exit code -9\); respawning it in 0.2 s \(respawn 1 of '
+                    r'at most 3\)')
+    new_pid = int(runner.wait_for(r'respawned hw_position \(pid (\d+), respawn 1 of at most '
+                                  r'3\)')[0])
+    assert new_pid != pids['hw_position']
+    # The new process is up (a second start-up line), the other node was never touched.
+    deadline = time.monotonic() + 40
+    while runner.output.count('[hw_position]: position commands') < 2:
+        assert time.monotonic() < deadline, runner.output
+        time.sleep(0.05)
+    assert alive(pids['hardware_interface']) and runner.proc.poll() is None
+    runner.proc.send_signal(signal.SIGINT)
+    code, out = runner.finish()
+    assert code == 0, out  # the handled crash is not the graph's failure
+    assert out.count('shut down with a stop command sent') == 2
+    assert not any(alive(p) for p in (*pids.values(), new_pid))
+
+
+@pytest.mark.timeout(60)
+def test_a_node_that_refuses_its_parameters_is_not_respawned():
+    code, out = Runner('rate:=5000.0', respawn=True).finish(timeout=30)
+    assert code == 1 and 'hw_position died (exit code 2); stopping the graph' in out
+    assert 'respawn' not in out
 
 
 @pytest.mark.timeout(60)
