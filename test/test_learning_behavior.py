@@ -98,16 +98,23 @@ def test_continuous_fills_with_fallback_when_nothing_passes():
     np.testing.assert_array_equal(samples, np.zeros((8, 2)))
 
 
-def test_continuous_partial_fill_keeps_safe_samples_first():
+def test_continuous_partial_fill_redraws_accepted_samples_never_the_fallback():
     mu = make_continuous(num_samples=64, max_attempts=1)
     fallback = np.array([-1.0, 0.0])
-    samples = mu.support_samples(np.array([3.0, 0.0]), half_plane_is_safe,
-                                 np.random.default_rng(3), fallback)
-    # The nominal sits far on the unsafe side: almost every sample is rejected.
-    assert 0 < mu.fallback_rows <= 64
-    assert np.all(half_plane_is_safe(samples[samples[:, 0] != -1.0]))
-    np.testing.assert_array_equal(samples[64 - mu.fallback_rows:],
-                                  np.tile(fallback, (mu.fallback_rows, 1)))
+    rng = np.random.default_rng(3)
+    accepted = []
+
+    def half_plane_recorded(batch):
+        verdict = half_plane_is_safe(batch)
+        accepted.extend(map(tuple, batch[verdict]))
+        return verdict
+
+    # The nominal sits far on the unsafe side: most samples are rejected, some are accepted.
+    samples = mu.support_samples(np.array([0.6, 0.0]), half_plane_recorded, rng, fallback)
+    assert 0 < len(accepted) < 64 and mu.fallback_rows == 0
+    assert samples.shape == (64, 2) and np.all(half_plane_is_safe(samples))
+    # Every row is one of the accepted actions, and every accepted action is kept.
+    assert {tuple(row) for row in samples} == set(accepted)
 
 
 @pytest.mark.parametrize('nominal, fallback, is_safe, message', [

@@ -15,6 +15,7 @@ from ssq_ros.learning.critic import (
     KLCritic,
     soft_value_discrete,
     soft_value_sampled,
+    soft_value_sampled_corrected,
 )
 from ssq_ros.learning.replay import Batch, ReplayBuffer
 
@@ -52,6 +53,37 @@ def test_soft_value_sampled_matches_hand_computation():
     assert values[0].item() == pytest.approx(expected, rel=1e-12)
     assert values[1].item() == pytest.approx(4.0, rel=1e-12)  # equal samples: no bias
     assert soft_value_sampled(torch.tensor([[7.0]]), 0.1).item() == pytest.approx(7.0)
+
+
+@pytest.mark.parametrize('spread, plain_at_most, kept_at_most', [(0.5, -0.012, 0.2),
+                                                                  (1.0, -0.07, 0.45)])
+def test_corrected_log_mean_exp_removes_most_of_the_jensen_bias(spread, plain_at_most,
+                                                                 kept_at_most):
+    """Q(s', a) = alpha * spread * z with z ~ N(0, 1) under mu: E_mu exp(Q/alpha) =
+    exp(spread^2/2), so V = alpha spread^2 / 2 exactly. K = 8 samples, as the arm's mu draws.
+    Measured (200 000 draws, in units of alpha): spread 0.5, plain -0.017, corrected -0.001;
+    spread 1.0, plain -0.089, corrected -0.028. The arm's critic after 5 000 steps has a median
+    spread of 0.10 (p90 0.44) over mu's samples."""
+    alpha, K = 0.5, 8
+    generator = torch.Generator().manual_seed(0)
+    q = alpha * spread * torch.randn(200_000, K, generator=generator, dtype=torch.float64)
+    exact = alpha * spread ** 2 / 2
+    plain = (soft_value_sampled(q, alpha).mean().item() - exact) / alpha
+    corrected = (soft_value_sampled_corrected(q, alpha).mean().item() - exact) / alpha
+    assert plain < plain_at_most  # the log-mean-exp is biased low (Jensen)
+    assert abs(corrected) < kept_at_most * abs(plain)
+
+
+def test_corrected_log_mean_exp_is_bounded_and_exact_without_spread():
+    alpha = 0.3
+    equal = torch.full((1, 8), 2.0, dtype=torch.float64)
+    assert soft_value_sampled_corrected(equal, alpha).item() == pytest.approx(2.0, rel=1e-12)
+    one = torch.tensor([[1.5]], dtype=torch.float64)
+    assert soft_value_sampled_corrected(one, alpha).item() == pytest.approx(1.5)
+    # One sample dominates completely: s^2 = K wbar^2, the correction reaches its bound alpha/2.
+    spiky = torch.tensor([[100.0] + [0.0] * 7], dtype=torch.float64)
+    added = (soft_value_sampled_corrected(spiky, alpha) - soft_value_sampled(spiky, alpha)).item()
+    assert added == pytest.approx(alpha / 2, rel=1e-9)
 
 
 def small_config(**changes) -> CriticConfig:

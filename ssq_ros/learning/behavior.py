@@ -89,10 +89,17 @@ class ContinuousSafeBehavior:
 
     One call of `support_samples` draws K actions of mu at one state. Executing a uniformly chosen
     row is an exact draw from mu, and the K rows drawn at s' are the Monte-Carlo support the
-    learner's target averages over. Rows that could not be filled with safe Gaussian samples
-    after `max_attempts` batches become the caller's `fallback` action (e.g. a braking command),
-    which the caller guarantees to be safe: that mass is part of mu. `fallback_rows` tells how
-    many rows of the last call were filled that way.
+    learner's target averages over.
+
+    The fallback rule (the same as the discrete behavior's): every row is an action `is_safe`
+    accepted, unless it accepted none. When `max_attempts` batches of K give fewer than K
+    accepted actions, the missing rows are redrawn uniformly, with replacement, from the
+    accepted ones, so mu stays the Gaussian truncated to the accepted set (a uniformly chosen row
+    is still an exact draw from it) however hard the accepted actions were to find. Only when
+    none was accepted are all K rows the caller's `fallback` action (e.g. hold), which the caller
+    guarantees to be safe; `fallback_rows` is then K (else 0). Until 2026-12 the missing rows
+    were the fallback even when some were accepted, which put a hold atom into mu whose weight
+    depended on `max_attempts`.
     """
 
     def __init__(self, low, high, sigma, num_samples: int, max_attempts: int):
@@ -137,9 +144,12 @@ class ContinuousSafeBehavior:
             if count >= K:
                 break
         samples = np.concatenate(kept, axis=0)[:K]
-        self.fallback_rows = K - samples.shape[0]
-        if self.fallback_rows:
-            samples = np.concatenate([samples, np.tile(fallback, (self.fallback_rows, 1))])
+        found = samples.shape[0]
+        self.fallback_rows = 0 if found else K
+        if not found:
+            return np.tile(fallback, (K, 1))
+        if found < K:
+            samples = np.concatenate([samples, samples[rng.integers(found, size=K - found)]])
         return samples
 
     def sample(self, samples: np.ndarray, rng: np.random.Generator) -> np.ndarray:
