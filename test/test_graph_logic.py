@@ -250,6 +250,10 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     with np.load(tmp_path / 'calibration.npz') as pairs:
         assert pairs['q_behavior'].size == pairs['g_behavior'].size == pairs_expected
     assert (tmp_path / 'plots' / 'value_calibration.png').stat().st_size > 1000
+    # The graph does not run the induced policy: its keys say so instead of holding a number.
+    assert math.isnan(metrics['success_rate_induced'])
+    assert math.isnan(metrics['calibration_bias_induced'])
+    assert metrics['calibration_pairs_induced'] == 0
 
 
 def test_learner_run_refuses_a_folder_of_another_config(problem, config, tmp_path):

@@ -6,11 +6,18 @@ import pytest
 import torch
 
 from ssq_ros.config import parse
-from ssq_ros.learning.critic import CriticConfig, KLCritic
+from ssq_ros.learning.critic import (
+    CriticConfig,
+    KLCritic,
+    masked_log,
+    soft_value_discrete,
+    soft_value_sampled,
+)
 from ssq_ros.learning.extraction import (
     ExtractionConfig,
     PolicyExtractor,
     advantage_weights,
+    induced_policy,
     induced_policy_discrete,
     shield_action,
 )
@@ -29,6 +36,24 @@ def test_induced_policy_is_masked_softmax():
     unnormalised = np.array([0.5 * math.exp(2.0), 0.0, 0.25 * math.exp(4.0), 0.25])
     np.testing.assert_allclose(pi, unnormalised / unnormalised.sum(), rtol=1e-12)
     assert pi[1] == 0.0
+
+
+def test_induced_policy_kl_is_the_gap_between_expected_q_and_the_soft_value():
+    """alpha KL(pi || mu) = E_pi Q - V for pi ∝ mu exp(Q/alpha) (the Gibbs variational
+    identity), with the discrete mask and with mu's K samples (mu uniform over the rows)."""
+    q = torch.tensor([[1.0, 50.0, 2.0, 0.0], [0.3, -1.0, 0.2, 0.9]], dtype=torch.float64)
+    mu = torch.tensor([[0.5, 0.0, 0.25, 0.25], [0.1, 0.2, 0.3, 0.4]], dtype=torch.float64)
+    pi, kl = induced_policy(q, masked_log(mu), ALPHA)
+    expected = (pi * q).sum(-1) - soft_value_discrete(q, mu, ALPHA)
+    np.testing.assert_allclose((ALPHA * kl).numpy(), expected.numpy(), rtol=1e-10)
+    assert pi[0, 1] == 0.0 and torch.all(kl > 0)
+    log_uniform = torch.full_like(q, -math.log(4))
+    pi, kl = induced_policy(q, log_uniform, ALPHA)
+    np.testing.assert_allclose(pi.numpy(), torch.softmax(q / ALPHA, dim=-1).numpy())
+    expected = (pi * q).sum(-1) - soft_value_sampled(q, ALPHA)
+    np.testing.assert_allclose((ALPHA * kl).numpy(), expected.numpy(), rtol=1e-10)
+    _, kl_flat = induced_policy(torch.zeros(1, 4), log_uniform[:1].float(), ALPHA)
+    assert kl_flat.item() == pytest.approx(0.0, abs=1e-7)  # Q flat: pi = mu
 
 
 def test_advantage_weights_are_exp_advantage_clipped_at_max():

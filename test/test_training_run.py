@@ -2,6 +2,7 @@
 import ast
 import hashlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training import run as run_module
 from ssq_ros.training.config import ScheduleConfig, load_train_config, with_overrides
 from ssq_ros.training.evaluate import (
+    EvalStats,
     complete_returns,
     heldout_episode_seed,
     training_episode_seed,
@@ -97,6 +99,15 @@ def test_discrete_run_is_safe_and_writes_every_output(discrete_run):
     assert metrics['min_margin_train'] > 0
     assert set(metrics['executor_statuses']) == {'OK'}
     assert metrics['policy_fit_kl'] >= 0 and 0 <= metrics['policy_fit_agreement'] <= 1
+    # The induced policy's row: its success, and Q against its soft return on its own pairs.
+    assert 0 <= metrics['success_rate_induced'] <= 1
+    assert metrics['calibration_pairs_induced'] > 0
+    with np.load(folder / 'calibration.npz') as pairs:
+        q, g = pairs['q_induced'], pairs['g_induced']
+    assert q.size == metrics['calibration_pairs_induced']
+    assert metrics['calibration_bias_induced'] == pytest.approx(float(np.mean(q - g)))
+    assert metrics['calibration_error_induced'] == pytest.approx(
+        float(np.mean(np.abs(q - g)) / np.mean(np.abs(g))))
     extractions = [json.loads(line) for line in (folder / 'log.jsonl').read_text().splitlines()
                    if '"extract"' in line]
     assert extractions[-1]['policy_version'] == metrics['policy_version']
@@ -286,6 +297,22 @@ def test_a_return_is_complete_at_the_goal_or_a_tail_after_the_step():
     np.testing.assert_allclose(g, [-1.96875, -1.9375, -1.875, -1.75])
     assert complete_returns(rewards, False, 4, 3, 0.5).size == 3
     assert complete_returns(rewards, False, 10, 10, 0.5).size == 0
+
+
+def test_calibration_is_undefined_when_an_episode_is_cut_before_its_returns_complete():
+    """The graph's episodes end at the time limit: keeping only the complete ones (those that
+    reached the goal) would select lucky outcomes, so the calibration is NaN instead."""
+    stats = EvalStats()
+    stats.add_calibration([-2.0, -1.0], [-1.0, -1.0], True, 10, 3, 0.5)
+    assert stats.calibration_bias == pytest.approx(np.mean([-2.0 + 1.5, -1.0 + 1.0]))
+    assert stats.calibration_error == pytest.approx(0.25 / 1.25)
+    stats.add_calibration([-1.0] * 4, [-1.0] * 4, False, 4, 3, 0.5)  # cut at the limit, no tail
+    assert len(stats.q) == 2 and stats.calibration_incomplete == 1
+    assert math.isnan(stats.calibration_bias) and math.isnan(stats.calibration_error)
+    # A soft return: the induced actor's alpha KL is charged at every later step.
+    soft = EvalStats()
+    soft.add_calibration([0.0, 0.0], [-1.0, -1.0], True, 10, 0, 0.5, kl_costs=[0.4, 0.2])
+    np.testing.assert_allclose(soft.g, [-1.0 + 0.5 * (-1.0 - 0.2), -1.0])
 
 
 def test_the_final_extraction_shows_progress(discrete_run, tmp_path, monkeypatch):

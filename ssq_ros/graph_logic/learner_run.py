@@ -154,9 +154,10 @@ class LearnerRun:
 
     def eval_stats(self, phase: RunPhase) -> EvalStats:
         """The held-out episodes of `phase` as `EvalStats`: success and return from the
-        summaries; (Q, G) pairs, by `complete_returns`, from the first calibration_episodes
-        whose transitions all arrived (the graph's episodes end at the time limit, so a
-        time-limited one adds the steps at least calibration_tail before its end)."""
+        summaries; (Q, G) pairs, by `EvalStats.add_calibration` as in ssq-train, from the first
+        calibration_episodes whose transitions all arrived. The graph's episodes end at the
+        time limit, so a time-limited one has incomplete returns and makes the calibration
+        NaN rather than a number over the goal-reaching episodes only (docs/training.md)."""
         episodes, schedule = self._eval[phase], self.schedule
         stats = EvalStats()
         for index, summary in enumerate(sorted(episodes.summaries.values(),
@@ -174,7 +175,8 @@ class LearnerRun:
         return stats
 
     def finish(self) -> RunMetrics:
-        """metrics.json (the engine's `RunMetrics`), the final eval record, plots."""
+        """metrics.json (the engine's `RunMetrics`), the final eval record, plots. The graph's
+        executor runs the extracted policy, not the induced one: the `*_induced` keys are NaN."""
         policy, behavior = (self.eval_stats(phase) for phase in _EVAL)
         policy.unsafe = self.counters.unsafe_eval  # the monitor's, both evaluation phases
         policy.min_margin = self.counters.min_margin_eval

@@ -50,7 +50,18 @@ class ExtractionConfig:
 
 def induced_policy_discrete(q: torch.Tensor, mu: torch.Tensor, alpha: float) -> torch.Tensor:
     """pi(a|s) = softmax(Q/alpha + log mu): exactly zero where mu is zero."""
-    return torch.softmax(q / alpha + masked_log(mu), dim=-1)
+    return induced_policy(q, masked_log(mu), alpha)[0]
+
+
+def induced_policy(q: torch.Tensor, log_mu: torch.Tensor, alpha: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pi, KL(pi || mu)) over the last axis for pi ∝ mu exp(Q/alpha), given log mu (-inf off
+    mu's support, where pi is exactly zero). Continuous: the last axis is mu's K samples with
+    log mu = -log K each (pi is then self-normalised: softmax(Q/alpha) over the samples)."""
+    log_pi = torch.log_softmax(q / alpha + log_mu, dim=-1)
+    pi = log_pi.exp()
+    kl = torch.where(pi > 0, pi * (log_pi - log_mu), torch.zeros_like(pi)).sum(dim=-1)
+    return pi, kl
 
 
 def advantage_weights(q: torch.Tensor, v: torch.Tensor, alpha: float,

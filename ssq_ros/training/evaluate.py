@@ -1,8 +1,9 @@
 """The held-out evaluation: one loop, one stats type, one value-calibration rule.
 
 `evaluate_heldout(problem, act, episodes, ...)` runs the held-out episodes with any actor: the
-shielded policy (`executor_actor`), mu alone (`behavior_actor`) or a benchmark peer (bench/peers
-wrap their policies the same way). It returns `EvalStats`; the train_sim graph, whose episodes
+shielded policy (`executor_actor`), mu alone (`behavior_actor`), the critic's exact induced
+policy pi ∝ mu exp(Q/alpha) (`induced_actor`) or a benchmark peer (bench/peers wrap their
+policies the same way). It returns `EvalStats`; the train_sim graph, whose episodes
 run in other processes, fills the same `EvalStats` from the episode summaries and transitions it
 receives (`EvalStats.add_episode`, `EvalStats.add_calibration`).
 
@@ -10,9 +11,13 @@ Counting rules, the same for every caller:
     unsafe states   the referee's verdict on every state the arm enters: each episode's start
                     and every step, the calibration tail included
     success, return the first `max_steps` steps (the task's time limit)
-    calibration     `complete_returns`: Q(s_t, a_t) against the discounted return G_t for
-                    the counted steps t < max_steps whose G_t is complete: the episode reached
-                    the goal, or it went on `calibration_tail` steps past t (docs/training.md)
+    calibration     `complete_returns`: Q(s_t, a_t) against the return G_t for the counted
+                    steps t < max_steps whose G_t is complete: the episode reached the goal, or
+                    it went on `calibration_tail` steps past t (docs/training.md). G_t is the
+                    soft return (`soft_returns_to_go`): the actor's alpha KL(pi || mu) charged
+                    at every later step, which is 0 for mu and charged only by the induced
+                    actor. An episode whose counted returns are not all complete makes the
+                    calibration undefined (NaN) instead of keeping its selected part
 
 Held-out episodes are `ssq_ros.task.episodes.heldout_episode_seed(index)` (odd env seeds, goals
 from the half of the goal positions no training episode sees), the same for every run.
@@ -26,15 +31,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ssq_ros.learning.evaluation import discounted_returns_to_go, value_calibration_error
+from ssq_ros.learning.behavior import sample_index
+from ssq_ros.learning.evaluation import (
+    soft_returns_to_go,
+    value_calibration_bias,
+    value_calibration_error,
+)
 from ssq_ros.safety.status import SafetyStatus, StatusCounter
 from ssq_ros.task.episodes import heldout_episode_seed, training_episode_seed
 
 if TYPE_CHECKING:  # robot-side importers (q_learner through learner_run) must not load MuJoCo
+    from ssq_ros.training.learner import OnlineLearner
     from ssq_ros.training.problem import ArmProblem
 
 __all__ = ['Actor', 'Choice', 'EvalStats', 'behavior_actor', 'complete_returns',
-           'evaluate_heldout', 'executor_actor', 'heldout_episode_seed',
+           'evaluate_heldout', 'executor_actor', 'heldout_episode_seed', 'induced_actor',
            'training_episode_seed']
 
 # Seed of the evaluation's own randomness (mu's draws while building its support).
@@ -52,6 +63,9 @@ class Choice:
     """a shield replaced the policy's own action"""
     fallback: bool = False
     """mu's support was empty and mu held the arm"""
+    kl_cost: float = 0.0
+    """alpha KL(pi(.|s) || mu(.|s)) of the distribution the action was drawn from, charged by the
+    soft return; 0 for mu itself, and not known (0) for the shielded executor and the peers"""
 
 
 Actor = Callable[[np.ndarray, np.random.Generator], Choice]
@@ -63,6 +77,23 @@ def behavior_actor(problem: ArmProblem) -> Actor:
     def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
         decision = problem.behavior(rng)
         return Choice(decision.action, fallback=bool(decision.fallback))
+    return act
+
+
+def induced_actor(problem: ArmProblem, learner: OnlineLearner) -> Actor:
+    """The critic's exact induced policy pi ∝ mu exp(Q/alpha), sampled: discrete, over mu's
+    masked primitives (never one mu does not allow); continuous, one of mu's K safe samples with
+    weights softmax(Q/alpha) (self-normalised). Each choice carries alpha KL(pi || mu) for the
+    soft return. SSQ's policy without extraction: safe exactly as mu is."""
+    alpha = learner.critic.config.alpha
+
+    def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
+        decision = problem.behavior(rng)
+        support = decision.probs if problem.discrete else decision.samples
+        pi, kl = learner.induced_policy(obs, support)
+        index = sample_index(pi / pi.sum(), rng)
+        action = index if problem.discrete else decision.samples[index].copy()
+        return Choice(action, fallback=bool(decision.fallback), kl_cost=alpha * kl)
     return act
 
 
@@ -82,10 +113,11 @@ def executor_actor(problem: ArmProblem, executor) -> Actor:
 
 
 def complete_returns(rewards, terminated: bool, max_steps: int, tail: int,
-                     gamma: float) -> np.ndarray:
-    """G_t of the counted steps t < max_steps whose discounted return is complete.
+                     gamma: float, kl_costs=None) -> np.ndarray:
+    """G_t of the counted steps t < max_steps whose (soft) return is complete.
 
-    `rewards` are every reward of the episode as it was run (past the time limit too).
+    `rewards` are every reward of the episode as it was run (past the time limit too), and
+    `kl_costs` the actor's alpha KL(pi || mu) at each of those steps (None: 0, mu's own).
     G_t is complete when the episode reached the goal (`terminated`: nothing follows) or went
     on at least `tail` steps after t (the return beyond is dropped: gamma^tail of it at most).
     """
@@ -94,7 +126,8 @@ def complete_returns(rewards, terminated: bool, max_steps: int, tail: int,
     complete = min(complete, max_steps)
     if complete == 0:
         return np.zeros(0)
-    return discounted_returns_to_go(rewards, gamma)[:complete]
+    kl_costs = np.zeros_like(rewards) if kl_costs is None else kl_costs
+    return soft_returns_to_go(rewards, kl_costs, gamma)[:complete]
 
 
 @dataclass
@@ -114,6 +147,8 @@ class EvalStats:
     behavior_fallbacks: int = 0
     q: list[float] = field(default_factory=list)
     g: list[float] = field(default_factory=list)
+    calibration_incomplete: int = 0
+    """calibration episodes cut before the returns of all their counted steps were complete"""
 
     @property
     def success_rate(self) -> float:
@@ -124,11 +159,24 @@ class EvalStats:
         return float(np.mean(self.returns)) if self.returns else math.nan
 
     @property
+    def calibration_defined(self) -> bool:
+        """Pairs from every calibration episode: keeping the complete ones only (those that
+        reached the goal, where no tail was run) would select the lucky outcomes."""
+        return bool(self.q) and self.calibration_incomplete == 0
+
+    @property
     def calibration_error(self) -> float:
-        """mean |Q - G| / mean |G| over the pairs; NaN without any."""
-        if not self.q:
+        """mean |Q - G| / mean |G| over the pairs; NaN unless `calibration_defined`."""
+        if not self.calibration_defined:
             return math.nan
         return value_calibration_error(np.array(self.q), np.array(self.g))
+
+    @property
+    def calibration_bias(self) -> float:
+        """mean (Q - G) over the pairs, in return units; NaN unless `calibration_defined`."""
+        if not self.calibration_defined:
+            return math.nan
+        return value_calibration_bias(np.array(self.q), np.array(self.g))
 
     def add_episode(self, episode_return: float, success: bool, length: int) -> None:
         self.episodes += 1
@@ -137,9 +185,14 @@ class EvalStats:
         self.steps += int(length)
 
     def add_calibration(self, q_values, rewards, terminated: bool, max_steps: int, tail: int,
-                        gamma: float) -> None:
-        """Pair Q(s_t, a_t) (one per step run) with G_t where G_t is complete."""
-        g = complete_returns(rewards, terminated, max_steps, tail, gamma)
+                        gamma: float, kl_costs=None) -> None:
+        """Pair Q(s_t, a_t) (at least one per complete step) with G_t of one calibration
+        episode (`complete_returns`); an episode whose counted steps are not all complete adds
+        no pair and makes the calibration undefined."""
+        g = complete_returns(rewards, terminated, max_steps, tail, gamma, kl_costs)
+        if g.size < min(len(rewards), max_steps):
+            self.calibration_incomplete += 1
+            return
         self.q += [float(v) for v in np.asarray(q_values, dtype=float)[:g.size]]
         self.g += [float(v) for v in g]
 
@@ -148,7 +201,8 @@ class EvalStats:
                 'return': self.mean_return, 'unsafe': self.unsafe,
                 'min_margin': self.min_margin, 'statuses': self.statuses.as_dict(),
                 'behavior_fallbacks': self.behavior_fallbacks,
-                'calibration_pairs': len(self.q)}
+                'calibration_pairs': len(self.q), 'calibration_bias': self.calibration_bias,
+                'calibration_error': self.calibration_error}
 
 
 def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: float,
@@ -172,7 +226,7 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
         stats.min_margin = min(stats.min_margin, info['min_margin'])
         calibrate = q_function is not None and index < calibration_episodes
         tail = calibration_tail if calibrate else 0
-        observations, actions, rewards = [], [], []
+        observations, actions, rewards, kl_costs = [], [], [], []
         total, success, terminated = 0.0, False, False
         while True:
             choice = act(obs, rng)
@@ -181,6 +235,7 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
                 stats.statuses.record([choice.status])
             observations.append(obs)
             actions.append(choice.action)
+            kl_costs.append(choice.kl_cost)
             obs, reward, terminated, _, info = env.step(choice.action)
             stats.unsafe += int(info['unsafe'])
             stats.min_margin = min(stats.min_margin, info['min_margin'])
@@ -195,9 +250,9 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
         stats.add_episode(total, success, min(len(rewards), max_steps))
         if calibrate:
             complete = complete_returns(rewards, terminated, max_steps, tail, gamma).size
-            if complete:
-                q = q_function(np.array(observations[:complete]), np.array(actions[:complete]))
-                stats.add_calibration(q, rewards, terminated, max_steps, tail, gamma)
+            q = q_function(np.array(observations[:complete]), np.array(actions[:complete])) \
+                if complete else []
+            stats.add_calibration(q, rewards, terminated, max_steps, tail, gamma, kl_costs)
         if progress is not None:
             progress(index + 1)
     return stats

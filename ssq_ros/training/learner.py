@@ -6,6 +6,7 @@ from the `/ssq/transitions` topic), `train` and `extract` run gradient steps on 
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,14 @@ import numpy as np
 import torch
 
 from ssq_ros.config import parse, spec, to_dict
-from ssq_ros.learning.critic import CheckpointError, CriticConfig, KLCritic, load_checkpoint
-from ssq_ros.learning.extraction import ExtractionConfig, PolicyExtractor
+from ssq_ros.learning.critic import (
+    CheckpointError,
+    CriticConfig,
+    KLCritic,
+    load_checkpoint,
+    masked_log,
+)
+from ssq_ros.learning.extraction import ExtractionConfig, PolicyExtractor, induced_policy
 from ssq_ros.learning.replay import ReplayBuffer
 from ssq_ros.storage import atomic_write
 from ssq_ros.task.spaces import TaskSpaces, check_spaces
@@ -106,6 +113,22 @@ class OnlineLearner:
             return self.critic.q_values(obs_t).gather(1, index[:, None])[:, 0].numpy()
         actions_t = torch.as_tensor(np.asarray(actions), dtype=torch.float32)
         return self.critic.q_values(obs_t, actions_t).numpy()
+
+    @torch.no_grad()
+    def induced_policy(self, obs: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, float]:
+        """The exact induced policy pi ∝ mu exp(Q/alpha) at one state and KL(pi || mu) [nats].
+        `support` as in the replay: mu's probabilities (n,) -> pi over the n actions, exactly 0
+        where mu is 0; mu's K samples (K, d) -> pi over the K rows (self-normalised weights,
+        mu uniform over the rows)."""
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
+        support_t = torch.as_tensor(np.asarray(support), dtype=torch.float32)[None]
+        if self.spaces.discrete:
+            q, log_mu = self.critic.q_values(obs_t), masked_log(support_t)
+        else:
+            q = self.critic.q_values(obs_t, support_t)
+            log_mu = torch.full_like(q, -math.log(q.shape[-1]))
+        pi, kl = induced_policy(q.double(), log_mu.double(), self.critic.config.alpha)
+        return pi[0].numpy(), float(kl[0])
 
     def state_dict(self) -> dict:
         """Everything: networks, optimizers, replay contents, RNG states, counters, config."""

@@ -13,7 +13,7 @@ Run folder:
     checkpoints/<name>.pt      learner + run counters + the driver's own state, atomic
                                (ssq-train: trainer.pt, the graph: graph_learner.pt)
     policy.pt                  the latest exported policy (TorchScript bytes)
-    calibration.npz            Q(s_t, a_t) and G_t of the final evaluation
+    calibration.npz            Q(s_t, a_t) and G_t of the final evaluation (mu, policy, induced)
     metrics.json               `RunMetrics` (written last)
     tb/                        TensorBoard (charts/, losses/)
     plots/*.png                see ssq_ros.training.plots
@@ -90,13 +90,29 @@ class RunMetrics:
     value_calibration_error: float
     """mean |Q - G| / mean |G| on mu's held-out calibration episodes: Q(s_t, a_t) of mu's
     actions against mu's discounted return G_t, for the steps whose G_t is complete
-    (`ssq_ros.training.evaluate.complete_returns`); NaN without any such step"""
+    (`ssq_ros.training.evaluate.complete_returns`); NaN without any such step, and NaN when a
+    calibration episode ended before its returns were complete (the graph's time-limited
+    episodes: keeping only those that reached the goal would select mu's lucky outcomes)"""
     value_calibration_error_policy: float
     """the same on the shielded policy's own held-out episodes"""
     calibration_pairs: int
     """(Q, G) pairs value_calibration_error rests on"""
     calibration_pairs_policy: int
     """(Q, G) pairs value_calibration_error_policy rests on"""
+    success_rate_induced: float
+    """the same for the critic's exact induced policy pi ∝ mu exp(Q/alpha), sampled inside mu's
+    support (`ssq_ros.training.evaluate.induced_actor`, no extraction); NaN in the graph, whose
+    executor runs the extracted policy"""
+    return_induced: float
+    """mean undiscounted return of the induced policy, as return_behavior; NaN in the graph"""
+    calibration_bias_induced: float
+    """mean (Q - G) in return units on the induced policy's calibration episodes, G_t its soft
+    return r_t + sum_{k>t} gamma^(k-t) (r_k - alpha KL(pi || mu)(s_k)), the quantity Q_alpha
+    predicts (`ssq_ros.learning.evaluation.soft_returns_to_go`); NaN in the graph"""
+    calibration_error_induced: float
+    """mean |Q - G| / mean |G| on the same pairs"""
+    calibration_pairs_induced: int
+    """(Q, G) pairs the induced calibration rests on"""
     env_steps: int
     """transitions of mu trained on (the budget, schedule.steps)"""
     updates: int
@@ -360,14 +376,17 @@ class Run:
         self.counters.min_margin_eval = min(self.counters.min_margin_eval, stats.min_margin)
 
     def record_eval(self, policy: EvalStats, behavior: EvalStats | None = None,
-                    final: bool = False) -> dict:
-        """Log an evaluation of the shielded policy (the final one with mu's and calibration)."""
+                    final: bool = False, induced: EvalStats | None = None) -> dict:
+        """Log an evaluation of the shielded policy (the final one with mu's, the induced
+        policy's and calibration)."""
         record = {'type': 'eval', 'step': self.steps,
                   'policy_version': self.learner.policy_version, **policy.summary()}
         if behavior is not None:
             record['behavior'] = behavior.summary()
             record['value_calibration_error'] = behavior.calibration_error
             record['value_calibration_error_policy'] = policy.calibration_error
+        if induced is not None:
+            record['induced'] = induced.summary()
         record['final'] = final
         self.log(record)
         self.counters.evaluations += 1
@@ -378,12 +397,16 @@ class Run:
         return record
 
     def finish(self, policy: EvalStats, behavior: EvalStats,
-               executor_statuses: dict[str, int] | None = None) -> RunMetrics:
-        """The final evaluation's record, calibration.npz, metrics.json, plots."""
+               executor_statuses: dict[str, int] | None = None,
+               induced: EvalStats | None = None) -> RunMetrics:
+        """The final evaluation's record, calibration.npz, metrics.json, plots. `induced`: the
+        induced policy's evaluation (None where the runner has none: its keys are NaN)."""
+        induced = EvalStats() if induced is None else induced
         np.savez(self.out / 'calibration.npz', q_behavior=np.array(behavior.q),
                  g_behavior=np.array(behavior.g), q_policy=np.array(policy.q),
-                 g_policy=np.array(policy.g))
-        self.record_eval(policy, behavior, final=True)
+                 g_policy=np.array(policy.g), q_induced=np.array(induced.q),
+                 g_induced=np.array(induced.g))
+        self.record_eval(policy, behavior, final=True, induced=induced)
         counters = self.counters
         statuses = policy.statuses.as_dict() if executor_statuses is None else \
             dict(executor_statuses)
@@ -398,6 +421,11 @@ class Run:
             value_calibration_error_policy=policy.calibration_error,
             calibration_pairs=len(behavior.q),
             calibration_pairs_policy=len(policy.q),
+            success_rate_induced=induced.success_rate,
+            return_induced=induced.mean_return,
+            calibration_bias_induced=induced.calibration_bias,
+            calibration_error_induced=induced.calibration_error,
+            calibration_pairs_induced=len(induced.q),
             env_steps=self.steps,
             updates=self.learner.updates,
             wall_time_s=self.wall_time(),

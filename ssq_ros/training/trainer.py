@@ -23,6 +23,7 @@ from ssq_ros.training.evaluate import (
     behavior_actor,
     evaluate_heldout,
     executor_actor,
+    induced_actor,
     training_episode_seed,
 )
 from ssq_ros.training.learner import OnlineLearner
@@ -97,23 +98,30 @@ class Trainer:
             self.executor.set_policy(load_exported_policy(engine.final_extract()))
             policy = self.evaluate(schedule.final_eval_episodes, final=True)
             behavior = self.evaluate(schedule.final_eval_episodes, behavior=True)
-            metrics = engine.finish(policy, behavior)
+            induced = self.evaluate(schedule.final_eval_episodes, induced=True)
+            metrics = engine.finish(policy, behavior, induced=induced)
         finally:
             self._bar.close()
             engine.close()
         return asdict(metrics)
 
-    def evaluate(self, episodes: int, final: bool = False, behavior: bool = False) -> EvalStats:
-        """Held-out episodes of the shielded policy (or of mu alone); the final ones pair Q
-        with the returns. Periodic ones are logged here, the final ones by `Run.finish`."""
+    def evaluate(self, episodes: int, final: bool = False, behavior: bool = False,
+                 induced: bool = False) -> EvalStats:
+        """Held-out episodes of the shielded policy (or of mu alone, or of the critic's induced
+        policy); the final ones pair Q with the returns. Periodic ones are logged here, the
+        final ones by `Run.finish`."""
         schedule, engine = self.config.schedule, self.engine
-        act = behavior_actor(self.eval_problem) if behavior else \
-            executor_actor(self.eval_problem, self.executor)
+        if behavior:
+            act, who = behavior_actor(self.eval_problem), 'mu'
+        elif induced:
+            act, who = induced_actor(self.eval_problem, self.learner), 'induced policy'
+        else:
+            act = executor_actor(self.eval_problem, self.executor)
+            who = f'policy v{self.learner.policy_version}'
         calibration = {'q_function': self.learner.q_values,
                        'calibration_episodes': schedule.calibration_episodes,
-                       'calibration_tail': schedule.calibration_tail} if final or behavior \
-            else {}
-        who = 'mu' if behavior else f'policy v{self.learner.policy_version}'
+                       'calibration_tail': schedule.calibration_tail} \
+            if final or behavior or induced else {}
         started, last = time.monotonic(), [time.monotonic()]
 
         def progress(done: int) -> None:
@@ -127,7 +135,7 @@ class Trainer:
                                  self.config.learner.critic.gamma, progress=progress,
                                  **calibration)
         engine.count_eval_safety(stats)
-        if not (final or behavior):
+        if not (final or behavior or induced):
             engine.record_eval(stats)
         return stats
 
