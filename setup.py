@@ -58,6 +58,7 @@ setup(
         (f'share/{PACKAGE}', ['package.xml']),
         share('launch'),
         share('config'),
+        share('config/tasks'),
         share('urdf'),
         share('rviz'),
     ],

@@ -28,6 +28,8 @@ ADDED_SINCE_ISSUE13 = {
     'sim.physics.state_noise': 0.0, 'sim.physics.timestamp_jitter': 0.0,
     'sim.physics.tracking_time_constant': 0.0, 'sim.physics.payload_mass': 0.0,
     'sim.physics.armature_scale': 1.0,
+    # issue 14: goal candidates in a goal box for the task suite; postures is the recorded rule
+    'sim.task.goal_sampling': 'postures',
 }
 
 

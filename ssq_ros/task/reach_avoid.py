@@ -47,8 +47,12 @@ class TaskConfig:
                               low=0.0, high=1.0)
     require_crossing: bool = spec(True, doc='goals only where the straight path crosses a zone')
     max_sampling_attempts: int = spec(200, doc='starts tried before giving up', low=1)
-    goal_pool_size: int = spec(20000, doc='random postures tried once to build the goal pool',
-                               low=100, high=10_000_000)
+    goal_pool_size: int = spec(20000, doc='random postures (or points) tried once to build the '
+                               'goal pool', low=100, high=10_000_000)
+    goal_sampling: str = spec('postures', choices=('postures', 'box'),
+                              doc='goal pool candidates: hand positions of random postures '
+                                  'anywhere in the joint limits, or uniform points of the goal '
+                                  'box (for a box the random postures rarely reach)')
 
 
 # Bumped whenever the same config yields other episodes, goals or rewards than before, so that
@@ -172,19 +176,27 @@ class ReachAvoidTask:
         if self._goal_pool is None:
             cfg, safe_set = self.config, self.safe_set
             rng = np.random.default_rng(GOAL_POOL_SEED)
-            qs = rng.uniform(safe_set.position_lower, safe_set.position_upper,
-                             (cfg.goal_pool_size, self.robot.dof))
-            qs = qs[safe_set.margins(qs, np.zeros_like(qs)).min(axis=1) >= cfg.goal_margin]
-            points = self.kinematics.ee_position(qs)
-            inside = np.all((points >= cfg.goal_lower) & (points <= cfg.goal_upper), axis=1)
-            points = points[inside]
+            if cfg.goal_sampling == 'box':
+                points = rng.uniform(cfg.goal_lower, cfg.goal_upper, (cfg.goal_pool_size, 3))
+            else:
+                qs = rng.uniform(safe_set.position_lower, safe_set.position_upper,
+                                 (cfg.goal_pool_size, self.robot.dof))
+                qs = qs[safe_set.margins(qs, np.zeros_like(qs)).min(axis=1) >= cfg.goal_margin]
+                points = self.kinematics.ee_position(qs)
+                inside = np.all((points >= cfg.goal_lower) & (points <= cfg.goal_upper), axis=1)
+                points = points[inside]
+            if not len(points):
+                raise RuntimeError('no safe posture puts the hand inside task.goal_lower/'
+                                   'goal_upper: widen the goal box or the safe set')
             # A random posture may hold the hand there with an elbow the actions never take
             # (the scripted detour of bench_reach_time then failed on 9 of 30 held-out goals).
             settled = self.actions.settle(self.robot.home, points, self.control_period)
             held = np.linalg.norm(self.kinematics.ee_position(settled) - points, axis=1) \
                 < cfg.success_radius / 4
             margin = safe_set.margins(settled, np.zeros_like(settled)).min(axis=1)
-            self._goal_pool = points[held & (margin >= 0.0)]
+            # Box points have no posture of their own: the settled one keeps goal_margin.
+            keep = cfg.goal_margin if cfg.goal_sampling == 'box' else 0.0
+            self._goal_pool = points[held & (margin >= keep)]
             if not len(self._goal_pool):
                 raise RuntimeError('no safe posture puts the hand inside task.goal_lower/'
                                    'goal_upper: widen the goal box or the safe set')

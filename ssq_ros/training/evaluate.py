@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ssq_ros.control.oracle import ScriptedOracle, make_oracle
 from ssq_ros.learning.behavior import sample_index
 from ssq_ros.learning.evaluation import (
     soft_returns_to_go,
@@ -45,8 +46,8 @@ if TYPE_CHECKING:  # robot-side importers (q_learner through learner_run) must n
     from ssq_ros.training.problem import ArmProblem
 
 __all__ = ['Actor', 'Choice', 'EvalStats', 'behavior_actor', 'complete_returns',
-           'evaluate_heldout', 'executor_actor', 'heldout_episode_seed', 'induced_actor',
-           'training_episode_seed']
+           'evaluate_heldout', 'executor_actor', 'greedy_behavior_actor', 'heldout_episode_seed',
+           'induced_actor', 'oracle_actor', 'training_episode_seed']
 
 # Seed of the evaluation's own randomness (mu's draws while building its support).
 EVAL_RNG_SEED = 12345
@@ -77,6 +78,32 @@ def behavior_actor(problem: ArmProblem) -> Actor:
     def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
         decision = problem.behavior(rng)
         return Choice(decision.action, fallback=bool(decision.fallback))
+    return act
+
+
+def greedy_behavior_actor(problem: ArmProblem) -> Actor:
+    """mu executed greedily: the most probable of the primitives it allows (discrete only)."""
+    if not problem.discrete:
+        raise ValueError('greedy mu is the argmax over the discrete primitives')
+
+    def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
+        decision = problem.behavior(rng)
+        return Choice(int(np.argmax(decision.probs)), fallback=bool(decision.fallback))
+    return act
+
+
+def oracle_actor(problem: ArmProblem, oracle: ScriptedOracle | None = None) -> Actor:
+    """The scripted oracle (ssq_ros.control.oracle) on mu's support at each state (discrete
+    only): it never takes an action mu does not allow."""
+    if not problem.discrete:
+        raise ValueError('the oracle chooses among the discrete primitives')
+    oracle = oracle or make_oracle(problem.controller, problem.env.task.control_period)
+
+    def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
+        decision = problem.behavior(rng)
+        q, _ = problem.env.joint_state()
+        action = oracle.choose(q, problem.env.goal, decision.allowed)
+        return Choice(action, fallback=bool(decision.fallback))
     return act
 
 
