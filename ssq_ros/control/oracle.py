@@ -4,7 +4,8 @@ it reaches in N steps is reachable in N steps with mu's support (docs/tasks.md).
 
 Planner (`HandPlanner`): a distance-to-goal field over a grid of hand positions covering the
 workspace. A cell the hand cannot take (a keep-out box or sphere, the table or the workspace
-bound, each grown by the hand's extent at the home posture plus the safe set's clearance) costs
+bound, each grown by the hand's extent at the home posture, the safe set's clearance and a
+`margin`) costs
 `blocked_cost` times a free cell to cross, so the field leads around the zones wherever a way
 exists and still points somewhere from inside a grown zone. Cells next to the goal hold their
 straight distance to it, so the last centimetres aim at the goal itself.
@@ -32,6 +33,9 @@ class OracleConfig:
     hand_reach: float = spec(0.15, doc='collision spheres whose centre lies this close to the '
                              'end effector at the home posture make up the hand [m]',
                              low=0.0, high=1.0)
+    margin: float = spec(0.03, doc='extra distance the planned path keeps from what the hand '
+                         'cannot take, beyond the clearance: the rest of the arm and the servo '
+                         'need room too [m]', low=0.0, high=0.5)
     blocked_cost: float = spec(30.0, doc='cost of crossing a cell the hand cannot take, '
                                'relative to a free cell', low=1.0, high=1e6)
 
@@ -66,6 +70,7 @@ class HandPlanner:
             raise ValueError('the oracle plans inside safe_set.workspace: the safe set has none')
         self.config = config
         lower, upper = hand_extent(safe_set, config.hand_reach)
+        lower, upper = lower - config.margin, upper + config.margin
         res = config.resolution
         self.origin = np.array(cfg.workspace.lower, dtype=float)
         shape = np.ceil((np.array(cfg.workspace.upper) - self.origin) / res).astype(int) + 1
