@@ -4,8 +4,9 @@ Every default here is the shipped, tuned value (docs/results.md); an experiment 
 what it changes. Why some of them are what they are (measured on the package arm):
 
 - task.max_steps 250 (12.5 s at 50 ms): a scripted detour (lift over the zone, cross, descend;
-  bench/bench_reach_time.py) reaches all 30 held-out goals within 250 steps (29 within 200),
-  median 158 steps. At 0.15 m/s and 200 steps: 12 of 30.
+  bench/bench_reach_time.py before it ran the oracle of ssq_ros/control/oracle.py) reaches
+  all 30 held-out goals within 250 steps (29 within 200), median 158 steps.
+  At 0.15 m/s and 200 steps: 12 of 30.
 - actions.speed 0.25 m/s: the detour needs a median 213 steps at 0.15 and 171 at 0.30 (the joint
   velocity limits scale fast commands down, and the support check refuses more).
 - behavior.goal_preference 2.0: mu reaches 50 % of the held-out goals; at 1.5 it reached 10 % of
