@@ -37,7 +37,12 @@ from ssq_ros.deploy.export import export_policy
 from ssq_ros.learning.critic import load_checkpoint
 from ssq_ros.storage import atomic_write
 from ssq_ros.training.config import TrainConfig, resolve_budgets, with_overrides
-from ssq_ros.training.evaluate import EvalStats
+from ssq_ros.training.evaluate import (
+    EvalStats,
+    evaluate_heldout,
+    greedy_behavior_actor,
+    oracle_actor,
+)
 from ssq_ros.training.learner import OnlineLearner, TaskSpaces
 from ssq_ros.training.provenance import provenance
 
@@ -77,12 +82,18 @@ class RunMetrics:
     unsafe_states_train: int
     """referee verdicts 'unsafe' while mu trained (the graph: the independent monitor's count)"""
     unsafe_states_eval: int
-    """referee verdicts 'unsafe' in every held-out evaluation (policy and mu), every state the
-    arm entered, calibration tails included"""
+    """referee verdicts 'unsafe' in every held-out evaluation (policy, mu and the greedy-mu and
+    oracle baselines), every state the arm entered, calibration tails included"""
     success_rate_behavior: float
     """share of the final evaluation's held-out goals mu alone reached within task.max_steps"""
     success_rate_policy: float
     """the same for the shielded policy"""
+    success_rate_behavior_greedy: float
+    """the same for mu executed greedily (the most probable primitive it allows), a baseline
+    run in the process that finishes the run, on the discrete problem (`Run.evaluate_baselines`)"""
+    success_rate_oracle: float
+    """the same for the scripted oracle (ssq_ros/control/oracle.py: a planner over hand
+    positions, acting only with primitives mu allows), run beside greedy mu"""
     return_behavior: float
     """mean undiscounted return of mu over the first task.max_steps of the held-out episodes"""
     return_policy: float
@@ -396,12 +407,34 @@ class Run:
         self.scalar('charts/eval_unsafe', policy.unsafe)
         return record
 
+    def evaluate_baselines(self) -> tuple[EvalStats, EvalStats]:
+        """Greedy mu and the scripted oracle on the final evaluation's held-out episodes, run
+        here in MuJoCo for ssq-train and the graph alike (neither depends on training). Both
+        choose among mu's discrete primitives, so they run on the config's discrete problem
+        whatever its action_kind. Their referee counts join the evaluation's."""
+        # MuJoCo only when a run finishes: the q_learner node imports this module robot-side.
+        from ssq_ros.training.problem import build_problem
+        problem = build_problem(dataclasses.replace(self.config, action_kind='discrete'))
+        episodes, gamma = self.schedule.final_eval_episodes, self.config.learner.critic.gamma
+        results = []
+        for name, actor in (('greedy mu', greedy_behavior_actor), ('oracle', oracle_actor)):
+            started = time.monotonic()
+            stats = evaluate_heldout(problem, actor(problem), episodes, gamma)
+            self.count_eval_safety(stats)
+            self.log({'type': 'baseline', 'executor': name, 'step': self.steps,
+                      **stats.summary()})
+            self.say(f'baseline ({name}): {stats.successes}/{stats.episodes} held-out goals, '
+                     f'{time.monotonic() - started:.0f} s')
+            results.append(stats)
+        return results[0], results[1]
+
     def finish(self, policy: EvalStats, behavior: EvalStats,
                executor_statuses: dict[str, int] | None = None,
                induced: EvalStats | None = None) -> RunMetrics:
         """The final evaluation's record, calibration.npz, metrics.json, plots. `induced`: the
         induced policy's evaluation (None where the runner has none: its keys are NaN)."""
         induced = EvalStats() if induced is None else induced
+        greedy, oracle = self.evaluate_baselines()
         np.savez(self.out / 'calibration.npz', q_behavior=np.array(behavior.q),
                  g_behavior=np.array(behavior.g), q_policy=np.array(policy.q),
                  g_policy=np.array(policy.g), q_induced=np.array(induced.q),
@@ -415,6 +448,8 @@ class Run:
             unsafe_states_eval=counters.unsafe_eval,
             success_rate_behavior=behavior.success_rate,
             success_rate_policy=policy.success_rate,
+            success_rate_behavior_greedy=greedy.success_rate,
+            success_rate_oracle=oracle.success_rate,
             return_behavior=behavior.mean_return,
             return_policy=policy.mean_return,
             value_calibration_error=behavior.calibration_error,
