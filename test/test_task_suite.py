@@ -1,0 +1,89 @@
+"""The task suite (config/tasks/, docs/tasks.md): every task loads and builds, the scripted
+oracle reaches held-out goals acting only inside mu's support, and greedy goal-seeking mu fails
+where the suite says it does. Real MuJoCo, a few seeded held-out episodes per task."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssq_ros.config import to_dict
+from ssq_ros.control.oracle import make_oracle
+from ssq_ros.paths import config_path
+from ssq_ros.training.config import load_run_config
+from ssq_ros.training.evaluate import (
+    evaluate_heldout,
+    greedy_behavior_actor,
+    heldout_episode_seed,
+    oracle_actor,
+)
+from ssq_ros.training.problem import build_problem
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ('easy', 'wall', 'ushape', 'window')
+HARD = ('wall', 'ushape', 'window')
+
+
+@pytest.fixture(scope='module')
+def problems():
+    return {name: build_problem(load_run_config(config_path(f'tasks/{name}.yaml')))
+            for name in TASKS}
+
+
+def test_the_suite_is_every_task_yaml_and_is_installed():
+    shipped = {p.stem for p in (ROOT / 'config' / 'tasks').glob('*.yaml')
+               if not p.stem.endswith('_safe_set')}
+    assert shipped == set(TASKS)
+    assert "share('config/tasks')" in (ROOT / 'setup.py').read_text()
+
+
+def test_the_easy_task_is_train_sim_unchanged():
+    # So the default experiment's episodes (and TASK_REVISION) stay what they were.
+    assert to_dict(load_run_config(config_path('tasks/easy.yaml'))) == \
+        to_dict(load_run_config(''))
+
+
+@pytest.mark.parametrize('name', TASKS)
+def test_every_task_builds_with_goals_on_both_sides_of_the_split(problems, name):
+    task = problems[name].env.task
+    assert len(task.goals('train')) >= 10 and len(task.goals('heldout')) >= 10
+    lower, upper = np.array(task.config.goal_lower), np.array(task.config.goal_upper)
+    assert np.all((task.goal_pool() >= lower) & (task.goal_pool() <= upper))
+
+
+@pytest.mark.parametrize('name', TASKS)
+def test_the_oracle_reaches_heldout_goals_inside_mus_support(problems, name):
+    problem = problems[name]
+    env = problem.env
+    oracle = make_oracle(problem.controller, env.task.control_period)
+    rng = np.random.default_rng(0)
+    for index in range(2):
+        _, info = env.reset(seed=heldout_episode_seed(index))
+        unsafe, reached = int(info['unsafe']), False
+        for _ in range(env.task.config.max_steps):
+            allowed = problem.behavior(rng).allowed
+            action = oracle.choose(env.joint_state()[0], env.goal, allowed)
+            assert allowed[action], f'{name}: the oracle chose {action}, which mu does not allow'
+            _, _, reached, _, info = env.step(action)
+            unsafe += int(info['unsafe'])
+            if reached:
+                break
+        assert reached, f'{name}: held-out episode {index} not reached within max_steps'
+        assert unsafe == 0
+
+
+@pytest.mark.parametrize('name', HARD)
+def test_greedy_goal_seeking_mu_is_trapped_where_the_oracle_is_not(problems, name):
+    problem = problems[name]
+    assert problem.controller.config.goal_preference == 2.0  # today's goal-seeking mu
+    gamma = 0.98
+    greedy = evaluate_heldout(problem, greedy_behavior_actor(problem), 3, gamma)
+    oracle = evaluate_heldout(problem, oracle_actor(problem), 3, gamma)
+    assert greedy.successes <= 1 and oracle.successes == 3
+    assert greedy.unsafe == oracle.unsafe == 0
+
+
+def test_bad_goal_sampling_is_an_error_naming_the_key(tmp_path):
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('extends: tasks/wall.yaml\nsim: {task: {goal_sampling: grid}}\n')
+    with pytest.raises(ValueError, match='goal_sampling'):
+        load_run_config(bad)
