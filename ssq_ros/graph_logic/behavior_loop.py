@@ -45,11 +45,11 @@ class BehaviorStep:
 class BehaviorLoop:
     """Episodes of mu (or of another actor) from the measured states, one state at a time."""
 
-    def __init__(self, problem: TaskProblem, seed: int):
+    def __init__(self, problem: TaskProblem, seed: int, first_seq: int = 0):
         self.problem = problem
         self.task = problem.setup.task
         self.rng = np.random.default_rng(seed)
-        self.seq = 0
+        self.seq = first_seq  # the next transition's number
         self.phase = RunPhase.TRAIN
         self.episode = -1
         self.goal: np.ndarray | None = None

@@ -29,6 +29,8 @@ from ssq_ros.training.run import Run, RunMetrics
 CHECKPOINT = Path('checkpoints') / 'graph_learner.pt'
 RUNNER = 'train_sim graph'
 _EVAL = (RunPhase.EVAL_POLICY, RunPhase.EVAL_BEHAVIOR)
+_MONITOR_FIELDS = ('unsafe_train', 'unsafe_eval', 'min_margin_train', 'min_margin_eval',
+                   'safe_set_unsafe_train', 'safe_set_unsafe_eval')
 
 
 @dataclass
@@ -63,6 +65,8 @@ class LearnerRun:
         self.phase = RunPhase.TRAIN
         self._eval = {phase: _EvalEpisodes() for phase in _EVAL}
         self.metrics: RunMetrics | None = None
+        self._monitor_started: str | None = None
+        self._monitor_base: dict[str, float | int | None] = {}
 
     @property
     def counters(self):
@@ -83,6 +87,13 @@ class LearnerRun:
     def on_safety(self, values: dict[str, str]) -> None:
         """The monitor's /ssq/safety/status key/values (its totals); ValueError if malformed."""
         counters = self.counters
+        started = values.get('monitor_started')
+        if started is not None and started != self._monitor_started:
+            if self._monitor_started is not None:
+                # A new monitor process counts from 0: keep what its predecessors counted.
+                self._monitor_base = {name: getattr(counters, name)
+                                      for name in _MONITOR_FIELDS}
+            self._monitor_started = started
         parsed = {}
         for key, name, kind in (
                 ('unsafe_states_train', 'unsafe_train', int),
@@ -94,6 +105,13 @@ class LearnerRun:
             if key in values:
                 parsed[name] = kind(values[key])
         for name, value in parsed.items():
+            base = self._monitor_base.get(name)
+            if base is None:
+                pass
+            elif name.startswith('min_margin'):
+                value = value if np.isnan(base) else base if np.isnan(value) else min(base, value)
+            else:
+                value += base
             setattr(counters, name, value)
 
     def on_diagnostics(self, name: str, counts: dict[str, int]) -> None:

@@ -9,10 +9,15 @@ A transition travels as one float vector cut into named segments, in this order:
 index (discrete) or a vector, `next_support` mu's probabilities over the n actions at s' or K
 samples of mu at s', row-major. `FlatLayout` carries the labels and sizes; a message whose labels,
 sizes or values do not fit is refused with a ValueError naming the field, before anything uses it.
+
+`HeldTransitions` is the sender's side of the acknowledgement protocol: what it sent and the
+learner has not acknowledged yet, to send again to a learner that restarted.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -159,3 +164,51 @@ def unpack_episode(labels: list[str], sizes: list[int], data) -> EpisodeSummary:
     return EpisodeSummary(_phase(parts['phase'][0]), _count('episode', parts['episode'][0]),
                           float(parts['return'][0]), bool(success),
                           _count('length', parts['length'][0]))
+
+
+class HeldTransitions:
+    """Sent transitions (any message object) the learner has not acknowledged, by `seq`, with
+    when each was last sent; at most `capacity` (the oldest are dropped, counted in
+    `dropped`). Acknowledgements are per transition: one the learner never received (sent
+    while no learner was there) stays held until it is sent again and acknowledged."""
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f'capacity must be >= 1, got {capacity}')
+        self.capacity = capacity
+        self._held: OrderedDict[int, list[Any]] = OrderedDict()  # seq -> [message, sent_at]
+        self.dropped = 0
+        self.resent = 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def first_seq(self) -> int | None:
+        return next(iter(self._held), None)
+
+    @property
+    def last_seq(self) -> int | None:
+        return next(reversed(self._held), None)
+
+    def add(self, seq: int, message: Any, now: float) -> None:
+        self._held[seq] = [message, now]
+        while len(self._held) > self.capacity:
+            self._held.popitem(last=False)
+            self.dropped += 1
+
+    def acknowledge(self, seq: int) -> bool:
+        """The learner has `seq`; False if it was not held (acknowledged twice, or a
+        predecessor's number)."""
+        return self._held.pop(seq, None) is not None
+
+    def due(self, now: float, older_than: float) -> list[tuple[int, Any]]:
+        """(seq, message) of the held transitions last sent at least `older_than` ago, oldest
+        first; they count as sent again at `now`."""
+        out = []
+        for seq, entry in self._held.items():
+            if now - entry[1] >= older_than:
+                entry[1] = now
+                out.append((seq, entry[0]))
+        self.resent += len(out)
+        return out

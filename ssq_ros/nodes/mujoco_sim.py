@@ -16,17 +16,27 @@ answers. A command that names the state it answers (`ssq_ros.nodes.transition_ms
 command_message`) is applied only to that state, never to a later one (after a reset, or after
 another command); without commands simulated time stands still (the arm does nothing it was not
 told),
-and the current state is re-sent every `republish_period` (same stamp) in case a best-effort
-sample was lost. `realtime`: a steady timer steps every control period with the newest command,
-or with zero velocity once no valid command came for `command_timeout` (a stop, not a replay).
+and the current state and /clock are re-sent every `republish_period` (same stamp) in case a
+best-effort sample was lost, or a node (re)started and waits for its simulated time.
+`realtime`: a steady timer steps every control period with the newest command, or with zero
+velocity once no valid command came for `command_timeout` (a stop, not a replay).
 The physics, the episodes and the referee are `ssq_ros.sim` (ReachAvoidEnv); nothing else here.
+
+Restarts (train_sim respawns a crashed simulator): with `run_dir`, training mode keeps its
+simulated clock, episode counters and the referee's unsafe count in `run_dir/sim_state.json`
+after every step and reset. A new simulator reads them back, moves its clock `RESTART_GAP` s
+past the old one (stamps and /clock never go backwards, and every subscriber sees a break in
+the joint-state stream: safe_behavior abandons the episode it was in, without a transition
+across the two physics) and serves the next episode, never one served before.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,6 +98,15 @@ class MujocoSimConfig(NodeDiagnostics, RunBudget):
                                    low=0.01, high=10.0)
     command_timeout: float = spec(0.1, doc='realtime mode: stop when no valid command came for '
                                   'this long [s]', low=0.001, high=10.0)
+    run_dir: str = spec('', doc='training mode: keep the simulated clock and the episode '
+                        'counters in run_dir/sim_state.json, so a restarted simulator goes on '
+                        "forward in time and never repeats an episode; '' keeps nothing")
+
+
+# A restarted simulator's clock starts this far [s of simulated time] past its predecessor's
+# last state: more than safe_behavior's stream_gap, so the break is seen as one.
+RESTART_GAP = 5.0
+STATE_FILE = 'sim_state.json'
 
 
 class MujocoSim(Node):
@@ -118,6 +137,9 @@ class MujocoSim(Node):
         self.stamp = self.get_clock().now()
         self.last_command = np.zeros(len(self.joint_names))
         self.last_command_time = -np.inf
+        self.state_file = Path(self.cfg.run_dir) / STATE_FILE \
+            if self.training and self.cfg.run_dir else None
+        restored = self._restore()
 
         self.state_pub = self.create_publisher(JointState, '/joint_states', SENSOR_QOS)
         self.goal_pub = self.create_publisher(PointStamped, '/ssq/goal', LATCHED_QOS)
@@ -137,14 +159,54 @@ class MujocoSim(Node):
         self.create_service(Trigger, '/ssq/sim/reset_heldout', self.on_reset_heldout)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.training:
-            self.create_timer(self.cfg.republish_period, self.publish_state, clock=steady)
+            self.create_timer(self.cfg.republish_period, self.republish, clock=steady)
         else:
             self.create_timer(self.period, self.on_realtime_tick, clock=steady)
         self.viewer = None if self.cfg.headless else self._open_viewer()
-        self.reset(training_episode_seed(self.seed, 0))
+        # The start state (the next training episode's): /ssq/sim/reset serves that episode
+        # when the behavior asks for it.
+        self.reset(training_episode_seed(self.seed, self.train_episode))
         self.get_logger().info(
             f'{self.cfg.mode} mode, control period {self.period:g} s, {self.command_kind} '
             f'commands on {", ".join(topics)}')
+        if restored:
+            self.get_logger().warning(
+                f'restarted: simulated clock {self.sim_time:.3f} s ({RESTART_GAP:g} s past the '
+                f'last state in {self.state_file}), next training episode {self.train_episode}, '
+                f'held-out {self.heldout_episode}, referee unsafe count {self.unsafe_count}')
+
+    # ------------------------------------------------------------------ restarts
+    def _restore(self) -> bool:
+        """Clock, counters and unsafe count of a predecessor in run_dir, if there is one."""
+        if self.state_file is None or not self.state_file.is_file():
+            return False
+        try:
+            state = json.loads(self.state_file.read_text())
+            sim_time, train, heldout, unsafe = (float(state['sim_time']),
+                                                int(state['train_episode']),
+                                                int(state['heldout_episode']),
+                                                int(state['unsafe_count']))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f'run_dir: {self.state_file} is not a simulator state ({exc}); '
+                              'remove it to start the clock from 0') from None
+        if not (np.isfinite(sim_time) and sim_time >= 0 and min(train, heldout, unsafe) >= 0):
+            raise ConfigError(f'run_dir: {self.state_file} holds invalid values: {state}')
+        self.sim_time = sim_time + RESTART_GAP
+        self.train_episode, self.heldout_episode, self.unsafe_count = train, heldout, unsafe
+        return True
+
+    def _save(self) -> None:
+        """The clock and counters, replaced atomically (rename): a SIGKILL leaves the old file
+        or the new one. No fsync: this survives a killed process, not a power loss."""
+        if self.state_file is None:
+            return
+        text = json.dumps({'sim_time': self.sim_time, 'train_episode': self.train_episode,
+                           'heldout_episode': self.heldout_episode,
+                           'unsafe_count': self.unsafe_count})
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_name(f'.{STATE_FILE}.{os.getpid()}.tmp')
+        tmp.write_text(text)
+        os.replace(tmp, self.state_file)
 
     def _open_viewer(self) -> Any:
         try:
@@ -163,6 +225,12 @@ class MujocoSim(Node):
             self.clock_pub.publish(ClockMsg(clock=self.stamp.to_msg()))
         else:
             self.stamp = self.get_clock().now()
+
+    def republish(self) -> None:
+        """Training mode, while no command comes: the clock and the state again, so that a
+        node that (re)started meanwhile gets its simulated time and something to answer."""
+        self.clock_pub.publish(ClockMsg(clock=self.stamp.to_msg()))
+        self.publish_state()
 
     def publish_state(self) -> None:
         q, qdot = self.env.joint_state()
@@ -202,13 +270,14 @@ class MujocoSim(Node):
         self.publish_verdict(RefereeVerdict(info['unsafe'], info['min_margin'],
                                             info['constraint']))
         self.publish_state()
+        self._save()
         return {'seed': seed, 'goal': [float(v) for v in self.env.goal],
                 'stamp': self.stamp.nanoseconds * 1e-9}
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response
                  ) -> Trigger.Response:
         episode = self.train_episode
-        self.train_episode += 1
+        self.train_episode += 1  # counted before the reset saves it
         return self._answer(response, episode,
                             self.reset(training_episode_seed(self.seed, episode)))
 
@@ -274,6 +343,7 @@ class MujocoSim(Node):
         self._advance_stamp()
         self.publish_verdict(verdict)
         self.publish_state()
+        self._save()
         if self.viewer is not None and self.viewer.is_running():
             self.viewer.sync()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +32,6 @@ from ssq_ros.graph_logic.learner_run import Events, LearnerRun
 from ssq_ros.graph_logic.phases import PhaseAnnouncement, RunPhase
 from ssq_ros.learning.critic import CheckpointError
 from ssq_ros.nodes.common import (
-    COMMAND_QOS,
     DIAGNOSTICS_QOS,
     LATCHED_QOS,
     RunBudget,
@@ -44,6 +44,9 @@ from ssq_ros.nodes.transition_msg import read_episode, read_transition
 from ssq_ros.task.setup import build_task_problem
 from ssq_ros.training.config import load_run_config
 from ssq_ros.training.plots import summary_rows
+
+# Transition numbers remembered to recognise one sent again (far more than the behavior holds).
+SEEN_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -75,10 +78,18 @@ class QLearner(Node):
         self.finished = False
         self.last_losses: dict[str, float] = {}
         self.refused = 0
+        # Transition numbers had since this process started: the behavior sends again what it
+        # holds unacknowledged (after a restart of either), and a number had twice is only
+        # acknowledged again. Numbers are unique across the behavior's restarts.
+        self.seen: set[int] = set()
+        self.seen_order: deque[int] = deque()
+        self.duplicates = 0
 
         self.policy_pub = self.create_publisher(UInt8MultiArray, '/ssq/policy', LATCHED_QOS)
         self.phase_pub = self.create_publisher(String, '/ssq/run_phase', LATCHED_QOS)
-        self.ack_pub = self.create_publisher(Int64, '/ssq/learner/ack', COMMAND_QOS)
+        # Deep (keep last 1000): every acknowledgement counts, the behavior holds each
+        # transition until its own one arrives.
+        self.ack_pub = self.create_publisher(Int64, '/ssq/learner/ack', TRANSITION_QOS)
         self.status_pub = self.create_publisher(DiagnosticArray, '/ssq/learner/status',
                                                 DIAGNOSTICS_QOS)
         self.create_subscription(Float64MultiArray, '/ssq/transitions', self.on_transition,
@@ -113,11 +124,19 @@ class QLearner(Node):
     def on_transition(self, msg: Float64MultiArray) -> None:
         try:
             transition = read_transition(self.spaces, msg)
+            if transition.seq in self.seen:
+                self.duplicates += 1
+                self.ack_pub.publish(Int64(data=transition.seq))
+                return
             events = self.run.on_transition(transition)
         except ValueError as exc:
             self.refused += 1
             self.get_logger().warning(f'refused transition: {exc}', throttle_duration_sec=1.0)
             return
+        self.seen.add(transition.seq)
+        self.seen_order.append(transition.seq)
+        if len(self.seen_order) > SEEN_KEPT:
+            self.seen.discard(self.seen_order.popleft())
         if self.ready_timer is not None:
             self.ready_timer.cancel()
             self.ready_timer = None
@@ -183,7 +202,7 @@ class QLearner(Node):
                   'budget': self.run.schedule.steps, 'updates': learner.updates,
                   'policy_version': learner.policy_version,
                   'episodes_train': self.run.counters.episodes_train,
-                  'refused_messages': self.refused,
+                  'refused_messages': self.refused, 'duplicate_transitions': self.duplicates,
                   'transitions_ignored': self.run.counters.transitions_ignored}
         status = DiagnosticStatus(level=DiagnosticStatus.OK, name='q_learner',
                                   hardware_id='q_learner', message=self.run.phase.value,

@@ -15,15 +15,31 @@ command is computed from the newest measured state. It pauses (sends nothing, th
 simulator waits) while it is `max_lead` transitions ahead of the learner, and until a learner is
 there at all. In eval_policy it only keeps the episodes (reward, time limit, resets) while the
 policy executor acts. All decisions are `ssq_ros.graph_logic.behavior_loop.BehaviorLoop`.
+
+Peers that die and come back (train_sim respawns them; docs/topics.md, "Faults"):
+- the learner: every transition is held until the learner acknowledges that very one
+  (`HeldTransitions`); one unacknowledged for `resend_after` s is sent again when a learner
+  announces itself with nothing yet (ack -1: it restarted, from its checkpoint) and, in any
+  case, after `retransmit_after` s (it went out while no learner was listening). The learner
+  ignores a transition number it has already had. What a killed learner had acknowledged after
+  its last checkpoint is lost (at most `schedule.checkpoint_every - 1` transitions).
+- the simulator (or a driver that reconnects): a joint state more than `stream_gap` after the
+  previous one breaks the stream; the running episode is abandoned without a transition across
+  the break, and a new one is requested.
+- itself: transition numbers start at the wall-clock time in microseconds, so a restarted
+  behavior never reuses a number its predecessor sent, and the learner never takes one of its
+  transitions for a duplicate.
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
@@ -33,6 +49,7 @@ from std_srvs.srv import Trigger
 from ssq_ros.config import spec
 from ssq_ros.graph_logic.behavior_loop import BehaviorLoop, load_run_config
 from ssq_ros.graph_logic.phases import RunPhase, decode_phase
+from ssq_ros.graph_logic.transitions import HeldTransitions
 from ssq_ros.nodes.common import (
     JointStateInput,
     NodeDiagnostics,
@@ -45,6 +62,7 @@ from ssq_ros.nodes.common import (
 from ssq_ros.nodes.interfaces import (
     COMMAND_QOS,
     COMMAND_TOPIC,
+    DIAGNOSTICS_QOS,
     EPISODE_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
@@ -76,6 +94,16 @@ class SafeBehaviorConfig(JointStateInput, NodeDiagnostics, RunBudget):
                          'the learner', low=1, high=1_000_000)
     reset_retry: float = spec(2.0, doc='call the reset service again if it has not answered '
                               'after this long [s, wall clock]', low=0.1, high=60.0)
+    stream_gap: float = spec(1.0, doc='a joint state this much later than the previous one '
+                             '[s, state stamps] breaks the stream (a simulator restart, a '
+                             'driver reconnect): the episode is abandoned and a new one '
+                             'requested', low=0.01, high=3600.0)
+    resend_after: float = spec(1.0, doc='a restarted learner (ack -1 while transitions are '
+                               'held) gets again the held transitions last sent at least this '
+                               'long ago [s, wall clock]', low=0.05, high=60.0)
+    retransmit_after: float = spec(10.0, doc='send again a transition the learner has not '
+                                   'acknowledged for this long [s, wall clock]', low=0.5,
+                                   high=3600.0)
 
 
 class SafeBehavior(Node):
@@ -86,19 +114,24 @@ class SafeBehavior(Node):
         self.eval_episodes = run_config.schedule.final_eval_episodes
         self.problem = build_task_problem(run_config)
         self.spaces = self.problem.spaces
-        self.loop = BehaviorLoop(self.problem, run_config.schedule.seed)
+        self.loop = BehaviorLoop(self.problem, run_config.schedule.seed,
+                                 first_seq=time.time_ns() // 1000)
         robot = self.problem.setup.robot
         self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
                                                  max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'safe_behavior')
         self.phase = RunPhase.TRAIN
-        self.acked: int | None = None  # None: no learner yet
+        self.learner_here = False
         self.latest: JointSample | None = None
         self.answered_stamp = -1.0
         self.episode_start = float('inf')
         self.episodes_done = 0
         self.reset_pending_since: float | None = None
         self.need_reset = True
+        # Bounded: mu stops at max_lead unacknowledged; the evaluation's transitions do not
+        # wait for the learner, and the oldest are dropped (counted) beyond this.
+        self.held = HeldTransitions(capacity=2 * self.cfg.max_lead + 1000)
+        self.stream_breaks = 0
 
         self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
                                                  COMMAND_QOS)
@@ -113,11 +146,17 @@ class SafeBehavior(Node):
                                  TRANSITION_QOS)
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
         self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
-        self.create_subscription(Int64, '/ssq/learner/ack', self.on_ack, COMMAND_QOS)
+        self.create_subscription(Int64, '/ssq/learner/ack', self.on_ack, TRANSITION_QOS)
+        # A learner is here: its status comes every second, also to a behavior that
+        # (re)started after the learner stopped announcing itself with ack -1.
+        self.create_subscription(DiagnosticArray, '/ssq/learner/status',
+                                 self.on_learner_status, DIAGNOSTICS_QOS)
         self.reset_clients = {False: self.create_client(Trigger, '/ssq/sim/reset'),
                               True: self.create_client(Trigger, '/ssq/sim/reset_heldout')}
         self.steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(0.05, self.maybe_reset, clock=self.steady)
+        self.create_timer(min(1.0, self.cfg.retransmit_after / 2), self.retransmit,
+                          clock=self.steady)
 
     # ------------------------------------------------------------------ inputs
     def on_joint_state(self, msg: JointState) -> None:
@@ -125,13 +164,31 @@ class SafeBehavior(Node):
         if self.latest is not None and stamp == self.latest.stamp:
             self.try_act()  # the simulator re-sent the state: answer it if not done yet
             return
+        previous = self.latest
         try:
             self.latest = self.reader.accept(msg.name, msg.position, msg.velocity, stamp,
                                              self.get_clock().now().nanoseconds * 1e-9)
         except JointStateError as exc:
             self.reporter.reject(exc.status, exc.reason)
             return
+        if previous is not None and stamp - previous.stamp > self.cfg.stream_gap:
+            self.on_stream_break(stamp - previous.stamp)
         self.try_act()
+
+    def on_stream_break(self, gap: float) -> None:
+        """No joint state for `gap` s: the arm's state did not evolve under our commands in
+        between (a restarted simulator starts another physics), so the episode ends here,
+        with no transition across the break."""
+        self.stream_breaks += 1
+        self.reporter.extra['stream_breaks'] = str(self.stream_breaks)
+        was_active = self.loop.active
+        self.loop.end_episode()
+        if self.phase in _ACTING:
+            self.need_reset = True
+            self.reset_pending_since = None  # a reset asked of a dead simulator never answers
+        self.get_logger().warning(
+            f'joint-state stream broken ({gap:.3f} s without a state): '
+            f'{"episode abandoned, " if was_active else ""}asking for a new one')
 
     def on_phase(self, msg: String) -> None:
         try:
@@ -151,9 +208,34 @@ class SafeBehavior(Node):
         if msg.data < -1:
             self.get_logger().error(f'refused learner ack {msg.data}', throttle_duration_sec=1.0)
             return
-        # -1: a (re)started learner that has nothing yet; count the window from here.
-        self.acked = self.loop.seq if msg.data == -1 else max(self.acked or 0, msg.data + 1)
+        self.learner_here = True
+        if msg.data >= 0:
+            self.held.acknowledge(msg.data)  # a number not held: twice, or a predecessor's
+        elif len(self.held):
+            # -1 while transitions are held: a learner that (re)started with nothing.
+            self.send_again(self.cfg.resend_after, 'a learner (re)started with nothing')
         self.try_act()
+
+    def on_learner_status(self, msg: DiagnosticArray) -> None:
+        if not self.learner_here:
+            self.learner_here = True
+            self.try_act()
+
+    def retransmit(self) -> None:
+        if self.learner_here:
+            self.send_again(self.cfg.retransmit_after, 'unacknowledged for '
+                            f'{self.cfg.retransmit_after:g} s')
+
+    def send_again(self, older_than: float, why: str) -> None:
+        """Send the held transitions last sent at least `older_than` s ago, oldest first."""
+        again = self.held.due(time.monotonic(), older_than)
+        if not again:
+            return
+        for _, message in again:
+            self.transition_pub.publish(message)
+        self.reporter.extra['transitions_resent'] = str(self.held.resent)
+        self.get_logger().warning(f'{why}: sent {len(again)} unacknowledged transitions again '
+                                  f'(seq {again[0][0]}..{again[-1][0]})')
 
     def on_decision(self, msg: Float64MultiArray) -> None:
         """The executor's action at a state: with the next state it makes a transition of the
@@ -172,7 +254,7 @@ class SafeBehavior(Node):
     def maybe_reset(self) -> None:
         now = self.steady.now().nanoseconds * 1e-9
         if not self.need_reset or self.phase not in _ACTING or (
-                self.phase is RunPhase.TRAIN and self.acked is None):
+                self.phase is RunPhase.TRAIN and not self.learner_here):
             return
         if self.reset_pending_since is not None and \
                 now - self.reset_pending_since < self.cfg.reset_retry:
@@ -209,7 +291,7 @@ class SafeBehavior(Node):
 
     # ------------------------------------------------------------------ acting
     def _throttled(self) -> bool:
-        return self.acked is None or self.loop.seq - self.acked >= self.cfg.max_lead
+        return not self.learner_here or len(self.held) >= self.cfg.max_lead
 
     def try_act(self) -> None:
         sample = self.latest
@@ -223,7 +305,9 @@ class SafeBehavior(Node):
         self.answered_stamp = sample.stamp
         step = self.loop.on_state(sample.positions, sample.velocities, mu_acts, previous)
         if step.transition is not None:
-            self.transition_pub.publish(transition_message(self.spaces, step.transition))
+            message = transition_message(self.spaces, step.transition)
+            self.held.add(step.transition.seq, message, time.monotonic())
+            self.transition_pub.publish(message)
         if step.command is not None:
             self.reporter.record([SafetyStatus.NO_SAFE_ACTION_STOP] if step.fallback else [])
             self.command_pub.publish(command_message(step.command, sample.stamp))

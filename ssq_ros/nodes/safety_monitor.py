@@ -18,6 +18,7 @@ positions coloured by S's margin: green safe, red near the boundary, magenta out
 from __future__ import annotations
 
 import sys
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +124,7 @@ class SafetyMonitor(Node):
         self.create_subscription(PointStamped, '/ssq/goal', self.on_goal, LATCHED_QOS)
         self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
         self.static_markers = self.zone_markers()
+        self.started = str(time.time_ns())
         self.create_timer(self.cfg.publish_period, self.publish,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
 
@@ -280,6 +282,9 @@ class SafetyMonitor(Node):
 
     def publish(self) -> None:
         values = self.tally.values()
+        # Its counts start at 0 in every process: a reader that keeps totals across a restart
+        # of the monitor (q_learner) adds them up when this changes.
+        values['monitor_started'] = self.started
         unsafe = self.tally.unsafe_total
         status = DiagnosticStatus(
             level=DiagnosticStatus.ERROR if unsafe else DiagnosticStatus.OK,
