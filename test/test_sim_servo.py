@@ -253,7 +253,32 @@ def test_envelope_bench_judges_every_physics_state(tmp_path):
     assert row['physics_states_judged'] == row['control_steps'] * 25 + 1
     assert row['unsafe_states'] == 0 and row['min_margin'] > 0
     assert set(row['min_S_margin_by_kind']) >= {'keep_out', 'joint_position', 'table'}
-    assert '| 20 | 20 | 0 | mu |' in bench.table([row])
+    assert '| 20 | 20 | 0 | 0 | 1 | mu |' in bench.table([row])
+    # A plant-mismatch cell in the same process gets its own scene (payload body, armature),
+    # and the row says which plant it ran.
+    heavy = bench.run_cell((str(tmp_path), 'mu', (0.0, 0.0, 0.0, 5.0, 20.0), 1, False))
+    assert (heavy['payload_mass'], heavy['armature_scale']) == (5.0, 20.0)
+    assert '| 0 | 0 | 0 | 5 | 20 | mu |' in bench.table([heavy])
+    ideal_model = bench._SETUPS[(str(tmp_path), 0.0, 1.0)].scene.model
+    heavy_model = bench._SETUPS[(str(tmp_path), 5.0, 20.0)].scene.model
+    assert mujoco.mj_name2id(heavy_model, mujoco.mjtObj.mjOBJ_BODY, 'payload') >= 0
+    assert mujoco.mj_name2id(ideal_model, mujoco.mjtObj.mjOBJ_BODY, 'payload') < 0
+    assert np.allclose(heavy_model.dof_armature, 20.0 * ideal_model.dof_armature)
+
+
+def test_envelope_bench_tracking_stop_halts_a_servo_that_is_not_the_model(tmp_path):
+    """hardware_interface's tracking check, in the bench: silent on the ideal servo, and on a
+    servo lagging 200 ms that the model does not know it fires and the arm is held from then on."""
+    from bench import bench_servo_envelope as bench
+    (tmp_path / 'config.yaml').write_text('sim: {task: {max_steps: 60}}\n')
+    ideal = bench.run_cell((str(tmp_path), 'mu', (0.0, 0.0, 0.0), 2, False, True))
+    assert ideal['tracking_faults'] == 0 and ideal['tracking_stopped_steps'] == 0
+    lagging = bench.run_cell((str(tmp_path), 'mu', (0.0, 0.2, 0.0), 2, False, True))
+    print(f"lag 200 ms untold: {lagging['tracking_faults']} faults "
+          f"({lagging['tracking_first_fault']}), held {lagging['tracking_stopped_steps']} steps")
+    assert lagging['tracking_faults'] >= 1 and lagging['tracking_stopped_steps'] > 0
+    assert 'tracking error' in lagging['tracking_first_fault']
+    assert lagging['unsafe_states'] == 0
 
 
 @pytest.mark.parametrize('latency', [0.05, 0.2])
