@@ -2,10 +2,12 @@
 
 `evaluate_heldout(problem, act, episodes, ...)` runs the held-out episodes with any actor: the
 shielded policy (`executor_actor`), mu alone (`behavior_actor`), the critic's exact induced
-policy pi ∝ mu exp(Q/alpha) (`induced_actor`) or a benchmark peer (bench/peers wrap their
-policies the same way). It returns `EvalStats`; the train_sim graph, whose episodes
-run in other processes, fills the same `EvalStats` from the episode summaries and transitions it
-receives (`EvalStats.add_episode`, `EvalStats.add_calibration`).
+policy pi ∝ mu exp(Q/alpha) (`induced_actor`), the baselines mu greedy
+(`greedy_behavior_actor`) and the scripted oracle (`oracle_actor`, docs/tasks.md), or a
+benchmark peer (bench/peers wrap their policies the same way). It returns `EvalStats`; the
+train_sim graph, whose episodes run in other processes, fills the same `EvalStats` from the
+episode summaries and transitions it receives (`EvalStats.add_episode`,
+`EvalStats.add_calibration`).
 
 Counting rules, the same for every caller:
     unsafe states   the referee's verdict on every state the arm enters: each episode's start
