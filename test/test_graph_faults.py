@@ -29,11 +29,14 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from ssq_ros.graph_logic.learner_run import LearnerRun
 from ssq_ros.graph_logic.phases import RunPhase
-from ssq_ros.graph_logic.transitions import PHASE_CODES
+from ssq_ros.graph_logic.transitions import PHASE_CODES, HeldTransitions
 from ssq_ros.nodes.common import DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.mujoco_sim import RESTART_GAP
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS
+from ssq_ros.task.setup import build_task_problem
+from ssq_ros.training.config import load_run_config
 
 TINY = Path(__file__).parent / 'data' / 'train_sim_tiny.yaml'
 BIN = Path(sys.executable).parent
@@ -44,6 +47,41 @@ KILLED = ('safety_monitor', 'policy_executor', 'q_learner', 'mujoco_sim', 'safe_
 PROGRESS = 40  # transitions trained after a respawn before the next kill
 WAIT = 120.0  # generous limit of every wait [s]: the machine may be loaded
 TRAIN = PHASE_CODES[RunPhase.TRAIN]
+
+
+def test_held_transitions_wait_for_their_own_acknowledgement():
+    held = HeldTransitions(capacity=3)
+    for seq in (10, 11, 12):
+        held.add(seq, f'm{seq}', now=0.0)
+    assert held.acknowledge(11) and not held.acknowledge(11)  # twice: nothing more
+    assert not held.acknowledge(99)  # a predecessor's number
+    assert (len(held), held.first_seq, held.last_seq) == (2, 10, 12)
+    assert held.due(0.5, older_than=1.0) == []  # sent moments ago
+    assert held.due(2.0, older_than=1.0) == [(10, 'm10'), (12, 'm12')]
+    assert held.due(2.5, older_than=1.0) == [] and held.resent == 2  # just sent again
+    for seq in (13, 14):
+        held.add(seq, f'm{seq}', now=3.0)
+    assert (len(held), held.first_seq, held.dropped) == (3, 12, 1)  # the oldest dropped
+    with pytest.raises(ValueError):
+        HeldTransitions(capacity=0)
+
+
+def test_the_learner_keeps_the_monitor_totals_across_a_monitor_restart(tmp_path):
+    config = load_run_config(str(TINY))
+    run = LearnerRun(config, build_task_problem(config).spaces, tmp_path)
+
+    def status(started, unsafe, margin):
+        run.on_safety({'monitor_started': started, 'unsafe_states_train': str(unsafe),
+                       'min_margin_train': repr(margin), 'safe_set_unsafe_states_train': '1'})
+
+    status('100', 2, 0.05)
+    status('100', 3, 0.04)  # the same monitor: its totals replace
+    assert (run.counters.unsafe_train, run.counters.min_margin_train) == (3, 0.04)
+    status('200', 0, 0.3)  # a new monitor counts from 0 again
+    assert (run.counters.unsafe_train, run.counters.min_margin_train) == (3, 0.04)
+    status('200', 1, 0.01)
+    assert (run.counters.unsafe_train, run.counters.min_margin_train) == (4, 0.01)
+    assert run.counters.safe_set_unsafe_train == 2
 
 
 class Observer(Node):
