@@ -56,7 +56,8 @@ def hand_extent(safe_set: SafeSet, reach: float) -> tuple[np.ndarray, np.ndarray
     radii = robot.cover_radii + safe_set.config.cartesian_clearance
     near = np.linalg.norm(centres, axis=1) <= reach
     if not near.any():
-        return -radii.min() * np.ones(3), radii.min() * np.ones(3)
+        raise ValueError(f'oracle hand_reach {reach:g} m: no collision sphere lies that close to '
+                         'the end effector at the home posture')
     return (centres[near] - radii[near, None]).min(axis=0), \
         (centres[near] + radii[near, None]).max(axis=0)
 
