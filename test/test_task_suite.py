@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssq_ros.config import to_dict
-from ssq_ros.control.oracle import make_oracle
+from ssq_ros.control.oracle import hand_extent, make_oracle
 from ssq_ros.paths import config_path
 from ssq_ros.training.config import load_run_config
 from ssq_ros.training.evaluate import (
@@ -87,3 +87,12 @@ def test_bad_goal_sampling_is_an_error_naming_the_key(tmp_path):
     bad.write_text('extends: tasks/wall.yaml\nsim: {task: {goal_sampling: grid}}\n')
     with pytest.raises(ValueError, match='goal_sampling'):
         load_run_config(bad)
+
+
+def test_the_hand_extent_covers_the_hand_and_a_reach_without_spheres_is_an_error(problems):
+    safe_set = problems['easy'].setup.safe_set
+    lower, upper = hand_extent(safe_set, 0.15)
+    # The fingers end below the end effector, the wrist rises above it; clearance included.
+    assert lower[2] < -safe_set.config.cartesian_clearance and upper[2] > 0.1
+    with pytest.raises(ValueError, match='hand_reach'):
+        hand_extent(safe_set, 0.0)
