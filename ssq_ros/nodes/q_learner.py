@@ -45,6 +45,9 @@ from ssq_ros.task.setup import build_task_problem
 from ssq_ros.training.config import load_run_config
 from ssq_ros.training.plots import summary_rows
 
+# The "-1: here with nothing yet" announcement lasts at least this long [s], so the behavior
+# hears it once this learner's subscription to /ssq/transitions is surely matched.
+ANNOUNCE_FOR = 3.0
 # Transition numbers remembered to recognise one sent again (far more than the behavior holds).
 SEEN_KEPT = 100_000
 
@@ -103,6 +106,7 @@ class QLearner(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(self.cfg.status_period, self.publish_status, clock=steady)
         self.create_timer(self.cfg.progress_period, self.print_progress, clock=steady)
+        self.announced, self.had_transition = 0, False
         self.ready_timer = self.create_timer(0.5, self.announce_ready, clock=steady)
         self.extract_timer = None
         self.progress_mark = (time.monotonic(), self.run.steps)
@@ -118,8 +122,14 @@ class QLearner(Node):
 
     # ------------------------------------------------------------------ inputs
     def announce_ready(self) -> None:
-        """Until the first transition: tell the behavior a learner is here with nothing yet."""
+        """Until the first transition, and for ANNOUNCE_FOR s at least: tell the behavior a
+        learner is here with nothing yet (after a restart, it sends again what it holds: what
+        it sent before this learner was listening is among it)."""
         self.ack_pub.publish(Int64(data=-1))
+        self.announced += 1
+        if self.had_transition and self.announced * 0.5 >= ANNOUNCE_FOR:
+            self.ready_timer.cancel()
+            self.ready_timer = None
 
     def on_transition(self, msg: Float64MultiArray) -> None:
         try:
@@ -137,9 +147,7 @@ class QLearner(Node):
         self.seen_order.append(transition.seq)
         if len(self.seen_order) > SEEN_KEPT:
             self.seen.discard(self.seen_order.popleft())
-        if self.ready_timer is not None:
-            self.ready_timer.cancel()
-            self.ready_timer = None
+        self.had_transition = True
         self.ack_pub.publish(Int64(data=transition.seq))
         self.apply(events)
 

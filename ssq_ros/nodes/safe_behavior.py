@@ -19,8 +19,8 @@ policy executor acts. All decisions are `ssq_ros.graph_logic.behavior_loop.Behav
 Peers that die and come back (train_sim respawns them; docs/topics.md, "Faults"):
 - the learner: every transition is held until the learner acknowledges that very one
   (`HeldTransitions`); one unacknowledged for `resend_after` s is sent again when a learner
-  announces itself with nothing yet (ack -1: it restarted, from its checkpoint) and, in any
-  case, after `retransmit_after` s (it went out while no learner was listening). The learner
+  announces itself with nothing yet (ack -1, for its first 3 s at least: it restarted, from its
+  checkpoint) and, as a last resort, after `retransmit_after` s. The learner
   ignores a transition number it has already had. What a killed learner had acknowledged after
   its last checkpoint is lost (at most `schedule.checkpoint_every - 1` transitions).
 - the simulator (or a driver that reconnects): a joint state more than `stream_gap` after the
@@ -101,8 +101,9 @@ class SafeBehaviorConfig(JointStateInput, NodeDiagnostics, RunBudget):
     resend_after: float = spec(1.0, doc='a restarted learner (ack -1 while transitions are '
                                'held) gets again the held transitions last sent at least this '
                                'long ago [s, wall clock]', low=0.05, high=60.0)
-    retransmit_after: float = spec(10.0, doc='send again a transition the learner has not '
-                                   'acknowledged for this long [s, wall clock]', low=0.5,
+    retransmit_after: float = spec(60.0, doc='last resort: send again a transition the '
+                                   'learner has not acknowledged for this long [s, wall clock; '
+                                   'not while the final policy is extracted]', low=0.5,
                                    high=3600.0)
 
 
@@ -213,7 +214,8 @@ class SafeBehavior(Node):
             self.held.acknowledge(msg.data)  # a number not held: twice, or a predecessor's
         elif len(self.held):
             # -1 while transitions are held: a learner that (re)started with nothing.
-            self.send_again(self.cfg.resend_after, 'a learner (re)started with nothing')
+            self.send_again(self.cfg.resend_after, 'a learner (re)started with nothing',
+                            warn=False)  # the launcher reports a crash already
         self.try_act()
 
     def on_learner_status(self, msg: DiagnosticArray) -> None:
@@ -222,11 +224,12 @@ class SafeBehavior(Node):
             self.try_act()
 
     def retransmit(self) -> None:
-        if self.learner_here:
+        # A learner busy with its final extraction acknowledges nothing for a while.
+        if self.learner_here and self.phase in _ACTING:
             self.send_again(self.cfg.retransmit_after, 'unacknowledged for '
                             f'{self.cfg.retransmit_after:g} s')
 
-    def send_again(self, older_than: float, why: str) -> None:
+    def send_again(self, older_than: float, why: str, warn: bool = True) -> None:
         """Send the held transitions last sent at least `older_than` s ago, oldest first."""
         again = self.held.due(time.monotonic(), older_than)
         if not again:
@@ -234,8 +237,9 @@ class SafeBehavior(Node):
         for _, message in again:
             self.transition_pub.publish(message)
         self.reporter.extra['transitions_resent'] = str(self.held.resent)
-        self.get_logger().warning(f'{why}: sent {len(again)} unacknowledged transitions again '
-                                  f'(seq {again[0][0]}..{again[-1][0]})')
+        log = self.get_logger().warning if warn else self.get_logger().info
+        log(f'{why}: sent {len(again)} unacknowledged transitions again '
+            f'(seq {again[0][0]}..{again[-1][0]})')
 
     def on_decision(self, msg: Float64MultiArray) -> None:
         """The executor's action at a state: with the next state it makes a transition of the
