@@ -99,7 +99,8 @@ class SafeBehaviorController:
 
         `shield=False` allows every primitive: only for baselines that measure what the
         support check prevents, never for acting on a robot. `previous`: the command the arm
-        follows until the next one acts (the support check's actuation latency).
+        follows until the next one acts, or the last few oldest first (the support check's
+        actuation latency, `SupportCheck.predict`).
         """
         commands = self.actions.discrete_commands(q)
         allowed = self.support.is_safe(q, qdot, commands, previous) if shield else \
@@ -140,8 +141,9 @@ class SafeBehaviorController:
 
         `shield=False` (discrete only) is the same distribution without the support check, the
         baseline the evidence compares against; never use it on a robot. `previous`: the
-        command last sent, which the arm follows for the support check's actuation latency
-        (None: the arm holds its measured velocity meanwhile).
+        command last sent, or the last few oldest first (`CommandsInFlight`), which the arm
+        follows for the support check's actuation latency (None: the arm holds its measured
+        velocity meanwhile).
         """
         q = np.asarray(q, dtype=float)
         qdot = np.asarray(qdot, dtype=float)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ssq_ros.graph_logic.phases import RunPhase
 from ssq_ros.graph_logic.transitions import EpisodeSummary, Transition
+from ssq_ros.safety.support import CommandsInFlight
 from ssq_ros.task.setup import TaskProblem, support_of
 from ssq_ros.training.config import load_run_config
 
@@ -59,8 +60,9 @@ class BehaviorLoop:
         self._seen_start = False
         self._pending: tuple[np.ndarray, int | np.ndarray] | None = None
         self._last_obs: np.ndarray | None = None
-        self._sent = np.zeros(problem.setup.robot.dof)
-        """mu's last command, which the arm follows for the support check's latency."""
+        self._sent = CommandsInFlight(problem.setup.robot.dof,
+                                      problem.setup.support.commands_in_flight)
+        """mu's last commands, which the arm follows for the support check's latency."""
 
     def start_episode(self, phase: RunPhase, episode: int, goal: np.ndarray) -> None:
         """The arm was reset; the next state given is the episode's first."""
@@ -70,7 +72,7 @@ class BehaviorLoop:
         self.phase, self.episode, self.goal = phase, episode, goal
         self.active, self._seen_start = True, False
         self._length, self._return, self._pending, self._last_obs = 0, 0.0, None, None
-        self._sent = np.zeros(self.task.robot.dof)  # reset: the arm starts at rest
+        self._sent.reset()  # the arm starts at rest
 
     def end_episode(self) -> None:
         """Abandon the current episode (the phase changed); nothing more is emitted for it."""
@@ -100,7 +102,7 @@ class BehaviorLoop:
         if not mu_acts and previous_action is not None and self._last_obs is not None:
             pending = (self._last_obs, previous_action)
         decision = self.problem.controller.act(
-            q, qdot, self.rng, self.goal, previous=self._sent if mu_acts else None) \
+            q, qdot, self.rng, self.goal, previous=self._sent.commands if mu_acts else None) \
             if mu_acts or pending is not None else None
         transition = None
         if pending is not None and decision is not None:
@@ -116,5 +118,6 @@ class BehaviorLoop:
             return BehaviorStep(None, transition, summary)
         if not mu_acts:
             return BehaviorStep(None, transition, None)
-        self._pending, self._sent = (obs, decision.action), decision.command
+        self._pending = (obs, decision.action)
+        self._sent.push(decision.command)
         return BehaviorStep(decision.command, transition, None, decision.fallback)

@@ -28,7 +28,8 @@ def shielded_command(problem: TaskProblem, executor: ShieldedExecutor, q: np.nda
                      qdot: np.ndarray, goal: np.ndarray, rng: np.random.Generator,
                      previous: np.ndarray | None = None) -> ShieldedCommand:
     """The joint-velocity command of the shielded policy at (q, qdot) for `goal`; `previous`
-    is the command sent before, which the arm follows for the support check's latency."""
+    is the command sent before, or the last few oldest first (`CommandsInFlight`), which the
+    arm follows for the support check's latency."""
     q, qdot = np.asarray(q, dtype=float), np.asarray(qdot, dtype=float)
     controller = problem.controller
     goal = np.asarray(goal, dtype=float)

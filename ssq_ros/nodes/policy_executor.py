@@ -54,6 +54,7 @@ from ssq_ros.nodes.interfaces import (
 from ssq_ros.nodes.transition_msg import command_message, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
+from ssq_ros.safety.support import CommandsInFlight
 from ssq_ros.task.setup import build_task_problem
 from ssq_ros.training.config import load_run_config
 
@@ -87,9 +88,10 @@ class PolicyExecutor(Node):
                                                  max_stamp_age=self.cfg.max_stamp_age)
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'policy_executor')
         self.goal: np.ndarray | None = None
-        # The command the arm follows until the next one acts (the support check's latency);
+        # The commands the arm follows until the next one acts (the support check's latency);
         # a new goal starts a new episode from rest.
-        self.last_sent = np.zeros(self.problem.setup.robot.dof)
+        self.sent = CommandsInFlight(self.problem.setup.robot.dof,
+                                     self.problem.setup.support.commands_in_flight)
         self.operator_goal: np.ndarray | None = None
         self.latest: JointSample | None = None
         self.answered_stamp = -1.0
@@ -142,7 +144,7 @@ class PolicyExecutor(Node):
         if self.operator_goal is not None and np.array_equal(goal, self.operator_goal):
             return  # its own operator goal coming back: the arm goes on, no new episode
         self.goal, self.operator_goal = goal, None
-        self.last_sent = np.zeros_like(self.last_sent)  # an episode starts at rest
+        self.sent.reset()  # an episode starts at rest
 
     def on_clicked_point(self, msg: PointStamped) -> None:
         point = np.array([msg.point.x, msg.point.y, msg.point.z])
@@ -196,13 +198,13 @@ class PolicyExecutor(Node):
             return
         self.answered_stamp = sample.stamp
         out = shielded_command(self.problem, self.shield, sample.positions,
-                               sample.velocities, self.goal, self.rng, self.last_sent)
+                               sample.velocities, self.goal, self.rng, self.sent.commands)
         self.reporter.record([] if out.status is SafetyStatus.OK else [out.status])
         if out.action is not None:  # first, so it is there before the state it leads to
             self.decision_pub.publish(decision_message(self.problem.spaces, sample.stamp,
                                                        out.action))
         self.command_pub.publish(command_message(out.command, sample.stamp))
-        self.last_sent = out.command
+        self.sent.push(out.command)
 
 
 def main(args: list[str] | None = None) -> None:
