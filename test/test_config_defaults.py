@@ -30,6 +30,9 @@ ADDED_SINCE_ISSUE13 = {
     'sim.physics.armature_scale': 1.0,
     # issue 14: goal candidates in a goal box for the task suite; postures is the recorded rule
     'sim.task.goal_sampling': 'postures',
+    # issue 14: n-step targets; 1 is the one-step target every recorded run used (the
+    # correction only acts when n_step > 1)
+    'learner.critic.n_step': 1, 'learner.critic.n_step_correction': 'advantage',
 }
 
 

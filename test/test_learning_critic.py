@@ -220,3 +220,114 @@ def test_q_of_k_samples_per_state_equals_q_of_each_state_action_pair():
     obs, actions = torch.randn(5, 7), torch.randn(5, 4, 3)
     per_pair = torch.stack([q(obs, actions[:, k]) for k in range(4)], dim=-1)
     torch.testing.assert_close(q(obs, actions), per_pair)
+
+
+# --- n-step targets (issue 14) ---------------------------------------------------------------
+
+def _constant_target(critic, q_row):
+    """Set the target network to Q(s, .) = q_row at every state (real weights, no stand-in)."""
+    with torch.no_grad():
+        last = critic.q_target.nets[-1]
+        last.weight.zero_()
+        last.bias.copy_(torch.as_tensor(q_row, dtype=torch.float32).view(1, 1, -1))
+
+
+def _three_step_buffer(terminal_at=None):
+    buffer = ReplayBuffer.discrete(8, 2, 3)
+    mu = np.array([0.5, 0.5, 0.0])
+    obs = np.zeros(2, np.float32)
+    for t, (action, reward) in enumerate([(0, 1.0), (1, 2.0), (0, 3.0)]):
+        buffer.add(obs, action, reward, obs + 1, float(t == terminal_at), mu)
+        obs = obs + 1
+    return buffer
+
+
+@pytest.mark.parametrize('correction', ['advantage', 'none'])
+def test_n_step_target_matches_hand_computation(correction):
+    gamma, alpha, q = 0.9, 0.5, [1.0, 2.0, 0.0]
+    critic = KLCritic(2, CriticConfig(gamma=gamma, alpha=alpha, n_step=3, num_q=1,
+                                      n_step_correction=correction), n_actions=3)
+    _constant_target(critic, q)
+    v = alpha * math.log(0.5 * math.exp(1.0 / alpha) + 0.5 * math.exp(2.0 / alpha))
+    adv = {0: q[0] - v, 1: q[1] - v}
+    seq = _three_step_buffer().sequences_at(np.array([0]), 3)
+    if correction == 'advantage':  # a1 = 1, a2 = 0
+        expected = 1.0 + gamma * (2.0 - adv[1]) + gamma**2 * (3.0 - adv[0]) + gamma**3 * v
+    else:
+        expected = 1.0 + gamma * 2.0 + gamma**2 * 3.0 + gamma**3 * v
+    assert critic.target_sequences(seq).item() == pytest.approx(expected, rel=1e-5)
+    # a terminal second step: two rewards, no bootstrap
+    seq = _three_step_buffer(terminal_at=1).sequences_at(np.array([0]), 3)
+    expected = 1.0 + gamma * (2.0 - (adv[1] if correction == 'advantage' else 0.0))
+    assert critic.target_sequences(seq).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_n_step_target_of_one_step_is_the_one_step_target():
+    critic = KLCritic(2, CriticConfig(gamma=0.9, alpha=0.5), n_actions=3, seed=3)
+    seq = _three_step_buffer().sequences_at(np.array([0, 1, 2]), 1)
+    assert torch.allclose(critic.target_sequences(seq), critic.target(seq.first()))
+    # a sequence whose only valid step is the first: also the one-step target
+    seq3 = _three_step_buffer().sequences_at(np.array([2]), 3)
+    assert seq3.valid.tolist() == [[1, 0, 0]]
+    assert critic.target_sequences(seq3).item() == pytest.approx(
+        critic.target(seq3.first()).item(), rel=1e-6)
+
+
+def test_corrected_n_step_target_is_the_soft_fixed_point_whatever_mu_did():
+    # A deterministic 5-state chain (state 4 terminal); Q* by soft value iteration under mu.
+    # With the target network set to Q*, the advantage-corrected n-step target of any of mu's
+    # trajectories is Q*(s0, a0) exactly; mu's plain n-step return is not (it evaluates mu).
+    n_states, gamma, alpha = 5, 0.9, 0.3
+    mu = np.array([0.2, 0.5, 0.3])
+    moves = np.array([1, 0, -1])
+
+    def step(s, a):
+        s2 = int(np.clip(s + moves[a], 0, n_states - 1))
+        return s2, -0.5 * abs(n_states - 1 - s2) + (5.0 if s2 == n_states - 1 else 0.0)
+
+    q_star = np.zeros((n_states, 3))
+    for _ in range(2000):
+        v = alpha * np.log((mu * np.exp(q_star / alpha)).sum(1))
+        for s in range(n_states):
+            for a in range(3):
+                s2, r = step(s, a)
+                q_star[s, a] = r + gamma * (0.0 if s2 == n_states - 1 else v[s2])
+    one_hot = np.eye(n_states, dtype=np.float32)
+    buffer = ReplayBuffer.discrete(64, n_states, 3)
+    rng = np.random.default_rng(0)
+    s = 0
+    for _ in range(40):
+        a = int(rng.choice(3, p=mu))
+        s2, r = step(s, a)
+        done = float(s2 == n_states - 1)
+        buffer.add(one_hot[s], a, r, one_hot[s2], done, mu)
+        s = 0 if done else s2
+    targets = {}
+    for correction in ('advantage', 'none'):
+        critic = KLCritic(n_states, CriticConfig(gamma=gamma, alpha=alpha, n_step=6, num_q=1,
+                                                 hidden_sizes=(n_states,),
+                                                 n_step_correction=correction), n_actions=3)
+        with torch.no_grad():  # hidden = the one-hot state, output = Q*(s, .)
+            first, last = critic.q_target.nets[0], critic.q_target.nets[-1]
+            first.weight.copy_(torch.eye(n_states)[None])
+            first.bias.zero_()
+            last.weight.copy_(torch.as_tensor(q_star, dtype=torch.float32)[None])
+            last.bias.zero_()
+        seq = buffer.sequences_at(np.arange(40), 6)
+        assert seq.valid.sum() > 80  # the sequences are long enough to matter
+        targets[correction] = critic.target_sequences(seq).numpy()
+        states = seq.obs[:, 0].argmax(-1).numpy()
+        expected = q_star[states, seq.action[:, 0].numpy()]
+    np.testing.assert_allclose(targets['advantage'], expected, atol=1e-4)
+    assert np.abs(targets['none'] - expected).max() > 0.1
+
+
+def test_n_step_critic_learns_and_config_ranges():
+    critic = KLCritic(2, CriticConfig(n_step=3), n_actions=3)
+    buffer = _three_step_buffer()
+    stats = critic.update(buffer.sample_sequences(8, 3, np.random.default_rng(0)))
+    assert math.isfinite(stats['loss']) and critic.updates == 1
+    with pytest.raises(ConfigError):
+        parse(CriticConfig, {'n_step': 0}, 'critic')
+    with pytest.raises(ConfigError):
+        parse(CriticConfig, {'n_step_correction': 'retrace'}, 'critic')

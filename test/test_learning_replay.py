@@ -126,3 +126,52 @@ def test_constructor_and_sampling_reject_bad_arguments():
     fill_discrete(buffer, 1)
     with pytest.raises(ValueError, match='batch_size'):
         buffer.sample(0, np.random.default_rng(0))
+
+
+def _chain(buffer, starts_and_lengths):
+    """Episodes of 2-d states counting up by 1, rewards = the global step index."""
+    step = 0
+    for start, length, terminal in starts_and_lengths:
+        obs = np.array([start, 0.0], np.float32)
+        for t in range(length):
+            done = float(terminal and t == length - 1)
+            buffer.add(obs, step % 3, float(step), obs + 1, done, np.array([0.5, 0.5, 0.0]))
+            obs, step = obs + 1, step + 1
+
+
+def test_sequences_stop_at_terminals_new_episodes_and_the_newest_slot():
+    buffer = ReplayBuffer.discrete(16, 2, 3)
+    # slots 0-2: an episode cut by the time limit; 3-4: one that ends terminal; 5-7: a third
+    _chain(buffer, [(0.0, 3, False), (50.0, 2, True), (90.0, 3, False)])
+    seq = buffer.sequences_at(np.array([0, 1, 3, 4, 5, 7]), 3)
+    assert seq.valid.tolist() == [[1, 1, 1],   # 0 1 2 in one episode
+                                  [1, 1, 0],   # 2 is the episode's last transition
+                                  [1, 1, 0],   # 4 is terminal: nothing after it
+                                  [1, 0, 0],   # terminal
+                                  [1, 1, 1],
+                                  [1, 0, 0]]   # the newest slot: nothing written after it
+    assert seq.reward[0].tolist() == [0.0, 1.0, 2.0]
+    # invalid steps repeat the start (never the unwritten zero rows)
+    assert seq.reward[5].tolist() == [7.0, 7.0, 7.0]
+    assert torch.all(seq.next_support.sum(-1) == 1)
+    first = seq.first()
+    assert first.reward.tolist() == [0.0, 1.0, 3.0, 4.0, 5.0, 7.0]
+    assert seq.obs.shape == (6, 3, 2) and seq.next_support.shape == (6, 3, 3)
+
+
+def test_sequences_across_the_ring_wrap_stop_at_the_newest_slot():
+    buffer = ReplayBuffer.discrete(4, 2, 3)
+    _chain(buffer, [(0.0, 6, False)])  # slots hold steps 4 5 2 3; newest = slot 1 (step 5)
+    seq = buffer.sequences_at(np.array([2, 3, 0, 1]), 3)
+    assert seq.reward[:, 0].tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert seq.valid.tolist() == [[1, 1, 1], [1, 1, 1], [1, 1, 0], [1, 0, 0]]
+    assert seq.reward[0].tolist() == [2.0, 3.0, 4.0]
+
+
+def test_sequences_of_one_step_are_the_transitions():
+    buffer = ReplayBuffer.discrete(8, 2, 3)
+    _chain(buffer, [(0.0, 5, False)])
+    seq = buffer.sample_sequences(4, 1, np.random.default_rng(0))
+    assert seq.valid.shape == (4, 1) and torch.all(seq.valid == 1)
+    with pytest.raises(ValueError, match='n_steps'):
+        buffer.sequences_at(np.array([0]), 0)

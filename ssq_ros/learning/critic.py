@@ -21,7 +21,7 @@ from torch import nn
 
 from ssq_ros.config import ConfigError, parse, spec, to_dict
 from ssq_ros.learning.networks import ensemble_mlp, polyak_update, seeded_init
-from ssq_ros.learning.replay import Batch
+from ssq_ros.learning.replay import Batch, SequenceBatch
 from ssq_ros.storage import atomic_write
 
 _CHECKPOINT_KIND = 'ssq_ros.KLCritic/1'
@@ -62,6 +62,15 @@ class CriticConfig:
     batch_size: int = spec(256, low=1, high=65536, doc='transitions per update')
     grad_clip: float = spec(10.0, low=0.0, high=1e6,
                             doc='max global gradient norm per update; 0 disables clipping')
+    # n-step targets (issue 14): 1 is the one-step soft target above (the shipped default).
+    n_step: int = spec(1, low=1, high=64,
+                       doc='transitions of mu summed in the target before it bootstraps '
+                           '(1 = the one-step soft target)')
+    n_step_correction: str = spec(
+        'advantage', choices=('advantage', 'none'),
+        doc='n_step > 1: advantage = subtract Qbar(s_k, a_k) - Vbar(s_k) at every intermediate '
+            'step (soft path consistency: the target of the soft fixed point whatever mu did); '
+            'none = mu\'s plain n-step return (evaluates mu for n - 1 steps)')
 
 
 def soft_value_discrete(q_next: torch.Tensor, mu_next: torch.Tensor,
@@ -189,6 +198,48 @@ class KLCritic:
             v_next = soft_value_sampled_corrected(q_next, cfg.alpha)
         return batch.reward + cfg.gamma * (1.0 - batch.done) * v_next
 
+    @torch.no_grad()
+    def target_sequences(self, batch: SequenceBatch) -> torch.Tensor:
+        """The n-step target of step 0 of each sequence, m = the valid steps (1..n):
+
+            y = sum_{k<m} g^k r_k - sum_{1<=k<m} g^k (Qbar(s_k, a_k) - Vbar(s_k))
+                + g^m (1 - d_{m-1}) Vbar(s'_{m-1})
+
+        With correction 'none' the middle sum is left out. alpha log(pi/mu)(a|s) = Q(s, a) -
+        V(s) for the induced policy, so each subtracted term is the KL-regularized objective's
+        charge for mu's action at s_k: at the soft fixed point E[r_k + g V(s_{k+1})] = Q(s_k,
+        a_k) for any a_k, and y has the one-step target's expectation whatever mu chose (no
+        importance weights). With m = 1 it is the one-step target."""
+        cfg = self.config
+        batch_size, n = batch.valid.shape
+        flat_next = batch.next_obs.reshape(batch_size * n, -1)
+        if self.is_discrete:
+            q_next = self.q_target(flat_next).min(dim=0).values                 # (B n, A)
+            support = batch.next_support.reshape(batch_size * n, -1)
+            v_next = soft_value_discrete(q_next, support, cfg.alpha).view(batch_size, n)
+            q_next = q_next.view(batch_size, n, -1)
+        else:
+            support = batch.next_support.reshape(batch_size * n, *batch.next_support.shape[2:])
+            q_samples = self.q_target(flat_next, support).min(dim=0).values     # (B n, K)
+            v_next = soft_value_sampled_corrected(q_samples, cfg.alpha).view(batch_size, n)
+        valid = batch.valid
+        discount = cfg.gamma ** torch.arange(n, dtype=valid.dtype)               # g^k
+        y = (valid * discount * batch.reward).sum(dim=1)
+        if cfg.n_step_correction == 'advantage' and n > 1:
+            # s_k = next_obs of step k - 1 (valid steps continue exactly), a_k = action of step k
+            if self.is_discrete:
+                q_taken = q_next[:, :-1].gather(-1, batch.action[:, 1:, None]).squeeze(-1)
+            else:
+                q_taken = self.q_target(batch.next_obs[:, :-1].reshape(-1, self.obs_dim),
+                                        batch.action[:, 1:].reshape(-1, self.action_dim))
+                q_taken = q_taken.min(dim=0).values.view(batch_size, n - 1)
+            advantage = q_taken - v_next[:, :-1]
+            y = y - (valid[:, 1:] * discount[1:] * advantage).sum(dim=1)
+        last = (valid.sum(dim=1).long() - 1).clamp_min(0)                       # m - 1
+        rows = torch.arange(batch_size)
+        bootstrap = (1.0 - batch.done[rows, last]) * v_next[rows, last]
+        return y + cfg.gamma ** (last + 1).to(y.dtype) * bootstrap
+
     def q_taken(self, batch: Batch) -> torch.Tensor:
         """(num_q, B) Q of the actions in the batch, with gradient."""
         if self.is_discrete:
@@ -197,9 +248,13 @@ class KLCritic:
             return q_all.gather(-1, index).squeeze(-1)
         return self.q(batch.obs, batch.action)
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step of every Q network towards the shared target; then Polyak."""
-        y = self.target(batch)
+    def update(self, batch: Batch | SequenceBatch) -> dict[str, float]:
+        """One gradient step of every Q network towards the shared target; then Polyak. A
+        `SequenceBatch` trains step 0 of each sequence on its n-step target."""
+        if isinstance(batch, SequenceBatch):
+            y, batch = self.target_sequences(batch), batch.first()
+        else:
+            y = self.target(batch)
         q = self.q_taken(batch)
         loss = ((q - y.unsqueeze(0)) ** 2).mean(dim=1).sum()
         self.optimizer.zero_grad(set_to_none=True)

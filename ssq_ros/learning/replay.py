@@ -34,6 +34,25 @@ class Batch(NamedTuple):
     next_support: torch.Tensor  # (B, n_actions) probabilities or (B, K, action_dim) samples
 
 
+class SequenceBatch(NamedTuple):
+    """n consecutive transitions from each of B sampled starts, as float32 tensors (the discrete
+    action as int64). Step 0 is the sampled transition; step k > 0 follows it in the same
+    episode where `valid[:, k]` is 1 (it stops at a terminal step, at an episode's end, and at
+    the ring's newest slot)."""
+
+    obs: torch.Tensor           # (B, n, obs_dim)
+    action: torch.Tensor        # (B, n) int64 or (B, n, action_dim)
+    reward: torch.Tensor        # (B, n)
+    next_obs: torch.Tensor      # (B, n, obs_dim)
+    done: torch.Tensor          # (B, n)
+    next_support: torch.Tensor  # (B, n, n_actions) or (B, n, K, action_dim)
+    valid: torch.Tensor         # (B, n) 1.0 / 0.0, valid[:, 0] == 1, non-increasing along n
+
+    def first(self) -> Batch:
+        """Step 0 of every sequence: the one-step batch of the sampled transitions."""
+        return Batch(*(getattr(self, name)[:, 0] for name in _ARRAYS))
+
+
 class ReplayBuffer:
     """Ring buffer; build it with `ReplayBuffer.discrete` or `ReplayBuffer.continuous`."""
 
@@ -124,6 +143,46 @@ class ReplayBuffer:
             raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
         index = rng.integers(self.size, size=int(batch_size))
         return self.batch_at(index)
+
+    def sample_sequences(self, batch_size: int, n_steps: int,
+                         rng: np.random.Generator) -> SequenceBatch:
+        """Uniform starts (with replacement), each with the n_steps - 1 transitions that
+        followed it (`sequences_at`)."""
+        if self.size == 0:
+            raise ValueError('cannot sample from an empty replay buffer')
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+                or batch_size < 1:
+            raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
+        return self.sequences_at(rng.integers(self.size, size=int(batch_size)), n_steps)
+
+    def sequences_at(self, index: np.ndarray, n_steps: int) -> SequenceBatch:
+        """The transitions at slots `index` and the n_steps - 1 slots after each. Slot i + 1
+        continues slot i only when it was written after it (not past the ring's newest slot),
+        slot i is not terminal, and its next state is exactly slot i + 1's state: the
+        transitions need no episode ids, and a time-limit cut, a new episode or a transition
+        that arrived out of order (the graph) ends the sequence there."""
+        if isinstance(n_steps, bool) or not isinstance(n_steps, (int, np.integer)) \
+                or n_steps < 1:
+            raise ValueError(f'n_steps must be a positive integer, got {n_steps!r}')
+        index = np.asarray(index, dtype=np.int64)
+        offsets = np.arange(int(n_steps))
+        slots = (index[:, None] + offsets[None, :]) % self.capacity           # (B, n)
+        newest = (self.position - 1) % self.capacity
+        ahead = (newest - index) % self.capacity        # slots written after each start
+        if self.size < self.capacity:
+            ahead = np.minimum(ahead, self.size - 1 - index)
+        valid = np.zeros(slots.shape, bool)
+        valid[:, 0] = True
+        arrays = self.arrays
+        for k in range(1, int(n_steps)):
+            previous, current = slots[:, k - 1], slots[:, k]
+            valid[:, k] = (valid[:, k - 1] & (ahead >= k) & (arrays['done'][previous] == 0)
+                           & np.all(arrays['next_obs'][previous] == arrays['obs'][current],
+                                    axis=-1))
+        # invalid steps repeat the start (never an unwritten slot): finite, and masked out
+        slots = np.where(valid, slots, index[:, None])
+        tensors = [torch.from_numpy(arrays[name][slots]) for name in _ARRAYS]
+        return SequenceBatch(*tensors, torch.from_numpy(valid.astype(np.float32)))
 
     def batch_at(self, index: np.ndarray) -> Batch:
         """The transitions at the given slots, as torch tensors."""

@@ -81,8 +81,14 @@ class OnlineLearner:
         """`n_updates` critic steps on uniform minibatches; mean of their statistics."""
         if len(self.replay) == 0:
             raise ValueError('train: the replay buffer is empty')
-        stats = [self.critic.update(self.replay.sample(self.config.critic.batch_size, self.rng))
-                 for _ in range(int(n_updates))]
+        batch_size, n_step = self.config.critic.batch_size, self.config.critic.n_step
+        if n_step == 1:
+            stats = [self.critic.update(self.replay.sample(batch_size, self.rng))
+                     for _ in range(int(n_updates))]
+        else:
+            stats = [self.critic.update(self.replay.sample_sequences(batch_size, n_step,
+                                                                     self.rng))
+                     for _ in range(int(n_updates))]
         return _mean(stats)
 
     def extract(self, n_steps: int,
