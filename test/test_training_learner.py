@@ -264,3 +264,29 @@ def test_extraction_reports_its_fit_to_the_induced_policy(discrete):
         assert stats['fit_kl'] >= 0.0 and 0.0 <= stats['fit_agreement'] <= 1.0
     if discrete:  # a categorical policy can represent pi ∝ mu exp(Q/alpha) exactly
         assert later['fit_kl'] < first['fit_kl']
+
+
+@pytest.mark.parametrize('spaces', [discrete_spaces(), continuous_spaces()])
+@pytest.mark.parametrize('correction', ['advantage', 'none'])
+def test_n_step_learner_trains_on_chained_transitions(spaces, correction):
+    config = parse(LearnerConfig, {**SMALL, 'critic': {**SMALL['critic'], 'n_step': 4,
+                                                       'n_step_correction': correction}})
+    learner = OnlineLearner(spaces, config, seed=0)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=OBS_DIM)
+    for t in range(60):  # episodes of 10 steps, the state carried over within each
+        next_obs = rng.normal(size=OBS_DIM)
+        if spaces.discrete:
+            learner.add_transition(obs, int(rng.integers(3)), -1.0, next_obs, 0.0,
+                                   np.array([0.4, 0.3, 0.3, 0.0]))
+        else:
+            learner.add_transition(obs, rng.uniform(-1, 1, ACTION_DIM), -1.0, next_obs, 0.0,
+                                   rng.uniform(-1, 1, (K, ACTION_DIM)))
+        obs = rng.normal(size=OBS_DIM) if t % 10 == 9 else next_obs
+    seq = learner.replay.sample_sequences(64, 4, rng)
+    assert 0 < float(seq.valid[:, 1:].mean()) < 1   # sequences continue, and stop at ends
+    stats = learner.train(3)
+    assert learner.updates == 3 and np.isfinite(stats['loss'])
+    # rewards of -1 with Q near 0: the 4-step target is about -(1 + g + g^2 + g^3) early on
+    y = learner.critic.target_sequences(learner.replay.sequences_at(np.array([0]), 4))
+    assert -4.5 < float(y) < -3.0

@@ -1,0 +1,165 @@
+"""SSQ on the task suite (issue 14): runs and collects (task, learner variant, seed) runs.
+
+    .venv/bin/python -m bench.bench_tasks_train --tasks wall --variants n8 --seeds 0 1 \\
+        --steps 10000                    # runs what is missing, then writes the table
+    .venv/bin/python -m bench.bench_tasks_train --collect-only   # only the table
+
+A variant is a set of overrides on top of config/tasks/<task>.yaml (VARIANTS below); its config
+file is written to <out>/configs/<task>-<variant>.yaml (`extends:` the task) and each run goes
+to <out>/<task>-<variant>-<steps>-s<seed>/ through `ssq-train` in its own process (one torch
+thread). A run is skipped only when its metrics.json exists with the current code commit and the
+same resolved config hash (`ssq_ros.training.provenance`); an unfinished run folder is resumed
+from its checkpoint. Every finished run under <out> goes into bench/results/tasks.json, with
+the commit and config hash of its own metrics.json, and a summary per (task, variant, steps).
+Runs are sequential: start two of these with different selections to use two cores.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from ssq_ros.paths import config_path
+from ssq_ros.training.config import load_train_config, resolve_budgets, with_overrides
+from ssq_ros.training.provenance import config_hash, provenance
+
+RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks.json'
+TASKS = ('easy', 'wall', 'ushape', 'window')
+MARKER = 'bench_tasks_train.json'
+
+# Learner variants: overrides on top of the task's yaml (the measured ablations).
+VARIANTS: dict[str, dict] = {
+    'base': {},
+    'n8': {'learner': {'critic': {'n_step': 8}}},
+    'n8_plain': {'learner': {'critic': {'n_step': 8, 'n_step_correction': 'none'}}},
+    'n16': {'learner': {'critic': {'n_step': 16}}},
+    'n8_a03': {'learner': {'critic': {'n_step': 8, 'alpha': 0.3}}},
+    'n8_a01': {'learner': {'critic': {'n_step': 8, 'alpha': 0.1}}},
+    'n8_u2': {'learner': {'critic': {'n_step': 8}}, 'schedule': {'updates_per_step': 2.0}},
+    'base_gp0': {'sim': {'behavior': {'goal_preference': 0.0}}},
+    'n8_gp0': {'learner': {'critic': {'n_step': 8}},
+               'sim': {'behavior': {'goal_preference': 0.0}}},
+}
+METRICS = ('success_rate_policy', 'success_rate_induced', 'success_rate_behavior_greedy',
+           'success_rate_behavior', 'success_rate_oracle', 'return_policy', 'return_induced',
+           'return_behavior', 'calibration_bias_induced', 'calibration_error_induced',
+           'policy_fit_agreement', 'unsafe_states_train', 'unsafe_states_eval', 'wall_time_s')
+
+
+def variant_config(task: str, variant: str, out: Path) -> Path:
+    """Write (and return) the variant's config file: the task's yaml plus the overrides."""
+    folder = out / 'configs'
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f'{task}-{variant}.yaml'
+    text = yaml.safe_dump({'extends': str(config_path(f'tasks/{task}.yaml')),
+                           **VARIANTS[variant]}, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def run_one(task: str, variant: str, seed: int, steps: int, out: Path) -> Path:
+    config_file = variant_config(task, variant, out)
+    config = resolve_budgets(with_overrides(load_train_config(config_file), seed=seed,
+                                            steps=steps))
+    folder = out / f'{task}-{variant}-{steps}-s{seed}'
+    metrics_file = folder / 'metrics.json'
+    if metrics_file.exists():
+        metrics = json.loads(metrics_file.read_text())
+        if (metrics.get('code_commit') == provenance()['code_commit']
+                and metrics.get('config_sha256') == config_hash(config)):
+            print(f'{folder}: done with this commit and config, skipped', flush=True)
+            return folder
+        metrics_file.rename(folder / 'metrics.previous.json')
+        print(f'{folder}: metrics.json of another commit or config, run again', flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text(json.dumps({'task': task, 'variant': variant, 'seed': seed,
+                                             'steps': steps}))
+    command = [str(Path(sys.executable).parent / 'ssq-train'), '--config', str(config_file),
+               '--seed', str(seed), '--steps', str(steps), '--out', str(folder),
+               '--no-progress']
+    print(' '.join(command), flush=True)
+    with open(folder / 'stdout.log', 'a') as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    return folder
+
+
+def collect(out: Path) -> dict:
+    rows = []
+    for marker in sorted(out.glob(f'*/{MARKER}')):
+        metrics_file = marker.parent / 'metrics.json'
+        if not metrics_file.exists():
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        rows.append({**json.loads(marker.read_text()), 'run_folder': str(marker.parent),
+                     **{key: metrics.get(key) for key in (*METRICS, 'env_steps', 'updates',
+                                                          'eval_episodes', 'code_commit',
+                                                          'code_dirty', 'config_sha256')}})
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row['task'], row['variant'], row['steps']), []).append(row)
+    summary = []
+    for (task, variant, steps), members in sorted(groups.items()):
+        entry = {'task': task, 'variant': variant, 'steps': steps,
+                 'overrides': VARIANTS.get(variant),
+                 'seeds': sorted(r['seed'] for r in members),
+                 'unsafe_states_train_total': int(sum(r['unsafe_states_train'] for r in members)),
+                 'unsafe_states_eval_total': int(sum(r['unsafe_states_eval'] for r in members))}
+        for key in METRICS[:11]:
+            values = np.array([np.nan if r[key] is None else r[key] for r in members], float)
+            entry[key] = {'mean': float(np.nanmean(values)) if np.isfinite(values).any()
+                          else None, 'sd': float(np.nanstd(values))
+                          if np.isfinite(values).any() else None}
+        summary.append(entry)
+    return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'summary': summary,
+            'runs': rows}
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"{'task':7} {'variant':9} {'steps':>6} {'seeds':>9} {'policy':>6} {'induced':>7} "
+             f"{'greedy':>6} {'mu':>5} {'oracle':>6} {'cal.bias':>8} {'unsafe':>6}"]
+    for e in result['summary']:
+        def pct(key, e=e):
+            mean = e[key]['mean']
+            return '   -' if mean is None else f'{100 * mean:5.0f}%'
+        bias = e['calibration_bias_induced']['mean']
+        lines.append(f"{e['task']:7} {e['variant']:9} {e['steps']:>6} "
+                     f"{','.join(map(str, e['seeds'])):>9} {pct('success_rate_policy'):>6} "
+                     f"{pct('success_rate_induced'):>7} {pct('success_rate_behavior_greedy'):>6} "
+                     f"{pct('success_rate_behavior'):>5} {pct('success_rate_oracle'):>6} "
+                     f"{'-' if bias is None else f'{bias:+.1f}':>8} "
+                     f"{e['unsafe_states_train_total']:>6}")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
+    parser.add_argument('--variants', nargs='+', default=['base'], choices=sorted(VARIANTS))
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0])
+    parser.add_argument('--steps', type=int, default=10_000)
+    parser.add_argument('--out', type=Path, default=Path('runs/suite'))
+    parser.add_argument('--collect-only', action='store_true',
+                        help='run nothing; write the table of the finished runs')
+    parser.add_argument('--results', type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if not args.collect_only:
+        for seed in args.seeds:
+            for task in args.tasks:
+                for variant in args.variants:
+                    run_one(task, variant, seed, args.steps, args.out)
+    result = collect(args.out)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(result, indent=1) + '\n')
+    print(format_summary(result))
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
