@@ -241,12 +241,17 @@ STEPS = ('steps', FromArg('steps'))
 RESPAWN = {'respawn': True}
 # The simulator keeps its clock and episode counters in run_dir (sim_state.json), so a
 # respawned one goes on forward in time and never repeats an episode.
+# Only these may command the simulated arm in training: nothing filters their commands on the
+# way (no hardware_interface), so the simulator refuses every command while another node
+# publishes on its command topics (UNKNOWN_COMMANDER_STOP).
+TRAIN_COMMANDERS = ('safe_behavior', 'policy_executor')
 MUJOCO_SIM_TRAIN = NodeSpec(executable='mujoco_sim', name='mujoco_sim',
                             param_files=('nodes.yaml',),
                             parameters=(('config_file', FromArg('config')),
                                         ('headless', FromArg('headless')), ('mode', 'training'),
                                         ('relay_joint_command', True), STEPS,
-                                        ('run_dir', FromArg('run_dir'))), **RESPAWN)
+                                        ('run_dir', FromArg('run_dir')),
+                                        ('commanders', TRAIN_COMMANDERS)), **RESPAWN)
 SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
                           param_files=('nodes.yaml',), parameters=(COMMON[0],))
 # Deployed, the executor also takes goals an operator clicks in RViz (Publish Point).

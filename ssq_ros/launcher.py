@@ -41,6 +41,8 @@ def yaml_literal(value: Any) -> str:
         return 'true' if value else 'false'
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (tuple, list)):  # a string array: a JSON list is a YAML flow sequence
+        return json.dumps([str(item) for item in value])
     return json.dumps(str(value))  # a JSON string is a double-quoted YAML scalar
 
 

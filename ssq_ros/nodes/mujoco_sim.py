@@ -98,6 +98,11 @@ class MujocoSimConfig(NodeDiagnostics, RunBudget):
                                    low=0.01, high=10.0)
     command_timeout: float = spec(0.1, doc='realtime mode: stop when no valid command came for '
                                   'this long [s]', low=0.001, high=10.0)
+    commanders: tuple[str, ...] = spec(
+        (), doc='names of the nodes that may publish on the command topics; while any other '
+                'node publishes there every command is refused (UNKNOWN_COMMANDER_STOP): in '
+                'training mode the arm does not move, in realtime mode it is stopped. Empty: '
+                'any node may command (as a bare ros2_control controller)')
     run_dir: str = spec('', doc='training mode: keep the simulated clock and the episode '
                         'counters in run_dir/sim_state.json, so a restarted simulator goes on '
                         "forward in time and never repeats an episode; '' keeps nothing")
@@ -155,6 +160,7 @@ class MujocoSim(Node):
             topics.append(COMMAND_TOPIC)
             self.create_subscription(Float64MultiArray, topics[1],
                                      lambda msg: self.on_command(msg, 'velocity'), COMMAND_QOS)
+        self.command_topics = tuple(topics)
         self.create_service(Trigger, '/ssq/sim/reset', self.on_reset)
         self.create_service(Trigger, '/ssq/sim/reset_heldout', self.on_reset_heldout)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -305,6 +311,14 @@ class MujocoSim(Node):
             self.reporter.reject(SafetyStatus.COMMAND_REJECTED_NONFINITE,
                                  'command contains NaN or inf')
             return
+        intruders = self.unknown_commanders()
+        if intruders:
+            # Someone else steers the arm: nobody checked what it sends against the safe set.
+            self.reporter.reject(SafetyStatus.UNKNOWN_COMMANDER_STOP,
+                                 f'{", ".join(intruders)} publish(es) on '
+                                 f'{", ".join(self.command_topics)}; commands refused')
+            self.last_command = np.zeros(len(self.joint_names))
+            return
         answers = answered_stamp(msg)
         if self.training and answers is not None and self.superseded_stamp is not None and \
                 abs(answers - self.superseded_stamp) <= STAMP_TOLERANCE:
@@ -330,6 +344,16 @@ class MujocoSim(Node):
             self.step(command)
         else:
             self.last_command, self.last_command_time = command, time.monotonic()
+
+    def unknown_commanders(self) -> list[str]:
+        """Nodes publishing on the command topics that are not `commanders` (empty when every
+        node may command). Asked of the ROS graph at each command: a publisher is discovered
+        before its first message can arrive."""
+        if not self.cfg.commanders:
+            return []
+        names = {info.node_name for topic in self.command_topics
+                 for info in self.get_publishers_info_by_topic(topic)}
+        return sorted(names - set(self.cfg.commanders))
 
     def on_realtime_tick(self) -> None:
         if time.monotonic() - self.last_command_time > self.cfg.command_timeout:

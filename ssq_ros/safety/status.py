@@ -56,6 +56,9 @@ class SafetyStatus(enum.Enum):
                      'braking to rest')
     MULTIPLE_COMMANDERS_STOP = (ERROR_LEVEL, 'more than one node publishes joint commands; '
                                 'stopped until only one does')
+    UNKNOWN_COMMANDER_STOP = (ERROR_LEVEL, 'a node that is not one of the configured commanders '
+                              'publishes joint commands; commands refused, the arm stopped, '
+                              'until it is gone')
     TRACKING_FAULT_STOP = (ERROR_LEVEL, 'the measured motion departed from the servo model '
                            'of the support check beyond the tracking bounds (lag, slip, '
                            'latency); stopped and latched until /ssq/estop_reset')
@@ -85,7 +88,7 @@ _STOPS = frozenset({
     SafetyStatus.NO_STATE_YET, SafetyStatus.NO_COMMAND_YET, SafetyStatus.STALE_STATE_STOP,
     SafetyStatus.STALE_COMMAND_STOP, SafetyStatus.ESTOPPED, SafetyStatus.NO_SAFE_ACTION_STOP,
     SafetyStatus.SAFE_SET_STOP, SafetyStatus.MULTIPLE_COMMANDERS_STOP,
-    SafetyStatus.TRACKING_FAULT_STOP,
+    SafetyStatus.UNKNOWN_COMMANDER_STOP, SafetyStatus.TRACKING_FAULT_STOP,
 })
 
 
