@@ -22,6 +22,34 @@ from ssq_ros.safety.robot import load_robot
 ROBOT = load_robot(config_path('robot.yaml'))
 JOINTS = ROBOT.joint_names
 
+# How long a test waits for an event (a node process up, a log line, a topic message, a service)
+# before it fails. Generous on purpose: node processes that import torch/mujoco/pinocchio took
+# over 30 s to come up on a loaded 2-core machine (issue 16). Waiting costs nothing when the
+# event comes; only a real failure waits this long.
+STARTUP_TIMEOUT = 180.0
+EVENT_TIMEOUT = 60.0  # an event a running node reacts with (a status, a reply, a message)
+# A watchdog timeout the node under test cannot trip from a test publisher starved by load
+# (the node's upper bound for state_timeout and command_timeout), for tests not about it.
+GENEROUS_WATCHDOG = 1.0
+
+
+def wait_until(predicate, timeout=EVENT_TIMEOUT, what='the condition', poll=0.02,
+               while_waiting=None):
+    """Wait until `predicate()` is true; returns its value, or fails naming `what` (a string or
+    a callable giving one, called only on failure) after `timeout` s. `while_waiting()` runs
+    between polls instead of sleeping (e.g. to keep publishing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what() if callable(what) else what} not within {timeout:g} s')
+        if while_waiting is None:
+            time.sleep(poll)
+        else:
+            while_waiting()
+
 
 class ArmPeer:
     """Publishes joint states and commands, records controller messages with arrival times."""
@@ -79,11 +107,9 @@ class ArmPeer:
             time.sleep(0.005)
 
     def call(self, client):
-        assert client.wait_for_service(timeout_sec=10.0)
+        assert client.wait_for_service(timeout_sec=STARTUP_TIMEOUT)
         future = client.call_async(Trigger.Request())
-        deadline = time.monotonic() + 5.0
-        while not future.done() and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_until(future.done, what=f'a reply from {client.srv_name}', poll=0.005)
         return future.result()
 
     def close(self):
@@ -97,13 +123,13 @@ def moving(msg):
 
 def stop_processes(procs):
     """SIGINT every node process still running (each sends its final stop), then wait; kill
-    whatever has not exited after 10 s."""
+    whatever has not exited after 30 s."""
     procs = list(procs)
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
     for proc in procs:
         try:
-            proc.wait(10)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()

@@ -12,7 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from ros_helpers import JOINTS, ROBOT, ArmPeer, moving
+from ros_helpers import (
+    GENEROUS_WATCHDOG,
+    JOINTS,
+    ROBOT,
+    STARTUP_TIMEOUT,
+    ArmPeer,
+    moving,
+    wait_until,
+)
 from std_msgs.msg import Bool, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
@@ -31,9 +39,9 @@ def ros():
     rclpy.try_shutdown()
 
 
-def start_node(*params):
+def start_node(*params, state_timeout=TIMEOUT, command_timeout=TIMEOUT):
     args = [EXECUTABLE, '--ros-args', '-p', f'limits.velocity_scale:={VELOCITY_SCALE}',
-            '-p', f'state_timeout:={TIMEOUT}', '-p', f'command_timeout:={TIMEOUT}',
+            '-p', f'state_timeout:={state_timeout}', '-p', f'command_timeout:={command_timeout}',
             '-p', f'control_rate:={RATE}']
     for p in params:
         args += ['-p', p]
@@ -44,17 +52,20 @@ def start_node(*params):
 def launch(ros):
     procs, peers = [], []
 
-    def make(*params, **peer_kwargs):
-        procs.append(start_node(*params))
+    def make(*params, state_timeout=GENEROUS_WATCHDOG, command_timeout=GENEROUS_WATCHDOG,
+             **peer_kwargs):
+        """Start the node and wait until it accepts the peer's states. Both watchdogs are
+        generous unless the test is about one: a test publisher starved by load (issue 16)
+        must not trip a watchdog the test does not examine."""
+        procs.append(start_node(*params, state_timeout=state_timeout,
+                                command_timeout=command_timeout))
         peers.append(ArmPeer(**peer_kwargs))
         peer = peers[-1]
-        deadline = time.monotonic() + 15
-        while not peer.status and time.monotonic() < deadline:  # the node is up
-            time.sleep(0.02)
-        assert peer.status, 'hardware_interface reported no status within 15 s'
-        while 'NO_COMMAND_YET' not in peer.status and time.monotonic() < deadline:
-            peer.run(0.02)  # until the node has discovered the peer and accepts its states
-        assert 'NO_COMMAND_YET' in peer.status, peer.status
+        wait_until(lambda: peer.status, STARTUP_TIMEOUT, 'a status from hardware_interface')
+        # until the node has discovered the peer and accepts its states
+        wait_until(lambda: 'NO_COMMAND_YET' in peer.status, STARTUP_TIMEOUT,
+                   lambda: f'NO_COMMAND_YET in {peer.status}',
+                   while_waiting=lambda: peer.run(0.02))
         return peer, procs[-1]
 
     yield make
@@ -63,73 +74,113 @@ def launch(ros):
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(2)
-            proc.wait(10)
+            proc.wait(30)
 
 
-def test_stale_joint_state_stops_within_timeout_plus_one_period(launch):
-    peer, _ = launch()
+def run_until(peer, predicate, what, command=None, **kwargs):
+    """Keep playing arm and graph (states, and `command` if given) until `predicate()`."""
+    return wait_until(predicate, what=what,
+                      while_waiting=lambda: peer.run(0.05, command, **kwargs))
+
+
+def moves(peer, since=0):
+    return lambda: any(moving(m) for m in peer.messages_since(since))
+
+
+def from_first_stop(peer, since):
+    """What arrived on the controller topic from the first stop after `since` on."""
+    msgs = peer.messages_since(since)
+    first = next((i for i, m in enumerate(msgs) if not moving(m)), len(msgs))
+    return msgs[first:]
+
+
+def test_stale_joint_state_stops_within_timeout_plus_one_period(launch, tmp_path):
+    record = tmp_path / 'servo.jsonl'
+    peer, proc = launch(f'record_path:={record}', state_timeout=TIMEOUT)  # under test
     command = 0.5 * VMAX
-    peer.run(0.6, command)
-    assert moving(peer.messages_since(0)[-1])
+    run_until(peer, moves(peer), 'a moving command', command)
     # The driver goes silent; the graph keeps commanding.
     last_state = time.monotonic()
-    end = last_state + 0.5
-    while time.monotonic() < end:
+
+    def command_only():
         peer.command_pub.publish(Float64MultiArray(data=command.tolist()))
         time.sleep(0.01)
-    with peer.lock:
-        after = [(t, m) for t, m in peer.received if t >= last_state]
-    first_stop = next(t for t, m in after if not moving(m))
-    latency = first_stop - last_state
-    print(f'stale state -> stop after {latency * 1e3:.1f} ms '
-          f'(timeout {TIMEOUT * 1e3:.0f} ms + period {1e3 / RATE:.0f} ms)')
-    # timeout + one control period, plus 50 ms for delivery and scheduling on a shared 2-core
-    # machine (the number printed above is typically within a few ms of timeout + period)
-    assert latency <= TIMEOUT + 1 / RATE + 0.05
-    assert all(not moving(m) for t, m in after if t > first_stop)
-    assert peer.status[-1] == 'STALE_STATE_STOP'
+
+    wait_until(lambda: len(from_first_stop(peer, last_state)) >= 20, what='20 stops',
+               while_waiting=command_only)
+    after = from_first_stop(peer, last_state)
+    assert all(not moving(m) for m in after)
+    wait_until(lambda: peer.status[-1] == 'STALE_STATE_STOP', what=lambda: peer.status[-1:])
+    proc.send_signal(2)
+    proc.wait(30)
+    # The latency in the node's own clock (its servo record: every accepted state and every
+    # sent command), not in the peer's: under load the peer's arrival times carry the delays of
+    # two starved processes. The watchdog is checked at every send, so the stop must be the
+    # first send after last state + timeout: at most timeout + the interval between that send
+    # and the one before it. That interval is one period (10 ms) on an idle machine; under
+    # load it is what the machine delivered, so the bound is relative to it (issue 16).
+    log = read_servo_log(str(record))
+    last_accepted = log.times[-1]
+    k = next(i for i, t in enumerate(log.send_times)
+             if t > last_accepted and not np.any(np.abs(log.commands[i]) > 1e-9))
+    latency = log.send_times[k] - last_accepted
+    interval = log.send_times[k] - log.send_times[k - 1]
+    print(f'stale state -> stop after {latency * 1e3:.1f} ms in the node\'s clock '
+          f'(timeout {TIMEOUT * 1e3:.0f} ms + period {1e3 / RATE:.0f} ms; the interval to the '
+          f'previous send was {interval * 1e3:.1f} ms)')
+    assert latency <= TIMEOUT + max(1 / RATE, interval) + 1e-3
+    assert not np.any(np.abs(log.commands[k:]) > 1e-9), 'stopped for good'
 
 
 def test_silent_graph_is_stopped_actively_and_repeatedly(launch):
-    peer, _ = launch()
-    peer.run(0.5, 0.5 * VMAX)
+    peer, _ = launch(command_timeout=TIMEOUT)  # under test
+    run_until(peer, moves(peer), 'a moving command', 0.5 * VMAX)
     t0 = time.monotonic()
-    peer.run(0.5)  # states continue, commands stop
-    late = [m for m in peer.messages_since(t0 + TIMEOUT + 0.05)]
-    assert len(late) >= 20, 'the stop must be re-sent every period, not once'
-    assert not any(moving(m) for m in late)
-    assert peer.status[-1] == 'STALE_COMMAND_STOP'
+    # states continue, commands stop
+    run_until(peer, lambda: len(from_first_stop(peer, t0)) >= 20,
+              'the stop re-sent every period, not once (20 stops)')
+    assert not any(moving(m) for m in from_first_stop(peer, t0))
+    wait_until(lambda: peer.status[-1] == 'STALE_COMMAND_STOP', what=lambda: peer.status[-1:])
 
 
 def test_estop_latches_until_reset_and_resumes_from_zero(launch):
     peer, _ = launch()
     command = 0.5 * VMAX
-    peer.run(0.4, command)
-    assert moving(peer.messages_since(0)[-1])
+    run_until(peer, moves(peer), 'a moving command', command)
     assert peer.call(peer.estop).success
     t_estop = time.monotonic()
     peer.run(0.5, command)
     assert not any(moving(m) for m in peer.messages_since(t_estop))
     assert peer.status[-1] == 'ESTOPPED'
-    errors = [s for d in peer.diagnostics for s in d.status if s.message.startswith('ESTOPPED')]
-    assert errors and errors[-1].level == bytes([2])
+
+    def estop_errors():
+        return [s for d in peer.diagnostics for s in d.status if s.message.startswith('ESTOPPED')]
+
+    run_until(peer, estop_errors, 'ESTOPPED in /diagnostics')
+    assert estop_errors()[-1].level == bytes([2])
+    assert peer.call(peer.reset).success
+    run_until(peer, lambda: peer.status[-1] != 'ESTOPPED', 'the reset in the status')
     # Button: pressing latches as well and blocks a reset until released.
     peer.button_pub.publish(Bool(data=True))
-    time.sleep(0.2)
-    peer.run(0.1)
+    run_until(peer, lambda: peer.status[-1] == 'ESTOPPED', 'the button latching the e-stop')
     refused = peer.call(peer.reset)
     assert not refused.success and 'button' in refused.message
     peer.button_pub.publish(Bool(data=False))
-    time.sleep(0.2)
-    peer.run(0.1)
+    replies = []
+
+    def reset():
+        replies.append(peer.call(peer.reset))
+        return replies[-1].success
+
+    run_until(peer, reset, 'a reset once the button is released')  # the release may lag
+    assert all('button' in r.message for r in replies[:-1]), replies
     t_idle = time.monotonic()
-    assert peer.call(peer.reset).success
     peer.run(0.3)  # no new command: nothing may move, the old command is not replayed
     assert not any(moving(m) for m in peer.messages_since(t_idle))
     t_resume = time.monotonic()
-    peer.run(0.4, command)
+    run_until(peer, moves(peer, t_resume), 'a fresh command after reset moving the arm again',
+              command)
     resumed = [m for m in peer.messages_since(t_resume) if moving(m)]
-    assert resumed, 'a fresh command after reset moves the arm again'
     # Starting from zero velocity: the first moving command respects the acceleration limit.
     first = np.array(resumed[0].data)
     accel = ROBOT.acceleration_limit * 0.5
@@ -142,7 +193,12 @@ def test_commands_beyond_limits_are_clamped_and_names_reordered(launch):
     huge = 10 * ROBOT.velocity_limit
     huge[1] = -huge[1]
     t0 = time.monotonic()
-    peer.run(1.0, huge)
+
+    def settled():
+        msgs = peer.messages_since(t0)
+        return msgs and np.isclose(np.max(np.abs(msgs[-1].data) / VMAX), 1.0)
+
+    run_until(peer, settled, 'the command ramped up to the velocity limit', huge)
     forwarded = np.array([m.data for m in peer.messages_since(t0)])
     assert np.all(np.abs(forwarded) <= VMAX + 1e-9), 'never forwarded raw'
     settled = forwarded[-1]
@@ -151,34 +207,41 @@ def test_commands_beyond_limits_are_clamped_and_names_reordered(launch):
 
 
 def test_unknown_joint_in_state_is_refused_and_the_arm_stays_stopped(launch):
-    peer, _ = launch()
+    peer, _ = launch(state_timeout=TIMEOUT)  # under test
     names = list(JOINTS) + ['mystery_joint']
     t0 = time.monotonic()
-    peer.run(0.6, 0.5 * VMAX, state_kwargs={'names': names})
     # The last valid state (from before t0) ages out; refused states never refresh it.
-    assert not any(moving(m) for m in peer.messages_since(t0 + TIMEOUT + 0.05))
-    assert peer.status[-1] == 'STALE_STATE_STOP'
-    refused = [kv for d in peer.diagnostics for s in d.status for kv in s.values
-               if kv.key == 'last_refused']
-    assert refused and 'mystery_joint' in refused[-1].value
+    run_until(peer, lambda: len(from_first_stop(peer, t0)) >= 20, '20 stops', 0.5 * VMAX,
+              state_kwargs={'names': names})
+    assert not any(moving(m) for m in from_first_stop(peer, t0))
+    wait_until(lambda: peer.status[-1] == 'STALE_STATE_STOP', what=lambda: peer.status[-1:])
+
+    def refused():
+        return [kv for d in peer.diagnostics for s in d.status for kv in s.values
+                if kv.key == 'last_refused']
+
+    run_until(peer, refused, 'last_refused in /diagnostics', state_kwargs={'names': names})
+    assert 'mystery_joint' in refused()[-1].value
 
 
 def test_position_controller_holds_and_resumes_from_measured_position(launch):
     peer, _ = launch('controller:=forward_position_controller',
                      controller_topic='/forward_position_controller/commands')
     command = 0.5 * VMAX
-    peer.run(0.4, command)
-    last = np.array(peer.messages_since(0)[-1].data)
-    assert np.allclose(last, ROBOT.home + command / RATE, atol=1e-9)
+    target = ROBOT.home + command / RATE
+    run_until(peer, lambda: np.allclose(peer.messages_since(0)[-1].data, target, atol=1e-9),
+              'home + one period of the command', command)
     assert peer.call(peer.estop).success
     peer.position = ROBOT.home + 0.05  # the arm was moved by hand while stopped
+    run_until(peer, lambda: np.allclose(peer.messages_since(0)[-1].data, peer.position),
+              'holding the measured position', command)
     t0 = time.monotonic()
     peer.run(0.3, command)
-    held = np.array([m.data for m in peer.messages_since(t0 + 0.05)])
+    held = np.array([m.data for m in peer.messages_since(t0)])
     assert np.allclose(held, peer.position)
     assert peer.call(peer.reset).success
     t1 = time.monotonic()
-    peer.run(0.3, command)
+    run_until(peer, lambda: peer.messages_since(t1), 'a command after the reset', command)
     first = np.array(peer.messages_since(t1)[0].data)
     assert np.all(np.abs(first - peer.position) <= VMAX / RATE + 1e-9)
 
@@ -188,7 +251,8 @@ def test_trajectory_controller_gets_one_point_per_period(launch):
                      controller_topic='/joint_trajectory_controller/joint_trajectory',
                      msg_type=JointTrajectory)
     t0 = time.monotonic()
-    peer.run(0.4, 0.5 * VMAX)
+    run_until(peer, lambda: any(any(abs(v) > 1e-9 for v in m.points[0].velocities)
+                                for m in peer.messages_since(t0)), 'a moving point', 0.5 * VMAX)
     msg = peer.messages_since(t0)[-1]
     assert list(msg.joint_names) == list(JOINTS) and len(msg.points) == 1
     point = msg.points[0]
@@ -201,19 +265,22 @@ def test_bad_parameter_stops_the_node_with_a_clear_message(ros):
                          ('controller:=my_controller', 'controller_kind: must be set'),
                          ('robot_config:=/nonexistent.yaml', 'cannot read config file')]:
         proc = start_node(param)
-        out, _ = proc.communicate(timeout=30)
+        out, _ = proc.communicate(timeout=STARTUP_TIMEOUT)
         assert proc.returncode == 2 and words in out, out
 
 
 def test_sigterm_sends_a_final_stop(launch):
     peer, proc = launch()
-    peer.run(0.4, 0.5 * VMAX)
+    run_until(peer, moves(peer), 'a moving command', 0.5 * VMAX)
     t0 = time.monotonic()
     proc.terminate()
-    assert proc.wait(10) == 0
-    time.sleep(0.1)
-    final = peer.messages_since(t0)
-    assert final and not moving(final[-1])
+    assert proc.wait(30) == 0
+
+    def final_stop():
+        final = peer.messages_since(t0)
+        return final and not moving(final[-1])
+
+    wait_until(final_stop, what='the final stop')  # it may still be on its way
 
 
 def test_an_arm_that_does_not_follow_the_commands_trips_the_tracking_check(launch, tmp_path):
@@ -224,20 +291,23 @@ def test_an_arm_that_does_not_follow_the_commands_trips_the_tracking_check(launc
     peer, proc = launch('tracking.enabled:=true', f'record_path:={record}')
     command = 0.5 * VMAX
     t0 = time.monotonic()
-    peer.run(1.5, command)
-    assert 'TRACKING_FAULT_STOP' in peer.status
+    run_until(peer, lambda: 'TRACKING_FAULT_STOP' in peer.status, 'TRACKING_FAULT_STOP', command)
     t_fault = time.monotonic()
     peer.run(0.3, command)
     assert not any(moving(m) for m in peer.messages_since(t_fault))
     assert any(moving(m) for m in peer.messages_since(t0))  # it moved before the fault
-    faults = [v.value for d in peer.diagnostics for s in d.status for v in s.values
-              if v.key == 'tracking_fault']
-    assert faults and 'exceeds the bound' in faults[-1]
+
+    def faults():
+        return [v.value for d in peer.diagnostics for s in d.status for v in s.values
+                if v.key == 'tracking_fault']
+
+    run_until(peer, faults, 'tracking_fault in /diagnostics', command)
+    assert 'exceeds the bound' in faults()[-1]
     assert peer.call(peer.reset).success
     t_reset = time.monotonic()
-    peer.run(0.15, command)  # a fresh command moves again (until the check trips anew)
-    assert any(moving(m) for m in peer.messages_since(t_reset))
+    # a fresh command moves again (until the check trips anew)
+    run_until(peer, moves(peer, t_reset), 'a moving command after the reset', command)
     proc.send_signal(2)
-    proc.wait(10)
+    proc.wait(30)
     log = read_servo_log(str(record))
     assert log.joints == tuple(JOINTS) and len(log.times) > 50 and len(log.send_times) > 50
