@@ -4,6 +4,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -329,3 +330,22 @@ def test_the_final_extraction_shows_progress(discrete_run, tmp_path, monkeypatch
     assert lines[0] == 'final extraction: 10 steps ...'
     assert any('steps/s, ETA' in line for line in lines[1:-1])
     assert lines[-1].startswith('final extraction: 10 steps in')
+
+
+def test_a_finished_run_of_other_code_is_reported_as_it_is_and_called_stale(discrete_run,
+                                                                             tmp_path, capsys):
+    """A folder finished by another code version is not trained again, and never silently:
+    the trainer says which code made it."""
+    folder, _ = discrete_run
+    copy = tmp_path / 'run'
+    shutil.copytree(folder, copy)
+    data = json.loads((copy / 'metrics.json').read_text())
+    data.update(code_commit='0' * 40, code_dirty=False)
+    (copy / 'metrics.json').write_text(json.dumps(data))
+    result = Trainer(load_train_config(copy / 'config.yaml'), copy, progress=True).run()
+    assert result['code_commit'] == '0' * 40 and result['env_steps'] == data['env_steps']
+    captured = capsys.readouterr()
+    assert 'made by code 000000000000' in captured.out + captured.err
+    data.update(code_commit='unknown')
+    assert 'unknown version' in Trainer(load_train_config(copy / 'config.yaml'), copy,
+                                        progress=False).engine.stale_reason(data)

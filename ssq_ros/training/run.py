@@ -225,6 +225,20 @@ class Run:
         path = self.out / 'metrics.json'
         return json.loads(path.read_text()) if path.exists() else None
 
+    def stale_reason(self, metrics: dict) -> str | None:
+        """Why a finished run's metrics may not be what this code would measure (another or
+        an unknown code commit, or uncommitted changes on either side), else None. The
+        config is the same: `check_folder` refuses a folder of another config."""
+        mine = provenance(self.config)
+        theirs = metrics.get('code_commit', 'unknown')
+        if theirs == 'unknown' or mine['code_commit'] == 'unknown':
+            return 'made by an unknown version of the code'
+        if theirs != mine['code_commit']:
+            return f'made by code {theirs[:12]}, this is {mine["code_commit"][:12]}'
+        if metrics.get('code_dirty') or mine['code_dirty']:
+            return f'made or read with uncommitted changes to {theirs[:12]}'
+        return None
+
     def check_folder(self) -> None:
         """Create the folder with config.yaml, or refuse one started with another config."""
         self.out.mkdir(parents=True, exist_ok=True)

@@ -84,6 +84,10 @@ class Trainer:
         engine.check_folder()
         finished = engine.finished_metrics()
         if finished is not None:  # finished before: running it again changes nothing
+            stale = engine.stale_reason(finished)
+            self._say(f'{engine.out} already finished; its metrics.json is reported as it is'
+                      + (f' ({stale}: use another --out to measure this code)' if stale
+                         else ''))
             return finished
         resumed = engine.open(self._restore)
         if self.learner.policy_version:  # the policy of the checkpoint, not a later policy.pt
