@@ -19,6 +19,7 @@ from geometry_msgs.msg import PointStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.time import Time
+from ros_helpers import EVENT_TIMEOUT
 from sensor_msgs.msg import JointState
 from std_msgs.msg import (
     Float64MultiArray,
@@ -69,13 +70,21 @@ class Harness:
                                             COMMAND_QOS)
         self.states = self.helper.create_publisher(JointState, '/joint_states', SENSOR_QOS)
 
-    def spin(self, seconds=0.3, until=None):
+    def spin(self, seconds=0.3):
+        """Spin for `seconds`: for checks that nothing happens."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.executor.spin_once(timeout_sec=0.02)
-            if until is not None and until():
+
+    def wait(self, until, timeout=EVENT_TIMEOUT):
+        """Spin until `until()`; False after `timeout` s (generous: a loaded machine may take
+        seconds for what takes milliseconds idle, issue 16)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.02)
+            if until():
                 return True
-        return until is None
+        return False
 
     def close(self):
         self.executor.shutdown()
@@ -118,7 +127,7 @@ def check_states_refused(harness, reporter, last_stamp):
     for reason, msg in malformed_states(now_seconds(harness.node), last_stamp):
         before = reporter.counts().get(reason, 0)
         harness.states.publish(msg)
-        assert harness.spin(2.0, lambda r=reason, b=before: reporter.counts().get(r, 0) > b), \
+        assert harness.wait(lambda r=reason, b=before: reporter.counts().get(r, 0) > b), \
             f'{reason} not refused: {reporter.counts()}'
     harness.spin(0.2)
     assert len(harness.commands) == sent
@@ -140,12 +149,12 @@ def test_safe_behavior_refuses_bad_states_phases_and_acks(ros):
     phases = harness.helper.create_publisher(String, '/ssq/run_phase', LATCHED_QOS)
     try:
         acks.publish(Int64(data=-1))
-        assert harness.spin(5.0, lambda: node.loop.active)
+        assert harness.wait(lambda: node.loop.active)
         # Reordered joints: accepted, in robot.yaml order, answered with a command.
         order = [3, 0, 6, 1, 5, 2, 4]
         harness.states.publish(joint_state([JOINTS[i] for i in order], HOME[order],
                                            np.zeros(7), now_seconds(node)))
-        assert harness.spin(3.0, lambda: len(harness.commands) == 1)
+        assert harness.wait(lambda: len(harness.commands) == 1)
         np.testing.assert_allclose(node.latest.positions, HOME)
         check_states_refused(harness, node.reporter, node.latest.stamp)
         # The same (already answered) state again: no second command.
@@ -195,22 +204,22 @@ def test_mujoco_sim_refuses_bad_commands_without_stepping(ros):
             before = node.reporter.counts().get(reason, 0)
             sim_time = node.sim_time
             publisher.publish(Float64MultiArray(data=data))
-            assert harness.spin(2.0, lambda r=reason, b=before:
+            assert harness.wait(lambda r=reason, b=before:
                                 node.reporter.counts().get(r, 0) > b)
             assert node.sim_time == sim_time  # nothing moved
         q_before, sim_time = node.env.joint_state()[0], node.sim_time
         relay.publish(Float64MultiArray(data=[0.2] * 7))
-        assert harness.spin(2.0, lambda: node.sim_time > sim_time)
+        assert harness.wait(lambda: node.sim_time > sim_time)
         assert not np.allclose(node.env.joint_state()[0], q_before)
         # A command computed for an earlier state is never applied to the current one.
         before = node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
         sim_time = node.sim_time
         relay.publish(command_message(np.full(7, 0.2), sim_time - node.period))
-        assert harness.spin(2.0, lambda: node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
+        assert harness.wait(lambda: node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
                             > before)
         assert node.sim_time == sim_time
         relay.publish(command_message(np.full(7, 0.2), node.stamp.nanoseconds * 1e-9))
-        assert harness.spin(2.0, lambda: node.sim_time > sim_time)
+        assert harness.wait(lambda: node.sim_time > sim_time)
     finally:
         harness.close()
 
@@ -252,14 +261,14 @@ def test_q_learner_refuses_bad_transitions_and_episodes(ros, tmp_path):
         for msg in bad:
             refused = node.refused
             transitions.publish(msg)
-            assert harness.spin(2.0, lambda r=refused: node.refused > r)
+            assert harness.wait(lambda r=refused: node.refused > r)
         # Unknown phase code, success not 0/1, NaN return, a value missing.
         for values in ([9, 1, -1.0, 1, 5], [0, 1, -1.0, 0.5, 5], [0, 1, np.nan, 1, 5],
                        [0, 1, -1.0, 1]):
             refused = node.refused
             episodes.publish(message(values, [(n, 1) for n in ('phase', 'episode', 'return',
                                                                'success', 'length')]))
-            assert harness.spin(2.0, lambda r=refused: node.refused > r)
+            assert harness.wait(lambda r=refused: node.refused > r)
         assert node.run.steps == 0 and all(a == -1 for a in acks)
         # Garbage in the monitor's status or in /diagnostics changes nothing and crashes nothing.
         safety.publish(DiagnosticArray(status=[DiagnosticStatus(values=[
@@ -269,7 +278,7 @@ def test_q_learner_refuses_bad_transitions_and_episodes(ros, tmp_path):
         harness.spin(0.5)
         assert node.run.counters.unsafe_train == 0 and node.run.executor_statuses == {}
         transitions.publish(message(good))
-        assert harness.spin(2.0, lambda: node.run.steps == 1 and 0 in acks)
+        assert harness.wait(lambda: node.run.steps == 1 and 0 in acks)
     finally:
         harness.close()
 
@@ -285,9 +294,9 @@ def test_policy_executor_refuses_bad_states_goals_policies_and_phases(ros):
         goal = PointStamped()
         goal.point.x, goal.point.y, goal.point.z = GOAL
         goals.publish(goal)
-        assert harness.spin(3.0, lambda: node.goal is not None)
+        assert harness.wait(lambda: node.goal is not None)
         harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), now_seconds(node)))
-        assert harness.spin(3.0, lambda: len(harness.commands) == 1)
+        assert harness.wait(lambda: len(harness.commands) == 1)
         assert node.reporter.counts().get('NO_POLICY_YET') == 1
         check_states_refused(harness, node.reporter, node.latest.stamp)
         bad_goal = PointStamped()
@@ -311,7 +320,7 @@ def test_safety_monitor_refuses_bad_states_and_verdicts(ros):
                                                DIAGNOSTICS_QOS)
     try:
         harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), now_seconds(node)))
-        assert harness.spin(3.0, lambda: node.tally.total('safe_set').states == 1)
+        assert harness.wait(lambda: node.tally.total('safe_set').states == 1)
         check_states_refused(harness, node.reporter, node.reader.last_stamp)
         # Refused for timing alone (out of order, two off the clock), the states are still
         # judged: the referee counts where the arm was, whatever its stamp said.
@@ -340,7 +349,7 @@ def test_mujoco_sim_takes_position_targets_for_a_position_controller(ros):
         for _ in range(20):  # hold the target for a second of simulated time
             sim_time = node.sim_time
             commands.publish(Float64MultiArray(data=target.tolist()))
-            assert harness.spin(2.0, lambda t=sim_time: node.sim_time > t)
+            assert harness.wait(lambda t=sim_time: node.sim_time > t)
         np.testing.assert_allclose(node.env.joint_state()[0], target, atol=5e-3)
         sim_time = node.sim_time
         commands.publish(Float64MultiArray(data=[float('nan')] * 7))

@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from ros_helpers import JOINTS, ROBOT, ArmPeer, stop_processes
+from ros_helpers import (
+    EVENT_TIMEOUT,
+    JOINTS,
+    ROBOT,
+    STARTUP_TIMEOUT,
+    ArmPeer,
+    stop_processes,
+    wait_until,
+)
 from sensor_msgs.msg import JointState
 
 from ssq_ros.config import load_yaml, parse
@@ -107,7 +115,7 @@ class Deployment:
     def log(self, name):
         return self.logs[name].read_text()[-3000:]
 
-    def wait_ready(self, timeout=30.0):
+    def wait_ready(self, timeout=STARTUP_TIMEOUT):
         obs = self.observer
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -152,13 +160,13 @@ def arm(deploy):
 
 def test_the_interface_is_the_only_writer_of_the_controller_topic(deploy):
     node = deploy.observer.node
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
+
+    def graph():
         writers = {i.node_name for i in node.get_publishers_info_by_topic(SIM_CONTROLLER_TOPIC)}
         readers = {i.node_name for i in node.get_subscriptions_info_by_topic('/ssq/joint_command')}
-        if writers and readers:
-            break
-        time.sleep(0.05)
+        return (writers, readers) if writers and readers else None
+
+    writers, readers = wait_until(graph, EVENT_TIMEOUT, 'a writer and a reader discovered')
     assert writers == {'hardware_interface'}
     assert readers == {'hardware_interface'}  # the simulator does not relay the graph's command
 
@@ -285,7 +293,7 @@ def test_a_killed_simulator_gets_a_stop_within_the_state_timeout_plus_a_period(d
     command = 0.5 * VMAX * FREE_SWING
     arm.command_for(0.5, command)
     deploy.procs['mujoco_sim'].send_signal(signal.SIGKILL)  # no goodbye, the states just stop
-    deploy.procs['mujoco_sim'].wait(10)
+    deploy.procs['mujoco_sim'].wait(30)
     t_kill = arm.command_for(0.5, command)  # the graph keeps commanding
     last_state = arm.states_between(t_kill - 1.0, t_kill)[0][-1]
     times, sent = arm.forwarded_between(last_state)

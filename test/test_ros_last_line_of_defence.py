@@ -19,7 +19,12 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from ros_helpers import stop_processes
+from ros_helpers import (
+    GENEROUS_WATCHDOG,
+    STARTUP_TIMEOUT,
+    stop_processes,
+    wait_until,
+)
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
 
@@ -88,15 +93,24 @@ class ForeignScript:
         with self.lock:
             self.safety_status = {kv.key: kv.value for kv in msg.status[0].values}
 
+    def hw(self):
+        with self.lock:
+            return dict(self.diagnostics.get('hardware_interface', {}))
+
     def hand(self):
         with self.lock:
             return None if self.q is None else KINEMATICS.ee_position(self.q)
 
-    def steer(self, duration, target=FIXTURE):
-        """Publish damped-least-squares velocities toward `target` at 100 Hz."""
-        end = time.monotonic() + duration
+    def steer(self, duration, target=FIXTURE, until=None, limit=STARTUP_TIMEOUT):
+        """Publish damped-least-squares velocities toward `target` at 100 Hz for `duration` s,
+        and then on until `until()` if given (`limit` s in all): on a loaded machine the
+        simulator delivers fewer periods in a second than idle (issue 16)."""
+        start = time.monotonic()
         closest = np.inf
-        while time.monotonic() < end:
+        while True:
+            elapsed = time.monotonic() - start
+            if elapsed >= limit or (elapsed >= duration and (until is None or until())):
+                break
             with self.lock:
                 q = None if self.q is None else self.q.copy()
             if q is not None:
@@ -123,6 +137,11 @@ class Cell:
         commands = plan_graph(GRAPHS['deploy_sim'], {}, Path(sys.executable).parent).commands
         commands['safety_monitor'] = commands['safety_monitor'] + [
             a for p in monitor_params for a in ('-p', p)]
+        # No test here is about the interface's watchdogs: generous ones, so that a simulator
+        # starved by load (its states late) does not stop the arm under the test (issue 16).
+        commands['hardware_interface'] = commands['hardware_interface'] + [
+            '-p', f'state_timeout:={GENEROUS_WATCHDOG}',
+            '-p', f'command_timeout:={GENEROUS_WATCHDOG}']
         self.logs = {n: log_dir / f'{n}.log' for n in self.NODES}
         self.procs = {n: subprocess.Popen(commands[n], stdout=self.logs[n].open('w'),
                                           stderr=subprocess.STDOUT) for n in self.NODES}
@@ -130,7 +149,7 @@ class Cell:
     def log(self, name):
         return self.logs[name].read_text()[-3000:]
 
-    def wait_ready(self, script, timeout=60.0):
+    def wait_ready(self, script, timeout=STARTUP_TIMEOUT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
@@ -175,8 +194,16 @@ def cell(ros, tmp_path):
 def test_a_foreign_script_cannot_drive_the_hand_into_the_fixture(cell):
     cell, script = cell()
     start = script.hand()
-    closest = script.steer(12.0)
-    time.sleep(0.6)  # the last verdicts and diagnostics
+
+    def judged_enough():
+        with script.lock:
+            return (len(script.verdicts) > 100
+                    and int(script.safety_status.get('geometry_states', 0)) > 100)
+
+    closest = script.steer(12.0, until=judged_enough)
+    # the diagnostics of the braking (published once a second)
+    wait_until(lambda: 'keep_out:fixture' in script.hw().get('last_safe_set_refusal', ''),
+               what=lambda: f'the refusal in {script.hw()}')
     with script.lock:
         verdicts = list(script.verdicts)
         hw = dict(script.diagnostics.get('hardware_interface', {}))
@@ -209,14 +236,23 @@ def test_random_well_formed_commands_never_leave_the_safe_set(cell):
     limits: the referee counts no unsafe state and the interface reports why it refused."""
     cell, script = cell()
     rng = np.random.default_rng(17)
-    end = time.monotonic() + 10.0
-    while time.monotonic() < end:
+    start = time.monotonic()
+
+    def done():  # 10 s, and 100 judged periods however slowly the simulator runs (issue 16)
+        with script.lock:
+            judged = len(script.verdicts) > 100
+        elapsed = time.monotonic() - start
+        return elapsed > STARTUP_TIMEOUT or (elapsed > 10.0 and judged)
+
+    while not done():
         command = rng.uniform(-4.0, 4.0, ROBOT.dof) * ROBOT.velocity_limit
         hold_until = time.monotonic() + rng.uniform(0.1, 1.0)
-        while time.monotonic() < min(hold_until, end):
+        while time.monotonic() < hold_until and not done():
             script.command_pub.publish(Float64MultiArray(data=command.tolist()))
             time.sleep(0.01)
-    time.sleep(0.6)
+    # the diagnostics (published once a second) and the monitor's tally of the last states
+    wait_until(lambda: int(script.hw().get('VELOCITY_LIMIT_SCALE', 0)) > 0,
+               what=lambda: f'VELOCITY_LIMIT_SCALE in {script.hw()}')
     with script.lock:
         verdicts = list(script.verdicts)
         hw = dict(script.diagnostics.get('hardware_interface', {}))
@@ -233,8 +269,14 @@ def test_random_well_formed_commands_never_leave_the_safe_set(cell):
 def test_the_monitor_latches_the_estop_near_the_boundary(cell):
     # A cell integrator's margin: stop the arm for good 5 cm before S's boundary.
     cell, script = cell('estop_margin:=0.05')
-    script.steer(8.0)
-    time.sleep(0.6)
+    script.steer(8.0, until=lambda: 'ESTOPPED' in script.hw_status)
+
+    def monitor_diagnostics():
+        with script.lock:
+            return dict(script.diagnostics.get('safety_monitor', {}))
+
+    wait_until(lambda: int(monitor_diagnostics().get('estop_requests', 0)) >= 1,
+               what=lambda: f'estop_requests in {monitor_diagnostics()}')
     with script.lock:
         verdicts = list(script.verdicts)
         monitor = dict(script.diagnostics.get('safety_monitor', {}))
@@ -255,10 +297,12 @@ def test_a_second_commander_stops_the_arm(cell):
     cell, script = cell()
     second = ForeignScript('second_script')
     try:
-        deadline = time.monotonic() + 10.0
-        while script.node.count_publishers(COMMAND_TOPIC) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # hardware_interface's graph has seen both publishers too
+        # hardware_interface's graph has seen both publishers (its diagnostics say so)
+        wait_until(lambda: script.hw().get('command_publishers') == '2',
+                   what=lambda: f'command_publishers 2 in {script.hw()}')
+        wait_until(lambda: 'MULTIPLE_COMMANDERS_STOP' in script.hw_status,
+                   what=lambda: f'MULTIPLE_COMMANDERS_STOP in {script.hw_status}',
+                   while_waiting=lambda: script.steer(0.05))
         before = script.hand()
         script.steer(2.0)
         moved = np.linalg.norm(script.hand() - before)
@@ -271,14 +315,16 @@ def test_a_second_commander_stops_the_arm(cell):
     finally:
         second.close()
     # One commander again: the script moves the arm (up, away from every zone).
-    deadline = time.monotonic() + 10.0
-    while script.node.count_publishers(COMMAND_TOPIC) > 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
+    wait_until(lambda: script.hw().get('command_publishers') == '1',
+               what=lambda: f'command_publishers 1 in {script.hw()}')
     before = script.hand()
-    script.steer(1.5, target=before + np.array([0.0, 0.0, 0.3]))
+    target = before + np.array([0.0, 0.0, 0.3])
+    start = time.monotonic()
+    # 1.5 s idle; on a loaded machine the simulator may need longer (issue 16)
+    script.steer(1.5, target=target,
+                 until=lambda: np.linalg.norm(script.hand() - before) > 0.05)
     moved = np.linalg.norm(script.hand() - before)
-    print(f'one commander again: hand moved {moved:.3f} m in 1.5 s')
+    print(f'one commander again: hand moved {moved:.3f} m in {time.monotonic() - start:.1f} s')
     assert moved > 0.05
 
 
