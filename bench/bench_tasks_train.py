@@ -63,6 +63,13 @@ VARIANTS: dict[str, dict] = {
     'base_gp0': _variant(behavior={'goal_preference': 0.0}),
     'n8_gp0': _variant({'n_step': 8}, behavior={'goal_preference': 0.0}),
     'n16_gp0': _variant({'n_step': 16}, behavior={'goal_preference': 0.0}),
+    # mu's training episodes run to 400 steps (the evaluation keeps the task's 140)
+    'long': _variant(schedule={'train_episode_steps': 400}),
+    'n8_long': _variant({'n_step': 8}, schedule={'train_episode_steps': 400}),
+    'n8_long_a03': _variant({'n_step': 8, 'alpha': 0.3},
+                            schedule={'train_episode_steps': 400}),
+    'n8_long_gp0': _variant({'n_step': 8}, behavior={'goal_preference': 0.0},
+                            schedule={'train_episode_steps': 400}),
 }
 METRICS = ('success_rate_policy', 'success_rate_induced', 'success_rate_behavior_greedy',
            'success_rate_behavior', 'success_rate_oracle', 'return_policy', 'return_induced',

@@ -33,6 +33,8 @@ ADDED_SINCE_ISSUE13 = {
     # issue 14: n-step targets; 1 is the one-step target every recorded run used (the
     # correction only acts when n_step > 1)
     'learner.critic.n_step': 1, 'learner.critic.n_step_correction': 'advantage',
+    # issue 14: longer training episodes of mu (0: the task's max_steps, as recorded)
+    'schedule.train_episode_steps': 0,
 }
 
 

@@ -57,6 +57,9 @@ class Trainer:
         self.progress = progress
         self.problem = build_problem(config)
         self.eval_problem = build_problem(config, self.problem.setup)
+        # mu's training episodes may run past the task's time limit (issue 14)
+        self._train_episode_steps = max(config.schedule.train_episode_steps,
+                                        self.problem.env.task.config.max_steps)
         self.engine = Run(config, self.problem.spaces, out, runner='ssq-train',
                           checkpoint_name=CHECKPOINT.name, checkpoint_at_episode_end=True,
                           say=self._say)
@@ -172,7 +175,7 @@ class Trainer:
                     self.executor.set_policy(load_exported_policy(
                         engine.extract(self.config.schedule.extract_steps)))
                 self.evaluate(self.config.schedule.eval_episodes)
-            if terminated or truncated:
+            if terminated or (truncated and length >= self._train_episode_steps):
                 break
         counters.min_margin_train = min(counters.min_margin_train, min_margin)
         engine.end_episode(total, length, success, min_margin, self._driver_state)
