@@ -117,6 +117,14 @@ class ArmPeer:
         self.node.destroy_node()
 
 
+def worst_check_time(diagnostics):
+    """The largest p99 time [s] of hardware_interface's safe-set check in these /diagnostics
+    arrays: how late a send can be time-stamped after the tick that computed it."""
+    worst = [float(kv.value) * 1e-3 for d in diagnostics for s in d.status for kv in s.values
+             if kv.key == 'safe_set_check_p99_ms']
+    return max(worst, default=0.0)
+
+
 def moving(msg):
     return any(abs(v) > 1e-9 for v in msg.data)
 

@@ -20,6 +20,7 @@ from ros_helpers import (
     ArmPeer,
     moving,
     wait_until,
+    worst_check_time,
 )
 from std_msgs.msg import Bool, Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
@@ -87,6 +88,11 @@ def moves(peer, since=0):
     return lambda: any(moving(m) for m in peer.messages_since(since))
 
 
+def last_close(peer, value, **kwargs):
+    msgs = peer.messages_since(0)
+    return bool(msgs) and np.allclose(msgs[-1].data, value, **kwargs)
+
+
 def from_first_stop(peer, since):
     """What arrived on the controller topic from the first stop after `since` on."""
     msgs = peer.messages_since(since)
@@ -98,7 +104,10 @@ def test_stale_joint_state_stops_within_timeout_plus_one_period(launch, tmp_path
     record = tmp_path / 'servo.jsonl'
     peer, proc = launch(f'record_path:={record}', state_timeout=TIMEOUT)  # under test
     command = 0.5 * VMAX
-    run_until(peer, moves(peer), 'a moving command', command)
+    t0 = time.monotonic()
+    peer.run(0.6, command)  # a stretch of motion (and states enough for the record)
+    run_until(peer, lambda: sum(moving(m) for m in peer.messages_since(t0)) >= 30,
+              '30 moving commands', command)
     # The driver goes silent; the graph keeps commanding.
     last_state = time.monotonic()
 
@@ -126,7 +135,11 @@ def test_stale_joint_state_stops_within_timeout_plus_one_period(launch, tmp_path
     print(f'stale state -> stop after {latency * 1e3:.1f} ms in the node\'s clock '
           f'(timeout {TIMEOUT * 1e3:.0f} ms + period {1e3 / RATE:.0f} ms; the interval to the '
           f'previous send was {interval * 1e3:.1f} ms)')
-    assert latency <= TIMEOUT + max(1 / RATE, interval) + 1e-3
+    # A send is time-stamped after the tick's safe-set check: the interval between two
+    # recorded sends can be short of the interval between their ticks by up to the check time.
+    check = worst_check_time(peer.diagnostics)
+    print(f'safe-set check p99 up to {check * 1e3:.1f} ms')
+    assert latency <= TIMEOUT + max(1 / RATE, interval) + check + 1e-3
     assert not np.any(np.abs(log.commands[k:]) > 1e-9), 'stopped for good'
 
 
@@ -235,12 +248,12 @@ def test_position_controller_holds_and_resumes_from_measured_position(launch):
                      controller_topic='/forward_position_controller/commands')
     command = 0.5 * VMAX
     target = ROBOT.home + command / RATE
-    run_until(peer, lambda: np.allclose(peer.messages_since(0)[-1].data, target, atol=1e-9),
+    run_until(peer, lambda: last_close(peer, target, atol=1e-9),
               'home + one period of the command', command)
     assert peer.call(peer.estop).success
     peer.position = ROBOT.home + 0.05  # the arm was moved by hand while stopped
-    run_until(peer, lambda: np.allclose(peer.messages_since(0)[-1].data, peer.position),
-              'holding the measured position', command)
+    run_until(peer, lambda: last_close(peer, peer.position), 'holding the measured position',
+              command)
     t0 = time.monotonic()
     peer.run(0.3, command)
     held = np.array([m.data for m in peer.messages_since(t0)])
