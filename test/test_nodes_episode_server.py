@@ -15,6 +15,7 @@ from geometry_msgs.msg import PointStamped
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.time import Time
+from ros_helpers import EVENT_TIMEOUT
 from sensor_msgs.msg import JointState
 from std_srvs.srv import Trigger
 
@@ -116,6 +117,7 @@ class ArmAndBehavior:
                         for name in ('reset', 'reset_heldout')}
 
     def spin(self, seconds, until):
+        """Spin until `until()`; False after `seconds` (EVENT_TIMEOUT: generous, issue 16)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             self.executor.spin_once(timeout_sec=0.02)
@@ -133,9 +135,9 @@ class ArmAndBehavior:
 
     def call(self, name) -> Trigger.Response:
         client = self.clients[name]
-        assert self.spin(10.0, client.service_is_ready)
+        assert self.spin(EVENT_TIMEOUT, client.service_is_ready)
         future = client.call_async(Trigger.Request())
-        assert self.spin(5.0, future.done)
+        assert self.spin(EVENT_TIMEOUT, future.done)
         return future.result()
 
     def close(self):
@@ -153,7 +155,7 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
         assert not answer.success and 'no valid joint state' in answer.message
 
         stamp = peer.publish(START)
-        assert peer.spin(5.0, lambda: node.latest is not None)
+        assert peer.spin(EVENT_TIMEOUT, lambda: node.latest is not None)
         answers = [peer.call('reset') for _ in range(2)]
         for episode, answer in enumerate(answers):
             assert answer.success, answer.message
@@ -164,7 +166,7 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
             assert content['crosses_zone'] is True
             np.testing.assert_allclose(
                 content['goal'], goal_from_measured_state(TASK, START, REST, seed, 0.05).goal)
-        assert peer.spin(5.0, lambda: len(peer.goals) >= 2)
+        assert peer.spin(EVENT_TIMEOUT, lambda: len(peer.goals) >= 2)
         published = peer.goals[-1]
         assert published.header.frame_id == 'ssq_link0'
         assert published.header.stamp.sec + published.header.stamp.nanosec * 1e-9 == \
@@ -183,7 +185,7 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
         # A malformed joint state is refused and counted; the last valid one stays.
         before = dict(node.reporter.counts())
         peer.publish(START, names=list(TASK.robot.joint_names[:6]) + ['elbow'])
-        assert peer.spin(5.0, lambda: node.reporter.counts().get('UNKNOWN_JOINT', 0) >
+        assert peer.spin(EVENT_TIMEOUT, lambda: node.reporter.counts().get('UNKNOWN_JOINT', 0) >
                          before.get('UNKNOWN_JOINT', 0))
         assert node.latest.stamp == pytest.approx(stamp, abs=1e-6)
 
@@ -192,13 +194,13 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
         answer = peer.call('reset')
         assert not answer.success and 'old' in answer.message, answer.message
         fresh = peer.publish(START)
-        assert peer.spin(5.0, lambda: node.latest.stamp > stamp)
+        assert peer.spin(EVENT_TIMEOUT, lambda: node.latest.stamp > stamp)
         content = json.loads(peer.call('reset').message)
         assert content['episode'] == 2 and content['stamp'] == pytest.approx(fresh, abs=1e-6)
 
         # From home no crossing goal is valid: goal_fallback (default) still starts an episode.
         home = peer.publish(TASK.robot.home)
-        assert peer.spin(5.0, lambda: node.latest.stamp > fresh)
+        assert peer.spin(EVENT_TIMEOUT, lambda: node.latest.stamp > fresh)
         content = json.loads(peer.call('reset').message)
         assert content['episode'] == 3 and content['crosses_zone'] is False
         np.testing.assert_allclose(content['goal'], goal_from_measured_state(
@@ -210,7 +212,7 @@ def test_episode_server_serves_episodes_from_measured_states(ros):
                             velocity=[0.0, 0.0, 0.0, 0.3, 0.0, 0.0, 0.0])
         moving.header.stamp = Time(nanoseconds=round((home + 0.01) * 1e9)).to_msg()
         peer.states.publish(moving)
-        assert peer.spin(5.0, lambda: node.latest.stamp > home)
+        assert peer.spin(EVENT_TIMEOUT, lambda: node.latest.stamp > home)
         answer = peer.call('reset')
         assert not answer.success and 'not at rest' in answer.message, answer.message
     finally:
