@@ -41,10 +41,13 @@ FAST = {'schedule': {'extract_every': 100_000_000, 'final_extract_steps': 2000}}
 
 
 def _variant(critic: dict | None = None, behavior: dict | None = None,
-             schedule: dict | None = None) -> dict:
-    out: dict = {'schedule': {**FAST['schedule'], **(schedule or {})}}
-    if critic:
-        out['learner'] = {'critic': critic}
+             schedule: dict | None = None, fast: bool = True) -> dict:
+    """Overrides that pin the learner settings a task yaml may set (n_step 1 and the task's
+    time limit for training episodes unless given), so a variant means the same learner
+    whatever the task's file says."""
+    out: dict = {'schedule': {**(FAST['schedule'] if fast else {}),
+                              'train_episode_steps': 0, **(schedule or {})},
+                 'learner': {'critic': {'n_step': 1, **(critic or {})}}}
     if behavior:
         out['sim'] = {'behavior': behavior}
     return out
@@ -52,8 +55,9 @@ def _variant(critic: dict | None = None, behavior: dict | None = None,
 
 # Learner variants: overrides on top of the task's yaml (the measured ablations).
 VARIANTS: dict[str, dict] = {
-    'base': {},                                   # the task as shipped (default learner)
-    'base1': _variant(),                          # the same, extraction as FAST
+    'task': {},                                   # the task's yaml as it is now
+    'onestep': _variant(fast=False),              # the default learner, default extraction
+    'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),
     'n8_plain': _variant({'n_step': 8, 'n_step_correction': 'none'}),
     'n16': _variant({'n_step': 16}),
