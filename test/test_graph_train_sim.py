@@ -20,6 +20,7 @@ import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos import QoSProfile
 from ros_helpers import EVENT_TIMEOUT, STARTUP_TIMEOUT
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -50,7 +51,12 @@ class Observer(Node):
         self.safety: dict[str, str] = {}
         self.learner: list[dict[str, str]] = []
         self.executor_values: dict[str, str] = {}
-        self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
+        # Latched like the publisher's, but a deeper queue: a short phase (extract) must not be
+        # overwritten by the next before this observer spins on a loaded machine (issue 16).
+        self.create_subscription(String, '/ssq/run_phase', self.on_phase,
+                                 QoSProfile(history=LATCHED_QOS.history, depth=100,
+                                            reliability=LATCHED_QOS.reliability,
+                                            durability=LATCHED_QOS.durability))
         self.create_subscription(JointState, '/joint_states', self.on_state, SENSOR_QOS)
         self.create_subscription(MarkerArray, '/ssq/safety/markers', self.on_markers,
                                  LATCHED_QOS)
