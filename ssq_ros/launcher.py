@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ssq_ros.graph import Graph, NodeSpec, node_exit
+from ssq_ros.graph import STOP_GRACE, Graph, NodeSpec, node_exit
 
 
 def parse_overrides(items: list[str]) -> dict[str, str]:
@@ -84,7 +84,7 @@ def plan_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path) -> Plan:
 
 
 def run_graph(graph: Graph, overrides: dict[str, str], bin_dir: Path | None = None,
-              grace: float = 5.0, out: TextIO = sys.stdout) -> int:
+              grace: float = STOP_GRACE, out: TextIO = sys.stdout) -> int:
     """Run `graph` until a signal or until a node's exit ends it (`node_exit`); returns the
     exit code.
 

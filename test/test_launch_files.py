@@ -307,3 +307,20 @@ def test_missing_optional_ros_tools_are_reported_not_fatal(launch_api, monkeypat
     assert len(rviz) == 1 and rviz[0]['arguments'][-2:] == ['-f', 'ssq_link0']
     assert not [n for n in launched_nodes(launch_entities('train_sim', rviz='false'))
                 if n['name'] == 'rviz2']
+
+
+@pytest.mark.parametrize('graph_name', list(GRAPHS))
+def test_nodes_get_the_stop_grace_before_sigterm_unless_the_user_sets_one(launch_api,
+                                                                           graph_name):
+    """launch waits `sigterm_timeout` (5 s by default) after SIGINT; the graphs set STOP_GRACE,
+    as ssq-launch waits, and a `sigterm_timeout:=` on the command line still wins."""
+    from ssq_ros.graph import STOP_GRACE
+    path = ROOT / 'launch' / f'{graph_name}.launch.py'
+    entities = runpy.run_path(str(path))['generate_launch_description']().args[0]
+    for given, expected in (({}, f'{STOP_GRACE:g}'), ({'sigterm_timeout': '3'}, '3')):
+        context = Context(dict(given))
+        for entity in entities:
+            if entity.kind == 'OpaqueFunction' and entity.kwargs['condition'] is None \
+                    and not entity.kwargs['args']:
+                entity.kwargs['function'](context)
+        assert context.launch_configurations['sigterm_timeout'] == expected

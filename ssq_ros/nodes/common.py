@@ -279,12 +279,14 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
             _before_shutdown(node)
         return 1
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # Our handlers stay until ROS is down: a Ctrl-C reaches a node twice (the terminal's
+        # process group, then ros2 launch), and the second must not interrupt the clean-up.
         executor.shutdown()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _before_shutdown(node: Node) -> None:
