@@ -232,7 +232,10 @@ def test_a_command_beyond_the_limits_is_scaled_and_the_arm_stays_within_them(arm
     for start, end, direction in ((t0, t1, huge), (t1, t2, -huge)):
         # Past the ramp (which takes longer on a loaded machine, issue 16): at the limit, in
         # the commanded direction.
+        # (those still in the previous direction, sent before the switch reached the
+        # interface, are left out)
         settled = at_limit(sent[(times > start) & (times < end)])
+        settled = settled[settled @ direction > 0]
         assert len(settled) >= 20
         unit = settled / np.linalg.norm(settled, axis=1, keepdims=True)
         assert np.allclose(unit, direction / np.linalg.norm(direction), atol=1e-9)
@@ -282,9 +285,12 @@ def test_estop_stops_the_arm_until_reset_and_motion_resumes_with_a_ramp(arm):
     # and every later one changes by no more than that (a ramp, not a jump to the old command).
     steps = np.abs(np.diff(np.vstack([np.zeros(7), moving_sent]), axis=0))
     assert np.all(steps <= ACCEL * PERIOD + 1e-9), steps.max(axis=0)
+    # moving at the command again (under load after a longer while, issue 16)
+    wait_until(lambda: np.allclose(arm.states_between(time.monotonic() - 0.5)[2][-1], command,
+                                   atol=0.01), what='the arm at the command again',
+               while_waiting=lambda: arm.run(0.05, command, states=False))
     _, _, v = arm.states_between(t_idle, time.monotonic())
     assert np.all(np.abs(v) <= VMAX * 1.01)
-    assert np.allclose(v[-1], command, atol=0.01)
 
 
 def test_a_joint_driven_at_its_position_limit_stops_before_it(arm):
