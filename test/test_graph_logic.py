@@ -219,10 +219,18 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     resumed = LearnerRun(config, problem.spaces, tmp_path)
     assert resumed.prepare_folder()
     assert (resumed.steps, resumed.learner.updates) == (saved_steps, saved_updates)
+    # One trained before the checkpoint, sent again (the killed learner's acknowledgement
+    # never reached the behavior): known from the checkpoint, not trained twice.
+    again = _feed(resumed, problem, 1, start=saved_steps - 1)[0]
+    assert again.duplicate and resumed.steps == saved_steps
     events = _feed(resumed, problem, schedule.steps - saved_steps, start=saved_steps)
     assert events[-1].phase == PhaseAnnouncement(RunPhase.EXTRACT)
-    assert resumed.on_transition(_transition(problem)).phase is None  # late: ignored
+    assert not any(e.duplicate for e in events)  # those after the checkpoint: trained again
+    late = _transition(problem, seq=10 * schedule.steps)
+    assert resumed.on_transition(late).phase is None  # late: ignored
+    assert resumed.on_transition(late).duplicate
     assert resumed.counters.transitions_ignored == 1
+    assert resumed.counters.transitions_after_budget == 1
     extracted = resumed.final_extract()
     assert extracted.phase.phase is RunPhase.EVAL_POLICY
     assert extracted.phase.policy_version == resumed.learner.policy_version
@@ -234,7 +242,8 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     assert events.phase == PhaseAnnouncement(RunPhase.EVAL_BEHAVIOR)
     for episode in range(schedule.final_eval_episodes):
         length = 5
-        _feed(resumed, problem, length, RunPhase.EVAL_BEHAVIOR, 100 + 10 * episode, episode)
+        _feed(resumed, problem, length, RunPhase.EVAL_BEHAVIOR,
+              20 * schedule.steps + 10 * episode, episode)  # numbers not used before
         events = resumed.on_episode(EpisodeSummary(RunPhase.EVAL_BEHAVIOR, episode,
                                                    -5.0, True, length))
     assert events.finished and events.phase.phase is RunPhase.DONE

@@ -157,10 +157,14 @@ def test_safe_behavior_refuses_bad_states_phases_and_acks(ros):
         assert harness.wait(lambda: len(harness.commands) == 1)
         np.testing.assert_allclose(node.latest.positions, HOME)
         check_states_refused(harness, node.reporter, node.latest.stamp)
-        # The same (already answered) state again: no second command.
+        # The same (already answered) state again, as the lockstep simulator re-sends a state
+        # it got no command for: the command decided for it again, no new decision.
+        held = len(node.held)
         harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), node.latest.stamp))
+        assert harness.wait(lambda: len(harness.commands) == 2)
         harness.spin(0.3)
-        assert len(harness.commands) == 1
+        assert len(harness.commands) == 2 and harness.commands[1] == harness.commands[0]
+        assert len(node.held) == held and node.reporter.extra['commands_repeated'] == '1'
         for text in ('', 'warp_speed', 'train policy_version=x'):
             phases.publish(String(data=text))
             harness.spin(0.2)
@@ -178,7 +182,7 @@ def test_safe_behavior_refuses_bad_states_phases_and_acks(ros):
                             [float('nan'), 2.0])):
             decisions.publish(Float64MultiArray(layout=MultiArrayLayout(dim=dims), data=data))
         harness.spin(0.5)
-        assert node.executor_actions == {} and len(harness.commands) == 1
+        assert node.executor_actions == {} and len(harness.commands) == 2
     finally:
         harness.close()
 
@@ -208,13 +212,18 @@ def test_mujoco_sim_refuses_bad_commands_without_stepping(ros):
                                 node.reporter.counts().get(r, 0) > b)
             assert node.sim_time == sim_time  # nothing moved
         q_before, sim_time = node.env.joint_state()[0], node.sim_time
-        relay.publish(Float64MultiArray(data=[0.2] * 7))
+        relay_stamp = node.stamp.nanoseconds * 1e-9
+        relay.publish(command_message(np.full(7, 0.2), relay_stamp))
         assert harness.wait(lambda: node.sim_time > sim_time)
         assert not np.allclose(node.env.joint_state()[0], q_before)
-        # A command computed for an earlier state is never applied to the current one.
-        before = node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
+        # A command computed for an earlier state is never applied to the current one: a
+        # second copy of the command just applied is dropped quietly (a commander answering a
+        # re-sent state), one for any other state with a warning.
         sim_time = node.sim_time
-        relay.publish(command_message(np.full(7, 0.2), sim_time - node.period))
+        relay.publish(command_message(np.full(7, 0.2), relay_stamp))
+        assert harness.wait(lambda: node.reporter.extra.get('repeated_commands') == '1')
+        before = node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
+        relay.publish(command_message(np.full(7, 0.2), relay_stamp - node.period))
         assert harness.wait(lambda: node.reporter.counts().get('COMMAND_FOR_OTHER_STATE', 0)
                             > before)
         assert node.sim_time == sim_time
@@ -298,6 +307,11 @@ def test_policy_executor_refuses_bad_states_goals_policies_and_phases(ros):
         harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), now_seconds(node)))
         assert harness.wait(lambda: len(harness.commands) == 1)
         assert node.reporter.counts().get('NO_POLICY_YET') == 1
+        # A re-sent state (same stamp): the command decided for it again, no new decision.
+        harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), node.latest.stamp))
+        assert harness.wait(lambda: len(harness.commands) == 2)
+        assert harness.commands[1] == harness.commands[0]
+        assert node.reporter.counts().get('NO_POLICY_YET') == 1
         check_states_refused(harness, node.reporter, node.latest.stamp)
         bad_goal = PointStamped()
         bad_goal.point.x = float('nan')
@@ -307,7 +321,7 @@ def test_policy_executor_refuses_bad_states_goals_policies_and_phases(ros):
         harness.spin(0.5)
         assert node.goal is not None and np.all(np.isfinite(node.goal))
         assert node.shield.policy is None and node.phase is None
-        assert len(harness.commands) == 1
+        assert len(harness.commands) == 2
     finally:
         harness.close()
 

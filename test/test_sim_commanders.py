@@ -14,11 +14,17 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from ssq_ros.graph import GRAPHS, TRAIN_COMMANDERS
 from ssq_ros.launcher import node_command
-from ssq_ros.nodes.interfaces import COMMAND_QOS, COMMAND_TOPIC, SIM_CONTROLLER_TOPIC
+from ssq_ros.nodes.interfaces import (
+    COMMAND_QOS,
+    COMMAND_TOPIC,
+    SENSOR_QOS,
+    SIM_CONTROLLER_TOPIC,
+)
 from ssq_ros.nodes.mujoco_sim import MujocoSim
 from ssq_ros.nodes.transition_msg import command_message
 
@@ -66,6 +72,10 @@ def test_a_foreign_commander_stops_the_simulated_arm_until_it_is_gone(ros):
 
     refusals = lambda: sim.reporter.counts().get('UNKNOWN_COMMANDER_STOP', 0)  # noqa: E731
     own = commander.create_publisher(Float64MultiArray, COMMAND_TOPIC, COMMAND_QOS)
+    seen: set[float] = set()
+    commander.create_subscription(
+        JointState, '/joint_states', lambda msg: seen.add(
+            msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9), SENSOR_QOS)
     try:
         assert spin_until(lambda: sim.count_publishers(COMMAND_TOPIC) == 1)
         sim_time = sim.sim_time
@@ -83,10 +93,15 @@ def test_a_foreign_commander_stops_the_simulated_arm_until_it_is_gone(ros):
             assert spin_until(lambda b=before: refusals() > b), 'refused while it is there'
         assert sim.sim_time == sim_time
         assert np.array_equal(sim.env.joint_state()[0], q_before), 'the arm did not move'
+        # Given no command it could take, the simulator re-sends the unchanged state (the cue
+        # for a commander to send its answer to that state again).
+        stamp = sim.stamp.nanoseconds * 1e-9
+        seen.clear()
+        assert spin_until(lambda: stamp in seen), 'the state is re-sent'
 
         intruder.destroy_publisher(foreign)
         assert spin_until(lambda: not sim.unknown_commanders())
-        command(own)
+        command(own)  # the answer to that same state, sent again
         assert spin_until(lambda: sim.sim_time > sim_time), 'moves again once it is gone'
     finally:
         executor.shutdown()

@@ -13,6 +13,7 @@ transitions (at once: the episodes run in other processes) and when the budget i
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ from ssq_ros.training.learner import TaskSpaces
 from ssq_ros.training.run import Run, RunMetrics
 
 CHECKPOINT = Path('checkpoints') / 'graph_learner.pt'
+# Transition numbers remembered: the behavior sends again only what it still holds unacknowledged
+# (at most 2 * max_lead + 1000), so the newest of these are enough to know a copy.
+SEQS_KEPT = 100_000
+SEQS_CHECKPOINTED = 20_000
 RUNNER = 'train_sim graph'
 _EVAL = (RunPhase.EVAL_POLICY, RunPhase.EVAL_BEHAVIOR)
 _MONITOR_FIELDS = ('unsafe_train', 'unsafe_eval', 'min_margin_train', 'min_margin_eval',
@@ -41,6 +46,7 @@ class Events:
     phase: PhaseAnnouncement | None = None
     checkpoint: bool = False
     finished: bool = False
+    duplicate: bool = False  # a transition number had before: only acknowledge it again
 
 
 @dataclass
@@ -67,6 +73,11 @@ class LearnerRun:
         self.metrics: RunMetrics | None = None
         self._monitor_started: str | None = None
         self._monitor_base: dict[str, float | int | None] = {}
+        # The numbers of the transitions had, kept in the checkpoint: a learner restarted from
+        # it knows a transition the behavior sends again because the acknowledgement of the
+        # killed learner never reached it (trained once, not twice).
+        self._seqs: set[int] = set()
+        self._seq_order: deque[int] = deque()
 
     @property
     def counters(self):
@@ -78,10 +89,23 @@ class LearnerRun:
 
     def prepare_folder(self) -> bool:
         """Create or check the run folder, resume from its checkpoint; True if resumed."""
-        return self.engine.open()
+        return self.engine.open(driver_state=self._restore)
 
     def save_checkpoint(self) -> Path:
-        return self.engine.save_checkpoint()
+        return self.engine.save_checkpoint(self._driver_state())
+
+    def _driver_state(self) -> dict:
+        return {'transition_seqs': list(self._seq_order)[-SEQS_CHECKPOINTED:]}
+
+    def _restore(self, state: dict) -> None:
+        for seq in state.get('transition_seqs', []):
+            self._remember(int(seq))
+
+    def _remember(self, seq: int) -> None:
+        self._seqs.add(seq)
+        self._seq_order.append(seq)
+        if len(self._seq_order) > SEQS_KEPT:
+            self._seqs.discard(self._seq_order.popleft())
 
     # ------------------------------------------------------------------ monitor, diagnostics
     def on_safety(self, values: dict[str, str]) -> None:
@@ -123,15 +147,21 @@ class LearnerRun:
 
     # ------------------------------------------------------------------ training
     def on_transition(self, t: Transition) -> Events:
-        """Store/train on a train-phase transition, or keep an evaluation one."""
+        """Store/train on a train-phase transition, or keep an evaluation one; a number had
+        before (also before a restart from the checkpoint) only comes back `duplicate`."""
+        if t.seq in self._seqs:
+            return Events(duplicate=True)
+        self._remember(t.seq)
         if t.phase in self._eval and t.phase is self.phase:
             self._eval[t.phase].transitions.setdefault(t.episode, []).append(t)
             return Events()
         if t.phase is not RunPhase.TRAIN or self.phase is not RunPhase.TRAIN:
-            self.counters.transitions_ignored += 1  # collected after the budget was reached
+            self.counters.transitions_ignored += 1
+            # mu's, collected after the budget was reached (it runs ahead of the learner)
+            self.counters.transitions_after_budget += t.phase is RunPhase.TRAIN
             return Events()
         step = self.engine.add_transition(t.obs, t.action, t.reward, t.next_obs, t.done,
-                                          t.next_support)
+                                          t.next_support, driver=self._driver_state)
         events = Events(policy=step.policy, checkpoint=step.checkpoint)
         if step.budget_reached:
             self.phase = RunPhase.EXTRACT
@@ -155,8 +185,7 @@ class LearnerRun:
                                     self.counters.min_margin_train)
             return Events()
         if summary.phase is not self.phase or summary.phase not in self._eval:
-            self.counters.transitions_ignored += 1
-            return Events()
+            return Events()  # a training episode that ended after the budget, or a late one
         episodes = self._eval[self.phase]
         if summary.episode in episodes.summaries:
             return Events()  # delivered twice

@@ -16,8 +16,11 @@ answers. A command that names the state it answers (`ssq_ros.nodes.transition_ms
 command_message`) is applied only to that state, never to a later one (after a reset, or after
 another command); without commands simulated time stands still (the arm does nothing it was not
 told),
-and the current state and /clock are re-sent every `republish_period` (same stamp) in case a
-best-effort sample was lost, or a node (re)started and waits for its simulated time.
+and the current state and /clock are re-sent once no command came for `republish_period`
+(same stamp) in case a best-effort sample or a command was lost, a command was refused (an
+unknown commander), or a node (re)started and waits for its simulated time. The commander
+answers a re-sent state with the command it computed for it; a second copy of a command that
+was already applied answers the state before the step and is dropped quietly (counted).
 `realtime`: a steady timer steps every control period with the newest command, or with zero
 velocity once no valid command came for `command_timeout` (a stop, not a replay).
 The physics, the episodes and the referee are `ssq_ros.sim` (ReachAvoidEnv); nothing else here.
@@ -93,8 +96,9 @@ class MujocoSimConfig(NodeDiagnostics, RunBudget):
                                  "targets; '' derives it from a standard controller name")
     relay_joint_command: bool = spec(False, doc='also take /ssq/joint_command (when no '
                                      'hardware_interface node is in the graph)')
-    republish_period: float = spec(0.2, doc='training mode: re-send the unchanged state this '
-                                   'often while no command comes [s, wall clock]',
+    republish_period: float = spec(0.2, doc='training mode: re-send the unchanged state once '
+                                   'no command came for this long, and again as long as none '
+                                   'comes [s, wall clock]',
                                    low=0.01, high=10.0)
     command_timeout: float = spec(0.1, doc='realtime mode: stop when no valid command came for '
                                   'this long [s]', low=0.001, high=10.0)
@@ -135,6 +139,9 @@ class MujocoSim(Node):
         self.reporter = StatusReporter(self, self.cfg.diagnostics_period, 'mujoco_sim')
         self.unsafe_count = 0
         self.superseded_stamp: float | None = None
+        self.stepped_from: float | None = None  # the stamp the last training step left
+        self.last_state_wall = -float('inf')  # when the state was last published
+        self.repeated_commands = 0
         self.ended_episode_commands = 0
         self.train_episode = 0
         self.heldout_episode = 0
@@ -165,7 +172,7 @@ class MujocoSim(Node):
         self.create_service(Trigger, '/ssq/sim/reset_heldout', self.on_reset_heldout)
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.training:
-            self.create_timer(self.cfg.republish_period, self.republish, clock=steady)
+            self.create_timer(self.cfg.republish_period / 2, self.republish, clock=steady)
         else:
             self.create_timer(self.period, self.on_realtime_tick, clock=steady)
         self.viewer = None if self.cfg.headless else self._open_viewer()
@@ -235,6 +242,8 @@ class MujocoSim(Node):
     def republish(self) -> None:
         """Training mode, while no command comes: the clock and the state again, so that a
         node that (re)started meanwhile gets its simulated time and something to answer."""
+        if time.monotonic() - self.last_state_wall < self.cfg.republish_period:
+            return
         self.clock_pub.publish(ClockMsg(clock=self.stamp.to_msg()))
         self.publish_state()
 
@@ -243,6 +252,7 @@ class MujocoSim(Node):
         msg = JointState(name=self.joint_names, position=q.tolist(), velocity=qdot.tolist())
         msg.header.stamp = self.stamp.to_msg()
         self.state_pub.publish(msg)
+        self.last_state_wall = time.monotonic()
 
     def publish_verdict(self, verdict: RefereeVerdict) -> None:
         self.unsafe_count += int(verdict.unsafe)
@@ -320,6 +330,13 @@ class MujocoSim(Node):
             self.last_command = np.zeros(len(self.joint_names))
             return
         answers = answered_stamp(msg)
+        if self.training and answers is not None and self.stepped_from is not None and \
+                abs(answers - self.stepped_from) <= STAMP_TOLERANCE:
+            # A second copy of the command just applied (the commander answered a re-sent
+            # state whose first answer was only late): dropped without a warning, counted.
+            self.repeated_commands += 1
+            self.reporter.extra['repeated_commands'] = str(self.repeated_commands)
+            return
         if self.training and answers is not None and self.superseded_stamp is not None and \
                 abs(answers - self.superseded_stamp) <= STAMP_TOLERANCE:
             # The answer to an ended episode's last state, arriving after the reset: expected
@@ -363,6 +380,7 @@ class MujocoSim(Node):
         self.step(self.last_command)
 
     def step(self, command: np.ndarray) -> None:
+        self.stepped_from = self.stamp.nanoseconds * 1e-9
         verdict = self.env.sim.step(command)
         self._advance_stamp()
         self.publish_verdict(verdict)

@@ -14,8 +14,9 @@ Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yam
 
 A new policy version replaces the running one between two states (no restart); a policy for
 other spaces, or bytes that do not load, are refused and the running one stays. Without a
-policy, mu's own draw is sent (NO_POLICY_YET). Each measured state is answered at most once, so a
-re-sent state never replays a command. `run_dir/policy.pt` is loaded at start when it exists.
+policy, mu's own draw is sent (NO_POLICY_YET). Each measured state gets one decision; a state
+re-sent with the same stamp gets the command decided for it again (`LastCommand`), never an
+older one. `run_dir/policy.pt` is loaded at start when it exists.
 """
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from ssq_ros.nodes.interfaces import (
     SENSOR_QOS,
     TRANSITION_QOS,
 )
-from ssq_ros.nodes.transition_msg import command_message, decision_message
+from ssq_ros.nodes.transition_msg import LastCommand, command_message, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.safety.support import CommandsInFlight
@@ -95,6 +96,7 @@ class PolicyExecutor(Node):
         self.operator_goal: np.ndarray | None = None
         self.latest: JointSample | None = None
         self.answered_stamp = -1.0
+        self.last_command = LastCommand()
         self.phase: RunPhase | None = None
         self.required_version = 0
         self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
@@ -176,13 +178,22 @@ class PolicyExecutor(Node):
 
     def on_joint_state(self, msg: JointState) -> None:
         stamp = stamp_seconds(msg.header.stamp)
-        if self.latest is None or stamp != self.latest.stamp:
-            try:
-                self.latest = self.reader.accept(msg.name, msg.position, msg.velocity, stamp,
-                                                 self.get_clock().now().nanoseconds * 1e-9)
-            except JointStateError as exc:
-                self.reporter.reject(exc.status, exc.reason)
-                return
+        if self.latest is not None and stamp == self.latest.stamp:
+            # The lockstep simulator re-sent the state: it has no command for it (lost, or
+            # refused before it knew this node's name); the same command again, or a first one.
+            again = self.last_command.repeat_for(stamp)
+            if again is not None:
+                self.command_pub.publish(again)
+                self.reporter.extra['commands_repeated'] = str(self.last_command.repeats)
+            else:
+                self.try_act()
+            return
+        try:
+            self.latest = self.reader.accept(msg.name, msg.position, msg.velocity, stamp,
+                                             self.get_clock().now().nanoseconds * 1e-9)
+        except JointStateError as exc:
+            self.reporter.reject(exc.status, exc.reason)
+            return
         self.try_act()
 
     # ------------------------------------------------------------------ acting
@@ -203,7 +214,9 @@ class PolicyExecutor(Node):
         if out.action is not None:  # first, so it is there before the state it leads to
             self.decision_pub.publish(decision_message(self.problem.spaces, sample.stamp,
                                                        out.action))
-        self.command_pub.publish(command_message(out.command, sample.stamp))
+        message = command_message(out.command, sample.stamp)
+        self.command_pub.publish(message)
+        self.last_command.sent(sample.stamp, message)
         self.sent.push(out.command)
 
 

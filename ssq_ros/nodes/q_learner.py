@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +47,6 @@ from ssq_ros.training.plots import summary_rows
 # The "-1: here with nothing yet" announcement lasts at least this long [s], so the behavior
 # hears it once this learner's subscription to /ssq/transitions is surely matched.
 ANNOUNCE_FOR = 3.0
-# Transition numbers remembered to recognise one sent again (far more than the behavior holds).
-SEEN_KEPT = 100_000
 
 
 @dataclass(frozen=True)
@@ -81,11 +78,9 @@ class QLearner(Node):
         self.finished = False
         self.last_losses: dict[str, float] = {}
         self.refused = 0
-        # Transition numbers had since this process started: the behavior sends again what it
-        # holds unacknowledged (after a restart of either), and a number had twice is only
+        # The behavior sends again what it holds unacknowledged (after a restart of either); a
+        # number had twice (LearnerRun remembers them, across its restarts) is only
         # acknowledged again. Numbers are unique across the behavior's restarts.
-        self.seen: set[int] = set()
-        self.seen_order: deque[int] = deque()
         self.duplicates = 0
 
         self.policy_pub = self.create_publisher(UInt8MultiArray, '/ssq/policy', LATCHED_QOS)
@@ -134,19 +129,15 @@ class QLearner(Node):
     def on_transition(self, msg: Float64MultiArray) -> None:
         try:
             transition = read_transition(self.spaces, msg)
-            if transition.seq in self.seen:
-                self.duplicates += 1
-                self.ack_pub.publish(Int64(data=transition.seq))
-                return
             events = self.run.on_transition(transition)
         except ValueError as exc:
             self.refused += 1
             self.get_logger().warning(f'refused transition: {exc}', throttle_duration_sec=1.0)
             return
-        self.seen.add(transition.seq)
-        self.seen_order.append(transition.seq)
-        if len(self.seen_order) > SEEN_KEPT:
-            self.seen.discard(self.seen_order.popleft())
+        if events.duplicate:
+            self.duplicates += 1
+            self.ack_pub.publish(Int64(data=transition.seq))
+            return
         self.had_transition = True
         self.ack_pub.publish(Int64(data=transition.seq))
         self.apply(events)

@@ -9,9 +9,11 @@ Out: /ssq/joint_command (std_msgs/Float64MultiArray, joint velocities, robot.yam
      (labelled Float64MultiArray, docs/topics.md), ~/status and /diagnostics.
 Calls: /ssq/sim/reset (training episodes) and /ssq/sim/reset_heldout (evaluation episodes).
 
-mu acts in the train and eval_behavior phases and only on a state it has not answered yet, so a
-state re-sent by the simulator or a stop never causes an old command to be replayed: every
-command is computed from the newest measured state. It pauses (sends nothing, the lockstep
+mu acts in the train and eval_behavior phases and only on a state it has not answered yet:
+every command is computed from the newest measured state. A state the simulator re-sends
+(it got no command for it: lost, or refused while it did not yet know this node's name) is
+answered with the command computed for that very state again (`LastCommand`), never an older
+one. It pauses (sends nothing, the lockstep
 simulator waits) while it is `max_lead` transitions ahead of the learner, and until a learner is
 there at all. In eval_policy it only keeps the episodes (reward, time limit, resets) while the
 policy executor acts. All decisions are `ssq_ros.graph_logic.behavior_loop.BehaviorLoop`.
@@ -70,6 +72,7 @@ from ssq_ros.nodes.interfaces import (
     TRANSITION_QOS,
 )
 from ssq_ros.nodes.transition_msg import (
+    LastCommand,
     command_message,
     episode_message,
     read_decision,
@@ -133,6 +136,7 @@ class SafeBehavior(Node):
         # wait for the learner, and the oldest are dropped (counted) beyond this.
         self.held = HeldTransitions(capacity=2 * self.cfg.max_lead + 1000)
         self.stream_breaks = 0
+        self.last_command = LastCommand()
 
         self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
                                                  COMMAND_QOS)
@@ -158,12 +162,19 @@ class SafeBehavior(Node):
         self.create_timer(0.05, self.maybe_reset, clock=self.steady)
         self.create_timer(min(1.0, self.cfg.retransmit_after / 2), self.retransmit,
                           clock=self.steady)
+        self.get_logger().info(f'numbering transitions from {self.loop.seq}')
 
     # ------------------------------------------------------------------ inputs
     def on_joint_state(self, msg: JointState) -> None:
         stamp = stamp_seconds(msg.header.stamp)
         if self.latest is not None and stamp == self.latest.stamp:
-            self.try_act()  # the simulator re-sent the state: answer it if not done yet
+            # The simulator re-sent the state: it has no command for it.
+            again = self.last_command.repeat_for(stamp)
+            if again is not None:
+                self.command_pub.publish(again)
+                self.reporter.extra['commands_repeated'] = str(self.last_command.repeats)
+            else:
+                self.try_act()  # not answered yet
             return
         previous = self.latest
         try:
@@ -314,7 +325,9 @@ class SafeBehavior(Node):
             self.transition_pub.publish(message)
         if step.command is not None:
             self.reporter.record([SafetyStatus.NO_SAFE_ACTION_STOP] if step.fallback else [])
-            self.command_pub.publish(command_message(step.command, sample.stamp))
+            message = command_message(step.command, sample.stamp)
+            self.command_pub.publish(message)
+            self.last_command.sent(sample.stamp, message)
         if step.summary is not None:
             self.episode_pub.publish(episode_message(step.summary))
             self.episodes_done += 1

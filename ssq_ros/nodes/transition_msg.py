@@ -90,6 +90,30 @@ def command_message(command: np.ndarray, stamp: float) -> Float64MultiArray:
                              data=[float(v) for v in command])
 
 
+class LastCommand:
+    """The last command a commander sent and the stamp of the state it answers.
+
+    The lockstep simulator re-sends a state it got no command for: the command was lost, or
+    refused while a commander's name was not yet known to it (a restarted simulator learns the
+    names of its peers after their publishers). The answer is that very command again, computed
+    for that state, never a new decision and never an older command."""
+
+    def __init__(self) -> None:
+        self.stamp: float | None = None
+        self.message: Float64MultiArray | None = None
+        self.repeats = 0
+
+    def sent(self, stamp: float, message: Float64MultiArray) -> None:
+        self.stamp, self.message = stamp, message
+
+    def repeat_for(self, stamp: float) -> Float64MultiArray | None:
+        """The command to send again for a re-sent state stamped `stamp`, or None."""
+        if self.message is None or stamp != self.stamp:
+            return None
+        self.repeats += 1
+        return self.message
+
+
 def answered_stamp(msg: Float64MultiArray) -> float | None:
     """The stamp [s] of the state a command answers, or None if it does not say."""
     if len(msg.layout.dim) != 1 or not msg.layout.dim[0].label.startswith(_ANSWERS):

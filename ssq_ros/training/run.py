@@ -71,6 +71,7 @@ class RunCounters:
     safe_set_unsafe_eval: int | None = None
     evaluations: int = 0
     transitions_ignored: int = 0
+    transitions_after_budget: int = 0
     last_fit: dict = field(default_factory=dict)
     last_eval: dict = field(default_factory=dict)
 
@@ -158,6 +159,9 @@ class RunMetrics:
     transitions_ignored: int
     """transitions that arrived after the budget or in the wrong phase (the graph; 0 in
     ssq-train)"""
+    transitions_after_budget: int
+    """of those, mu's training transitions that arrived once the budget was reached (the
+    graph: mu runs ahead of the learner by up to max_lead; 0 in ssq-train)"""
     safe_set_unsafe_states_train: int | None
     """states outside the configured safe set S (margins included) while training, by the
     monitor (the graph; None in ssq-train, which has only the referee)"""
@@ -491,6 +495,7 @@ class Run:
             action_kind=self.config.action_kind,
             seed=self.schedule.seed,
             transitions_ignored=counters.transitions_ignored,
+            transitions_after_budget=counters.transitions_after_budget,
             safe_set_unsafe_states_train=counters.safe_set_unsafe_train,
             safe_set_unsafe_states_eval=counters.safe_set_unsafe_eval,
             runner=self.runner,
