@@ -76,9 +76,14 @@ def test_greedy_goal_seeking_mu_is_trapped_where_the_oracle_is_not(problems, nam
     problem = problems[name]
     assert problem.controller.config.goal_preference == 2.0  # today's goal-seeking mu
     gamma = 0.98
-    greedy = evaluate_heldout(problem, greedy_behavior_actor(problem), 3, gamma)
+    # The suite's bar (docs/tasks.md): greedy mu at most 30 % of held-out episodes. Which few
+    # episodes it wins depends on the machine's last bits (near-ties between primitives): the
+    # first 3 of the U-shape gave 0 on one machine and 2 on another, so a count over 20.
+    # 50 episodes on two machines: 10-16 % on every hard task.
+    greedy = evaluate_heldout(problem, greedy_behavior_actor(problem), 20, gamma)
     oracle = evaluate_heldout(problem, oracle_actor(problem), 3, gamma)
-    assert greedy.successes <= 1 and oracle.successes == 3
+    assert greedy.successes <= 6 and oracle.successes == 3, (greedy.successes,
+                                                             oracle.successes)
     assert greedy.unsafe == oracle.unsafe == 0
 
 
