@@ -1,4 +1,8 @@
-"""Parameters declared from config dataclasses, validated, and described to ROS tools."""
+"""Parameters declared from config dataclasses, validated, and described to ROS tools; the
+deadline on a node's clean-up."""
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -82,3 +86,34 @@ def test_qos_profiles_say_what_they_carry():
     assert COMMAND_QOS.reliability == ReliabilityPolicy.RELIABLE and COMMAND_QOS.depth == 1
     assert COMMAND_QOS.durability == DurabilityPolicy.VOLATILE
     assert LATCHED_QOS.durability == DurabilityPolicy.TRANSIENT_LOCAL
+
+
+def _run_python(code: str) -> tuple[int, str, float]:
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stderr, time.monotonic() - start
+
+
+def test_a_clean_up_that_hangs_is_left_after_its_limit_with_the_stacks_printed():
+    code, stderr, wall = _run_python(
+        'import time\n'
+        'from ssq_ros.nodes.common import CleanupDeadline\n'
+        'with CleanupDeadline("hung_node", 1.0):\n'
+        '    time.sleep(60)\n'
+        'raise SystemExit(3)\n')
+    assert code == 0 and wall < 30, (code, wall, stderr)
+    assert 'most recent call first' in stderr and 'line 4' in stderr, stderr  # where it hung
+    assert '[hung_node] the ROS clean-up did not finish within 1 s' in stderr
+
+
+def test_a_clean_up_that_finishes_is_not_interrupted():
+    code, stderr, _ = _run_python(
+        'import time\n'
+        'from ssq_ros.nodes.common import CleanupDeadline\n'
+        'with CleanupDeadline("quick_node", 0.5):\n'
+        '    pass\n'
+        'time.sleep(1.5)\n'
+        'raise SystemExit(3)\n')
+    assert code == 3 and 'did not finish' not in stderr, stderr
+    assert 'most recent call first' not in stderr, stderr

@@ -10,8 +10,11 @@
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
+import os
 import signal
 import sys
+import threading
 import traceback
 import types
 import typing
@@ -281,12 +284,46 @@ def run_node(factory: Callable[[], Node], args: list[str] | None = None) -> int:
     finally:
         # Our handlers stay until ROS is down: a Ctrl-C reaches a node twice (the terminal's
         # process group, then ros2 launch), and the second must not interrupt the clean-up.
-        executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+        with CleanupDeadline(_node_label(args), CLEANUP_LIMIT):
+            executor.shutdown()
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+# The middleware's teardown once a node has done its part (its last stop sent). Under heavy
+# load one teardown in a few hundred hung inside the middleware, deaf to SIGINT and SIGTERM
+# (their handlers are Python's, and Python never got control back), until the launcher's SIGKILL
+# 30 s later. Below the launchers' STOP_GRACE, so a clean stop stays a clean stop.
+CLEANUP_LIMIT = 10.0
+
+
+class CleanupDeadline:
+    """Context: if the block has not finished after `limit` s, print every thread's stack (from
+    C, without Python's lock, so also while the main thread is stuck in C) and leave the
+    process with exit code 0: the node's work was done before its clean-up began."""
+
+    def __init__(self, label: str, limit: float):
+        self.label, self.limit = label, limit
+        self.done = threading.Event()
+
+    def __enter__(self) -> CleanupDeadline:
+        faulthandler.dump_traceback_later(self.limit, exit=False)
+        threading.Thread(target=self._watch, daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        if not self.done.wait(self.limit + 0.5):
+            print(f'[{self.label}] the ROS clean-up did not finish within {self.limit:g} s '
+                  '(the stacks above show where it hung); exiting without it',
+                  file=sys.stderr, flush=True)
+            os._exit(0)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.done.set()
+        faulthandler.cancel_dump_traceback_later()
 
 
 def _before_shutdown(node: Node) -> None:
