@@ -287,11 +287,20 @@ def test_estop_stops_the_arm_until_reset_and_motion_resumes_with_a_ramp(arm):
     assert 'ESTOPPED' in arm.status[reported:]
 
     times, sent = arm.forwarded_between(t_resume)
-    moving_sent = sent[np.any(sent != 0, axis=1)]
-    assert len(moving_sent) > 10, 'a fresh command after the reset moves the arm again'
+    moving = np.any(sent != 0, axis=1)
+    assert moving.sum() > 10, 'a fresh command after the reset moves the arm again'
     # The first moving command starts from zero: one period of the acceleration limit at most,
-    # and every later one changes by no more than that (a ramp, not a jump to the old command).
-    steps = np.abs(np.diff(np.vstack([np.zeros(7), moving_sent]), axis=0))
+    # and every later one changes by no more than that per period (a ramp, not a jump to the
+    # old command). The interface sends every period; on a loaded machine this observer misses
+    # some of its messages, seen as a gap of several periods between two it got.
+    first = int(np.argmax(moving))
+    if first == 0:  # the stop before the ramp came before t_resume
+        sent, times = np.vstack([np.zeros(7), sent]), np.concatenate([[times[0] - PERIOD],
+                                                                      times])
+        first = 1
+    sent, times = sent[first - 1:], times[first - 1:]  # from the last stop before the ramp
+    periods = np.maximum(1, np.round(np.diff(times) / PERIOD))
+    steps = np.abs(np.diff(sent, axis=0)) / periods[:, None]
     assert np.all(steps <= ACCEL * PERIOD + 1e-9), steps.max(axis=0)
     # moving at the command again (under load after a longer while, issue 16)
     drive_until_moving_at(arm, command)
@@ -307,6 +316,11 @@ def test_a_joint_driven_at_its_position_limit_stops_before_it(arm):
     command = np.zeros(7)
     command[joint] = -VMAX[joint]
     t0 = arm.command_for(distance / VMAX[joint] + 0.8, command)
+    # On a loaded machine the approach takes longer (stale states stop it now and then).
+    wait_until(lambda: arm.states_between(t0)[1][:, joint].min() - lower
+               <= HW.limits.position_margin + 0.01, what='the joint at its margin',
+               while_waiting=lambda: arm.run(0.05, command, states=False))
+    arm.command_for(0.3, command)  # and held there
     times, q, v = arm.states_between(t0, time.monotonic())
     closest = q[:, joint].min() - lower
     print(f'joint {joint + 1} driven at {command[joint]:.3f} rad/s from {distance:.3f} rad '
@@ -348,18 +362,21 @@ def test_a_killed_simulator_gets_a_stop_within_the_state_timeout_plus_a_period(d
     # send and the one before (one period idle, what the machine delivered under load).
     log = read_servo_log(str(deploy.servo_log))
     last_state = log.times[-1]
-    after = log.send_times > last_state
     stops = ~np.any(log.commands != 0, axis=1)
-    k = int(np.argmax(after & stops))
-    assert after[k] and stops[k], 'no stop after the joint states ended'
+    # A send is time-stamped after its tick's safe-set check: a tick that still saw a fresh
+    # state (within state_timeout of the last one) may be recorded up to the check time later.
+    # (A zero before that is no proof: near S's edge the check itself sends zeros.)
+    check = worst_check_time(arm.diagnostics)
+    deadline = last_state + HW.state_timeout + check + 1e-3
+    late = log.send_times > deadline
+    assert late.any(), 'no send after the watchdog deadline'
+    k = int(np.argmax(late))
     latency = log.send_times[k] - last_state
     interval = log.send_times[k] - log.send_times[k - 1]
-    print(f'simulator killed: stop {latency * 1e3:.1f} ms after its last joint state in the '
-          f'interface\'s clock (state_timeout {HW.state_timeout * 1e3:.0f} ms + period '
-          f'{PERIOD * 1e3:.0f} ms; the interval to the previous send {interval * 1e3:.1f} ms)')
-    assert np.all(stops[k:]), 'a moving command after the stop'
-    # A send is time-stamped after the tick's safe-set check: the interval between two
-    # recorded sends can be short of the interval between their ticks by up to the check time.
-    check = worst_check_time(arm.diagnostics)
-    print(f'safe-set check p99 up to {check * 1e3:.1f} ms')
-    assert latency <= HW.state_timeout + max(PERIOD, interval) + check + 1e-3
+    print(f'simulator killed: first send past the watchdog deadline {latency * 1e3:.1f} ms '
+          f'after its last joint state in the interface\'s clock (state_timeout '
+          f'{HW.state_timeout * 1e3:.0f} ms, safe-set check p99 up to {check * 1e3:.1f} ms; '
+          f'the interval to the previous send {interval * 1e3:.1f} ms); {len(stops) - k} '
+          'sends from then on')
+    assert np.all(stops[k:]), 'a moving command after the watchdog deadline'
+    assert latency <= HW.state_timeout + check + max(PERIOD, interval) + 1e-3
