@@ -49,6 +49,26 @@ def test_reader_checks_velocities_and_stamps():
     assert reader.accept(ORDER, [0, 0, 0], [0, 0, 0], 10.3, 10.2).stamp == 10.3
 
 
+def test_a_repeat_is_the_last_accepted_state_unchanged_and_nothing_else():
+    reader = JointStateReader(ORDER, max_stamp_age=0.5)
+    assert not reader.is_repeat(ORDER, [1, 2, 3], [0, 0, 0], 10.0, 10.1)  # nothing accepted
+    reader.accept(['j2', 'j1', 'j3'], [2, 1, 3], [0.2, 0.1, 0.3], 10.0, 10.1)
+    assert reader.is_repeat(['j2', 'j1', 'j3'], [2, 1, 3], [0.2, 0.1, 0.3], 10.0, 10.2)
+    assert reader.is_repeat(ORDER, [1, 2, 3], [0.1, 0.2, 0.3], 10.0, 10.2)  # any joint order
+    assert not reader.is_repeat(ORDER, [1, 2, 3], [0.1, 0.2, 0.3], 10.0, 10.6)  # too old now
+    for names, q, qd, stamp in ((ORDER, [1, 2, 3.001], [0.1, 0.2, 0.3], 10.0),  # other values
+                                (ORDER, [1, 2, 3], [0.1, 0.2, 0.4], 10.0),
+                                (ORDER, [1, 2, math.nan], [0.1, 0.2, 0.3], 10.0),
+                                (ORDER[:2], [1, 2], [0.1, 0.2], 10.0),
+                                (ORDER, [1, 2, 3], [], 10.0),
+                                (ORDER, [1, 2, 3], [0.1, 0.2, 0.3], 10.05)):  # another stamp
+        assert not reader.is_repeat(names, q, qd, stamp, 10.1)
+    # a different state claiming the last one's stamp: refused with a reason
+    with pytest.raises(JointStateError) as info:
+        reader.accept(ORDER, [1, 2, 3.001], [0.1, 0.2, 0.3], 10.0, 10.1)
+    assert info.value.status is S.STATE_OUT_OF_ORDER
+
+
 def test_reader_refuses_implausible_positions():
     bounds = (np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0]))
     reader = JointStateReader(ORDER, position_bounds=bounds)

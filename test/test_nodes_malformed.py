@@ -157,21 +157,35 @@ def test_safe_behavior_refuses_bad_states_phases_and_acks(ros):
         assert harness.wait(lambda: len(harness.commands) == 1)
         np.testing.assert_allclose(node.latest.positions, HOME)
         check_states_refused(harness, node.reporter, node.latest.stamp)
-        # The same (already answered) state again, as the lockstep simulator re-sends a state
-        # it got no command for: the command decided for it again, no new decision.
+        # A fresh state, then the same (already answered) one again, as the lockstep simulator
+        # re-sends a state it got no command for: the command decided for it again, no new
+        # decision.
+        harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), now_seconds(node)))
+        assert harness.wait(lambda: len(harness.commands) == 2)
         held = len(node.held)
         harness.states.publish(joint_state(JOINTS, HOME, np.zeros(7), node.latest.stamp))
-        assert harness.wait(lambda: len(harness.commands) == 2)
+        assert harness.wait(lambda: len(harness.commands) == 3)
         harness.spin(0.3)
-        assert len(harness.commands) == 2 and harness.commands[1] == harness.commands[0]
+        assert len(harness.commands) == 3 and harness.commands[2] == harness.commands[1]
         assert len(node.held) == held and node.reporter.extra['commands_repeated'] == '1'
+        # Another state under that stamp is no repeat: refused (out of order, or too old by
+        # now on a loaded machine), nothing sent.
+        def refusals():
+            counts = node.reporter.counts()
+            return counts.get('STATE_OUT_OF_ORDER', 0) + counts.get('STATE_STAMP_OFF_CLOCK', 0)
+        before = refusals()
+        harness.states.publish(joint_state(JOINTS, HOME + 0.01, np.zeros(7), node.latest.stamp))
+        assert harness.wait(lambda: refusals() > before)
+        harness.spin(0.2)
+        assert len(harness.commands) == 3
         for text in ('', 'warp_speed', 'train policy_version=x'):
             phases.publish(String(data=text))
             harness.spin(0.2)
             assert node.phase.value == 'train'
+        held = len(node.held)  # the fresh state's transition
         acks.publish(Int64(data=-7))
         harness.spin(0.2)
-        assert node.learner_here and len(node.held) == 0  # the refused ack changed nothing
+        assert node.learner_here and len(node.held) == held  # the refused ack changed nothing
         decisions = harness.helper.create_publisher(Float64MultiArray,
                                                     '/ssq/executor/decisions', TRANSITION_QOS)
         stamp_dim = MultiArrayDimension(label='stamp', size=1, stride=1)
@@ -182,7 +196,7 @@ def test_safe_behavior_refuses_bad_states_phases_and_acks(ros):
                             [float('nan'), 2.0])):
             decisions.publish(Float64MultiArray(layout=MultiArrayLayout(dim=dims), data=data))
         harness.spin(0.5)
-        assert node.executor_actions == {} and len(harness.commands) == 2
+        assert node.executor_actions == {} and len(harness.commands) == 3
     finally:
         harness.close()
 

@@ -52,7 +52,7 @@ from ssq_ros.nodes.interfaces import (
     SENSOR_QOS,
     TRANSITION_QOS,
 )
-from ssq_ros.nodes.transition_msg import LastCommand, command_message, decision_message
+from ssq_ros.nodes.transition_msg import LastCommand, decision_message
 from ssq_ros.safety.joint_state import JointSample, JointStateError, JointStateReader
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.safety.support import CommandsInFlight
@@ -96,11 +96,11 @@ class PolicyExecutor(Node):
         self.operator_goal: np.ndarray | None = None
         self.latest: JointSample | None = None
         self.answered_stamp = -1.0
-        self.last_command = LastCommand()
         self.phase: RunPhase | None = None
         self.required_version = 0
         self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
                                                  COMMAND_QOS)
+        self.last_command = LastCommand(self.command_pub, self.reporter.extra)
         self.decision_pub = self.create_publisher(Float64MultiArray, '/ssq/executor/decisions',
                                                   TRANSITION_QOS)
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
@@ -178,14 +178,11 @@ class PolicyExecutor(Node):
 
     def on_joint_state(self, msg: JointState) -> None:
         stamp = stamp_seconds(msg.header.stamp)
-        if self.latest is not None and stamp == self.latest.stamp:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self.reader.is_repeat(msg.name, msg.position, msg.velocity, stamp, now):
             # The lockstep simulator re-sent the state: it has no command for it (lost, or
             # refused before it knew this node's name); the same command again, or a first one.
-            again = self.last_command.repeat_for(stamp)
-            if again is not None:
-                self.command_pub.publish(again)
-                self.reporter.extra['commands_repeated'] = str(self.last_command.repeats)
-            else:
+            if not self.last_command.send_again(stamp):
                 self.try_act()
             return
         try:
@@ -214,9 +211,7 @@ class PolicyExecutor(Node):
         if out.action is not None:  # first, so it is there before the state it leads to
             self.decision_pub.publish(decision_message(self.problem.spaces, sample.stamp,
                                                        out.action))
-        message = command_message(out.command, sample.stamp)
-        self.command_pub.publish(message)
-        self.last_command.sent(sample.stamp, message)
+        self.last_command.send(out.command, sample.stamp)
         self.sent.push(out.command)
 
 

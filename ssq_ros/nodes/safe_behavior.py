@@ -73,7 +73,6 @@ from ssq_ros.nodes.interfaces import (
 )
 from ssq_ros.nodes.transition_msg import (
     LastCommand,
-    command_message,
     episode_message,
     read_decision,
     transition_message,
@@ -136,10 +135,10 @@ class SafeBehavior(Node):
         # wait for the learner, and the oldest are dropped (counted) beyond this.
         self.held = HeldTransitions(capacity=2 * self.cfg.max_lead + 1000)
         self.stream_breaks = 0
-        self.last_command = LastCommand()
 
         self.command_pub = self.create_publisher(Float64MultiArray, COMMAND_TOPIC,
                                                  COMMAND_QOS)
+        self.last_command = LastCommand(self.command_pub, self.reporter.extra)
         self.transition_pub = self.create_publisher(Float64MultiArray, '/ssq/transitions',
                                                     TRANSITION_QOS)
         self.episode_pub = self.create_publisher(Float64MultiArray, '/ssq/episodes',
@@ -167,13 +166,10 @@ class SafeBehavior(Node):
     # ------------------------------------------------------------------ inputs
     def on_joint_state(self, msg: JointState) -> None:
         stamp = stamp_seconds(msg.header.stamp)
-        if self.latest is not None and stamp == self.latest.stamp:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        if self.reader.is_repeat(msg.name, msg.position, msg.velocity, stamp, now):
             # The simulator re-sent the state: it has no command for it.
-            again = self.last_command.repeat_for(stamp)
-            if again is not None:
-                self.command_pub.publish(again)
-                self.reporter.extra['commands_repeated'] = str(self.last_command.repeats)
-            else:
+            if not self.last_command.send_again(stamp):
                 self.try_act()  # not answered yet
             return
         previous = self.latest
@@ -325,9 +321,7 @@ class SafeBehavior(Node):
             self.transition_pub.publish(message)
         if step.command is not None:
             self.reporter.record([SafetyStatus.NO_SAFE_ACTION_STOP] if step.fallback else [])
-            message = command_message(step.command, sample.stamp)
-            self.command_pub.publish(message)
-            self.last_command.sent(sample.stamp, message)
+            self.last_command.send(step.command, sample.stamp)
         if step.summary is not None:
             self.episode_pub.publish(episode_message(step.summary))
             self.episodes_done += 1

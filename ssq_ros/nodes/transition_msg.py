@@ -7,6 +7,8 @@ read these messages with std_msgs alone (docs/topics.md lists the fields).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, MultiArrayLayout
 
@@ -98,20 +100,26 @@ class LastCommand:
     names of its peers after their publishers). The answer is that very command again, computed
     for that state, never a new decision and never an older command."""
 
-    def __init__(self) -> None:
+    def __init__(self, publisher: Any, extra: dict[str, str]) -> None:
+        self.publisher, self.extra = publisher, extra  # the node's StatusReporter.extra
         self.stamp: float | None = None
         self.message: Float64MultiArray | None = None
         self.repeats = 0
 
-    def sent(self, stamp: float, message: Float64MultiArray) -> None:
-        self.stamp, self.message = stamp, message
+    def send(self, command: np.ndarray, stamp: float) -> None:
+        """Publish `command`, computed for the state stamped `stamp`, and remember it."""
+        self.stamp, self.message = stamp, command_message(command, stamp)
+        self.publisher.publish(self.message)
 
-    def repeat_for(self, stamp: float) -> Float64MultiArray | None:
-        """The command to send again for a re-sent state stamped `stamp`, or None."""
+    def send_again(self, stamp: float) -> bool:
+        """For a re-sent state stamped `stamp`: publish its command again; False if none was
+        sent for it (the state is not answered yet)."""
         if self.message is None or stamp != self.stamp:
-            return None
+            return False
         self.repeats += 1
-        return self.message
+        self.extra['commands_repeated'] = str(self.repeats)
+        self.publisher.publish(self.message)
+        return True
 
 
 def answered_stamp(msg: Float64MultiArray) -> float | None:

@@ -81,6 +81,7 @@ class JointStateReader:
     `max_stamp_age` > 0 refuses stamps further than that from `now` (either direction, so a
     clock that jumped is caught too); 0 turns the check off for machines without a shared clock.
     Stamps must strictly increase: a repeated or older stamp is a replay, not fresh data.
+    `is_repeat` tells the last accepted state sent again (same stamp, same values) from that.
     """
 
     def __init__(self, joint_order: Sequence[str], *, require_velocity: bool = True,
@@ -97,6 +98,27 @@ class JointStateReader:
         self.ignored = frozenset(ignored_joints)
         self.position_bounds = position_bounds
         self.last_stamp: float | None = None
+        self._last: JointSample | None = None
+
+    def is_repeat(self, names: Sequence[str], positions: Sequence[float],
+                  velocities: Sequence[float], stamp: float, now: float) -> bool:
+        """The last accepted state, sent again unchanged and still within `max_stamp_age` (a
+        lockstep simulator re-sends the state it got no command for). Anything else with its
+        stamp is not a repeat: `accept` refuses it with the reason."""
+        last = self._last
+        if last is None or stamp != last.stamp or (
+                self.max_stamp_age > 0 and abs(now - stamp) > self.max_stamp_age):
+            return False
+        try:
+            q = reorder(names, positions, self.joint_order, 'position', self.ignored)
+            qd = None if len(velocities) == 0 and last.velocities is None else \
+                reorder(names, velocities, self.joint_order, 'velocity', self.ignored)
+        except JointStateError:
+            return False
+        return bool(np.array_equal(q, last.positions)) and (
+            (qd is None and last.velocities is None) or
+            (qd is not None and last.velocities is not None and
+             bool(np.array_equal(qd, last.velocities))))
 
     @classmethod
     def for_robot(cls, robot: Any, position_tolerance: float, **options: Any
@@ -136,5 +158,5 @@ class JointStateReader:
             raise JointStateError(SafetyStatus.STATE_OUT_OF_ORDER,
                                   f'stamp {stamp:.6f} is not newer than the last accepted '
                                   f'{self.last_stamp:.6f}', sample)
-        self.last_stamp = stamp
+        self.last_stamp, self._last = stamp, sample
         return sample
