@@ -244,10 +244,13 @@ def test_a_command_beyond_the_limits_is_scaled_and_the_arm_stays_within_them(arm
     print(f'peak measured joint speeds {peak.round(4)} rad/s, limits {VMAX.round(4)} '
           f'(URDF {ROBOT.velocity_limit.round(3)})')
     # The simulated servo tracks its target to 1e-4 rad/s (measured above); 1 % allows for the
-    # transient when the command reverses. The arm does run at the scaled command.
+    # transient when the command reverses.
     assert np.all(peak <= VMAX * 1.01)
+    # The arm does run at the scaled command: most of the time (the ramps and the reversal are
+    # a small part of it). Not the peak: in the reversal the joints that move slowly are pulled
+    # along by joint 0's swing, 1.1 % above their command in one run of six.
     scaled = np.abs(huge) * (VMAX / np.abs(huge)).min()
-    assert np.allclose(peak, scaled, rtol=0.01)
+    assert np.allclose(np.median(np.abs(v), axis=0), scaled, rtol=0.01)
 
 
 def drive_until_moving_at(arm, command):
@@ -290,9 +293,11 @@ def test_estop_stops_the_arm_until_reset_and_motion_resumes_with_a_ramp(arm):
     moving = np.any(sent != 0, axis=1)
     assert moving.sum() > 10, 'a fresh command after the reset moves the arm again'
     # The first moving command starts from zero: one period of the acceleration limit at most,
-    # and every later one changes by no more than that per period (a ramp, not a jump to the
-    # old command). The interface sends every period; on a loaded machine this observer misses
-    # some of its messages, seen as a gap of several periods between two it got.
+    # and every later one speeds up by no more than that per period (a ramp, not a jump to the
+    # old command). Slowing down is not limited: on a loaded machine a stale state or command
+    # stops the arm at once (zero, by design), and the ramp starts again from zero. The
+    # interface sends every period; this observer misses some of its messages under load, seen
+    # as a gap of several periods between two it got.
     first = int(np.argmax(moving))
     if first == 0:  # the stop before the ramp came before t_resume
         sent, times = np.vstack([np.zeros(7), sent]), np.concatenate([[times[0] - PERIOD],
@@ -300,8 +305,11 @@ def test_estop_stops_the_arm_until_reset_and_motion_resumes_with_a_ramp(arm):
         first = 1
     sent, times = sent[first - 1:], times[first - 1:]  # from the last stop before the ramp
     periods = np.maximum(1, np.round(np.diff(times) / PERIOD))
-    steps = np.abs(np.diff(sent, axis=0)) / periods[:, None]
-    assert np.all(steps <= ACCEL * PERIOD + 1e-9), steps.max(axis=0)
+    before, after = sent[:-1], sent[1:]
+    same_direction = np.sign(before) * np.sign(after) >= 0
+    speedup = np.where(same_direction, np.abs(after) - np.abs(before), np.abs(after - before))
+    steps = speedup / periods[:, None]
+    assert np.all(steps <= ACCEL * PERIOD + 1e-9), (steps.max(axis=0), arm.status[reported:])
     # moving at the command again (under load after a longer while, issue 16)
     drive_until_moving_at(arm, command)
     _, _, v = arm.states_between(t_idle, time.monotonic())
