@@ -74,6 +74,14 @@ VARIANTS: dict[str, dict] = {
                             schedule={'train_episode_steps': 400}),
     'n8_long_gp0': _variant({'n_step': 8}, behavior={'goal_preference': 0.0},
                             schedule={'train_episode_steps': 400}),
+    # The headline learner over 5 seeds, judged on 30 held-out episodes: the first
+    # SELECTION_EPISODES are those the variants above were compared on, the rest never were.
+    'n8_long_e30': _variant({'n_step': 8}, schedule={'train_episode_steps': 400,
+                                                     'final_eval_episodes': 30}),
+    # The alpha criterion (issue 14): trusting Q more must not make the induced policy worse.
+    'n8_long_a03_e30': _variant({'n_step': 8, 'alpha': 0.3},
+                                schedule={'train_episode_steps': 400,
+                                          'final_eval_episodes': 30}),
 }
 METRICS = ('success_rate_policy', 'success_rate_induced', 'success_rate_behavior_greedy',
            'success_rate_behavior', 'success_rate_oracle', 'return_policy', 'return_induced',
@@ -170,7 +178,7 @@ def format_summary(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
-    parser.add_argument('--variants', nargs='+', default=['base'], choices=sorted(VARIANTS))
+    parser.add_argument('--variants', nargs='+', default=['task'], choices=sorted(VARIANTS))
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
     parser.add_argument('--steps', type=int, default=10_000)
     parser.add_argument('--out', type=Path, default=Path('runs/suite'))

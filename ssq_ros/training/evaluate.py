@@ -168,6 +168,9 @@ class EvalStats:
     returns: list[float] = field(default_factory=list)
     unsafe: int = 0
     min_margin: float = math.inf
+    outcomes: list[bool] = field(default_factory=list)
+    """success of each episode, in held-out order: lets a benchmark score episodes that were
+    never used for choosing settings apart from those that were"""
     steps: int = 0
     """steps counted towards success and return (the first max_steps of each episode)"""
     interventions: int = 0
@@ -210,6 +213,7 @@ class EvalStats:
     def add_episode(self, episode_return: float, success: bool, length: int) -> None:
         self.episodes += 1
         self.successes += int(success)
+        self.outcomes.append(bool(success))
         self.returns.append(float(episode_return))
         self.steps += int(length)
 
@@ -227,7 +231,8 @@ class EvalStats:
 
     def summary(self) -> dict:
         return {'episodes': self.episodes, 'success_rate': self.success_rate,
-                'return': self.mean_return, 'unsafe': self.unsafe,
+                'return': self.mean_return, 'outcomes': [int(o) for o in self.outcomes],
+                'unsafe': self.unsafe,
                 'min_margin': self.min_margin, 'statuses': self.statuses.as_dict(),
                 'behavior_fallbacks': self.behavior_fallbacks,
                 'calibration_pairs': len(self.q), 'calibration_bias': self.calibration_bias,
