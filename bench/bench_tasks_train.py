@@ -25,6 +25,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from bench.stats import (
+    iqm,
+    probability_of_improvement,
+    stratified_bootstrap_interval,
+    wilson_interval,
+)
 from ssq_ros.paths import config_path
 from ssq_ros.training.config import load_train_config, resolve_budgets, with_overrides
 from ssq_ros.training.provenance import config_hash, provenance
@@ -83,6 +89,11 @@ VARIANTS: dict[str, dict] = {
                                 schedule={'train_episode_steps': 400,
                                           'final_eval_episodes': 30}),
 }
+# The held-out episodes the variants were compared on (the final evaluation's 10 at 10k steps):
+# the episodes after them in a longer evaluation were never used for choosing anything.
+SELECTION_EPISODES = 10
+# Executors whose per-episode outcomes the run's log keeps (EvalStats 'outcomes').
+EXECUTORS = ('policy', 'induced', 'behavior_greedy', 'behavior', 'oracle')
 METRICS = ('success_rate_policy', 'success_rate_induced', 'success_rate_behavior_greedy',
            'success_rate_behavior', 'success_rate_oracle', 'return_policy', 'return_induced',
            'return_behavior', 'calibration_bias_induced', 'calibration_error_induced',
@@ -127,6 +138,52 @@ def run_one(task: str, variant: str, seed: int, steps: int, out: Path) -> Path:
     return folder
 
 
+def final_outcomes(folder: Path) -> dict[str, list[int]] | None:
+    """Each executor's held-out outcomes (1 reached, 0 not, in episode order) in the final
+    evaluation, from the run's log.jsonl; None for a run logged before outcomes were kept."""
+    outcomes: dict[str, list[int]] = {}
+    with open(folder / 'log.jsonl') as log:
+        for line in log:
+            record = json.loads(line)
+            if record.get('type') == 'eval' and record.get('final'):
+                for executor, part in (('policy', record), ('behavior', record.get('behavior')),
+                                       ('induced', record.get('induced'))):
+                    if part and 'outcomes' in part:
+                        outcomes[executor] = part['outcomes']
+            elif record.get('type') == 'baseline' and 'outcomes' in record:
+                name = {'greedy mu': 'behavior_greedy', 'oracle': 'oracle'}[record['executor']]
+                outcomes[name] = record['outcomes']
+    return outcomes if set(outcomes) == set(EXECUTORS) else None
+
+
+def split_summary(members: list[dict]) -> dict | None:
+    """Per executor, the episodes never used for choosing (index >= SELECTION_EPISODES) pooled
+    over seeds, with a Wilson 95 % interval, each seed's rate and the IQM over seeds with a
+    bootstrap interval; the policy's probability of beating greedy mu on a seed. None unless
+    every member has outcomes beyond the selection episodes."""
+    if not all(m['outcomes'] and len(m['outcomes']['policy']) > SELECTION_EPISODES
+               for m in members):
+        return None
+    result: dict = {'episodes_per_seed': len(members[0]['outcomes']['policy'])
+                    - SELECTION_EPISODES}
+    per_seed: dict[str, list[float]] = {}
+    for executor in EXECUTORS:
+        tests = [np.array(m['outcomes'][executor][SELECTION_EPISODES:]) for m in members]
+        successes, trials = int(sum(t.sum() for t in tests)), int(sum(t.size for t in tests))
+        per_seed[executor] = [float(t.mean()) for t in tests]
+        point, low, high = stratified_bootstrap_interval([per_seed[executor]])
+        result[executor] = {'successes': successes, 'episodes': trials,
+                            'rate': successes / trials,
+                            'wilson95': wilson_interval(successes, trials),
+                            'per_seed': per_seed[executor],
+                            'iqm_over_seeds': point, 'iqm_bootstrap95': (low, high)}
+        selection = [m['outcomes'][executor][:SELECTION_EPISODES] for m in members]
+        result[executor]['selection_rate'] = float(np.mean(np.concatenate(selection)))
+    result['probability_policy_beats_greedy_mu'] = probability_of_improvement(
+        [per_seed['policy']], [per_seed['behavior_greedy']])
+    return result
+
+
 def collect(out: Path) -> dict:
     rows = []
     for marker in sorted(out.glob(f'*/{MARKER}')):
@@ -137,7 +194,8 @@ def collect(out: Path) -> dict:
         rows.append({**json.loads(marker.read_text()), 'run_folder': str(marker.parent),
                      **{key: metrics.get(key) for key in (*METRICS, 'env_steps', 'updates',
                                                           'eval_episodes', 'code_commit',
-                                                          'code_dirty', 'config_sha256')}})
+                                                          'code_dirty', 'config_sha256')},
+                     'outcomes': final_outcomes(marker.parent)})
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row['task'], row['variant'], row['steps']), []).append(row)
@@ -153,9 +211,32 @@ def collect(out: Path) -> dict:
             entry[key] = {'mean': float(np.nanmean(values)) if np.isfinite(values).any()
                           else None, 'sd': float(np.nanstd(values))
                           if np.isfinite(values).any() else None}
+        entry['unseen_episodes'] = split_summary(members)
         summary.append(entry)
     return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'summary': summary,
-            'runs': rows}
+            'across_tasks': across_tasks(groups), 'runs': rows}
+
+
+def across_tasks(groups: dict[tuple, list[dict]]) -> dict:
+    """Per (variant, steps) run on more than one task with outcomes beyond the selection
+    episodes: the IQM over (task, seed) runs of the unseen episodes' success rate, with a
+    stratified-bootstrap 95 % interval (seeds resampled within each task), per executor."""
+    by_variant: dict[tuple, dict[str, list[dict]]] = {}
+    for (task, variant, steps), members in groups.items():
+        if split_summary(members) is not None:
+            by_variant.setdefault((variant, steps), {})[task] = members
+    result = {}
+    for (variant, steps), tasks in sorted(by_variant.items()):
+        if len(tasks) < 2:
+            continue
+        entry: dict = {'tasks': sorted(tasks)}
+        for executor in EXECUTORS:
+            rates = [[float(np.mean(m['outcomes'][executor][SELECTION_EPISODES:]))
+                      for m in tasks[task]] for task in sorted(tasks)]
+            point, low, high = stratified_bootstrap_interval(rates, statistic=iqm)
+            entry[executor] = {'iqm': point, 'bootstrap95': (low, high)}
+        result[f'{variant}-{steps}'] = entry
+    return result
 
 
 def format_summary(result: dict) -> str:
@@ -172,6 +253,23 @@ def format_summary(result: dict) -> str:
                      f"{pct('success_rate_behavior'):>5} {pct('success_rate_oracle'):>6} "
                      f"{'-' if bias is None else f'{bias:+.1f}':>8} "
                      f"{e['unsafe_states_train_total']:>6}")
+        unseen = e['unseen_episodes']
+        if unseen is not None:
+            def share(executor, unseen=unseen):
+                part = unseen[executor]
+                low, high = part['wilson95']
+                return (f"{executor} {part['successes']}/{part['episodes']} "
+                        f"({100 * low:.0f}-{100 * high:.0f} %)")
+            lines.append(f"    unseen episodes ({unseen['episodes_per_seed']} per seed): "
+                         + ', '.join(share(x) for x in EXECUTORS)
+                         + f"; P(policy > greedy mu) "
+                           f"{unseen['probability_policy_beats_greedy_mu']:.2f}")
+    for name, entry in result.get('across_tasks', {}).items():
+        lines.append(f"{name} over {', '.join(entry['tasks'])}, IQM of unseen-episode success: "
+                     + ', '.join(f"{x} {100 * entry[x]['iqm']:.0f} % "
+                                 f"({100 * entry[x]['bootstrap95'][0]:.0f}-"
+                                 f"{100 * entry[x]['bootstrap95'][1]:.0f})"
+                                 for x in EXECUTORS))
     return '\n'.join(lines)
 
 

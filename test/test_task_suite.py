@@ -85,6 +85,9 @@ def test_greedy_goal_seeking_mu_is_trapped_where_the_oracle_is_not(problems, nam
     assert greedy.successes <= 6 and oracle.successes == 3, (greedy.successes,
                                                              oracle.successes)
     assert greedy.unsafe == oracle.unsafe == 0
+    # each episode's outcome is kept, in held-out order, for the benchmark's unseen split
+    assert oracle.summary()['outcomes'] == [1, 1, 1]
+    assert len(greedy.outcomes) == 20 and sum(greedy.outcomes) == greedy.successes
 
 
 def test_bad_goal_sampling_is_an_error_naming_the_key(tmp_path):

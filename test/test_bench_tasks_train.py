@@ -1,0 +1,76 @@
+"""bench_tasks_train's table: the unseen-episode split and the across-task summary are computed
+from each run's own log (synthetic run folders here; the runs themselves take minutes each)."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import bench_tasks_train as btt
+
+
+def write_run(out, task, seed, outcomes, variant='n8_long_e30', steps=10_000):
+    folder = out / f'{task}-{variant}-{steps}-s{seed}'
+    folder.mkdir(parents=True)
+    (folder / btt.MARKER).write_text(json.dumps({'task': task, 'variant': variant,
+                                                 'seed': seed, 'steps': steps}))
+    metrics = {key: 0.0 for key in btt.METRICS}
+    metrics.update({'unsafe_states_train': 0, 'unsafe_states_eval': 0,
+                    'success_rate_policy': float(np.mean(outcomes['policy']))})
+    (folder / 'metrics.json').write_text(json.dumps(metrics))
+    records = [{'type': 'eval', 'final': False, 'outcomes': [0] * 5},  # not the final one
+               {'type': 'eval', 'final': True, 'outcomes': outcomes['policy'],
+                'behavior': {'outcomes': outcomes['behavior']},
+                'induced': {'outcomes': outcomes['induced']}},
+               {'type': 'baseline', 'executor': 'greedy mu',
+                'outcomes': outcomes['behavior_greedy']},
+               {'type': 'baseline', 'executor': 'oracle', 'outcomes': outcomes['oracle']}]
+    (folder / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in records))
+    return folder
+
+
+def outcomes(policy_selection, policy_unseen, greedy_unseen, episodes=30):
+    first = btt.SELECTION_EPISODES
+    policy = [1] * policy_selection + [0] * (first - policy_selection) \
+        + [1] * policy_unseen + [0] * (episodes - first - policy_unseen)
+    greedy = [0] * first + [1] * greedy_unseen + [0] * (episodes - first - greedy_unseen)
+    return {'policy': policy, 'induced': [0] * episodes, 'behavior': [0] * episodes,
+            'behavior_greedy': greedy, 'oracle': [1] * episodes}
+
+
+def test_collect_scores_the_unseen_episodes_apart_from_the_selection_ones(tmp_path):
+    # policy: all 10 selection episodes reached on every seed, 10 / 15 / 20 of the 20 unseen
+    for seed, unseen in enumerate((10, 15, 20)):
+        write_run(tmp_path, 'wall', seed, outcomes(10, unseen, 2))
+    for seed in range(2):
+        write_run(tmp_path, 'ushape', seed, outcomes(0, 20, 0))
+    result = btt.collect(tmp_path)
+    wall = next(e for e in result['summary'] if e['task'] == 'wall')['unseen_episodes']
+    assert wall['episodes_per_seed'] == 20
+    assert wall['policy']['successes'] == 45 and wall['policy']['episodes'] == 60
+    assert wall['policy']['per_seed'] == [0.5, 0.75, 1.0]
+    assert wall['policy']['selection_rate'] == 1.0
+    low, high = wall['policy']['wilson95']
+    assert low < 0.75 < high
+    assert wall['behavior_greedy']['rate'] == pytest.approx(6 / 60)
+    assert wall['oracle']['rate'] == 1.0
+    assert wall['probability_policy_beats_greedy_mu'] == 1.0
+    across = result['across_tasks']['n8_long_e30-10000']
+    assert across['tasks'] == ['ushape', 'wall']
+    assert across['oracle']['iqm'] == 1.0 and across['induced']['iqm'] == 0.0
+    assert 0.5 <= across['policy']['bootstrap95'][0] <= across['policy']['iqm'] <= 1.0
+    table = btt.format_summary(result)
+    assert 'policy 45/60' in table and 'IQM of unseen-episode success' in table
+
+
+def test_runs_without_outcomes_or_beyond_the_selection_episodes_get_no_split(tmp_path):
+    short = outcomes(5, 0, 0, episodes=btt.SELECTION_EPISODES)
+    write_run(tmp_path, 'wall', 0, short)
+    folder = write_run(tmp_path, 'window', 0, outcomes(5, 5, 5))
+    log = [json.loads(line) for line in (folder / 'log.jsonl').read_text().splitlines()]
+    del log[3]['outcomes']  # an older run: the oracle's outcomes were not logged
+    (folder / 'log.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in log))
+    result = btt.collect(tmp_path)
+    assert [e['unseen_episodes'] for e in result['summary']] == [None, None]
+    assert result['across_tasks'] == {}
+    assert {r['task']: r['outcomes'] is None for r in result['runs']} == {'wall': False,
+                                                                          'window': True}
