@@ -47,15 +47,17 @@ from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.problem import build_problem
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'peers.json'
-METHODS = ('ssq_discrete', 'ssq_continuous', 'sac', 'sac_penalized', 'iql', 'cql',
-           'discrete_cql')
-LIBRARY = {'sac': 'stable_baselines3', 'sac_penalized': 'stable_baselines3', 'iql': 'd3rlpy',
+METHODS = ('ssq_discrete', 'ssq_continuous', 'sac', 'sac_shielded', 'sac_penalized', 'iql',
+           'cql', 'discrete_cql')
+LIBRARY = {'sac': 'stable_baselines3', 'sac_shielded': 'stable_baselines3',
+           'sac_penalized': 'stable_baselines3', 'iql': 'd3rlpy',
            'cql': 'd3rlpy', 'discrete_cql': 'd3rlpy'}
 # Offline methods learn from the replay of this SSQ run.
 DATA_SOURCE = {'iql': 'ssq_continuous', 'cql': 'ssq_continuous', 'discrete_cql': 'ssq_discrete'}
 # Start order when several tasks are ready: the longest chain (continuous SSQ, then CQL on its
 # data) first, the shortest tasks last to fill the gaps.
-SCHEDULE_ORDER = ('ssq_continuous', 'cql', 'ssq_discrete', 'iql', 'sac_penalized', 'sac',
+SCHEDULE_ORDER = ('ssq_continuous', 'cql', 'ssq_discrete', 'iql', 'sac_shielded',
+                  'sac_penalized', 'sac',
                   'discrete_cql')
 # Seconds between the status lines while tasks run.
 STATUS_PERIOD_S = 60.0
@@ -145,7 +147,7 @@ def run_task(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
     to collect an offline method's data)."""
     if task.method.startswith('ssq_'):
         return _run_ssq(cfg, task, runs, progress, ssq_base)
-    if task.method in ('sac', 'sac_penalized'):
+    if task.method in ('sac', 'sac_shielded', 'sac_penalized'):
         return _run_sac(cfg, task, progress, ssq_base)
     return _run_offline(cfg, task, runs, progress, ssq_base)
 
@@ -186,15 +188,18 @@ def _run_sac(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | N
     continuous = _ssq_run_config(cfg, 'ssq_continuous', task.seed, ssq_base)
     critic = continuous.learner.critic
     penalty = cfg.penalty if task.method == 'sac_penalized' else 0.0
-    print(f'[seed {task.seed}] {task.method}: SB3 SAC, penalty {penalty}', flush=True)
+    shielded = task.method == 'sac_shielded'
+    print(f'[seed {task.seed}] {task.method}: SB3 SAC, penalty {penalty}, '
+          f'{"behind" if shielded else "without"} the support shield', flush=True)
     train_problem = build_problem(continuous)
     hyper = sac_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
                                 continuous.schedule.learning_starts)
-    policy, training = train_sac(train_problem.env, task.seed, cfg.steps, hyper, penalty,
-                                 task.method, progress)
+    policy, training = train_sac(train_problem, task.seed, cfg.steps, hyper, penalty,
+                                 task.method, progress, shielded)
     problem = build_problem(continuous, train_problem.setup)
     return _record(task.method, task.seed, 'continuous', problem, policy, continuous, cfg,
-                   training, extra={'hyperparameters': hyper, 'penalty': penalty})
+                   training, extra={'hyperparameters': hyper, 'penalty': penalty,
+                                    'shielded_training': shielded})
 
 
 def _run_offline(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,

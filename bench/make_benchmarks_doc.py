@@ -26,7 +26,9 @@ RUN_ALL_RESULTS = PEERS_RESULTS.with_name('run_all.json')  # written by bench/ru
 HOUR_S = 3600.0
 FULL_COMMAND = 'make bench'  # bench/run_all.sh: bench_peers, bench_speed, this document
 LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (continuous, ssq_ros)',
-          'sac': 'SAC (SB3), reward only', 'sac_penalized': 'SAC (SB3), unsafe penalised',
+          'sac': 'SAC (SB3), reward only',
+          'sac_shielded': 'SAC (SB3), trained behind the support shield',
+          'sac_penalized': 'SAC (SB3), unsafe penalised',
           'iql': 'IQL (d3rlpy, offline)', 'cql': 'CQL (d3rlpy, offline)',
           'discrete_cql': 'DiscreteCQL (d3rlpy, offline)'}
 EXPLORING = ('sac', 'sac_penalized')

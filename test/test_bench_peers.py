@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from bench import bench_peers, make_benchmarks_doc
-from bench.peers.common import EvalPolicy, TrainingRecorder, UnsafePenalty, evaluate
+from bench.peers.common import (
+    EvalPolicy,
+    SupportShield,
+    TrainingRecorder,
+    UnsafePenalty,
+    evaluate,
+)
 from bench.peers.ssq import split_episodes, ssq_config, ssq_transitions, tiny_ssq_config
 from ssq_ros.config import to_dict
 from ssq_ros.task.reach_avoid import TASK_REVISION
@@ -87,6 +93,34 @@ def test_shield_keeps_a_policy_driving_into_the_table_safe(long_episode_config, 
     assert as_is['unsafe_states'] > 0 and as_is['steps'] == 100
     assert shielded['unsafe_states'] == 0
     assert 0.0 < shielded['intervention_rate'] <= 1.0
+
+
+def test_a_learner_training_behind_the_support_shield_enters_no_unsafe_state(
+        long_episode_config):
+    problem = build_problem(ssq_config('continuous', 0, 100, base=long_episode_config))
+    shield = SupportShield(problem, seed=0)
+    recorder = TrainingRecorder(shield, run_seed=0)
+    recorder.reset()
+    # what a learner exploring toward the table proposes (within the action bounds)
+    actions = problem.env.actions
+    down = np.clip([0.0, 0.0, -1.0], actions.low, actions.high)
+    accepted = replaced = 0
+    for _ in range(100):
+        allowed = bool(problem.is_safe_here()(down[None])[0])
+        _, _, terminated, truncated, info = recorder.step(down)
+        assert info['shield_replaced'] == (not allowed)
+        if allowed:  # an accepted proposal runs unchanged
+            assert np.array_equal(info['executed_action'], down)
+            accepted += 1
+        else:
+            replaced += 1
+        if terminated or truncated:
+            break
+    # driven straight down until the support refuses, then held by mu's nearest safe samples
+    assert accepted > 0 and replaced > 0 and shield.interventions == replaced
+    assert recorder.unsafe_states == 0
+    with pytest.raises(ValueError, match='continuous'):
+        SupportShield(build_problem(ssq_config('discrete', 0, 100, base=long_episode_config)))
 
 
 def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):

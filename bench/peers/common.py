@@ -22,8 +22,8 @@ from ssq_ros.training.evaluate import (
 from ssq_ros.training.problem import ArmProblem
 from ssq_ros.training.provenance import code_version
 
-__all__ = ['Curve', 'EvalPolicy', 'TrainingRecorder', 'UnsafePenalty', 'choose_action',
-           'evaluate', 'machine_info', 'peer_actor']
+__all__ = ['Curve', 'EvalPolicy', 'SupportShield', 'TrainingRecorder', 'UnsafePenalty',
+           'choose_action', 'evaluate', 'machine_info', 'peer_actor', 'shield_continuous']
 
 
 @dataclass
@@ -146,10 +146,41 @@ def choose_action(problem: ArmProblem, policy: EvalPolicy, obs: np.ndarray,
     proposal = np.clip(np.asarray(policy.act(obs), dtype=float), actions.low, actions.high)
     if not shielded:
         return proposal, False
+    return shield_continuous(problem, proposal, rng)
+
+
+def shield_continuous(problem: ArmProblem, proposal: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """(action to execute, whether it replaced `proposal`) at the env's current state: the
+    proposal if the support check accepts it, else mu's safe sample nearest to it."""
     samples = problem.behavior(rng).samples
     nearness = -np.linalg.norm(samples - proposal, axis=1)
     decision = shield_action(proposal, problem.is_safe_here(), samples, nearness)
     return decision.action, decision.source != 'policy'
+
+
+class SupportShield(gym.Wrapper):
+    """Executes a continuous learner's actions through mu's support (`shield_continuous`)
+    while it trains, so it enters no state mu's support would not: the shield the issue asks
+    peers to train behind. info['executed_action'] is what ran (a learner should store it, not
+    its proposal); `interventions` counts the replaced steps."""
+
+    def __init__(self, problem: ArmProblem, env: gym.Env | None = None, seed: int = 0):
+        if problem.discrete:
+            raise ValueError('SupportShield is for the continuous env')
+        super().__init__(problem.env if env is None else env)
+        self.problem = problem
+        self.rng = np.random.default_rng(seed)
+        self.interventions = 0
+
+    def step(self, action):
+        actions = self.problem.env.actions
+        proposal = np.clip(np.asarray(action, dtype=float), actions.low, actions.high)
+        executed, replaced = shield_continuous(self.problem, proposal, self.rng)
+        self.interventions += int(replaced)
+        obs, reward, terminated, truncated, info = self.env.step(executed)
+        return obs, reward, terminated, truncated, {**info, 'executed_action': executed,
+                                                    'shield_replaced': replaced}
 
 
 def peer_actor(problem: ArmProblem, policy: EvalPolicy, shielded: bool) -> Actor:

@@ -3,6 +3,9 @@
 SAC explores with its own stochastic policy from the first step: nothing keeps it out of the
 unsafe set, so the referee's count during training is what a team would see on a real arm.
 `penalty > 0` subtracts that much reward for every unsafe step (penalised safe RL).
+`shielded=True` trains SAC behind SSQ's own support shield (`SupportShield`): every action it
+proposes runs only if mu's support accepts it, else mu's nearest safe sample runs, and the
+replay stores the action that ran (`ShieldedSAC`), so its critic learns about what happened.
 """
 from __future__ import annotations
 
@@ -14,9 +17,9 @@ from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
-from ssq_ros.sim.env import ReachAvoidEnv
+from ssq_ros.training.problem import ArmProblem
 
-from .common import EvalPolicy, TrainingRecorder, UnsafePenalty
+from .common import EvalPolicy, SupportShield, TrainingRecorder, UnsafePenalty
 
 
 class _Progress(BaseCallback):
@@ -39,6 +42,18 @@ class _Progress(BaseCallback):
         self.bar.close()
 
 
+class ShieldedSAC(SAC):
+    """SAC whose replay holds the executed action (info['executed_action'] of a
+    `SupportShield`) instead of its own proposal: a shield that replaced the proposal would
+    otherwise teach the critic the value of an action that never ran."""
+
+    def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos):
+        executed = np.array(buffer_action, copy=True)
+        for i, info in enumerate(infos):
+            executed[i] = self.policy.scale_action(np.asarray(info['executed_action']))
+        super()._store_transition(replay_buffer, executed, new_obs, reward, dones, infos)
+
+
 def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
                         learning_starts: int) -> dict:
     """SB3's SAC defaults, with the batch, width, discount and warm-up SSQ uses."""
@@ -46,15 +61,18 @@ def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
             'train_freq': 1, 'gradient_steps': 1, 'policy_kwargs': {'net_arch': list(hidden)}}
 
 
-def train_sac(env: ReachAvoidEnv, seed: int, steps: int, hyper: dict, penalty: float = 0.0,
-              label: str = 'sac', progress: bool = True) -> tuple[EvalPolicy, dict]:
-    """Train SAC for `steps` env steps; (its deterministic policy, training numbers + curve)."""
-    if env.discrete:
+def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: float = 0.0,
+              label: str = 'sac', progress: bool = True,
+              shielded: bool = False) -> tuple[EvalPolicy, dict]:
+    """Train SAC for `steps` env steps in `problem`'s env (behind mu's support if `shielded`);
+    (its deterministic policy, training numbers + curve)."""
+    if problem.discrete:
         raise ValueError('SAC needs the continuous env (ssq_ros/ReachAvoidContinuous-v0)')
-    recorder = TrainingRecorder(env, seed)
+    shield = SupportShield(problem, seed=seed) if shielded else None
+    recorder = TrainingRecorder(problem.env if shield is None else shield, seed)
     wrapped = UnsafePenalty(recorder, penalty) if penalty > 0 else recorder
-    model = SAC('MlpPolicy', wrapped, seed=seed, device='cpu', verbose=0,
-                buffer_size=max(steps, 1), **hyper)
+    model = (ShieldedSAC if shielded else SAC)('MlpPolicy', wrapped, seed=seed, device='cpu',
+                                               verbose=0, buffer_size=max(steps, 1), **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=_Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started
@@ -72,5 +90,6 @@ def train_sac(env: ReachAvoidEnv, seed: int, steps: int, hyper: dict, penalty: f
     training = {'unsafe_states_train': recorder.unsafe_states, 'env_steps': recorder.steps,
                 'episodes_train': recorder.episodes, 'min_margin_train': recorder.min_margin,
                 'updates': int(model._n_updates), 'wall_time_train_s': wall,
+                'shield_interventions_train': None if shield is None else shield.interventions,
                 'curve': recorder.curve.as_dict()}
     return EvalPolicy(label, False, act=act, q=q), training
