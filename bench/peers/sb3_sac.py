@@ -22,10 +22,11 @@ from ssq_ros.training.problem import ArmProblem
 from .common import EvalPolicy, SupportShield, TrainingRecorder, UnsafePenalty
 
 
-class _Progress(BaseCallback):
-    """A tqdm bar over environment steps with the unsafe count so far."""
+class Progress(BaseCallback):
+    """A tqdm bar over environment steps, with the unsafe count so far given a recorder."""
 
-    def __init__(self, total: int, recorder: TrainingRecorder, label: str, enabled: bool):
+    def __init__(self, total: int, recorder: TrainingRecorder | None, label: str,
+                 enabled: bool):
         super().__init__()
         self.bar = tqdm(total=total, desc=label, unit='step', disable=not enabled,
                         dynamic_ncols=True)
@@ -33,7 +34,7 @@ class _Progress(BaseCallback):
 
     def _on_step(self) -> bool:
         self.bar.update(1)
-        if self.num_timesteps % 200 == 0:
+        if self.recorder is not None and self.num_timesteps % 200 == 0:
             self.bar.set_postfix(unsafe=self.recorder.unsafe_states,
                                  episodes=self.recorder.episodes)
         return True
@@ -74,7 +75,7 @@ def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: 
     model = (ShieldedSAC if shielded else SAC)('MlpPolicy', wrapped, seed=seed, device='cpu',
                                                verbose=0, buffer_size=max(steps, 1), **hyper)
     started = time.monotonic()
-    model.learn(total_timesteps=steps, callback=_Progress(steps, recorder, label, progress))
+    model.learn(total_timesteps=steps, callback=Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started
     policy = model.policy
 
