@@ -47,17 +47,18 @@ from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.problem import build_problem
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'peers.json'
-METHODS = ('ssq_discrete', 'ssq_continuous', 'sac', 'sac_shielded', 'sac_penalized', 'iql',
-           'cql', 'discrete_cql')
+METHODS = ('ssq_discrete', 'ssq_continuous', 'sac', 'sac_shielded', 'sac_penalized', 'dqn',
+           'dqn_shielded', 'iql', 'cql', 'discrete_cql')
 LIBRARY = {'sac': 'stable_baselines3', 'sac_shielded': 'stable_baselines3',
-           'sac_penalized': 'stable_baselines3', 'iql': 'd3rlpy',
+           'sac_penalized': 'stable_baselines3', 'dqn': 'stable_baselines3',
+           'dqn_shielded': 'stable_baselines3', 'iql': 'd3rlpy',
            'cql': 'd3rlpy', 'discrete_cql': 'd3rlpy'}
 # Offline methods learn from the replay of this SSQ run.
 DATA_SOURCE = {'iql': 'ssq_continuous', 'cql': 'ssq_continuous', 'discrete_cql': 'ssq_discrete'}
 # Start order when several tasks are ready: the longest chain (continuous SSQ, then CQL on its
 # data) first, the shortest tasks last to fill the gaps.
 SCHEDULE_ORDER = ('ssq_continuous', 'cql', 'ssq_discrete', 'iql', 'sac_shielded',
-                  'sac_penalized', 'sac',
+                  'sac_penalized', 'sac', 'dqn_shielded', 'dqn',
                   'discrete_cql')
 # Seconds between the status lines while tasks run.
 STATUS_PERIOD_S = 60.0
@@ -149,6 +150,8 @@ def run_task(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
         return _run_ssq(cfg, task, runs, progress, ssq_base)
     if task.method in ('sac', 'sac_shielded', 'sac_penalized'):
         return _run_sac(cfg, task, progress, ssq_base)
+    if task.method in ('dqn', 'dqn_shielded'):
+        return _run_dqn(cfg, task, progress, ssq_base)
     return _run_offline(cfg, task, runs, progress, ssq_base)
 
 
@@ -200,6 +203,24 @@ def _run_sac(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | N
     return _record(task.method, task.seed, 'continuous', problem, policy, continuous, cfg,
                    training, extra={'hyperparameters': hyper, 'penalty': penalty,
                                     'shielded_training': shielded})
+
+
+def _run_dqn(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | None) -> dict:
+    from bench.peers.sb3_dqn import dqn_hyperparameters, train_dqn
+    # DQN picks among the discrete SSQ run's primitives, with its networks.
+    discrete = _ssq_run_config(cfg, 'ssq_discrete', task.seed, ssq_base)
+    critic = discrete.learner.critic
+    shielded = task.method == 'dqn_shielded'
+    print(f'[seed {task.seed}] {task.method}: SB3 DQN, '
+          f'{"behind" if shielded else "without"} the support shield', flush=True)
+    train_problem = build_problem(discrete)
+    hyper = dqn_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
+                                discrete.schedule.learning_starts)
+    policy, training = train_dqn(train_problem, task.seed, cfg.steps, hyper, task.method,
+                                 progress, shielded)
+    problem = build_problem(discrete, train_problem.setup)
+    return _record(task.method, task.seed, 'discrete', problem, policy, discrete, cfg,
+                   training, extra={'hyperparameters': hyper, 'shielded_training': shielded})
 
 
 def _run_offline(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,

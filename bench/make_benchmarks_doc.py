@@ -29,9 +29,11 @@ LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (con
           'sac': 'SAC (SB3), reward only',
           'sac_shielded': 'SAC (SB3), trained behind the support shield',
           'sac_penalized': 'SAC (SB3), unsafe penalised',
+          'dqn': 'DQN (SB3), reward only', 'dqn_shielded': 'DQN (SB3), trained behind the '
+          'support shield',
           'iql': 'IQL (d3rlpy, offline)', 'cql': 'CQL (d3rlpy, offline)',
           'discrete_cql': 'DiscreteCQL (d3rlpy, offline)'}
-EXPLORING = ('sac', 'sac_penalized')
+EXPLORING = ('sac', 'sac_penalized', 'dqn')
 
 
 def _fmt(value, pattern: str) -> str:

@@ -119,8 +119,27 @@ def test_a_learner_training_behind_the_support_shield_enters_no_unsafe_state(
     # driven straight down until the support refuses, then held by mu's nearest safe samples
     assert accepted > 0 and replaced > 0 and shield.interventions == replaced
     assert recorder.unsafe_states == 0
-    with pytest.raises(ValueError, match='continuous'):
-        SupportShield(build_problem(ssq_config('discrete', 0, 100, base=long_episode_config)))
+
+
+
+def test_a_discrete_learner_behind_the_support_shield_runs_mu_where_mu_refuses(
+        long_episode_config):
+    problem = build_problem(ssq_config('discrete', 0, 100, base=long_episode_config))
+    shield = SupportShield(problem, seed=0)
+    recorder = TrainingRecorder(shield, run_seed=0)
+    recorder.reset()
+    down = problem.setup.cartesian.names.index('-z')
+    replaced = 0
+    for _ in range(100):
+        allowed = problem.behavior(np.random.default_rng(0)).probs > 0
+        _, _, terminated, truncated, info = recorder.step(down)
+        assert info['shield_replaced'] == (not allowed[down])
+        assert allowed[info['executed_action']]  # what ran, mu allowed
+        replaced += int(info['shield_replaced'])
+        if terminated or truncated:
+            break
+    assert replaced > 0 and shield.interventions == replaced
+    assert recorder.unsafe_states == 0
 
 
 def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):

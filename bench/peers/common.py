@@ -160,23 +160,32 @@ def shield_continuous(problem: ArmProblem, proposal: np.ndarray,
 
 
 class SupportShield(gym.Wrapper):
-    """Executes a continuous learner's actions through mu's support (`shield_continuous`)
-    while it trains, so it enters no state mu's support would not: the shield the issue asks
-    peers to train behind. info['executed_action'] is what ran (a learner should store it, not
+    """Executes a learner's actions through mu's support while it trains, so it enters no
+    state mu's support would not: the shield peers train behind. Continuous: the proposal if
+    the support check accepts it, else mu's nearest safe sample (`shield_continuous`).
+    Discrete: the proposed primitive if mu allows it, else mu's own draw (a learner's scores
+    are not known here). info['executed_action'] is what ran (a learner should store it, not
     its proposal); `interventions` counts the replaced steps."""
 
-    def __init__(self, problem: ArmProblem, env: gym.Env | None = None, seed: int = 0):
-        if problem.discrete:
-            raise ValueError('SupportShield is for the continuous env')
-        super().__init__(problem.env if env is None else env)
+    def __init__(self, problem: ArmProblem, seed: int = 0):
+        super().__init__(problem.env)
         self.problem = problem
         self.rng = np.random.default_rng(seed)
         self.interventions = 0
 
-    def step(self, action):
+    def shielded(self, action) -> tuple[int | np.ndarray, bool]:
+        if self.problem.discrete:
+            proposal = int(np.asarray(action).reshape(()))
+            decision = self.problem.behavior(self.rng)
+            if decision.probs[proposal] > 0:
+                return proposal, False
+            return int(decision.action), True
         actions = self.problem.env.actions
         proposal = np.clip(np.asarray(action, dtype=float), actions.low, actions.high)
-        executed, replaced = shield_continuous(self.problem, proposal, self.rng)
+        return shield_continuous(self.problem, proposal, self.rng)
+
+    def step(self, action):
+        executed, replaced = self.shielded(action)
         self.interventions += int(replaced)
         obs, reward, terminated, truncated, info = self.env.step(executed)
         return obs, reward, terminated, truncated, {**info, 'executed_action': executed,

@@ -5,7 +5,7 @@ unsafe set, so the referee's count during training is what a team would see on a
 `penalty > 0` subtracts that much reward for every unsafe step (penalised safe RL).
 `shielded=True` trains SAC behind SSQ's own support shield (`SupportShield`): every action it
 proposes runs only if mu's support accepts it, else mu's nearest safe sample runs, and the
-replay stores the action that ran (`ShieldedSAC`), so its critic learns about what happened.
+replay stores the action that ran (`ShieldedSAC`, sb3_shield.py).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ssq_ros.training.problem import ArmProblem
 
 from .common import EvalPolicy, SupportShield, TrainingRecorder, UnsafePenalty
+from .sb3_shield import ShieldedSAC
 
 
 class Progress(BaseCallback):
@@ -41,18 +42,6 @@ class Progress(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close()
-
-
-class ShieldedSAC(SAC):
-    """SAC whose replay holds the executed action (info['executed_action'] of a
-    `SupportShield`) instead of its own proposal: a shield that replaced the proposal would
-    otherwise teach the critic the value of an action that never ran."""
-
-    def _store_transition(self, replay_buffer, buffer_action, new_obs, reward, dones, infos):
-        executed = np.array(buffer_action, copy=True)
-        for i, info in enumerate(infos):
-            executed[i] = self.policy.scale_action(np.asarray(info['executed_action']))
-        super()._store_transition(replay_buffer, executed, new_obs, reward, dones, infos)
 
 
 def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
