@@ -173,8 +173,10 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
                                    'wall_time_s': 3700}))
     assert make_benchmarks_doc.main(['--peers', str(out), '--speed',
                                      str(tmp_path / 'absent.json'), '--run-all', str(run_all),
+                                     '--harness', str(tmp_path / 'absent.json'),
                                      '--out', str(doc)]) == 0
     text = doc.read_text()
+    assert 'harness sound' not in text
     assert 'Reduced budget' in text and 'Not measured' in text
     assert 'Methods ran 2 at a time' in text
     assert 'took 62 min (NOT met)' in text  # the whole command's time, against the hour
@@ -183,6 +185,15 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
     assert make_benchmarks_doc.main(['--peers', str(out), '--run-all', str(run_all),
                                      '--out', str(doc)]) == 0
     assert 'the whole command was not timed' in doc.read_text()
+    harness = tmp_path / 'harness.json'
+    harness.write_text(json.dumps({
+        'env': 'Reacher-v5', 'published': {'mean_return': -5.08, 'sd': 2.14, 'source': 'card'},
+        'runs': [{'seed': 0, 'steps': 30000, 'episodes': 50, 'mean_return': -4.5,
+                  'sd_return': 1.5, 'random_mean_return': -43.0, 'wall_time_train_s': 300}]}))
+    assert make_benchmarks_doc.main(['--peers', str(out), '--harness', str(harness),
+                                     '--out', str(doc)]) == 0
+    assert '| 0 | 30000 | -4.50 +- 1.50 (50 episodes) | -43.00 | -5.08 +- 2.14 | 300 |' \
+        in doc.read_text()
     assert '| SSQ (discrete, ssq_ros) | discrete | 0 / 100 steps |' in text
     assert (doc.parent / 'benchmarks_curves.png').stat().st_size > 1000
     # The tiny config's task differs from train_sim.yaml's: the page says its table is stale.
