@@ -92,10 +92,13 @@ VARIANTS: dict[str, dict] = {
 # The held-out episodes the variants were compared on (the final evaluation's 10 at 10k steps):
 # the episodes after them in a longer evaluation were never used for choosing anything.
 SELECTION_EPISODES = 10
-# Executors whose per-episode outcomes the run's log keeps (EvalStats 'outcomes').
-EXECUTORS = ('policy', 'induced', 'behavior_greedy', 'behavior', 'oracle')
-METRICS = ('success_rate_policy', 'success_rate_induced', 'success_rate_behavior_greedy',
-           'success_rate_behavior', 'success_rate_oracle', 'return_policy', 'return_induced',
+# Executors whose per-episode outcomes the run's log keeps (EvalStats 'outcomes'); runs made
+# before the sampled executor was evaluated lack 'policy_sampled'.
+EXECUTORS = ('policy', 'policy_sampled', 'induced', 'behavior_greedy', 'behavior', 'oracle')
+REQUIRED = ('policy', 'induced', 'behavior_greedy', 'behavior', 'oracle')
+METRICS = ('success_rate_policy', 'success_rate_policy_sampled', 'success_rate_induced',
+           'success_rate_behavior_greedy', 'success_rate_behavior', 'success_rate_oracle',
+           'return_policy', 'return_induced',
            'return_behavior', 'calibration_bias_induced', 'calibration_error_induced',
            'policy_fit_agreement', 'unsafe_states_train', 'unsafe_states_eval', 'wall_time_s')
 
@@ -147,13 +150,19 @@ def final_outcomes(folder: Path) -> dict[str, list[int]] | None:
             record = json.loads(line)
             if record.get('type') == 'eval' and record.get('final'):
                 for executor, part in (('policy', record), ('behavior', record.get('behavior')),
-                                       ('induced', record.get('induced'))):
+                                       ('induced', record.get('induced')),
+                                       ('policy_sampled', record.get('policy_sampled'))):
                     if part and 'outcomes' in part:
                         outcomes[executor] = part['outcomes']
             elif record.get('type') == 'baseline' and 'outcomes' in record:
                 name = {'greedy mu': 'behavior_greedy', 'oracle': 'oracle'}[record['executor']]
                 outcomes[name] = record['outcomes']
-    return outcomes if set(outcomes) == set(EXECUTORS) else None
+    return outcomes if set(REQUIRED) <= set(outcomes) else None
+
+
+def present(members: list[dict]) -> list[str]:
+    """The executors every member's outcomes have."""
+    return [x for x in EXECUTORS if all(x in m['outcomes'] for m in members)]
 
 
 def split_summary(members: list[dict]) -> dict | None:
@@ -167,7 +176,7 @@ def split_summary(members: list[dict]) -> dict | None:
     result: dict = {'episodes_per_seed': len(members[0]['outcomes']['policy'])
                     - SELECTION_EPISODES}
     per_seed: dict[str, list[float]] = {}
-    for executor in EXECUTORS:
+    for executor in present(members):
         tests = [np.array(m['outcomes'][executor][SELECTION_EPISODES:]) for m in members]
         successes, trials = int(sum(t.sum() for t in tests)), int(sum(t.size for t in tests))
         per_seed[executor] = [float(t.mean()) for t in tests]
@@ -206,7 +215,7 @@ def collect(out: Path) -> dict:
                  'seeds': sorted(r['seed'] for r in members),
                  'unsafe_states_train_total': int(sum(r['unsafe_states_train'] for r in members)),
                  'unsafe_states_eval_total': int(sum(r['unsafe_states_eval'] for r in members))}
-        for key in METRICS[:11]:
+        for key in METRICS[:12]:  # the rates and returns, not the counts
             values = np.array([np.nan if r[key] is None else r[key] for r in members], float)
             entry[key] = {'mean': float(np.nanmean(values)) if np.isfinite(values).any()
                           else None, 'sd': float(np.nanstd(values))
@@ -230,7 +239,7 @@ def across_tasks(groups: dict[tuple, list[dict]]) -> dict:
         if len(tasks) < 2:
             continue
         entry: dict = {'tasks': sorted(tasks)}
-        for executor in EXECUTORS:
+        for executor in present([m for members in tasks.values() for m in members]):
             rates = [[float(np.mean(m['outcomes'][executor][SELECTION_EPISODES:]))
                       for m in tasks[task]] for task in sorted(tasks)]
             point, low, high = stratified_bootstrap_interval(rates, statistic=iqm)
@@ -261,7 +270,7 @@ def format_summary(result: dict) -> str:
                 return (f"{executor} {part['successes']}/{part['episodes']} "
                         f"({100 * low:.0f}-{100 * high:.0f} %)")
             lines.append(f"    unseen episodes ({unseen['episodes_per_seed']} per seed): "
-                         + ', '.join(share(x) for x in EXECUTORS)
+                         + ', '.join(share(x) for x in EXECUTORS if x in unseen)
                          + f"; P(policy > greedy mu) "
                            f"{unseen['probability_policy_beats_greedy_mu']:.2f}")
     for name, entry in result.get('across_tasks', {}).items():
@@ -269,7 +278,7 @@ def format_summary(result: dict) -> str:
                      + ', '.join(f"{x} {100 * entry[x]['iqm']:.0f} % "
                                  f"({100 * entry[x]['bootstrap95'][0]:.0f}-"
                                  f"{100 * entry[x]['bootstrap95'][1]:.0f})"
-                                 for x in EXECUTORS))
+                                 for x in EXECUTORS if x in entry))
     return '\n'.join(lines)
 
 

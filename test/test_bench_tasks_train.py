@@ -20,7 +20,9 @@ def write_run(out, task, seed, outcomes, variant='n8_long_e30', steps=10_000):
     records = [{'type': 'eval', 'final': False, 'outcomes': [0] * 5},  # not the final one
                {'type': 'eval', 'final': True, 'outcomes': outcomes['policy'],
                 'behavior': {'outcomes': outcomes['behavior']},
-                'induced': {'outcomes': outcomes['induced']}},
+                'induced': {'outcomes': outcomes['induced']},
+                **({'policy_sampled': {'outcomes': outcomes['policy_sampled']}}
+                   if 'policy_sampled' in outcomes else {})},
                {'type': 'baseline', 'executor': 'greedy mu',
                 'outcomes': outcomes['behavior_greedy']},
                {'type': 'baseline', 'executor': 'oracle', 'outcomes': outcomes['oracle']}]
@@ -28,13 +30,16 @@ def write_run(out, task, seed, outcomes, variant='n8_long_e30', steps=10_000):
     return folder
 
 
-def outcomes(policy_selection, policy_unseen, greedy_unseen, episodes=30):
+def outcomes(policy_selection, policy_unseen, greedy_unseen, episodes=30, sampled=True):
     first = btt.SELECTION_EPISODES
     policy = [1] * policy_selection + [0] * (first - policy_selection) \
         + [1] * policy_unseen + [0] * (episodes - first - policy_unseen)
     greedy = [0] * first + [1] * greedy_unseen + [0] * (episodes - first - greedy_unseen)
-    return {'policy': policy, 'induced': [0] * episodes, 'behavior': [0] * episodes,
-            'behavior_greedy': greedy, 'oracle': [1] * episodes}
+    result = {'policy': policy, 'induced': [0] * episodes, 'behavior': [0] * episodes,
+              'behavior_greedy': greedy, 'oracle': [1] * episodes}
+    if sampled:  # runs before the sampled executor was evaluated have no such outcomes
+        result['policy_sampled'] = [1] * episodes
+    return result
 
 
 def test_collect_scores_the_unseen_episodes_apart_from_the_selection_ones(tmp_path):
@@ -42,7 +47,7 @@ def test_collect_scores_the_unseen_episodes_apart_from_the_selection_ones(tmp_pa
     for seed, unseen in enumerate((10, 15, 20)):
         write_run(tmp_path, 'wall', seed, outcomes(10, unseen, 2))
     for seed in range(2):
-        write_run(tmp_path, 'ushape', seed, outcomes(0, 20, 0))
+        write_run(tmp_path, 'ushape', seed, outcomes(0, 20, 0, sampled=seed == 0))
     result = btt.collect(tmp_path)
     wall = next(e for e in result['summary'] if e['task'] == 'wall')['unseen_episodes']
     assert wall['episodes_per_seed'] == 20
@@ -52,11 +57,14 @@ def test_collect_scores_the_unseen_episodes_apart_from_the_selection_ones(tmp_pa
     low, high = wall['policy']['wilson95']
     assert low < 0.75 < high
     assert wall['behavior_greedy']['rate'] == pytest.approx(6 / 60)
-    assert wall['oracle']['rate'] == 1.0
+    assert wall['oracle']['rate'] == 1.0 and wall['policy_sampled']['rate'] == 1.0
     assert wall['probability_policy_beats_greedy_mu'] == 1.0
     across = result['across_tasks']['n8_long_e30-10000']
     assert across['tasks'] == ['ushape', 'wall']
     assert across['oracle']['iqm'] == 1.0 and across['induced']['iqm'] == 0.0
+    ushape = next(e for e in result['summary'] if e['task'] == 'ushape')['unseen_episodes']
+    # only one of the U's runs has the sampled executor: no pooled number for it
+    assert 'policy_sampled' not in ushape and 'policy_sampled' not in across
     assert 0.5 <= across['policy']['bootstrap95'][0] <= across['policy']['iqm'] <= 1.0
     table = btt.format_summary(result)
     assert 'policy 45/60' in table and 'IQM of unseen-episode success' in table

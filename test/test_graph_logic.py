@@ -261,6 +261,7 @@ def test_learner_run_schedule_checkpoint_resume_evaluation_and_metrics(problem, 
     assert (tmp_path / 'plots' / 'value_calibration.png').stat().st_size > 1000
     # The graph does not run the induced policy: its keys say so instead of holding a number.
     assert math.isnan(metrics['success_rate_induced'])
+    assert math.isnan(metrics['success_rate_policy_sampled'])
     assert math.isnan(metrics['calibration_bias_induced'])
     assert metrics['calibration_pairs_induced'] == 0
 

@@ -103,6 +103,16 @@ def test_discrete_run_is_safe_and_writes_every_output(discrete_run):
     # The induced policy's row: its success, and Q against its soft return on its own pairs.
     assert 0 <= metrics['success_rate_induced'] <= 1
     assert metrics['calibration_pairs_induced'] > 0
+    # The same extracted policy executed by sampling: its own episodes, in the final record.
+    assert 0 <= metrics['success_rate_policy_sampled'] <= 1
+    final = [json.loads(line) for line in (folder / 'log.jsonl').read_text().splitlines()
+             if '"final": true' in line][-1]
+    sampled = final['policy_sampled']
+    assert sampled['episodes'] == metrics['eval_episodes']
+    assert sum(sampled['outcomes']) / sampled['episodes'] == \
+        pytest.approx(metrics['success_rate_policy_sampled'])
+    assert sampled['unsafe'] == 0 and sampled['return'] == \
+        pytest.approx(metrics['return_policy_sampled'])
     with np.load(folder / 'calibration.npz') as pairs:
         q, g = pairs['q_induced'], pairs['g_induced']
     assert q.size == metrics['calibration_pairs_induced']

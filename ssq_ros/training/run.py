@@ -125,6 +125,13 @@ class RunMetrics:
     """mean |Q - G| / mean |G| on the same pairs"""
     calibration_pairs_induced: int
     """(Q, G) pairs the induced calibration rests on"""
+    success_rate_policy_sampled: float
+    """the shielded extracted policy executed by sampling inside mu's support (the
+    policy_executor node's `greedy: false`) instead of taking its most likely action; a greedy
+    policy can loop between two states where a sampled one leaves; NaN in the graph, whose
+    executor runs one of the two"""
+    return_policy_sampled: float
+    """mean undiscounted return of the sampled policy, as return_policy; NaN in the graph"""
     env_steps: int
     """transitions of mu trained on (the budget, schedule.steps)"""
     updates: int
@@ -405,7 +412,8 @@ class Run:
         self.counters.min_margin_eval = min(self.counters.min_margin_eval, stats.min_margin)
 
     def record_eval(self, policy: EvalStats, behavior: EvalStats | None = None,
-                    final: bool = False, induced: EvalStats | None = None) -> dict:
+                    final: bool = False, induced: EvalStats | None = None,
+                    policy_sampled: EvalStats | None = None) -> dict:
         """Log an evaluation of the shielded policy (the final one with mu's, the induced
         policy's and calibration)."""
         record = {'type': 'eval', 'step': self.steps,
@@ -416,6 +424,8 @@ class Run:
             record['value_calibration_error_policy'] = policy.calibration_error
         if induced is not None:
             record['induced'] = induced.summary()
+        if policy_sampled is not None and policy_sampled.episodes:
+            record['policy_sampled'] = policy_sampled.summary()
         record['final'] = final
         self.log(record)
         self.counters.evaluations += 1
@@ -448,16 +458,20 @@ class Run:
 
     def finish(self, policy: EvalStats, behavior: EvalStats,
                executor_statuses: dict[str, int] | None = None,
-               induced: EvalStats | None = None) -> RunMetrics:
-        """The final evaluation's record, calibration.npz, metrics.json, plots. `induced`: the
-        induced policy's evaluation (None where the runner has none: its keys are NaN)."""
+               induced: EvalStats | None = None,
+               policy_sampled: EvalStats | None = None) -> RunMetrics:
+        """The final evaluation's record, calibration.npz, metrics.json, plots. `induced`,
+        `policy_sampled`: the induced policy's and the sampled executor's evaluations (None
+        where the runner has none: their keys are NaN)."""
         induced = EvalStats() if induced is None else induced
+        policy_sampled = EvalStats() if policy_sampled is None else policy_sampled
         greedy, oracle = self.evaluate_baselines()
         np.savez(self.out / 'calibration.npz', q_behavior=np.array(behavior.q),
                  g_behavior=np.array(behavior.g), q_policy=np.array(policy.q),
                  g_policy=np.array(policy.g), q_induced=np.array(induced.q),
                  g_induced=np.array(induced.g))
-        self.record_eval(policy, behavior, final=True, induced=induced)
+        self.record_eval(policy, behavior, final=True, induced=induced,
+                         policy_sampled=policy_sampled)
         counters = self.counters
         statuses = policy.statuses.as_dict() if executor_statuses is None else \
             dict(executor_statuses)
@@ -479,6 +493,8 @@ class Run:
             calibration_bias_induced=induced.calibration_bias,
             calibration_error_induced=induced.calibration_error,
             calibration_pairs_induced=len(induced.q),
+            success_rate_policy_sampled=policy_sampled.success_rate,
+            return_policy_sampled=policy_sampled.mean_return,
             env_steps=self.steps,
             updates=self.learner.updates,
             wall_time_s=self.wall_time(),

@@ -68,6 +68,8 @@ class Trainer:
         self.learner = self.engine.learner
         schedule = self.config.schedule
         self.executor = ShieldedExecutor(seed=schedule.seed)
+        # the same policy executed by sampling, in the final evaluation only
+        self.sampling_executor = ShieldedExecutor(greedy=False, seed=schedule.seed)
         self.rng = np.random.default_rng(schedule.seed)
         self._bar: tqdm | None = None
 
@@ -102,26 +104,33 @@ class Trainer:
             while not engine.budget_reached:
                 self._episode()
             self._bar.close()
-            self.executor.set_policy(load_exported_policy(engine.final_extract()))
+            final_policy = load_exported_policy(engine.final_extract())
+            self.executor.set_policy(final_policy)
+            self.sampling_executor.set_policy(final_policy)
             policy = self.evaluate(schedule.final_eval_episodes, final=True)
             behavior = self.evaluate(schedule.final_eval_episodes, behavior=True)
             induced = self.evaluate(schedule.final_eval_episodes, induced=True)
-            metrics = engine.finish(policy, behavior, induced=induced)
+            sampled = self.evaluate(schedule.final_eval_episodes, sampled=True)
+            metrics = engine.finish(policy, behavior, induced=induced, policy_sampled=sampled)
         finally:
             self._bar.close()
             engine.close()
         return asdict(metrics)
 
     def evaluate(self, episodes: int, final: bool = False, behavior: bool = False,
-                 induced: bool = False) -> EvalStats:
-        """Held-out episodes of the shielded policy (or of mu alone, or of the critic's induced
-        policy); the final ones pair Q with the returns. Periodic ones are logged here, the
-        final ones by `Run.finish`."""
+                 induced: bool = False, sampled: bool = False) -> EvalStats:
+        """Held-out episodes of the shielded policy (or of mu alone, of the critic's induced
+        policy, or of the shielded policy executed by sampling); the final ones of the first
+        three pair Q with the returns. Periodic ones are logged here, the final ones by
+        `Run.finish`."""
         schedule, engine = self.config.schedule, self.engine
         if behavior:
             act, who = behavior_actor(self.eval_problem), 'mu'
         elif induced:
             act, who = induced_actor(self.eval_problem, self.learner), 'induced policy'
+        elif sampled:
+            act = executor_actor(self.eval_problem, self.sampling_executor)
+            who = f'policy v{self.learner.policy_version}, sampled'
         else:
             act = executor_actor(self.eval_problem, self.executor)
             who = f'policy v{self.learner.policy_version}'
@@ -142,7 +151,7 @@ class Trainer:
                                  self.config.learner.critic.gamma, progress=progress,
                                  **calibration)
         engine.count_eval_safety(stats)
-        if not (final or behavior or induced):
+        if not (final or behavior or induced or sampled):
             engine.record_eval(stats)
         return stats
 
