@@ -88,6 +88,9 @@ VARIANTS: dict[str, dict] = {
     'n8_long_a03_e30': _variant({'n_step': 8, 'alpha': 0.3},
                                 schedule={'train_episode_steps': 400,
                                           'final_eval_episodes': 30}),
+    'n8_long_a01_e30': _variant({'n_step': 8, 'alpha': 0.1},
+                                schedule={'train_episode_steps': 400,
+                                          'final_eval_episodes': 30}),
 }
 # The held-out episodes the variants were compared on (the final evaluation's 10 at 10k steps):
 # the episodes after them in a longer evaluation were never used for choosing anything.
