@@ -36,6 +36,7 @@ from ssq_ros.training.config import load_train_config, resolve_budgets, with_ove
 from ssq_ros.training.provenance import config_hash, provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks.json'
+PLOT = Path(__file__).resolve().parents[1] / 'docs' / 'img' / 'tasks_unseen_success.png'
 TASKS = ('easy', 'wall', 'ushape', 'window')
 MARKER = 'bench_tasks_train.json'
 
@@ -285,6 +286,54 @@ def format_summary(result: dict) -> str:
     return '\n'.join(lines)
 
 
+LABELS = {'policy': 'SSQ policy, greedy', 'policy_sampled': 'SSQ policy, sampled',
+          'induced': 'SSQ induced, sampled', 'behavior_greedy': 'mu greedy',
+          'behavior': 'mu sampled', 'oracle': 'oracle'}
+
+
+def plot_unseen(result: dict, variants: list[str], path: Path) -> Path:
+    """Bars: success on the unseen episodes per task and executor, pooled over seeds, with
+    Wilson 95 % intervals; one panel per variant."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    entries = [e for e in result['summary'] if e['unseen_episodes'] is not None
+               and e['variant'] in variants]
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4.2),
+                             squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        mine = sorted((e for e in entries if e['variant'] == variant), key=lambda e: e['task'])
+        width = 0.8 / len(EXECUTORS)
+        for k, executor in enumerate(EXECUTORS):
+            xs, rates, errors = [], [], [[], []]
+            for i, entry in enumerate(mine):
+                part = entry['unseen_episodes'].get(executor)
+                if part is None:
+                    continue
+                xs.append(i + (k - (len(EXECUTORS) - 1) / 2) * width)
+                rates.append(100 * part['rate'])
+                errors[0].append(100 * (part['rate'] - part['wilson95'][0]))
+                errors[1].append(100 * (part['wilson95'][1] - part['rate']))
+            if xs:
+                ax.bar(xs, rates, width, yerr=errors, capsize=2, color=f'C{k}',
+                       label=LABELS[executor])
+        ax.set_xticks(range(len(mine)))
+        ax.set_xticklabels([f"{e['task']}\n{len(e['seeds'])} seeds x "
+                            f"{e['unseen_episodes']['episodes_per_seed']}" for e in mine])
+        ax.axhline(90, color='k', lw=0.8, ls='--')
+        ax.axhline(30, color='grey', lw=0.8, ls=':')
+        ax.set_title(variant)
+        ax.set_ylim(0, 105)
+    axes[0][0].set_ylabel('success on unseen held-out episodes [%]')
+    axes[0][-1].legend(fontsize=7, loc='upper right')
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
@@ -295,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--collect-only', action='store_true',
                         help='run nothing; write the table of the finished runs')
     parser.add_argument('--results', type=Path, default=RESULTS)
+    parser.add_argument('--plot', nargs='+', metavar='VARIANT', choices=sorted(VARIANTS),
+                        help='draw the unseen-episode success of these variants to --plot-file')
+    parser.add_argument('--plot-file', type=Path, default=PLOT)
     args = parser.parse_args(argv)
     if not args.collect_only:
         for seed in args.seeds:
@@ -305,6 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(result, indent=1) + '\n')
     print(format_summary(result))
+    if args.plot:
+        print(f'wrote {plot_unseen(result, args.plot, args.plot_file)}')
     return 0
 
 

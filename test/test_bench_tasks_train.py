@@ -68,6 +68,8 @@ def test_collect_scores_the_unseen_episodes_apart_from_the_selection_ones(tmp_pa
     assert 0.5 <= across['policy']['bootstrap95'][0] <= across['policy']['iqm'] <= 1.0
     table = btt.format_summary(result)
     assert 'policy 45/60' in table and 'IQM of unseen-episode success' in table
+    png = btt.plot_unseen(result, ['n8_long_e30'], tmp_path / 'unseen.png')
+    assert png.stat().st_size > 5000
 
 
 def test_runs_without_outcomes_or_beyond_the_selection_episodes_get_no_split(tmp_path):
