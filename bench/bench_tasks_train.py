@@ -92,6 +92,11 @@ VARIANTS: dict[str, dict] = {
     'n8_long_a01_e30': _variant({'n_step': 8, 'alpha': 0.1},
                                 schedule={'train_episode_steps': 400,
                                           'final_eval_episodes': 30}),
+    # the same with the default extraction schedule (2 000 steps every 5 000, 6 667 at the
+    # end): does a closer fit bring the sampled extracted policy to the induced one?
+    'n8_long_a03_e30_fullx': _variant({'n_step': 8, 'alpha': 0.3},
+                                      schedule={'train_episode_steps': 400,
+                                                'final_eval_episodes': 30}, fast=False),
 }
 # The held-out episodes the variants were compared on (the final evaluation's 10 at 10k steps):
 # the episodes after them in a longer evaluation were never used for choosing anything.
