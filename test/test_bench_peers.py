@@ -177,6 +177,9 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
                                      '--out', str(doc)]) == 0
     text = doc.read_text()
     assert 'harness sound' not in text
+    # the baselines without learning, from the SSQ run's own metrics
+    assert '- **Without learning**, on the same held-out episodes (seed 0' in text
+    assert 'Wilson 95 %' in text
     assert 'Reduced budget' in text and 'Not measured' in text
     assert 'Methods ran 2 at a time' in text
     assert 'took 62 min (NOT met)' in text  # the whole command's time, against the hour
