@@ -242,20 +242,24 @@ class EvalStats:
 def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: float,
                      q_function: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                      calibration_episodes: int = 0, calibration_tail: int = 0,
-                     progress: Callable[[int], None] | None = None) -> EvalStats:
-    """Run held-out episodes 0..episodes-1 with `act`; every state is judged by the referee.
-    `progress(episodes done)` after each episode, if given.
+                     progress: Callable[[int], None] | None = None,
+                     first: int = 0) -> EvalStats:
+    """Run held-out episodes first..first+episodes-1 with `act`; every state is judged by the
+    referee. `progress(episodes done)` after each episode, if given. `first` > 0 reaches
+    episodes no run's own evaluation used (a test split, bench/bench_tasks_test.py).
 
     With `q_function(obs (N, D), actions) -> (N,)`, the first `calibration_episodes` run
     `calibration_tail` steps past the time limit (unless the goal is reached) so that the
     returns of their counted steps are complete, and pair Q with G (`complete_returns`).
     """
+    if first < 0:
+        raise ValueError(f'first must be >= 0, got {first}')
     stats = EvalStats()
     rng = np.random.default_rng(EVAL_RNG_SEED)
     env = problem.env
     max_steps = env.task.config.max_steps
     for index in range(episodes):
-        obs, info = env.reset(seed=heldout_episode_seed(index))
+        obs, info = env.reset(seed=heldout_episode_seed(first + index))
         stats.unsafe += int(info['unsafe'])
         stats.min_margin = min(stats.min_margin, info['min_margin'])
         calibrate = q_function is not None and index < calibration_episodes
