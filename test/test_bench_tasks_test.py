@@ -1,0 +1,57 @@
+"""bench_tasks_test evaluates finished runs on later held-out episodes: a tiny real run (real
+MuJoCo, real torch) is evaluated from its folder, and `first` reaches the episodes it names."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import bench_tasks_test
+from bench.bench_tasks_train import MARKER
+from bench.peers.ssq import ssq_config, tiny_ssq_config, train_ssq
+from ssq_ros.training.evaluate import evaluate_heldout, greedy_behavior_actor
+from ssq_ros.training.problem import build_problem
+
+
+@pytest.fixture(scope='module')
+def tiny_suite(tmp_path_factory):
+    base = tiny_ssq_config(tmp_path_factory.mktemp('tiny'), 40)
+    runs = tmp_path_factory.mktemp('suite')
+    folder = runs / 'easy-n8_long_e30-120-s0'
+    train_ssq(ssq_config('discrete', 0, 120, base=base), folder, progress=False)
+    (folder / MARKER).write_text(json.dumps({'task': 'easy', 'variant': 'n8_long_e30',
+                                             'seed': 0, 'steps': 120}))
+    return runs, base
+
+
+def test_first_reaches_the_later_heldout_episodes(tiny_suite):
+    problem = build_problem(ssq_config('discrete', 0, 120, base=tiny_suite[1]))
+    act = greedy_behavior_actor(problem)
+    three = evaluate_heldout(problem, act, 3, 0.98)
+    third = evaluate_heldout(problem, act, 1, 0.98, first=2)
+    assert third.returns == [three.returns[2]] and third.outcomes == [three.outcomes[2]]
+    with pytest.raises(ValueError, match='first'):
+        evaluate_heldout(problem, act, 1, 0.98, first=-1)
+
+
+def test_a_finished_run_is_evaluated_on_the_test_episodes_from_its_folder(tiny_suite, tmp_path):
+    runs, _ = tiny_suite
+    out = tmp_path / 'test.json'
+    assert bench_tasks_test.main(['--variants', 'n8_long_e30', '--steps', '120', '--runs',
+                                  str(runs), '--first', '4', '--episodes', '2',
+                                  '--out', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result['first_episode'] == 4 and result['episodes'] == 2
+    run = result['runs'][0]
+    assert set(run['outcomes']) == {'induced', 'policy_sampled', 'policy'}
+    assert all(len(o) == 2 for o in run['outcomes'].values())
+    assert set(result['baselines']['easy']) == {'behavior_greedy', 'behavior', 'oracle'}
+    entry = result['summary'][0]
+    assert entry['policy']['episodes'] == 2 and entry['oracle']['episodes'] == 2
+    assert entry['policy']['rate'] == np.mean(run['outcomes']['policy'])
+    # two halves evaluated apart and combined give the same table
+    again = tmp_path / 'again.json'
+    assert bench_tasks_test.main(['--combine', str(out), '--out', str(again)]) == 0
+    assert json.loads(again.read_text())['summary'] == result['summary']
+    with pytest.raises(SystemExit):  # nothing of this variant there
+        bench_tasks_test.main(['--variants', 'n8_long_a03_e30', '--steps', '120', '--runs',
+                               str(runs), '--out', str(out)])
