@@ -51,7 +51,8 @@ def check(seed: int, steps: int, episodes: int, progress: bool) -> dict:
     """Train SAC on Reacher-v5 as bench_peers would; its and a random policy's returns."""
     from stable_baselines3 import SAC
 
-    from bench.peers.sb3_sac import Progress, sac_hyperparameters
+    from bench.peers.sb3_common import Progress
+    from bench.peers.sb3_sac import sac_hyperparameters
 
     config = ssq_config('continuous', seed, steps)
     critic = config.learner.critic

@@ -148,10 +148,8 @@ def run_task(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
     to collect an offline method's data)."""
     if task.method.startswith('ssq_'):
         return _run_ssq(cfg, task, runs, progress, ssq_base)
-    if task.method in ('sac', 'sac_shielded', 'sac_penalized'):
-        return _run_sac(cfg, task, progress, ssq_base)
-    if task.method in ('dqn', 'dqn_shielded'):
-        return _run_dqn(cfg, task, progress, ssq_base)
+    if LIBRARY.get(task.method) == 'stable_baselines3':
+        return _run_sb3(cfg, task, progress, ssq_base)
     return _run_offline(cfg, task, runs, progress, ssq_base)
 
 
@@ -185,42 +183,35 @@ def _run_ssq(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,
         extra={'trainer_metrics': metrics})
 
 
-def _run_sac(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | None) -> dict:
-    from bench.peers.sb3_sac import sac_hyperparameters, train_sac
-    # SAC acts in the continuous action space, with the continuous SSQ run's networks.
-    continuous = _ssq_run_config(cfg, 'ssq_continuous', task.seed, ssq_base)
-    critic = continuous.learner.critic
+def _run_sb3(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | None) -> dict:
+    """SAC (continuous actions) or DQN (the discrete primitives), with the networks, batch,
+    discount and warm-up of the SSQ run of the same action kind; `_shielded` trains behind
+    mu's support, `sac_penalized` pays cfg.penalty per unsafe step."""
+    algorithm = task.method.split('_')[0]
+    kind = 'continuous' if algorithm == 'sac' else 'discrete'
+    config = _ssq_run_config(cfg, f'ssq_{kind}', task.seed, ssq_base)
+    critic = config.learner.critic
     penalty = cfg.penalty if task.method == 'sac_penalized' else 0.0
-    shielded = task.method == 'sac_shielded'
-    print(f'[seed {task.seed}] {task.method}: SB3 SAC, penalty {penalty}, '
+    shielded = task.method.endswith('_shielded')
+    print(f'[seed {task.seed}] {task.method}: SB3 {algorithm.upper()}, penalty {penalty}, '
           f'{"behind" if shielded else "without"} the support shield', flush=True)
-    train_problem = build_problem(continuous)
-    hyper = sac_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
-                                continuous.schedule.learning_starts)
-    policy, training = train_sac(train_problem, task.seed, cfg.steps, hyper, penalty,
-                                 task.method, progress, shielded)
-    problem = build_problem(continuous, train_problem.setup)
-    return _record(task.method, task.seed, 'continuous', problem, policy, continuous, cfg,
-                   training, extra={'hyperparameters': hyper, 'penalty': penalty,
-                                    'shielded_training': shielded})
-
-
-def _run_dqn(cfg: PeerBenchConfig, task: Task, progress: bool, ssq_base: str | None) -> dict:
-    from bench.peers.sb3_dqn import dqn_hyperparameters, train_dqn
-    # DQN picks among the discrete SSQ run's primitives, with its networks.
-    discrete = _ssq_run_config(cfg, 'ssq_discrete', task.seed, ssq_base)
-    critic = discrete.learner.critic
-    shielded = task.method == 'dqn_shielded'
-    print(f'[seed {task.seed}] {task.method}: SB3 DQN, '
-          f'{"behind" if shielded else "without"} the support shield', flush=True)
-    train_problem = build_problem(discrete)
-    hyper = dqn_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
-                                discrete.schedule.learning_starts)
-    policy, training = train_dqn(train_problem, task.seed, cfg.steps, hyper, task.method,
-                                 progress, shielded)
-    problem = build_problem(discrete, train_problem.setup)
-    return _record(task.method, task.seed, 'discrete', problem, policy, discrete, cfg,
-                   training, extra={'hyperparameters': hyper, 'shielded_training': shielded})
+    train_problem = build_problem(config)
+    shared = (critic.batch_size, list(critic.hidden_sizes), critic.gamma,
+              config.schedule.learning_starts)
+    if algorithm == 'sac':
+        from bench.peers.sb3_sac import sac_hyperparameters, train_sac
+        hyper = sac_hyperparameters(*shared)
+        policy, training = train_sac(train_problem, task.seed, cfg.steps, hyper, penalty,
+                                     task.method, progress, shielded)
+    else:
+        from bench.peers.sb3_dqn import dqn_hyperparameters, train_dqn
+        hyper = dqn_hyperparameters(*shared)
+        policy, training = train_dqn(train_problem, task.seed, cfg.steps, hyper, task.method,
+                                     progress, shielded)
+    problem = build_problem(config, train_problem.setup)
+    return _record(task.method, task.seed, kind, problem, policy, config, cfg, training,
+                   extra={'hyperparameters': hyper, 'penalty': penalty,
+                          'shielded_training': shielded})
 
 
 def _run_offline(cfg: PeerBenchConfig, task: Task, runs: Path, progress: bool,

@@ -12,8 +12,7 @@ from stable_baselines3 import DQN
 from ssq_ros.training.problem import ArmProblem
 
 from .common import EvalPolicy, SupportShield, TrainingRecorder
-from .sb3_sac import Progress
-from .sb3_shield import ShieldedDQN
+from .sb3_common import Progress, ShieldedDQN, training_numbers
 
 
 def dqn_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
@@ -48,9 +47,5 @@ def train_dqn(problem: ArmProblem, seed: int, steps: int, hyper: dict, label: st
         taken = torch.as_tensor(np.asarray(actions, dtype=np.int64))[:, None]
         return values.gather(1, taken)[:, 0].numpy()
 
-    training = {'unsafe_states_train': recorder.unsafe_states, 'env_steps': recorder.steps,
-                'episodes_train': recorder.episodes, 'min_margin_train': recorder.min_margin,
-                'updates': int(model._n_updates), 'wall_time_train_s': wall,
-                'shield_interventions_train': None if shield is None else shield.interventions,
-                'curve': recorder.curve.as_dict()}
+    training = training_numbers(recorder, model, wall, shield)
     return EvalPolicy(label, True, scores=scores, q=q), training

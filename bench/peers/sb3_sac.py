@@ -5,7 +5,7 @@ unsafe set, so the referee's count during training is what a team would see on a
 `penalty > 0` subtracts that much reward for every unsafe step (penalised safe RL).
 `shielded=True` trains SAC behind SSQ's own support shield (`SupportShield`): every action it
 proposes runs only if mu's support accepts it, else mu's nearest safe sample runs, and the
-replay stores the action that ran (`ShieldedSAC`, sb3_shield.py).
+replay stores the action that ran (`ShieldedSAC`, sb3_common.py).
 """
 from __future__ import annotations
 
@@ -14,34 +14,11 @@ import time
 import numpy as np
 import torch
 from stable_baselines3 import SAC
-from stable_baselines3.common.callbacks import BaseCallback
-from tqdm import tqdm
 
 from ssq_ros.training.problem import ArmProblem
 
 from .common import EvalPolicy, SupportShield, TrainingRecorder, UnsafePenalty
-from .sb3_shield import ShieldedSAC
-
-
-class Progress(BaseCallback):
-    """A tqdm bar over environment steps, with the unsafe count so far given a recorder."""
-
-    def __init__(self, total: int, recorder: TrainingRecorder | None, label: str,
-                 enabled: bool):
-        super().__init__()
-        self.bar = tqdm(total=total, desc=label, unit='step', disable=not enabled,
-                        dynamic_ncols=True)
-        self.recorder = recorder
-
-    def _on_step(self) -> bool:
-        self.bar.update(1)
-        if self.recorder is not None and self.num_timesteps % 200 == 0:
-            self.bar.set_postfix(unsafe=self.recorder.unsafe_states,
-                                 episodes=self.recorder.episodes)
-        return True
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
+from .sb3_common import Progress, ShieldedSAC, training_numbers
 
 
 def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
@@ -77,9 +54,5 @@ def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: 
         act_t = torch.as_tensor(policy.scale_action(np.asarray(actions)), dtype=torch.float32)
         return torch.min(torch.cat(policy.critic(obs_t, act_t), dim=1), dim=1).values.numpy()
 
-    training = {'unsafe_states_train': recorder.unsafe_states, 'env_steps': recorder.steps,
-                'episodes_train': recorder.episodes, 'min_margin_train': recorder.min_margin,
-                'updates': int(model._n_updates), 'wall_time_train_s': wall,
-                'shield_interventions_train': None if shield is None else shield.interventions,
-                'curve': recorder.curve.as_dict()}
+    training = training_numbers(recorder, model, wall, shield)
     return EvalPolicy(label, False, act=act, q=q), training
