@@ -95,50 +95,38 @@ def test_shield_keeps_a_policy_driving_into_the_table_safe(long_episode_config, 
     assert 0.0 < shielded['intervention_rate'] <= 1.0
 
 
+@pytest.mark.parametrize('kind', ['discrete', 'continuous'])
 def test_a_learner_training_behind_the_support_shield_enters_no_unsafe_state(
-        long_episode_config):
-    problem = build_problem(ssq_config('continuous', 0, 100, base=long_episode_config))
+        long_episode_config, kind):
+    problem = build_problem(ssq_config(kind, 0, 100, base=long_episode_config))
     shield = SupportShield(problem, seed=0)
     recorder = TrainingRecorder(shield, run_seed=0)
     recorder.reset()
+    rng = np.random.default_rng(0)
     # what a learner exploring toward the table proposes (within the action bounds)
-    actions = problem.env.actions
-    down = np.clip([0.0, 0.0, -1.0], actions.low, actions.high)
+    if problem.discrete:
+        down = problem.setup.cartesian.names.index('-z')
+    else:
+        actions = problem.env.actions
+        down = np.clip([0.0, 0.0, -1.0], actions.low, actions.high)
     accepted = replaced = 0
     for _ in range(100):
-        allowed = bool(problem.is_safe_here()(down[None])[0])
+        mu_allows = problem.behavior(rng).probs > 0 if problem.discrete else None
+        allowed = bool(mu_allows[down] if problem.discrete
+                       else problem.is_safe_here()(down[None])[0])
         _, _, terminated, truncated, info = recorder.step(down)
         assert info['shield_replaced'] == (not allowed)
         if allowed:  # an accepted proposal runs unchanged
             assert np.array_equal(info['executed_action'], down)
             accepted += 1
-        else:
+        else:  # discrete: mu's own draw, which mu allows; continuous: mu's nearest sample
+            if problem.discrete:
+                assert mu_allows[info['executed_action']]
             replaced += 1
         if terminated or truncated:
             break
-    # driven straight down until the support refuses, then held by mu's nearest safe samples
+    # driven straight down until the support refuses, then held by mu's actions
     assert accepted > 0 and replaced > 0 and shield.interventions == replaced
-    assert recorder.unsafe_states == 0
-
-
-
-def test_a_discrete_learner_behind_the_support_shield_runs_mu_where_mu_refuses(
-        long_episode_config):
-    problem = build_problem(ssq_config('discrete', 0, 100, base=long_episode_config))
-    shield = SupportShield(problem, seed=0)
-    recorder = TrainingRecorder(shield, run_seed=0)
-    recorder.reset()
-    down = problem.setup.cartesian.names.index('-z')
-    replaced = 0
-    for _ in range(100):
-        allowed = problem.behavior(np.random.default_rng(0)).probs > 0
-        _, _, terminated, truncated, info = recorder.step(down)
-        assert info['shield_replaced'] == (not allowed[down])
-        assert allowed[info['executed_action']]  # what ran, mu allowed
-        replaced += int(info['shield_replaced'])
-        if terminated or truncated:
-            break
-    assert replaced > 0 and shield.interventions == replaced
     assert recorder.unsafe_states == 0
 
 
