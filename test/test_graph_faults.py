@@ -225,6 +225,12 @@ def test_every_node_killed_mid_run_is_respawned_and_the_run_completes_safely(obs
         spin_until(observer, lambda: observer.steps >= PROGRESS and observer.monitors,
                    what='training started, the monitor publishes')
         for name in KILLED:
+            if name == 'safe_behavior':
+                # Killed while it commands the arm (training), not during a periodic
+                # evaluation of the policy, when policy_executor moves the arm on.
+                spin_until(observer, lambda: observer.seqs
+                           and observer.seqs[max(observer.seqs)] == TRAIN,
+                           what='safe_behavior commanding (a training transition)')
             pids = re.findall(rf'(?:started|respawned) {name} \(pid (\d+)', launch.output)
             steps_before = observer.steps
             killed_at = time.monotonic()
