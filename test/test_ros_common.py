@@ -107,6 +107,21 @@ def test_a_clean_up_that_hangs_is_left_after_its_limit_with_the_stacks_printed()
     assert '[hung_node] the ROS clean-up did not finish within 1 s' in stderr
 
 
+@pytest.mark.skipif(sys.platform != 'linux', reason='the C-level exit timer is Linux/glibc only')
+def test_a_clean_up_hung_in_c_holding_pythons_lock_still_exits_0():
+    # The hang CI met: the middleware's teardown never returned and held Python's lock, so no
+    # Python thread could run. libc's sleep through PyDLL holds that lock the same way.
+    code, stderr, wall = _run_python(
+        'import ctypes\n'
+        'from ssq_ros.nodes.common import CleanupDeadline\n'
+        'with CleanupDeadline("hung_in_c", 1.0):\n'
+        '    ctypes.PyDLL(None).sleep(60)\n'
+        'raise SystemExit(3)\n')
+    assert code == 0 and wall < 30, (code, wall, stderr)
+    assert 'most recent call first' in stderr and 'line 4' in stderr, stderr
+    assert 'did not finish' not in stderr, stderr  # the Python exit never got the lock
+
+
 def test_a_clean_up_that_finishes_is_not_interrupted():
     code, stderr, _ = _run_python(
         'import time\n'

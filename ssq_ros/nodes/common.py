@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import faulthandler
 import os
@@ -303,15 +305,20 @@ CLEANUP_LIMIT = 10.0
 class CleanupDeadline:
     """Context: if the block has not finished after `limit` s, print every thread's stack (from
     C, without Python's lock, so also while the main thread is stuck in C) and leave the
-    process with exit code 0: the node's work was done before its clean-up began."""
+    process with exit code 0: the node's work was done before its clean-up began.
+
+    Two exits, because a hang inside the middleware can hold Python's lock: a Python thread
+    (prints why, then `os._exit(0)`) and, 1 s later, a C-level timer that needs no lock."""
 
     def __init__(self, label: str, limit: float):
         self.label, self.limit = label, limit
         self.done = threading.Event()
+        self._backstop: _ExitTimer | None = None
 
     def __enter__(self) -> CleanupDeadline:
         faulthandler.dump_traceback_later(self.limit, exit=False)
         threading.Thread(target=self._watch, daemon=True).start()
+        self._backstop = _ExitTimer.start(self.limit + 1.0)
         return self
 
     def _watch(self) -> None:
@@ -324,6 +331,51 @@ class CleanupDeadline:
     def __exit__(self, *exc: Any) -> None:
         self.done.set()
         faulthandler.cancel_dump_traceback_later()
+        if self._backstop is not None:
+            self._backstop.cancel()
+
+
+class _SigEvent(ctypes.Structure):
+    """glibc's `struct sigevent` on LP64 (64 bytes), for a SIGEV_THREAD notification."""
+    _fields_ = [('value', ctypes.c_void_p), ('signo', ctypes.c_int), ('notify', ctypes.c_int),
+                ('function', ctypes.c_void_p), ('attributes', ctypes.c_void_p),
+                ('pad', ctypes.c_int * 8)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [('interval_sec', ctypes.c_long), ('interval_nsec', ctypes.c_long),
+                ('value_sec', ctypes.c_long), ('value_nsec', ctypes.c_long)]
+
+
+class _ExitTimer:
+    """A POSIX timer whose expiry runs libc's `_exit(0)` on a thread glibc creates: it never
+    enters Python, so it fires while another thread holds Python's lock. Linux/glibc only
+    (the ROS 2 Tier 1 platform); elsewhere `start` returns None and the Python exit remains."""
+
+    CLOCK_MONOTONIC, SIGEV_THREAD = 1, 2
+
+    def __init__(self, libc: ctypes.CDLL, timer: ctypes.c_void_p):
+        self._libc, self._timer = libc, timer
+
+    @classmethod
+    def start(cls, seconds: float) -> _ExitTimer | None:
+        if sys.platform != 'linux' or ctypes.sizeof(ctypes.c_void_p) != 8:
+            return None
+        libc = ctypes.CDLL(None, use_errno=True)
+        if not hasattr(libc, 'timer_create'):  # glibc before 2.34 keeps it in librt
+            libc = ctypes.CDLL(ctypes.util.find_library('rt') or 'librt.so.1', use_errno=True)
+        event = _SigEvent(value=None, notify=cls.SIGEV_THREAD,  # sigval 0 -> _exit(0)
+                          function=ctypes.cast(libc._exit, ctypes.c_void_p).value)
+        timer = ctypes.c_void_p()
+        whole = int(seconds)
+        when = _ITimerSpec(value_sec=whole, value_nsec=int((seconds - whole) * 1e9))
+        if (libc.timer_create(cls.CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer)) != 0
+                or libc.timer_settime(timer, 0, ctypes.byref(when), None) != 0):
+            return None
+        return cls(libc, timer)
+
+    def cancel(self) -> None:
+        self._libc.timer_delete(self._timer)
 
 
 def _before_shutdown(node: Node) -> None:
