@@ -75,7 +75,9 @@ def evaluate_run(folder: Path, episodes: int, first: int) -> dict[str, list[int]
     policy = load_exported_policy(folder / 'policy.pt')
     problem = build_problem(config)
     gamma = config.learner.critic.gamma
-    actors = {'induced': induced_actor(problem, learner)}
+    # A run that deploys the induced policy (discrete_policy: induced) has it in policy.pt:
+    # its sampled executor is that policy, evaluating the induced actor again adds nothing.
+    actors = {} if policy.kind == 'induced' else {'induced': induced_actor(problem, learner)}
     for name, greedy in (('policy_sampled', False), ('policy', True)):
         executor = ShieldedExecutor(greedy=greedy, seed=config.schedule.seed)
         executor.set_policy(policy)
@@ -96,6 +98,11 @@ def evaluate_baselines(folder: Path, episodes: int, first: int) -> dict[str, lis
             for name, act in actors.items()}
 
 
+def learned_in(members: list[dict]) -> list[str]:
+    """The learned executors every run of a group was evaluated with."""
+    return [x for x in LEARNED if all(x in m['outcomes'] for m in members)]
+
+
 def summarise(runs: list[dict], baselines: dict[str, dict]) -> tuple[list[dict], dict]:
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
@@ -104,7 +111,7 @@ def summarise(runs: list[dict], baselines: dict[str, dict]) -> tuple[list[dict],
     for (task, variant, steps), members in sorted(groups.items()):
         entry: dict = {'task': task, 'variant': variant, 'steps': steps,
                        'seeds': sorted(m['seed'] for m in members)}
-        columns = {x: [m['outcomes'][x] for m in members] for x in LEARNED}
+        columns = {x: [m['outcomes'][x] for m in members] for x in learned_in(members)}
         columns.update({x: [baselines[task][x]] for x in BASELINES})
         for executor, lists in columns.items():
             successes, trials = int(sum(map(sum, lists))), int(sum(map(len, lists)))
@@ -119,7 +126,7 @@ def summarise(runs: list[dict], baselines: dict[str, dict]) -> tuple[list[dict],
         if len(mine) < 2:
             continue
         across[variant] = {'tasks': [e['task'] for e in mine]}
-        for executor in LEARNED:
+        for executor in [x for x in LEARNED if all(x in e for e in mine)]:
             point, low, high = stratified_bootstrap_interval(
                 [e[executor]['per_seed'] for e in mine])
             across[variant][executor] = {'iqm': point, 'bootstrap95': (low, high)}
@@ -131,7 +138,7 @@ def format_table(summary: list[dict]) -> str:
     for e in summary:
         cells = ', '.join(f"{x} {e[x]['successes']}/{e[x]['episodes']} "
                           f"({100 * e[x]['wilson95'][0]:.0f}-{100 * e[x]['wilson95'][1]:.0f} %)"
-                          for x in (*LEARNED, *BASELINES))
+                          for x in (*LEARNED, *BASELINES) if x in e)
         lines.append(f"{e['task']:7} {e['variant']:16} seeds {e['seeds']}: {cells}")
     return '\n'.join(lines)
 
@@ -203,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     for variant, entry in across.items():
         print(f'{variant}: IQM over (task, seed): ' + ', '.join(
             f"{x} {100 * entry[x]['iqm']:.0f} % ({100 * entry[x]['bootstrap95'][0]:.0f}-"
-            f"{100 * entry[x]['bootstrap95'][1]:.0f})" for x in LEARNED))
+            f"{100 * entry[x]['bootstrap95'][1]:.0f})" for x in LEARNED if x in entry))
     return 0
 
 

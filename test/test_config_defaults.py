@@ -35,6 +35,8 @@ ADDED_SINCE_ISSUE13 = {
     'learner.critic.n_step': 1, 'learner.critic.n_step_correction': 'advantage',
     # issue 14: longer training episodes of mu (0: the task's max_steps, as recorded)
     'schedule.train_episode_steps': 0,
+    # issue 14: deploy the exact induced policy (discrete); fitted is what every run used
+    'learner.extraction.discrete_policy': 'fitted',
 }
 
 

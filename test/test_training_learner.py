@@ -154,15 +154,67 @@ def test_exported_continuous_policy_gives_the_extractors_gaussian(tmp_path):
                                atol=1e-4)
 
 
-def test_exported_policy_runs_in_a_process_with_torch_alone(tmp_path):
-    learner = filled(discrete_spaces())
+def induced_learner(count: int = 200) -> OnlineLearner:
+    """A discrete learner that deploys the critic's exact induced policy."""
+    config = {**SMALL, 'extraction': {**SMALL['extraction'], 'discrete_policy': 'induced'}}
+    learner = OnlineLearner(discrete_spaces(), parse(LearnerConfig, config), seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(count):
+        learner.add_transition(rng.normal(size=OBS_DIM), int(rng.integers(3)),
+                               float(rng.normal()), rng.normal(size=OBS_DIM), 0.0,
+                               np.array([0.4, 0.3, 0.3, 0.0]))
+    return learner
+
+
+def test_exported_induced_policy_is_the_critics_induced_policy():
+    learner = induced_learner()
+    learner.train(20)
+    policy_before = [p.clone() for p in learner.extractor.policy.parameters()]
+    stats = learner.extract(50)
+    assert learner.policy_version == 1 and learner.extraction_steps == 0  # nothing fitted
+    assert stats['fit_kl'] == 0.0 and stats['fit_agreement'] == 1.0
+    assert all(torch.equal(a, b) for a, b in
+               zip(policy_before, learner.extractor.policy.parameters(), strict=True))
+    exported = load_exported_policy(export_policy(learner))
+    assert exported.kind == 'induced' and exported.alpha == learner.critic.config.alpha
+    rng = np.random.default_rng(2)
+    for _ in range(20):
+        obs = rng.normal(size=OBS_DIM)
+        mu = np.where(rng.random(N_ACTIONS) < 0.7, rng.random(N_ACTIONS) + 0.05, 0.0)
+        mu[int(rng.integers(N_ACTIONS))] = 0.5
+        mu /= mu.sum()
+        expected, _ = learner.induced_policy(obs, mu)
+        probs = exported.probabilities(obs, mu)
+        np.testing.assert_allclose(probs, expected, atol=1e-6)
+        assert np.all(probs[mu == 0] == 0.0)
+    # Training the critic further changes the induced policy; the exported one stays as it was.
+    learner.train(20)
+    moved, _ = learner.induced_policy(obs, mu)
+    assert not np.allclose(moved, exported.probabilities(obs, mu), atol=1e-6)
+
+
+def test_exported_policy_of_another_format_or_kind_is_refused():
+    learner = induced_learner()
+    learner.extract(1)
+    data = export_policy(learner)
+    for old, new, match in ((b'"ssq_ros.policy/2"', b'"ssq_ros.policy/1"', 'format'),
+                            (b'"kind": "induced"', b'"kind": "average"', 'kind')):
+        # the metadata is a stored (uncompressed) member of the archive: edit it in place
+        assert data.count(old) == 1
+        with pytest.raises(PolicyExportError, match=match):
+            load_exported_policy(data.replace(old, new))
+
+
+@pytest.mark.parametrize('kind', ['fitted', 'induced'])
+def test_exported_policy_runs_in_a_process_with_torch_alone(tmp_path, kind):
+    learner = filled(discrete_spaces()) if kind == 'fitted' else induced_learner()
     learner.extract(2)
     path = tmp_path / 'policy.pt'
     path.write_bytes(export_policy(learner))
     obs = torch.ones(1, OBS_DIM)
-    allowed = torch.tensor([[False, True, True, False]])
+    allowed = torch.tensor([[0.0, 0.25, 0.75, 0.0]])
     code = ('import sys, torch; m = torch.jit.load(sys.argv[1]); '
-            f'print(m(torch.ones(1, {OBS_DIM}), torch.tensor([[False, True, True, False]]))'
+            f'print(m(torch.ones(1, {OBS_DIM}), torch.tensor([[0.0, 0.25, 0.75, 0.0]]))'
             '.exp().tolist())')
     # The child imports torch only; it checks that no ssq_ros module was loaded.
     result = subprocess.run([sys.executable, '-c', code + '; import sys; '
@@ -186,15 +238,16 @@ def test_damaged_exports_are_refused_with_a_reason(tmp_path):
         load_exported_policy(path)
 
 
-def exported(spaces: TaskSpaces):
-    learner = filled(spaces)
+def exported(spaces: TaskSpaces, induced: bool = False):
+    learner = induced_learner() if induced else filled(spaces)
     learner.train(3)
     learner.extract(3)
     return load_exported_policy(export_policy(learner))
 
 
-def test_discrete_executor_never_leaves_the_support():
-    executor = ShieldedExecutor(exported(discrete_spaces()), greedy=False, seed=3)
+@pytest.mark.parametrize('induced', [False, True])
+def test_discrete_executor_never_leaves_the_support(induced):
+    executor = ShieldedExecutor(exported(discrete_spaces(), induced), greedy=False, seed=3)
     rng = np.random.default_rng(0)
     for _ in range(300):
         allowed = rng.random(N_ACTIONS) < 0.4

@@ -70,7 +70,7 @@ class ShieldedExecutor:
         if self.policy is None:
             return ExecutorDecision(sample_index(mu / mu.sum(), self.rng),
                                     SafetyStatus.NO_POLICY_YET)
-        probs = self.policy.probabilities(obs, allowed)
+        probs = self.policy.probabilities(obs, mu)
         if not np.all(np.isfinite(probs)) or probs.sum() <= 0:
             best = int(np.argmax(np.where(allowed, mu, -np.inf)))
             return ExecutorDecision(best, SafetyStatus.ACTION_OUTSIDE_SUPPORT_FALLBACK)

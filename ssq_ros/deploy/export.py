@@ -1,9 +1,10 @@
 """The extracted policy alone: TorchScript plus its spaces, config and version, as bytes or a file.
 
 An exported policy needs no training state and no ssq_ros learning code to run: the scripted
-module maps observations to masked log-probabilities (discrete) or a Gaussian's mean and std
-(continuous). The metadata travels inside the same TorchScript archive (an extra file), so one
-`bytes` value is all a ROS topic has to carry to hand a new policy version to an executor.
+module maps observations and mu's probabilities to log-probabilities that are -inf wherever mu
+is 0 (discrete: a fitted network, or the critic's exact induced policy pi_Q) or observations to
+a Gaussian's mean and std (continuous). The metadata travels in the same TorchScript archive
+(an extra file): one `bytes` value is all a ROS topic carries to hand a policy to an executor.
 """
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ from ssq_ros.task.spaces import TaskSpaces, check_spaces
 if TYPE_CHECKING:  # exporting needs a trained learner; loading and running need no training code
     from ssq_ros.training.learner import OnlineLearner
 
-EXPORT_FORMAT = 'ssq_ros.policy/1'
+# /2: the discrete head takes mu's probabilities (was: a mask of the allowed actions), so the
+# exact induced policy can be exported as well as a fitted network ('kind' in the metadata).
+EXPORT_FORMAT = 'ssq_ros.policy/2'
 _META_FILE = 'ssq_policy.json'
 
 
@@ -35,14 +38,31 @@ class PolicyExportError(ValueError):
 
 
 class _MaskedCategorical(nn.Module):
-    """log pi(.|s) renormalised on the allowed actions; -inf elsewhere."""
+    """log pi(.|s) of a fitted network, renormalised on the actions mu allows; -inf elsewhere.
+    mu's probabilities only mask: the network was fitted to the induced policy with them."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, obs: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        logits = self.net(obs).masked_fill(~allowed, float('-inf'))
+    def forward(self, obs: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        logits = self.net(obs).masked_fill(mu <= 0, float('-inf'))
+        return torch.log_softmax(logits, dim=-1)
+
+
+class _InducedCategorical(nn.Module):
+    """The exact induced policy log pi_Q(.|s) = log_softmax(Q(s,.)/alpha + log mu(.|s)), Q the
+    minimum over the critic's online ensemble (as `KLCritic.q_values`); -inf where mu is 0."""
+
+    def __init__(self, nets: nn.Module, num_q: int, alpha: float):
+        super().__init__()
+        self.nets = nets
+        self.num_q = num_q
+        self.alpha = alpha
+
+    def forward(self, obs: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        q = self.nets(obs.unsqueeze(0).expand(self.num_q, -1, -1)).min(dim=0).values
+        logits = (q / self.alpha + torch.log(mu)).masked_fill(mu <= 0, float('-inf'))
         return torch.log_softmax(logits, dim=-1)
 
 
@@ -62,14 +82,22 @@ class _DiagonalGaussian(nn.Module):
 
 def export_policy(learner: OnlineLearner, train_config: dict[str, Any] | None = None) -> bytes:
     """The learner's current extracted policy as self-contained TorchScript bytes."""
-    net = copy.deepcopy(learner.extractor.policy.net).eval()
-    head = _MaskedCategorical(net) if learner.spaces.discrete else _DiagonalGaussian(net)
+    if learner.deploys_induced:
+        critic = learner.critic
+        head = _InducedCategorical(copy.deepcopy(critic.q.nets), critic.q.num_q,
+                                   critic.config.alpha)
+        kind = 'induced'
+    else:
+        net = copy.deepcopy(learner.extractor.policy.net)
+        head = _MaskedCategorical(net) if learner.spaces.discrete else _DiagonalGaussian(net)
+        kind = 'fitted'
+    head = head.eval().requires_grad_(False)
     with warnings.catch_warnings():
         # TorchScript is deprecated in favour of torch.export, but it is what loads with torch
         # alone (C++ included) and round-trips through bytes; keep it until that changes.
         warnings.simplefilter('ignore', DeprecationWarning)
         scripted = torch.jit.script(head)
-    meta = {'format': EXPORT_FORMAT, 'policy_version': learner.policy_version,
+    meta = {'format': EXPORT_FORMAT, 'kind': kind, 'policy_version': learner.policy_version,
             'spaces': to_dict(learner.spaces), 'alpha': learner.critic.config.alpha,
             'train_config': train_config or {}}
     buffer = io.BytesIO()
@@ -88,6 +116,8 @@ class ExportedPolicy:
     policy_version: int
     alpha: float
     train_config: dict[str, Any]
+    kind: str = 'fitted'
+    """'fitted' (a network fitted to the induced policy) or 'induced' (discrete: pi_Q itself)"""
 
     def _obs(self, obs) -> torch.Tensor:
         obs = np.asarray(obs, dtype=np.float32)
@@ -99,17 +129,21 @@ class ExportedPolicy:
         return torch.from_numpy(obs)[None]
 
     @torch.no_grad()
-    def probabilities(self, obs, allowed) -> np.ndarray:
-        """Discrete: pi(.|s) on the allowed actions (n,), exactly 0 elsewhere."""
+    def probabilities(self, obs, support) -> np.ndarray:
+        """Discrete: pi(.|s) (n,), exactly 0 where mu is 0. `support`: mu's probabilities at s
+        (n,), or a boolean mask of the allowed actions (mu uniform over them)."""
         if not self.spaces.discrete:
             raise ValueError('probabilities: this policy has continuous actions')
-        allowed = np.asarray(allowed)
-        if allowed.dtype != bool or allowed.shape != (self.spaces.action_size,):
-            raise ValueError(f'allowed must be {self.spaces.action_size} booleans, got '
-                             f'{allowed.dtype} {allowed.shape}')
-        if not allowed.any():
-            raise ValueError('allowed: no action is allowed at this state')
-        log_p = self.module(self._obs(obs), torch.from_numpy(allowed)[None])[0]
+        support = np.asarray(support)
+        if support.shape != (self.spaces.action_size,) or support.dtype.kind not in 'bf':
+            raise ValueError(f'support must be {self.spaces.action_size} probabilities or '
+                             f'booleans, got {support.dtype} {support.shape}')
+        mu = support.astype(np.float32)
+        if not np.all(np.isfinite(mu)) or np.any(mu < 0):
+            raise ValueError('support probabilities must be finite and non-negative')
+        if not np.any(mu > 0):
+            raise ValueError('support: no action is allowed at this state')
+        log_p = self.module(self._obs(obs), torch.from_numpy(mu / mu.sum())[None])[0]
         return log_p.exp().double().numpy()
 
     @torch.no_grad()
@@ -161,5 +195,8 @@ def load_exported_policy(source: bytes | str | Path) -> ExportedPolicy:
         spaces = check_spaces(parse(TaskSpaces, meta['spaces'], f'{where}:spaces'))
     except (ConfigError, KeyError) as exc:
         raise PolicyExportError(f'{where}: bad spaces ({exc})') from exc
+    kind = meta.get('kind')
+    if kind not in ('fitted', 'induced') or (kind == 'induced' and not spaces.discrete):
+        raise PolicyExportError(f'{where}: unknown policy kind {kind!r} for these spaces')
     return ExportedPolicy(module.eval(), spaces, int(meta['policy_version']),
-                          float(meta['alpha']), dict(meta.get('train_config') or {}))
+                          float(meta['alpha']), dict(meta.get('train_config') or {}), kind)

@@ -29,6 +29,12 @@ LogDensity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class ExtractionConfig:
     """How the parametric policy is fitted to the induced policy."""
 
+    discrete_policy: str = spec(
+        'fitted', choices=('fitted', 'induced'),
+        doc='discrete actions: fitted = a categorical network fitted to the induced policy '
+            '(the loss below); induced = deploy pi_Q = softmax(Q/alpha + log mu) itself (the '
+            "critic's network, mu's probabilities given at run time): exact, no extraction "
+            'steps (METHOD.md section 3)')
     loss: str = spec('forward_kl', choices=('forward_kl', 'reverse_kl'),
                      doc='forward_kl: weighted regression on mu actions (needs only samples); '
                          'reverse_kl: exact KL to the induced policy (discrete) or '

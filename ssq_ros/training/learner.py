@@ -72,6 +72,12 @@ class OnlineLearner:
     def updates(self) -> int:
         return self.critic.updates
 
+    @property
+    def deploys_induced(self) -> bool:
+        """Discrete with `extraction.discrete_policy: induced`: the exported policy is the
+        critic's exact induced policy, so `extract` fits nothing."""
+        return self.spaces.discrete and self.config.extraction.discrete_policy == 'induced'
+
     def add_transition(self, obs, action, reward, next_obs, done, next_support) -> None:
         """Store one transition of mu; malformed values raise ValueError and store nothing."""
         self.replay.add(obs, action, reward, next_obs, done, next_support)
@@ -93,10 +99,16 @@ class OnlineLearner:
 
     def extract(self, n_steps: int,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
-        """`n_steps` extraction steps on replayed states s' with mu's support there;
-        `progress(done, n_steps)` after every step, if given."""
+        """`n_steps` extraction steps on replayed states s' with mu's support there (none
+        when `deploys_induced`); `progress(done, n_steps)` after every step, if given."""
         if len(self.replay) == 0:
             raise ValueError('extract: the replay buffer is empty')
+        if self.deploys_induced:  # pi_Q itself is exported: nothing to fit, the fit is exact
+            self.policy_version += 1
+            if progress is not None:
+                progress(int(n_steps), int(n_steps))
+            return {'loss': math.nan, 'grad_norm': math.nan, 'fit_kl': 0.0,
+                    'fit_agreement': 1.0}
         stats = []
         for done in range(1, int(n_steps) + 1):
             batch = self.replay.sample(self.config.extraction.batch_size, self.rng)

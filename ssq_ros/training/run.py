@@ -396,7 +396,10 @@ class Run:
         self.log({'type': 'extract', 'step': self.steps,
                   'policy_version': self.learner.policy_version, 'steps': steps, **stats})
         self.counters.last_fit = {key: stats[key] for key in ('fit_kl', 'fit_agreement')}
-        if final:
+        if final and self.learner.deploys_induced:
+            self.say(f'final policy v{self.learner.policy_version}: the exact induced policy '
+                     '(discrete_policy: induced), nothing fitted')
+        elif final:
             self.say(f'final extraction: {steps} steps in {progress.elapsed():.0f} s, policy '
                      f'v{self.learner.policy_version}, fit agreement '
                      f'{stats["fit_agreement"]:.0%}, KL {stats["fit_kl"]:.3g}')
