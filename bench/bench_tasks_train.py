@@ -63,6 +63,8 @@ def _variant(critic: dict | None = None, behavior: dict | None = None,
 # Learner variants: overrides on top of the task's yaml (the measured ablations).
 VARIANTS: dict[str, dict] = {
     'task': {},                                   # the task's yaml as it is now
+    # mu without goal knowledge (issue 14, item 2): uniform over its safe support
+    'task_gp0': {'sim': {'behavior': {'goal_preference': 0.0}}},
     'onestep': _variant(fast=False),              # the default learner, default extraction
     'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),
