@@ -65,6 +65,9 @@ VARIANTS: dict[str, dict] = {
     'task': {},                                   # the task's yaml as it is now
     # mu without goal knowledge (issue 14, item 2): uniform over its safe support
     'task_gp0': {'sim': {'behavior': {'goal_preference': 0.0}}},
+    # ... with a task-agnostic exploration prior instead: mu keeps the hand's heading
+    'task_gp0_p4': {'sim': {'behavior': {'goal_preference': 0.0, 'persistence': 4.0}}},
+    'task_gp0_p8': {'sim': {'behavior': {'goal_preference': 0.0, 'persistence': 8.0}}},
     'onestep': _variant(fast=False),              # the default learner, default extraction
     'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),

@@ -37,6 +37,8 @@ ADDED_SINCE_ISSUE13 = {
     'schedule.train_episode_steps': 0,
     # issue 14: deploy the exact induced policy (discrete); fitted is what every run used
     'learner.extraction.discrete_policy': 'fitted',
+    # issue 14: mu's task-agnostic persistence prior; 0 is the recorded mu
+    'sim.behavior.persistence': 0.0,
 }
 
 

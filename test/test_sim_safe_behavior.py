@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from ssq_ros.control.safe_behavior import SafeBehaviorController
 from ssq_ros.paths import config_path
 from ssq_ros.sim.env import ReachAvoidEnv, make_setup
 from ssq_ros.task.config import SimConfig
@@ -94,3 +95,33 @@ def test_unknown_actions_are_refused(setup):
     with pytest.raises(ValueError, match='discrete behavior only'):
         setup.behavior_controller(discrete=False).act(setup.robot.home, np.zeros(7),
                                                       np.random.default_rng(0), shield=False)
+
+
+def test_persistence_follows_the_hands_heading_inside_the_support(setup):
+    base = setup.behavior_controller(discrete=True)
+    config = replace(base.config, goal_preference=0.0)
+    plain = SafeBehaviorController(base.support, base.actions, config, True)
+    persistent = SafeBehaviorController(base.support, base.actions,
+                                        replace(config, persistence=3.0), True)
+    env = ReachAvoidEnv(True, setup=setup)
+    env.reset(seed=0)
+    q, _ = env.joint_state()
+    # a joint velocity that moves the hand along +x at 0.1 m/s
+    qdot = np.linalg.pinv(base.kinematics.ee_jacobian(q)) @ np.array([0.1, 0.0, 0.0])
+    allowed, p_plain, *_ = plain.discrete_support(q, qdot)
+    allowed_persistent, p_persistent, *_ = persistent.discrete_support(q, qdot)
+    assert np.array_equal(allowed, allowed_persistent)  # the support is the check's alone
+    assert np.all(p_persistent[~allowed] == 0) and p_persistent.sum() == pytest.approx(1.0)
+    directions = base.actions.directions
+    norms = np.linalg.norm(directions, axis=1)
+    cosine = np.divide(directions[:, 0], norms, out=np.zeros(len(norms)), where=norms > 0)
+    ahead = int(np.argmax(np.where(allowed, cosine, -np.inf)))
+    behind = int(np.argmin(np.where(allowed, cosine, np.inf)))
+    assert p_persistent[ahead] / p_plain[ahead] > 1.0 > p_persistent[behind] / p_plain[behind]
+    # standing still there is no heading: the same mu as without persistence
+    still = np.zeros_like(qdot)
+    np.testing.assert_allclose(persistent.discrete_support(q, still)[1],
+                               plain.discrete_support(q, still)[1])
+    # and it never leaves the safe set, by the referee
+    unsafe, hold_refused, actions, fallbacks = run(env, persistent, 300, seed=1)
+    assert unsafe == 0 and hold_refused == 0 and fallbacks == 0

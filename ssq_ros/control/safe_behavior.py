@@ -23,6 +23,10 @@ from ssq_ros.learning.behavior import ContinuousSafeBehavior, DiscreteSafeBehavi
 from ssq_ros.safety.actions import CartesianActions, JointActions
 from ssq_ros.safety.support import SupportCheck
 
+# Hand speed [m/s] above which mu's persistence follows the hand's heading (the primitives
+# move it at 0.05 or 0.25 m/s; below this the arm is holding or turning).
+_MOVING_SPEED = 0.01
+
 
 @dataclass(frozen=True)
 class BehaviorConfig:
@@ -31,6 +35,11 @@ class BehaviorConfig:
     goal_preference: float = spec(2.0, doc='mu(a) grows by exp(goal_preference * cos) of the '
                                   'angle between the action and the goal direction', low=0.0,
                                   high=20.0)
+    persistence: float = spec(0.0, doc='discrete, task-agnostic exploration: mu(a) grows by '
+                              'exp(persistence * cos) of the angle between the action and the '
+                              "hand's current velocity (from q and qdot), so mu keeps going "
+                              'where it goes and covers more of the workspace than a random '
+                              'walk; 0 disables', low=0.0, high=20.0)
     sigma_fraction: float = spec(0.6, doc='continuous: Gaussian sigma as a fraction of the '
                                  'action bound', low=0.01, high=10.0)
     nominal_fraction: float = spec(0.5, doc='continuous: Gaussian mean = this fraction of the '
@@ -92,6 +101,18 @@ class SafeBehaviorController:
         norm = np.linalg.norm(offset)
         return offset / norm if norm > 1e-9 else None
 
+    def _cosines(self, unit: np.ndarray) -> np.ndarray:
+        """cos of the angle between each primitive's hand direction and `unit` (0 for hold)."""
+        norms = np.linalg.norm(self.actions.directions, axis=1)
+        return np.divide(self.actions.directions @ unit, norms, out=np.zeros(len(norms)),
+                         where=norms > 0)
+
+    def _hand_heading(self, q: np.ndarray, qdot: np.ndarray) -> np.ndarray | None:
+        """Unit direction of the hand's velocity J(q) qdot; None while it (nearly) stands."""
+        velocity = self.kinematics.ee_jacobian(q) @ np.asarray(qdot, dtype=float)
+        speed = np.linalg.norm(velocity)
+        return velocity / speed if speed > _MOVING_SPEED else None
+
     def discrete_support(self, q: np.ndarray, qdot: np.ndarray, goal: np.ndarray | None = None,
                          shield: bool = True, previous: np.ndarray | None = None
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
@@ -108,13 +129,13 @@ class SafeBehaviorController:
         fallback = not allowed.any()
         if fallback:
             allowed[self.actions.hold_index] = True
-        preference = None
+        preference = np.ones(len(commands))
         direction = self._goal_direction(q, goal)
         if direction is not None and self.config.goal_preference > 0:
-            norms = np.linalg.norm(self.actions.directions, axis=1)
-            cosine = np.divide(self.actions.directions @ direction, norms,
-                               out=np.zeros(len(norms)), where=norms > 0)
-            preference = np.exp(self.config.goal_preference * cosine)
+            preference *= np.exp(self.config.goal_preference * self._cosines(direction))
+        heading = self._hand_heading(q, qdot)
+        if heading is not None and self.config.persistence > 0:
+            preference *= np.exp(self.config.persistence * self._cosines(heading))
         probs = self.behavior.distribution(allowed, preference)
         return allowed, probs, commands, fallback
 
