@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssq_ros.config import ConfigError, parse
+from ssq_ros.config import ConfigError, parse, to_dict
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import PolicyExportError, export_policy, load_exported_policy
 from ssq_ros.learning.critic import CheckpointError
@@ -343,3 +343,29 @@ def test_n_step_learner_trains_on_chained_transitions(spaces, correction):
     # rewards of -1 with Q near 0: the 4-step target is about -(1 + g + g^2 + g^3) early on
     y = learner.critic.target_sequences(learner.replay.sequences_at(np.array([0]), 4))
     assert -4.5 < float(y) < -3.0
+
+
+def test_checkpoint_from_before_a_neutral_field_existed_still_loads():
+    learner = filled(discrete_spaces())
+    learner.train(3)
+    state = learner.state_dict()
+    del state['config']['extraction']['discrete_policy']  # as written before the field existed
+    again = OnlineLearner(discrete_spaces(), parse(LearnerConfig, SMALL), seed=0)
+    again.load_state_dict(state)
+    assert again.updates == 3
+    state['config']['replay_capacity'] = 499  # a real difference is still refused
+    with pytest.raises(CheckpointError, match='written for'):
+        again.load_state_dict(state)
+
+
+def test_run_checkpoint_config_is_read_as_a_config_file():
+    from ssq_ros.training.config import TrainConfig
+    from ssq_ros.training.run import is_checkpoint_of
+    config = parse(TrainConfig, {})
+    stored = json.loads(json.dumps(to_dict(config)))
+    del stored['sim']['behavior']['persistence']
+    assert is_checkpoint_of({'config': stored}, config)
+    stored['learner']['critic']['alpha'] = 0.5
+    assert not is_checkpoint_of({'config': stored}, config)
+    assert not is_checkpoint_of({'config': {'no such key': 1}}, config)
+    assert not is_checkpoint_of({}, config)  # no config stored at all

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ssq_ros.config import parse, spec, to_dict
+from ssq_ros.config import ConfigError, parse, spec, to_dict
 from ssq_ros.learning.critic import (
     CheckpointError,
     CriticConfig,
@@ -169,7 +169,11 @@ class OnlineLearner:
         if not isinstance(state, dict) or state.get('kind') != _CHECKPOINT_KIND:
             raise CheckpointError(f'{where}: not an OnlineLearner checkpoint')
         mine = (to_dict(self.spaces), to_dict(self.config), self.seed)
-        theirs = (state.get('spaces'), state.get('config'), state.get('seed'))
+        try:  # read as a config file is: a field added since takes its (neutral) default
+            stored = to_dict(parse(LearnerConfig, state.get('config'), f'{where}:config'))
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from exc
+        theirs = (state.get('spaces'), stored, state.get('seed'))
         if theirs != mine:
             raise CheckpointError(f'{where}: written for (spaces, config, seed) = {theirs}, '
                                   f'this learner is {mine}')

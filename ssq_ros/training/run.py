@@ -274,7 +274,7 @@ class Run:
         resumed = self.checkpoint_path.exists()
         if resumed:
             state = load_checkpoint(self.checkpoint_path)
-            if state.get('kind') != _KIND or state.get('config') != to_dict(self.config):
+            if state.get('kind') != _KIND or not is_checkpoint_of(state, self.config):
                 raise ConfigError(f'{self.checkpoint_path}: not a checkpoint of this run\'s '
                                   'config (or written by an older version of ssq_ros)')
             self.learner.load_state_dict(state['learner'], str(self.checkpoint_path))
@@ -531,6 +531,19 @@ class Run:
 def metrics_keys() -> list[str]:
     """The keys of metrics.json, in order."""
     return [f.name for f in dataclasses.fields(RunMetrics)]
+
+
+def is_checkpoint_of(state: dict, config: TrainConfig) -> bool:
+    """Whether a checkpoint's stored config is `config`. The stored one is read as a config
+    file is, so a field added since (its default keeps the recorded behaviour) takes that
+    default, as it does in the run folder's config.yaml (`check_folder`)."""
+    if not isinstance(state.get('config'), dict):
+        return False
+    try:
+        stored = parse(TrainConfig, state['config'], 'checkpoint config')
+    except ConfigError:
+        return False
+    return to_dict(stored) == to_dict(config)
 
 
 def _parse_config(path: Path) -> TrainConfig:

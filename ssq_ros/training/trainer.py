@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ssq_ros.config import ConfigError, to_dict
+from ssq_ros.config import ConfigError
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import export_policy, load_exported_policy
 from ssq_ros.learning.critic import load_checkpoint
@@ -28,7 +28,7 @@ from ssq_ros.training.evaluate import (
 )
 from ssq_ros.training.learner import OnlineLearner
 from ssq_ros.training.problem import build_problem, support_of
-from ssq_ros.training.run import PROGRESS_PERIOD, Run
+from ssq_ros.training.run import PROGRESS_PERIOD, Run, is_checkpoint_of
 
 CHECKPOINT = Path('checkpoints') / 'trainer.pt'
 
@@ -44,7 +44,7 @@ def load_run_learner(config: TrainConfig, out: str | Path) -> OnlineLearner:
               checkpoint_name=CHECKPOINT.name, checkpoint_at_episode_end=True,
               tensorboard=False)
     state = load_checkpoint(path)
-    if state.get('config') != to_dict(run.config):
+    if not is_checkpoint_of(state, run.config):
         raise ConfigError(f'{path}: not a checkpoint of this run\'s config')
     run.learner.load_state_dict(state['learner'], str(path))
     return run.learner
