@@ -1,4 +1,4 @@
-"""The extracted policy alone: TorchScript plus its spaces, config and version, as bytes or a file.
+"""The deployed policy alone: TorchScript plus its spaces, config and version, as bytes or a file.
 
 An exported policy needs no training state and no ssq_ros learning code to run: the scripted
 module maps observations and mu's probabilities to log-probabilities that are -inf wherever mu
@@ -81,7 +81,8 @@ class _DiagonalGaussian(nn.Module):
 
 
 def export_policy(learner: OnlineLearner, train_config: dict[str, Any] | None = None) -> bytes:
-    """The learner's current extracted policy as self-contained TorchScript bytes."""
+    """The learner's current policy as self-contained TorchScript bytes: the fitted network,
+    or (`learner.deploys_induced`) the critic's exact induced policy."""
     if learner.deploys_induced:
         critic = learner.critic
         head = _InducedCategorical(copy.deepcopy(critic.q.nets), critic.q.num_q,
