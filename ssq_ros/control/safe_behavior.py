@@ -87,6 +87,7 @@ class SafeBehaviorController:
                                   'that is always safe')
             self.behavior = DiscreteSafeBehavior(len(actions.names), weights)
             self.action_count = len(actions.names)
+            self._direction_norms = np.linalg.norm(actions.directions, axis=1)
         else:
             bound = actions.high
             self.behavior = ContinuousSafeBehavior(actions.low, actions.high,
@@ -103,7 +104,7 @@ class SafeBehaviorController:
 
     def _cosines(self, unit: np.ndarray) -> np.ndarray:
         """cos of the angle between each primitive's hand direction and `unit` (0 for hold)."""
-        norms = np.linalg.norm(self.actions.directions, axis=1)
+        norms = self._direction_norms
         return np.divide(self.actions.directions @ unit, norms, out=np.zeros(len(norms)),
                          where=norms > 0)
 
@@ -133,8 +134,9 @@ class SafeBehaviorController:
         direction = self._goal_direction(q, goal)
         if direction is not None and self.config.goal_preference > 0:
             preference *= np.exp(self.config.goal_preference * self._cosines(direction))
-        heading = self._hand_heading(q, qdot)
-        if heading is not None and self.config.persistence > 0:
+        # the Jacobian only when asked for: this runs at every control step
+        heading = self._hand_heading(q, qdot) if self.config.persistence > 0 else None
+        if heading is not None:
             preference *= np.exp(self.config.persistence * self._cosines(heading))
         probs = self.behavior.distribution(allowed, preference)
         return allowed, probs, commands, fallback

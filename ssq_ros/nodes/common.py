@@ -361,18 +361,25 @@ class _ExitTimer:
     def start(cls, seconds: float) -> _ExitTimer | None:
         if sys.platform != 'linux' or ctypes.sizeof(ctypes.c_void_p) != 8:
             return None
-        libc = ctypes.CDLL(None, use_errno=True)
-        if not hasattr(libc, 'timer_create'):  # glibc before 2.34 keeps it in librt
-            libc = ctypes.CDLL(ctypes.util.find_library('rt') or 'librt.so.1', use_errno=True)
-        event = _SigEvent(value=None, notify=cls.SIGEV_THREAD,  # sigval 0 -> _exit(0)
-                          function=ctypes.cast(libc._exit, ctypes.c_void_p).value)
-        timer = ctypes.c_void_p()
+        try:  # a missing library must not cost the node its clean-up: the Python exit remains
+            libc = ctypes.CDLL(None)
+            timers = libc if hasattr(libc, 'timer_create') else \
+                ctypes.CDLL(ctypes.util.find_library('rt') or 'librt.so.1')  # glibc < 2.34
+            event = _SigEvent(value=None, notify=cls.SIGEV_THREAD,  # sigval 0 -> _exit(0)
+                              function=ctypes.cast(libc._exit, ctypes.c_void_p).value)
+            timer = ctypes.c_void_p()
+            if timers.timer_create(cls.CLOCK_MONOTONIC, ctypes.byref(event),
+                                   ctypes.byref(timer)) != 0:
+                return None
+        except (OSError, AttributeError):
+            return None
+        armed = cls(timers, timer)
         whole = int(seconds)
         when = _ITimerSpec(value_sec=whole, value_nsec=int((seconds - whole) * 1e9))
-        if (libc.timer_create(cls.CLOCK_MONOTONIC, ctypes.byref(event), ctypes.byref(timer)) != 0
-                or libc.timer_settime(timer, 0, ctypes.byref(when), None) != 0):
+        if timers.timer_settime(timer, 0, ctypes.byref(when), None) != 0:
+            armed.cancel()
             return None
-        return cls(libc, timer)
+        return armed
 
     def cancel(self) -> None:
         self._libc.timer_delete(self._timer)
