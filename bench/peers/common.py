@@ -22,8 +22,9 @@ from ssq_ros.training.evaluate import (
 from ssq_ros.training.problem import ArmProblem
 from ssq_ros.training.provenance import code_version
 
-__all__ = ['Curve', 'EvalPolicy', 'SupportShield', 'TrainingRecorder', 'UnsafePenalty',
-           'choose_action', 'evaluate', 'machine_info', 'peer_actor', 'shield_continuous']
+__all__ = ['Curve', 'EvalPolicy', 'LongerEpisodes', 'SupportShield', 'TrainingRecorder',
+           'UnsafePenalty', 'choose_action', 'evaluate', 'machine_info', 'peer_actor',
+           'shield_continuous']
 
 
 @dataclass
@@ -172,11 +173,23 @@ class SupportShield(gym.Wrapper):
         self.problem = problem
         self.rng = np.random.default_rng(seed)
         self.interventions = 0
+        self._decision = None
+
+    def decision(self):
+        """mu at the env's current state (drawn once per state, so a learner that masks its
+        choice by mu's support and the shield that checks it see the same support)."""
+        if self._decision is None:
+            self._decision = self.problem.behavior(self.rng)
+        return self._decision
+
+    def reset(self, **kwargs):
+        self._decision = None
+        return self.env.reset(**kwargs)
 
     def shielded(self, action) -> tuple[int | np.ndarray, bool]:
         if self.problem.discrete:
             proposal = int(np.asarray(action).reshape(()))
-            decision = self.problem.behavior(self.rng)
+            decision = self.decision()
             if decision.probs[proposal] > 0:
                 return proposal, False
             return int(decision.action), True
@@ -188,8 +201,31 @@ class SupportShield(gym.Wrapper):
         executed, replaced = self.shielded(action)
         self.interventions += int(replaced)
         obs, reward, terminated, truncated, info = self.env.step(executed)
+        self._decision = None
         return obs, reward, terminated, truncated, {**info, 'executed_action': executed,
                                                     'shield_replaced': replaced}
+
+
+class LongerEpisodes(gym.Wrapper):
+    """Training episodes that run past the task's time limit to `steps` control steps (the
+    env's truncation is ignored until then), as ssq-train's `schedule.train_episode_steps`
+    does for mu; the held-out evaluation keeps the task's limit."""
+
+    def __init__(self, env: gym.Env, steps: int):
+        if steps < 1:
+            raise ValueError(f'steps must be >= 1, got {steps}')
+        super().__init__(env)
+        self.steps = int(steps)
+        self._length = 0
+
+    def reset(self, **kwargs):
+        self._length = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._length += 1
+        return obs, reward, terminated, truncated and self._length >= self.steps, info
 
 
 def peer_actor(problem: ArmProblem, policy: EvalPolicy, shielded: bool) -> Actor:
@@ -201,9 +237,10 @@ def peer_actor(problem: ArmProblem, policy: EvalPolicy, shielded: bool) -> Actor
 
 
 def evaluate(problem: ArmProblem, policy: EvalPolicy, episodes: int, shielded: bool,
-             gamma: float, calibration_tail: int = 0) -> dict:
-    """The held-out episodes of ssq-train's evaluation (`evaluate_heldout`, the same loop and
-    counting rules), run with `policy` (shielded or not).
+             gamma: float, calibration_tail: int = 0, first: int = 0) -> dict:
+    """Held-out episodes first..first+episodes-1 of ssq-train's evaluation (`evaluate_heldout`,
+    the same loop and counting rules), run with `policy` (shielded or not); 'outcomes' holds
+    each episode's success (0/1).
 
     With `policy.q` and calibration_tail > 0, every episode that times out runs
     `calibration_tail` uncounted steps further so the discounted returns G_t of the counted
@@ -213,8 +250,10 @@ def evaluate(problem: ArmProblem, policy: EvalPolicy, episodes: int, shielded: b
     stats = evaluate_heldout(problem, peer_actor(problem, policy, shielded), episodes, gamma,
                              q_function=policy.q if calibrate else None,
                              calibration_episodes=episodes if calibrate else 0,
-                             calibration_tail=calibration_tail if calibrate else 0)
+                             calibration_tail=calibration_tail if calibrate else 0,
+                             first=first)
     result = {'episodes': stats.episodes, 'success_rate': stats.success_rate,
+              'outcomes': [int(o) for o in stats.outcomes],
               'return': stats.mean_return, 'unsafe_states': stats.unsafe, 'steps': stats.steps,
               'intervention_rate': stats.interventions / max(stats.steps, 1) if shielded
               else None}

@@ -5,6 +5,7 @@ numbers every SB3 peer reports."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 from stable_baselines3 import DQN, SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
@@ -35,6 +36,39 @@ class ShieldedSAC(StoresExecutedAction, SAC):
 
 class ShieldedDQN(StoresExecutedAction, DQN):
     """DQN's replay holds the primitive's index."""
+
+
+class MaskedDQN(ShieldedDQN):
+    """DQN whose every choice is masked by mu's support at the current state (the projection
+    of a discrete learner onto the support: its greedy action is the best-valued primitive mu
+    allows, and it explores among those), so the shield never has to replace an action.
+
+    `explore_with_mu`: an exploring step (warm-up, then with probability epsilon) takes mu's
+    own draw, mu's prior, instead of a uniform choice over the allowed primitives. The target
+    still maxes over every primitive: SB3's replay keeps no next-state support.
+    """
+
+    def __init__(self, *args, shield: SupportShield, explore_with_mu: bool = False,
+                 **kwargs):
+        self.shield = shield
+        self.explore_with_mu = bool(explore_with_mu)
+        super().__init__(*args, **kwargs)
+
+    def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+        if n_envs != 1:
+            raise ValueError('MaskedDQN reads one env\'s support: n_envs must be 1')
+        decision = self.shield.decision()
+        allowed = np.flatnonzero(np.asarray(decision.probs) > 0)
+        rng = self.shield.rng
+        if self.num_timesteps < learning_starts or rng.random() < self.exploration_rate:
+            action = int(decision.action) if self.explore_with_mu else int(rng.choice(allowed))
+        else:
+            with torch.no_grad():
+                obs = torch.as_tensor(np.asarray(self._last_obs), dtype=torch.float32)
+                values = self.policy.q_net(obs)[0].numpy()
+            action = int(allowed[np.argmax(values[allowed])])
+        chosen = np.array([action])
+        return chosen, chosen
 
 
 def training_numbers(recorder: TrainingRecorder, model: OffPolicyAlgorithm, wall: float,

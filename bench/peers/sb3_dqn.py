@@ -1,6 +1,7 @@
 """DQN from Stable-Baselines3 on the discrete reach-avoid env (bench extra): the peer for SSQ's
 discrete primitives. `shielded=True` trains it behind mu's support (`SupportShield`: a primitive
-mu refuses is replaced by mu's own draw, and the replay stores what ran, `ShieldedDQN`)."""
+mu refuses is replaced by mu's own draw, and the replay stores what ran, `ShieldedDQN`);
+`masked=True` chooses only among the primitives mu allows (`MaskedDQN`)."""
 from __future__ import annotations
 
 import time
@@ -11,8 +12,8 @@ from stable_baselines3 import DQN
 
 from ssq_ros.training.problem import ArmProblem
 
-from .common import EvalPolicy, SupportShield, TrainingRecorder
-from .sb3_common import Progress, ShieldedDQN, training_numbers
+from .common import EvalPolicy, LongerEpisodes, SupportShield, TrainingRecorder
+from .sb3_common import MaskedDQN, Progress, ShieldedDQN, training_numbers
 
 
 def dqn_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
@@ -23,15 +24,26 @@ def dqn_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
 
 
 def train_dqn(problem: ArmProblem, seed: int, steps: int, hyper: dict, label: str = 'dqn',
-              progress: bool = True, shielded: bool = False) -> tuple[EvalPolicy, dict]:
+              progress: bool = True, shielded: bool = False, masked: bool = False,
+              explore_with_mu: bool = False,
+              train_episode_steps: int = 0) -> tuple[EvalPolicy, dict]:
     """Train DQN for `steps` env steps in `problem`'s discrete env (behind mu's support if
-    `shielded`); (its greedy policy as scores = Q, training numbers + curve)."""
+    `shielded`; choosing only among the primitives mu allows if `masked`, exploring with mu's
+    draw if `explore_with_mu`; training episodes run to `train_episode_steps` if that exceeds
+    the task's limit); (its greedy policy as scores = Q, training numbers + curve)."""
     if not problem.discrete:
         raise ValueError('DQN needs the discrete env (ssq_ros/ReachAvoidDiscrete-v0)')
+    if (masked or explore_with_mu) and not shielded:
+        raise ValueError('masking by mu\'s support needs the shield (shielded=True)')
     shield = SupportShield(problem, seed=seed) if shielded else None
-    recorder = TrainingRecorder(problem.env if shield is None else shield, seed)
-    model = (ShieldedDQN if shielded else DQN)('MlpPolicy', recorder, seed=seed, device='cpu',
-                                               verbose=0, buffer_size=max(steps, 1), **hyper)
+    env = problem.env if shield is None else shield
+    if train_episode_steps > problem.env.task.config.max_steps:
+        env = LongerEpisodes(env, train_episode_steps)
+    recorder = TrainingRecorder(env, seed)
+    kind = {} if not masked else {'shield': shield, 'explore_with_mu': explore_with_mu}
+    algorithm = MaskedDQN if masked else ShieldedDQN if shielded else DQN
+    model = algorithm('MlpPolicy', recorder, seed=seed, device='cpu', verbose=0,
+                      buffer_size=max(steps, 1), **kind, **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started

@@ -1,0 +1,348 @@
+"""Peers on the task suite behind mu's support (issue 15), judged on SSQ's test split.
+
+    .venv/bin/python -m bench.bench_tasks_peers tune [--tasks wall]      # the DQN grid
+    .venv/bin/python -m bench.bench_tasks_peers test --point mu_n8_e400 [--seeds 0 1 2 3 4]
+    .venv/bin/python -m bench.bench_tasks_peers bc [--seeds 0 1 2 3 4]   # from SSQ's runs
+    .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
+
+The peers get every advantage SSQ has on the discrete task suite:
+- DQN (SB3) that chooses only among the primitives mu allows at each state (`MaskedDQN`), so
+  it trains with 0 unsafe states as SSQ does; it explores uniformly over them ('uniform') or
+  with mu's own draw ('mu': mu's prior, goal preference included). SSQ's network width, batch,
+  discount, learning rate, warm-up, soft target (tau 0.005) and one update per env step.
+- The same tuning levers that helped SSQ, as a stated grid (GRID): exploration x n-step
+  return (1, 8) x training episode length (the task's 140 steps, or 400 as mu's episodes in
+  SSQ's runs): 8 points, each on seed 0 of every task for 10 000 env steps, judged on
+  held-out episodes 0-29 (SSQ's settings were chosen on the same episodes). `tune` prints the
+  grid's table; the point with the best mean success over the tasks is the one to `test`.
+- Behaviour cloning of mu's data ('bc'): a network fitted to the actions in the replay of
+  SSQ's own run of the same task and seed (the data SSQ learned from), observations
+  standardised, executed greedily behind the same shield.
+
+`test` and `bc` evaluate on the test split SSQ's runs were judged on (bench_tasks_test:
+episodes 131-230, 1-based, i.e. --first 130). Every (phase, method, task, seed) record goes
+to runs/tasks_peers/ and is reused only if its code commit and settings hash match (a stale
+record is rerun, never reused silently). `table` joins the test records with SSQ's
+(bench/results/tasks_test_induced.json) into bench/results/tasks_peers.json: success per task
+with Wilson 95 % intervals, IQM over (task, seed) with stratified-bootstrap intervals, and the
+probability that SSQ's run beats the peer's. Start two processes with different --tasks to
+use two cores.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.bench_tasks_test import run_config
+from bench.peers.common import EvalPolicy, evaluate
+from bench.peers.ssq import ssq_transitions
+from bench.stats import (
+    probability_of_improvement,
+    stratified_bootstrap_interval,
+    wilson_interval,
+)
+from ssq_ros.training.config import load_train_config
+from ssq_ros.training.problem import build_problem
+from ssq_ros.training.provenance import provenance
+
+TASKS = ('wall', 'ushape', 'window')
+RUNS = Path('runs') / 'tasks_peers'
+SSQ_RUNS = Path('runs') / 'suite'
+RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
+SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'
+STEPS = 10_000
+VALIDATION = (0, 30)   # (first, episodes): the held-out episodes SSQ's settings were chosen on
+TEST = (130, 100)      # bench_tasks_test's split, used once by SSQ's runs
+GRID = {f'{explore}_n{n}_e{length}': {'explore': explore, 'n_steps': n,
+                                       'train_episode_steps': length}
+        for explore in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
+# What DQN shares with SSQ's task runs (config/tasks/*.yaml: critic and schedule).
+EXPLORATION = {'exploration_fraction': 0.3, 'exploration_final_eps': 0.05}
+BC_UPDATES = 10_000
+
+
+def task_config(task: str):
+    return load_train_config(f'config/tasks/{task}.yaml')
+
+
+def dqn_settings(task: str, point: str) -> dict:
+    """SB3 DQN hyperparameters for grid point `point` on `task` (SSQ's shared settings)."""
+    config = task_config(task)
+    critic, schedule = config.learner.critic, config.schedule
+    grid = GRID[point]
+    return {'point': point, **grid, 'steps': STEPS, 'hyper': {
+        'batch_size': critic.batch_size, 'gamma': critic.gamma, 'learning_rate': critic.lr,
+        'learning_starts': schedule.learning_starts, 'train_freq': 1, 'gradient_steps': 1,
+        'tau': critic.tau, 'target_update_interval': 1, 'n_steps': grid['n_steps'],
+        'max_grad_norm': critic.grad_clip,
+        'policy_kwargs': {'net_arch': list(critic.hidden_sizes)}, **EXPLORATION}}
+
+
+def record_path(phase: str, method: str, task: str, seed: int) -> Path:
+    return RUNS / phase / f'{task}-{method}-s{seed}.json'
+
+
+def settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def cached(path: Path, settings: dict) -> dict | None:
+    """The record at `path` if it was made by this code commit with these settings."""
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    here = provenance()
+    if (record.get('settings_sha256') == settings_hash(settings) and not here['code_dirty']
+            and record.get('code_commit') == here['code_commit']
+            and not record.get('code_dirty')):
+        return record
+    print(f'{path}: made by another commit or settings; running it again', flush=True)
+    return None
+
+
+def save(path: Path, record: dict) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record) + '\n')
+    return record
+
+
+def run_dqn(phase: str, task: str, point: str, seed: int) -> dict:
+    from bench.peers.sb3_dqn import train_dqn
+
+    settings = {**dqn_settings(task, point), 'task': task, 'seed': seed,
+                'split': VALIDATION if phase == 'tune' else TEST}
+    method = f'dqn_{point}'
+    path = record_path(phase, method, task, seed)
+    if (record := cached(path, settings)) is not None:
+        return record
+    config = task_config(task)
+    problem = build_problem(config)
+    torch.manual_seed(seed)
+    policy, training = train_dqn(problem, seed, STEPS, settings['hyper'], method,
+                                 progress=False, shielded=True, masked=True,
+                                 explore_with_mu=settings['explore'] == 'mu',
+                                 train_episode_steps=settings['train_episode_steps'])
+    first, episodes = settings['split']
+    result = evaluate(build_problem(config, problem.setup), policy, episodes, True,
+                      config.learner.critic.gamma, first=first)
+    return save(path, _record(method, task, seed, settings, training, result))
+
+
+class BehaviorCloning(nn.Module):
+    """Logits over the primitives from standardised observations."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, actions: int, hidden: list[int]):
+        super().__init__()
+        self.register_buffer('mean', torch.as_tensor(mean, dtype=torch.float32))
+        self.register_buffer('std', torch.as_tensor(std, dtype=torch.float32))
+        layers, width = [], mean.size
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        self.net = nn.Sequential(*layers, nn.Linear(width, actions))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net((obs - self.mean) / self.std)
+
+
+def fit_behavior_cloning(observations: np.ndarray, actions: np.ndarray, action_count: int,
+                         hidden: list[int], batch_size: int, lr: float, updates: int,
+                         seed: int) -> tuple[BehaviorCloning, dict]:
+    """Cross-entropy fit of mu's actions; (model, its accuracy and loss on the data)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    mean, std = observations.mean(axis=0), observations.std(axis=0) + 1e-6
+    model = BehaviorCloning(mean, std, action_count, hidden)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    x = torch.as_tensor(observations, dtype=torch.float32)
+    y = torch.as_tensor(actions, dtype=torch.int64)
+    loss = torch.tensor(float('nan'))
+    for _ in range(updates):
+        batch = torch.as_tensor(rng.integers(0, len(x), batch_size))
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        logits = model(x)
+        accuracy = float((logits.argmax(dim=1) == y).float().mean())
+        full_loss = float(nn.functional.cross_entropy(logits, y))
+    return model, {'accuracy_on_data': accuracy, 'loss_on_data': full_loss}
+
+
+def run_bc(task: str, seed: int) -> dict:
+    folder = SSQ_RUNS / f'{task}-task-{STEPS}-s{seed}'
+    if not (folder / 'metrics.json').exists():
+        raise FileNotFoundError(f'{folder}: no finished SSQ run to clone mu\'s data from '
+                                f'(bench.bench_tasks_train --tasks {task} --variants task '
+                                f'--seeds {seed} --steps {STEPS})')
+    config = run_config(folder)
+    critic = config.learner.critic
+    settings = {'method': 'bc', 'task': task, 'seed': seed, 'split': TEST,
+                'data': str(folder), 'hidden': list(critic.hidden_sizes),
+                'batch_size': critic.batch_size, 'lr': critic.lr, 'updates': BC_UPDATES}
+    path = record_path('test', 'bc', task, seed)
+    if (record := cached(path, settings)) is not None:
+        return record
+    data = ssq_transitions(config, folder)
+    problem = build_problem(config)
+    started = time.monotonic()
+    model, fit = fit_behavior_cloning(data['obs'], data['action'].astype(np.int64).ravel(),
+                                      problem.spaces.action_size, settings['hidden'],
+                                      settings['batch_size'], settings['lr'], BC_UPDATES, seed)
+
+    @torch.no_grad()
+    def scores(obs: np.ndarray) -> np.ndarray:
+        return model(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+
+    training = {**fit, 'transitions': int(len(data['obs'])),
+                'wall_time_train_s': time.monotonic() - started,
+                'unsafe_states_train': json.loads((folder / 'metrics.json').read_text())[
+                    'unsafe_states_train']}
+    first, episodes = TEST
+    result = evaluate(problem, EvalPolicy('bc', True, scores=scores), episodes, True,
+                      critic.gamma, first=first)
+    return save(path, _record('bc', task, seed, settings, training, result))
+
+
+def _record(method: str, task: str, seed: int, settings: dict, training: dict,
+            result: dict) -> dict:
+    record = {'method': method, 'task': task, 'seed': seed, 'settings': settings,
+              'settings_sha256': settings_hash(settings), **provenance(),
+              'training': training, 'eval_shielded': result}
+    if result['unsafe_states']:  # every action here passed mu's support: this would be a bug
+        raise AssertionError(f'{method} {task} s{seed}: {result["unsafe_states"]} unsafe states')
+    print(f'{task} {method} s{seed}: {sum(result["outcomes"])}/{result["episodes"]} '
+          f'(episodes {settings["split"][0] + 1}-{sum(settings["split"])}), unsafe in training '
+          f'{training["unsafe_states_train"]}, train {training["wall_time_train_s"]:.0f} s',
+          flush=True)
+    return record
+
+
+def each(jobs: list, run) -> list[dict]:
+    """`run(*job)` for every job, with a progress line (rate and ETA) after each."""
+    started, out = time.monotonic(), []
+    for k, job in enumerate(jobs):
+        out.append(run(*job))
+        elapsed = time.monotonic() - started
+        print(f'[{k + 1}/{len(jobs)}, {elapsed / 60:.1f} min, ETA '
+              f'{elapsed / (k + 1) * (len(jobs) - k - 1) / 60:.1f} min]', flush=True)
+    return out
+
+
+def tune_table(records: list[dict]) -> list[dict]:
+    rows = []
+    for point in GRID:
+        mine = {r['task']: r for r in records if r['method'] == f'dqn_{point}'}
+        if not mine:
+            continue
+        rates = {t: float(np.mean(r['eval_shielded']['outcomes'])) for t, r in mine.items()}
+        rows.append({'point': point, 'per_task': rates, 'mean': float(np.mean(list(
+            rates.values()))), 'complete': set(mine) == set(TASKS)})
+    return sorted(rows, key=lambda r: -r['mean'])
+
+
+def ssq_test_outcomes(path: Path) -> tuple[dict, dict, dict]:
+    """SSQ's deployed policy per (task, seed), and the per-task baselines, on the test split."""
+    data = json.loads(path.read_text())
+    if (data['first_episode'], data['episodes']) != TEST:
+        raise ValueError(f'{path} was made on episodes {data["first_episode"]}+'
+                         f'{data["episodes"]}, not the test split {TEST}')
+    ssq = {(r['task'], r['seed']): r['outcomes']['policy'] for r in data['runs']
+           if r['variant'] == 'task' and r['task'] in TASKS}
+    return ssq, data['baselines'], {'code_commit': data['machine']['code_commit']}
+
+
+def table(ssq_path: Path) -> dict:
+    ssq, baselines, ssq_provenance = ssq_test_outcomes(ssq_path)
+    methods: dict[str, dict] = {'ssq': ssq}
+    for path in sorted((RUNS / 'test').glob('*.json')):
+        r = json.loads(path.read_text())
+        methods.setdefault(r['method'], {})[(r['task'], r['seed'])] = \
+            r['eval_shielded']['outcomes']
+    per_task, across = [], {}
+    for name, runs in methods.items():
+        tasks = sorted({t for t, _ in runs})
+        for task in tasks:
+            lists = [runs[k] for k in sorted(runs) if k[0] == task]
+            wins, n = int(sum(map(sum, lists))), int(sum(map(len, lists)))
+            per_task.append({'method': name, 'task': task, 'seeds': len(lists),
+                             'successes': wins, 'episodes': n, 'rate': wins / n,
+                             'wilson95': wilson_interval(wins, n),
+                             'per_seed': [float(np.mean(x)) for x in lists]})
+        if set(tasks) == set(TASKS):
+            scores = [[float(np.mean(runs[k])) for k in sorted(runs) if k[0] == t]
+                      for t in TASKS]
+            point, low, high = stratified_bootstrap_interval(scores)
+            across[name] = {'iqm': point, 'bootstrap95': (low, high), 'scores': scores}
+    for task in TASKS:
+        for name in ('behavior_greedy', 'behavior', 'oracle'):
+            wins = int(sum(baselines[task][name]))
+            n = len(baselines[task][name])
+            per_task.append({'method': name, 'task': task, 'seeds': 1, 'successes': wins,
+                             'episodes': n, 'rate': wins / n,
+                             'wilson95': wilson_interval(wins, n)})
+    improvement = {name: probability_of_improvement(across['ssq']['scores'], a['scores'])
+                   for name, a in across.items() if name != 'ssq' and 'ssq' in across}
+    return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'ssq_source': str(ssq_path),
+            'ssq_provenance': ssq_provenance, 'test_split': TEST, 'steps': STEPS,
+            'per_task': per_task, 'across_tasks': across,
+            'probability_ssq_beats': improvement}
+
+
+def print_table(result: dict) -> None:
+    for row in result['per_task']:
+        low, high = row['wilson95']
+        print(f"{row['task']:7} {row['method']:18} {row['successes']:4}/{row['episodes']:<4} "
+              f"{100 * row['rate']:5.1f} % ({100 * low:.0f}-{100 * high:.0f})")
+    for name, a in result['across_tasks'].items():
+        low, high = a['bootstrap95']
+        print(f"IQM {name:18} {100 * a['iqm']:5.1f} % ({100 * low:.0f}-{100 * high:.0f})")
+    for name, p in result['probability_ssq_beats'].items():
+        print(f'P(SSQ run beats {name} run) = {p:.2f}')
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('phase', choices=('tune', 'test', 'bc', 'table'))
+    parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
+    parser.add_argument('--points', nargs='+', default=list(GRID), choices=sorted(GRID),
+                        help='tune: the grid points to run')
+    parser.add_argument('--point', choices=sorted(GRID), help='test: the chosen grid point')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument('--ssq', type=Path, default=SSQ_TEST,
+                        help='table: bench_tasks_test output with SSQ\'s test-split outcomes')
+    parser.add_argument('--out', type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.phase == 'tune':
+        records = each([('tune', t, p, 0) for p in args.points for t in args.tasks], run_dqn)
+        every = [json.loads(p.read_text()) for p in sorted((RUNS / 'tune').glob('*.json'))]
+        for row in tune_table(every or records):
+            print(f"{row['point']:16} mean {100 * row['mean']:5.1f} %  " + '  '.join(
+                f'{t} {100 * v:.0f} %' for t, v in row['per_task'].items())
+                + ('' if row['complete'] else '  (not every task yet)'))
+    elif args.phase == 'test':
+        if args.point is None:
+            parser.error('test needs --point (the grid point tune chose)')
+        each([('test', t, args.point, s) for s in args.seeds for t in args.tasks], run_dqn)
+    elif args.phase == 'bc':
+        each([(t, s) for s in args.seeds for t in args.tasks], run_bc)
+    else:
+        result = table(args.ssq)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + '\n')
+        print_table(result)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
