@@ -2,24 +2,28 @@
 
     .venv/bin/python -m bench.bench_tasks_peers tune [--tasks wall]      # the DQN grid
     .venv/bin/python -m bench.bench_tasks_peers test --point mu_n8_e400 [--seeds 0 1 2 3 4]
-    .venv/bin/python -m bench.bench_tasks_peers bc [--seeds 0 1 2 3 4]   # from SSQ's runs
+    .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql]  # on mu's data
     .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
 
 The peers get every advantage SSQ has on the discrete task suite:
-- DQN (SB3) that chooses only among the primitives mu allows at each state (`MaskedDQN`), so
-  it trains with 0 unsafe states as SSQ does; it explores uniformly over them ('uniform') or
-  with mu's own draw ('mu': mu's prior, goal preference included). SSQ's network width, batch,
-  discount, learning rate, warm-up, soft target (tau 0.005) and one update per env step.
+- DQN (SB3) restricted to mu's support (`MaskedDQN`): it acts and explores only among the
+  primitives mu allows at each state, so it trains with 0 unsafe states as SSQ does, and its
+  target maxes over the primitives mu allows at s' (as SSQ's target averages over them); its
+  observation carries mu's support. It explores uniformly over the allowed primitives
+  ('uniform') or with mu's own draw ('mu': mu's prior, goal preference included). SSQ's
+  network width, batch, discount, learning rate, warm-up, soft target (tau 0.005) and one
+  update per env step.
 - The same tuning levers that helped SSQ, as a stated grid (GRID): exploration x n-step
   return (1, 8) x training episode length (the task's 140 steps, or 400 as mu's episodes in
   SSQ's runs): 8 points, each on seed 0 of every task for 10 000 env steps, judged on
   held-out episodes 0-29 (SSQ's settings were chosen on the same episodes). `tune` prints the
   grid's table; the point with the best mean success over the tasks is the one to `test`.
-- Behaviour cloning of mu's data ('bc'): a network fitted to the actions in the replay of
-  SSQ's own run of the same task and seed (the data SSQ learned from), observations
-  standardised, executed greedily behind the same shield.
+- On mu's data, the replay of SSQ's own run of the same task and seed (what SSQ learned
+  from), observations standardised, 10 000 updates (SSQ's runs make 9 001), executed greedily
+  behind the same shield: behaviour cloning ('bc', a network fitted to mu's actions) and
+  d3rlpy's discrete CQL ('cql').
 
-`test` and `bc` evaluate on the test split SSQ's runs were judged on (bench_tasks_test:
+`test` and `offline` evaluate on the test split SSQ's runs were judged on (bench_tasks_test:
 episodes 131-230, 1-based, i.e. --first 130). Every (phase, method, task, seed) record goes
 to runs/tasks_peers/ and is reused only if its code commit and settings hash match (a stale
 record is rerun, never reused silently). `table` joins the test records with SSQ's
@@ -31,6 +35,7 @@ use two cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -43,7 +48,7 @@ from torch import nn
 
 from bench.bench_tasks_test import run_config
 from bench.peers.common import EvalPolicy, evaluate
-from bench.peers.ssq import ssq_transitions
+from bench.peers.ssq import split_episodes, ssq_transitions
 from bench.stats import (
     probability_of_improvement,
     stratified_bootstrap_interval,
@@ -66,7 +71,9 @@ GRID = {f'{explore}_n{n}_e{length}': {'explore': explore, 'n_steps': n,
         for explore in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
 # What DQN shares with SSQ's task runs (config/tasks/*.yaml: critic and schedule).
 EXPLORATION = {'exploration_fraction': 0.3, 'exploration_final_eps': 0.05}
-BC_UPDATES = 10_000
+# Offline peers on mu's data: as many updates as SSQ's 10 000-step runs make (9 001).
+OFFLINE_UPDATES = 10_000
+OFFLINE = ('bc', 'cql')
 
 
 def task_config(task: str):
@@ -86,20 +93,27 @@ def dqn_settings(task: str, point: str) -> dict:
         'policy_kwargs': {'net_arch': list(critic.hidden_sizes)}, **EXPLORATION}}
 
 
-def record_path(phase: str, method: str, task: str, seed: int) -> Path:
-    return RUNS / phase / f'{task}-{method}-s{seed}.json'
+def record_path(runs: Path, phase: str, method: str, task: str, seed: int) -> Path:
+    return runs / phase / f'{task}-{method}-s{seed}.json'
 
 
 def settings_hash(settings: dict) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 
+@functools.cache
+def code_at_start() -> dict:
+    """The code commit this process runs (read once: a commit made while it runs is not
+    the code it runs)."""
+    return provenance()
+
+
 def cached(path: Path, settings: dict) -> dict | None:
     """The record at `path` if it was made by this code commit with these settings."""
+    here = code_at_start()
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    here = provenance()
     if (record.get('settings_sha256') == settings_hash(settings) and not here['code_dirty']
             and record.get('code_commit') == here['code_commit']
             and not record.get('code_dirty')):
@@ -114,13 +128,13 @@ def save(path: Path, record: dict) -> dict:
     return record
 
 
-def run_dqn(phase: str, task: str, point: str, seed: int) -> dict:
+def run_dqn(phase: str, task: str, point: str, seed: int, runs: Path = RUNS) -> dict:
     from bench.peers.sb3_dqn import train_dqn
 
     settings = {**dqn_settings(task, point), 'task': task, 'seed': seed,
-                'split': VALIDATION if phase == 'tune' else TEST}
+                'split': list(VALIDATION if phase == 'tune' else TEST)}
     method = f'dqn_{point}'
-    path = record_path(phase, method, task, seed)
+    path = record_path(runs, phase, method, task, seed)
     if (record := cached(path, settings)) is not None:
         return record
     config = task_config(task)
@@ -131,8 +145,9 @@ def run_dqn(phase: str, task: str, point: str, seed: int) -> dict:
                                  explore_with_mu=settings['explore'] == 'mu',
                                  train_episode_steps=settings['train_episode_steps'])
     first, episodes = settings['split']
-    result = evaluate(build_problem(config, problem.setup), policy, episodes, True,
-                      config.learner.critic.gamma, first=first)
+    # the network reads mu's support at `problem`'s state (train_dqn): evaluated on it
+    result = evaluate(problem, policy, episodes, True, config.learner.critic.gamma,
+                      first=first)
     return save(path, _record(method, task, seed, settings, training, result))
 
 
@@ -178,45 +193,71 @@ def fit_behavior_cloning(observations: np.ndarray, actions: np.ndarray, action_c
     return model, {'accuracy_on_data': accuracy, 'loss_on_data': full_loss}
 
 
-def run_bc(task: str, seed: int) -> dict:
-    folder = SSQ_RUNS / f'{task}-task-{STEPS}-s{seed}'
+def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
+                ssq_runs: Path = SSQ_RUNS, steps: int = STEPS, split: tuple[int, int] = TEST,
+                updates: int = OFFLINE_UPDATES) -> dict:
+    """`method` ('bc' or 'cql') on the replay of SSQ's run
+    `ssq_runs`/<task>-task-<steps>-s<seed> (mu's data, what SSQ learned from), executed
+    greedily behind mu's support on held-out episodes `split` (first, count)."""
+    if method not in OFFLINE:
+        raise ValueError(f'unknown offline method {method!r} (known: {", ".join(OFFLINE)})')
+    folder = ssq_runs / f'{task}-task-{steps}-s{seed}'
     if not (folder / 'metrics.json').exists():
-        raise FileNotFoundError(f'{folder}: no finished SSQ run to clone mu\'s data from '
+        raise FileNotFoundError(f'{folder}: no finished SSQ run to learn mu\'s data from '
                                 f'(bench.bench_tasks_train --tasks {task} --variants task '
-                                f'--seeds {seed} --steps {STEPS})')
+                                f'--seeds {seed} --steps {steps})')
     config = run_config(folder)
     critic = config.learner.critic
-    settings = {'method': 'bc', 'task': task, 'seed': seed, 'split': TEST,
+    settings = {'method': method, 'task': task, 'seed': seed, 'split': list(split),
                 'data': str(folder), 'hidden': list(critic.hidden_sizes),
-                'batch_size': critic.batch_size, 'lr': critic.lr, 'updates': BC_UPDATES}
-    path = record_path('test', 'bc', task, seed)
+                'batch_size': critic.batch_size, 'gamma': critic.gamma, 'updates': updates,
+                'normalised_observations': True,
+                'lr': critic.lr if method == 'bc' else 'd3rlpy DiscreteCQL default'}
+    path = record_path(runs, 'test', method, task, seed)
     if (record := cached(path, settings)) is not None:
         return record
     data = ssq_transitions(config, folder)
     problem = build_problem(config)
     started = time.monotonic()
-    model, fit = fit_behavior_cloning(data['obs'], data['action'].astype(np.int64).ravel(),
-                                      problem.spaces.action_size, settings['hidden'],
-                                      settings['batch_size'], settings['lr'], BC_UPDATES, seed)
+    if method == 'bc':
+        model, fit = fit_behavior_cloning(data['obs'], data['action'].astype(np.int64).ravel(),
+                                          problem.spaces.action_size, settings['hidden'],
+                                          critic.batch_size, critic.lr, updates, seed)
 
-    @torch.no_grad()
-    def scores(obs: np.ndarray) -> np.ndarray:
-        return model(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+        @torch.no_grad()
+        def scores(obs: np.ndarray) -> np.ndarray:
+            return model(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
 
+        policy = EvalPolicy('bc', True, scores=scores)
+    else:
+        import d3rlpy
+
+        from bench.peers.d3rlpy_offline import (
+            make_algorithm,
+            make_dataset,
+            offline_policy,
+            train_offline,
+        )
+        torch.manual_seed(seed)
+        d3rlpy.seed(seed)
+        dataset = make_dataset(split_episodes(data), True, problem.spaces.action_size)
+        algo = make_algorithm('discrete_cql', critic.batch_size, settings['hidden'],
+                              critic.gamma, normalise_observations=True)
+        fit = train_offline(algo, dataset, updates, f'{task} cql s{seed}', progress=False)
+        policy = offline_policy(algo, 'cql', True, problem.spaces.action_size)
     training = {**fit, 'transitions': int(len(data['obs'])),
                 'wall_time_train_s': time.monotonic() - started,
                 'unsafe_states_train': json.loads((folder / 'metrics.json').read_text())[
                     'unsafe_states_train']}
-    first, episodes = TEST
-    result = evaluate(problem, EvalPolicy('bc', True, scores=scores), episodes, True,
-                      critic.gamma, first=first)
-    return save(path, _record('bc', task, seed, settings, training, result))
+    first, episodes = split
+    result = evaluate(problem, policy, episodes, True, critic.gamma, first=first)
+    return save(path, _record(method, task, seed, settings, training, result))
 
 
 def _record(method: str, task: str, seed: int, settings: dict, training: dict,
             result: dict) -> dict:
     record = {'method': method, 'task': task, 'seed': seed, 'settings': settings,
-              'settings_sha256': settings_hash(settings), **provenance(),
+              'settings_sha256': settings_hash(settings), **code_at_start(),
               'training': training, 'eval_shielded': result}
     if result['unsafe_states']:  # every action here passed mu's support: this would be a bug
         raise AssertionError(f'{method} {task} s{seed}: {result["unsafe_states"]} unsafe states')
@@ -261,10 +302,11 @@ def ssq_test_outcomes(path: Path) -> tuple[dict, dict, dict]:
     return ssq, data['baselines'], {'code_commit': data['machine']['code_commit']}
 
 
-def table(ssq_path: Path) -> dict:
+def table(ssq_path: Path, runs: Path = RUNS) -> dict:
+    """SSQ's test-split outcomes beside every peer record under `runs`/test."""
     ssq, baselines, ssq_provenance = ssq_test_outcomes(ssq_path)
     methods: dict[str, dict] = {'ssq': ssq}
-    for path in sorted((RUNS / 'test').glob('*.json')):
+    for path in sorted((runs / 'test').glob('*.json')):
         r = json.loads(path.read_text())
         methods.setdefault(r['method'], {})[(r['task'], r['seed'])] = \
             r['eval_shielded']['outcomes']
@@ -312,7 +354,9 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('phase', choices=('tune', 'test', 'bc', 'table'))
+    parser.add_argument('phase', choices=('tune', 'test', 'offline', 'table'))
+    parser.add_argument('--methods', nargs='+', default=list(OFFLINE), choices=OFFLINE,
+                        help='offline: the peers on mu\'s data')
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
     parser.add_argument('--points', nargs='+', default=list(GRID), choices=sorted(GRID),
                         help='tune: the grid points to run')
@@ -334,8 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.point is None:
             parser.error('test needs --point (the grid point tune chose)')
         each([('test', t, args.point, s) for s in args.seeds for t in args.tasks], run_dqn)
-    elif args.phase == 'bc':
-        each([(t, s) for s in args.seeds for t in args.tasks], run_bc)
+    elif args.phase == 'offline':
+        each([(m, t, s) for m in args.methods for s in args.seeds for t in args.tasks],
+             run_offline)
     else:
         result = table(args.ssq)
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -118,6 +118,7 @@ class EvalPolicy:
     scores: Callable[[np.ndarray], np.ndarray] | None = None
     act: Callable[[np.ndarray], np.ndarray] | None = None
     q: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    model: object = None  # the trained library object, where one is kept for inspection
 
     def __post_init__(self) -> None:
         if (self.scores if self.discrete else self.act) is None:

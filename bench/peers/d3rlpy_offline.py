@@ -28,8 +28,10 @@ def make_dataset(rows: dict[str, np.ndarray], discrete: bool,
 
 
 def make_algorithm(name: str, batch_size: int, hidden: list[int], gamma: float,
-                   action_low: np.ndarray | None = None, action_high: np.ndarray | None = None):
-    """d3rlpy's defaults for `name`, with SSQ's batch, width and discount.
+                   action_low: np.ndarray | None = None, action_high: np.ndarray | None = None,
+                   normalise_observations: bool = False):
+    """d3rlpy's defaults for `name`, with SSQ's batch, width and discount (and observations
+    standardised by the dataset's mean and deviation if `normalise_observations`).
 
     Continuous actions are scaled to d3rlpy's [-1, 1] by the env's bounds (its actors squash).
     DiscreteCQL's Atari defaults (batch 32, target copy every 8000 updates) are replaced by the
@@ -37,6 +39,8 @@ def make_algorithm(name: str, batch_size: int, hidden: list[int], gamma: float,
     """
     encoder = d3rlpy.models.VectorEncoderFactory(hidden_units=list(hidden))
     common = {'batch_size': batch_size, 'gamma': gamma}
+    if normalise_observations:
+        common['observation_scaler'] = d3rlpy.preprocessing.StandardObservationScaler()
     if name == 'discrete_cql':
         return d3rlpy.algos.DiscreteCQLConfig(encoder_factory=encoder, learning_rate=3e-4,
                                               target_update_interval=1000,
@@ -56,6 +60,9 @@ def make_algorithm(name: str, batch_size: int, hidden: list[int], gamma: float,
 def train_offline(algo, dataset: d3rlpy.dataset.MDPDataset, updates: int, label: str,
                   progress: bool = True) -> dict:
     """`updates` gradient steps on uniform minibatches of `dataset`; timing and last losses."""
+    scaler = algo.config.observation_scaler
+    if scaler is not None and not scaler.built:  # d3rlpy's fit() does this; update() does not
+        scaler.fit_with_transition_picker(dataset.episodes, dataset.transition_picker)
     algo.build_with_dataset(dataset)
     batch_size = algo.config.batch_size
     started = time.monotonic()

@@ -4,6 +4,7 @@ teach the critic the value of an action that never ran. The progress bar and the
 numbers every SB3 peer reports."""
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import torch
 from stable_baselines3 import DQN, SAC
@@ -38,14 +39,32 @@ class ShieldedDQN(StoresExecutedAction, DQN):
     """DQN's replay holds the primitive's index."""
 
 
-class MaskedDQN(ShieldedDQN):
-    """DQN whose every choice is masked by mu's support at the current state (the projection
-    of a discrete learner onto the support: its greedy action is the best-valued primitive mu
-    allows, and it explores among those), so the shield never has to replace an action.
+class SupportInObservation(gym.ObservationWrapper):
+    """Appends mu's support at the new state (1.0 for each primitive mu allows, else 0.0) to
+    the observation, so the replay keeps it for `MaskedDQN`'s target."""
 
-    `explore_with_mu`: an exploring step (warm-up, then with probability epsilon) takes mu's
-    own draw, mu's prior, instead of a uniform choice over the allowed primitives. The target
-    still maxes over every primitive: SB3's replay keeps no next-state support.
+    def __init__(self, shield: SupportShield):
+        super().__init__(shield)
+        self.shield = shield
+        count = shield.problem.spaces.action_size
+        inner = shield.observation_space
+        self.observation_space = gym.spaces.Box(
+            np.concatenate([inner.low, np.zeros(count)]).astype(np.float32),
+            np.concatenate([inner.high, np.ones(count)]).astype(np.float32), dtype=np.float32)
+
+    def observation(self, observation):
+        allowed = np.asarray(self.shield.decision().probs) > 0
+        return np.concatenate([observation, allowed]).astype(np.float32)
+
+
+class MaskedDQN(ShieldedDQN):
+    """DQN restricted to mu's support at every state, the projection of a discrete learner onto
+    the support (its observations carry the support: `SupportInObservation`):
+    - it acts and explores only among the primitives mu allows, so the shield never has to
+      replace an action; `explore_with_mu`: an exploring step (warm-up, then with probability
+      epsilon) takes mu's own draw, mu's prior, instead of a uniform choice among them;
+    - its target maxes Q over the primitives mu allows at s', as SSQ's target averages over
+      them (a max over primitives that never run would chase values no data corrects).
     """
 
     def __init__(self, *args, shield: SupportShield, explore_with_mu: bool = False,
@@ -69,6 +88,34 @@ class MaskedDQN(ShieldedDQN):
             action = int(allowed[np.argmax(values[allowed])])
         chosen = np.array([action])
         return chosen, chosen
+
+    def train(self, gradient_steps: int, batch_size: int = 100) -> None:
+        """SB3 DQN's update (Huber loss, gradient clipping, n-step discounts) with the target's
+        max taken over mu's support at s' (the observation's last action_size entries)."""
+        self.policy.set_training_mode(True)
+        self._update_learning_rate(self.policy.optimizer)
+        count = self.action_space.n
+        losses = []
+        for _ in range(gradient_steps):
+            batch = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            discounts = batch.discounts if batch.discounts is not None else self.gamma
+            with torch.no_grad():
+                following = self.q_net_target(batch.next_observations)
+                allowed = batch.next_observations[:, -count:] > 0.5
+                masked = following.masked_fill(~allowed, -torch.inf).max(dim=1).values
+                # a state where mu allows nothing (never seen) keeps the plain max
+                best = torch.where(allowed.any(dim=1), masked, following.max(dim=1).values)
+                target = batch.rewards + (1 - batch.dones) * discounts * best.reshape(-1, 1)
+            current = torch.gather(self.q_net(batch.observations), 1, batch.actions.long())
+            loss = torch.nn.functional.smooth_l1_loss(current, target)
+            losses.append(loss.item())
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+        self._n_updates += gradient_steps
+        self.logger.record('train/n_updates', self._n_updates, exclude='tensorboard')
+        self.logger.record('train/loss', np.mean(losses))
 
 
 def training_numbers(recorder: TrainingRecorder, model: OffPolicyAlgorithm, wall: float,

@@ -2,6 +2,7 @@
 `make bench` runs it before the benchmark and `make test` does not collect it."""
 import json
 
+import numpy as np
 import pytest
 
 from bench import bench_peers
@@ -37,3 +38,51 @@ def test_peer_adapters_train_and_evaluate(tiny_config, tmp_path):
     for method in ('iql', 'discrete_cql'):
         assert rows[method]['unsafe_train'] == 0  # the data came from the safe behavior
         assert rows[method]['unsafe_eval_shielded'] == 0
+
+
+@pytest.mark.parametrize('explore_with_mu', [False, True])
+def test_masked_dqn_chooses_only_what_mu_allows(tiny_config, explore_with_mu):
+    """MaskedDQN (bench_tasks_peers' DQN) explores and acts only among the primitives mu
+    allows at each state: the shield behind it never has to replace an action, and its
+    training episodes run to their own length past the task's limit."""
+    from bench.peers.sb3_dqn import dqn_hyperparameters, train_dqn
+    from bench.peers.ssq import ssq_config
+    from ssq_ros.training.problem import build_problem
+
+    problem = build_problem(ssq_config('discrete', 0, 300, base=tiny_config))
+    hyper = {**dqn_hyperparameters(32, [32, 32], 0.98, 50), 'exploration_fraction': 0.5}
+    policy, training = train_dqn(problem, 0, 300, hyper, 'masked', progress=False,
+                                 shielded=True, masked=True, explore_with_mu=explore_with_mu,
+                                 train_episode_steps=100)
+    assert training['unsafe_states_train'] == 0
+    assert training['shield_interventions_train'] == 0  # nothing outside mu's support proposed
+    assert training['updates'] > 0
+    assert training['curve']['steps'][:2] == [100, 200]  # 100-step episodes, not the task's 40
+    assert policy.scores(problem.env.reset(seed=0)[0]).shape == (problem.spaces.action_size,)
+    # the replay's observations carry mu's support, and every stored action lies in it
+    count = problem.spaces.action_size
+    replay = policy.model.replay_buffer
+    stored = replay.observations[:replay.size(), 0, -count:]
+    assert set(np.unique(stored)) <= {0.0, 1.0}
+    taken = replay.actions[:replay.size(), 0, 0].astype(int)
+    assert np.all(stored[np.arange(len(taken)), taken] == 1.0)
+    with pytest.raises(ValueError, match='shield'):
+        train_dqn(problem, 0, 10, hyper, shielded=False, masked=True)
+
+
+def test_discrete_cql_on_an_ssq_runs_data_is_evaluated_behind_the_shield(tiny_config,
+                                                                          tmp_path):
+    """bench_tasks_peers' offline CQL: mu's data from the run's replay, observations
+    standardised, executed behind mu's support."""
+    from bench import bench_tasks_peers
+    from bench.peers.ssq import ssq_config, train_ssq
+
+    train_ssq(ssq_config('discrete', 0, 120, base=tiny_config),
+              tmp_path / 'suite' / 'wall-task-120-s0', progress=False)
+    record = bench_tasks_peers.run_offline('cql', 'wall', 0, runs=tmp_path / 'peers',
+                                           ssq_runs=tmp_path / 'suite', steps=120,
+                                           split=(0, 2), updates=20)
+    assert record['settings']['normalised_observations']
+    assert record['training']['updates'] == 20 and record['training']['transitions'] == 120
+    assert record['eval_shielded']['unsafe_states'] == 0
+    assert len(record['eval_shielded']['outcomes']) == 2

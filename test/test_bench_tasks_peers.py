@@ -1,0 +1,142 @@
+"""bench_tasks_peers: the pieces its peers stand on (longer training episodes, one mu decision
+per state for masking and shielding, behaviour cloning), its record cache, and the table that
+sets SSQ's test-split outcomes beside the peers'. Real MuJoCo, real torch; the SB3 DQN itself
+needs the bench extra and is tested in bench/tests/."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench import bench_tasks_peers
+from bench.peers.common import LongerEpisodes, SupportShield
+from bench.peers.ssq import ssq_config, tiny_ssq_config, train_ssq
+from bench.stats import iqm
+from ssq_ros.training.problem import build_problem
+
+
+@pytest.fixture(scope='module')
+def tiny(tmp_path_factory):
+    """A tiny finished SSQ run in the layout bench_tasks_train gives the suite's runs."""
+    base = tiny_ssq_config(tmp_path_factory.mktemp('tiny'), 40)
+    suite = tmp_path_factory.mktemp('suite')
+    train_ssq(ssq_config('discrete', 0, 120, base=base), suite / 'wall-task-120-s0',
+              progress=False)
+    return base, suite
+
+
+@pytest.fixture()
+def clean_code(monkeypatch):
+    """A fixed, clean commit: the cache's rule does not depend on this checkout's state."""
+    monkeypatch.setattr(bench_tasks_peers, 'code_at_start',
+                        lambda: {'code_commit': 'a' * 40, 'code_dirty': False})
+
+
+def test_longer_episodes_run_past_the_task_limit_to_their_own(tiny):
+    problem = build_problem(ssq_config('discrete', 0, 120, base=tiny[0]))
+    env = LongerEpisodes(problem.env, 55)
+    env.reset(seed=1)
+    hold = problem.setup.cartesian.names.index('hold')
+    ended_at = None
+    for step in range(1, 80):
+        _, _, terminated, truncated, _ = env.step(hold)
+        assert not terminated  # holding still never reaches the goal here
+        if truncated:
+            ended_at = step
+            break
+    assert ended_at == 55  # the task's own limit (40) was passed over
+    with pytest.raises(ValueError, match='steps'):
+        LongerEpisodes(problem.env, 0)
+
+
+def test_the_shield_draws_mu_once_per_state(tiny):
+    problem = build_problem(ssq_config('discrete', 0, 120, base=tiny[0]))
+    shield = SupportShield(problem, seed=0)
+    shield.reset(seed=3)
+    first = shield.decision()
+    assert shield.decision() is first  # a masking learner and the shield see one support
+    allowed = int(np.flatnonzero(first.probs > 0)[0])
+    _, _, _, _, info = shield.step(allowed)
+    assert not info['shield_replaced'] and info['executed_action'] == allowed
+    assert shield.decision() is not first  # a new state, a new draw
+    shield.reset(seed=4)
+    assert shield._decision is None
+
+
+def test_behavior_cloning_recovers_a_labelling_on_unscaled_observations():
+    rng = np.random.default_rng(0)
+    observations = rng.normal(size=(2000, 6)) * [1, 10, 100, 0.1, 1, 1] + [0, 50, -300, 0, 0, 0]
+    weights = rng.normal(size=(6, 4))
+    labels = np.argmax(((observations - observations.mean(0)) / observations.std(0)) @ weights,
+                       axis=1)
+    model, fit = bench_tasks_peers.fit_behavior_cloning(observations, labels, 4, [64, 64], 128,
+                                                        1e-3, 1500, seed=0)
+    assert fit['accuracy_on_data'] > 0.95
+    assert model(torch.zeros(1, 6)).shape == (1, 4)
+
+
+def test_behavior_cloning_of_an_ssq_runs_data_is_evaluated_behind_the_shield_and_cached(
+        tiny, tmp_path, clean_code, monkeypatch):
+    runs = tmp_path / 'peers'
+
+    def clone(seed=0, updates=50, split=(2, 3)):
+        return bench_tasks_peers.run_offline('bc', 'wall', seed, runs=runs, ssq_runs=tiny[1],
+                                             steps=120, split=split, updates=updates)
+
+    record = clone()
+    assert record['method'] == 'bc' and record['settings']['split'] == [2, 3]
+    assert record['training']['transitions'] == 120
+    assert record['training']['unsafe_states_train'] == 0
+    assert len(record['eval_shielded']['outcomes']) == 3
+    assert record['eval_shielded']['unsafe_states'] == 0
+    saved = runs / 'test' / 'wall-bc-s0.json'
+    assert json.loads(saved.read_text()) == record
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError('a cached record was trained again')
+
+    monkeypatch.setattr(bench_tasks_peers, 'fit_behavior_cloning', no_fit)
+    assert clone() == record
+    # other settings, or another commit, are never reused silently
+    with pytest.raises(AssertionError, match='trained again'):
+        clone(updates=60)
+    monkeypatch.setattr(bench_tasks_peers, 'code_at_start',
+                        lambda: {'code_commit': 'b' * 40, 'code_dirty': False})
+    with pytest.raises(AssertionError, match='trained again'):
+        clone()
+    with pytest.raises(FileNotFoundError, match='no finished SSQ run'):
+        clone(seed=1)
+    with pytest.raises(ValueError, match='unknown offline method'):
+        bench_tasks_peers.run_offline('iql', 'wall', 0, runs=runs, ssq_runs=tiny[1], steps=120)
+
+
+def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
+    first, count = bench_tasks_peers.TEST
+    outcomes = {'wall': [1] * 90 + [0] * 10, 'ushape': [1] * 95 + [0] * 5,
+                'window': [1] * 80 + [0] * 20}
+    ssq_runs = [{'task': t, 'variant': 'task', 'seed': s, 'outcomes': {'policy': o}}
+                for t, o in outcomes.items() for s in range(2)]
+    baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
+                     'oracle': [1] * 100} for t in outcomes}
+    ssq = tmp_path / 'ssq.json'
+    ssq.write_text(json.dumps({'first_episode': first, 'episodes': count, 'runs': ssq_runs,
+                               'baselines': baselines, 'machine': {'code_commit': 'c'}}))
+    peers = tmp_path / 'peers' / 'test'
+    peers.mkdir(parents=True)
+    for task in outcomes:
+        for seed, wins in ((0, 30), (1, 50)):
+            (peers / f'{task}-dqn_x-s{seed}.json').write_text(json.dumps({
+                'method': 'dqn_x', 'task': task, 'seed': seed,
+                'eval_shielded': {'outcomes': [1] * wins + [0] * (100 - wins)}}))
+    result = bench_tasks_peers.table(ssq, runs=tmp_path / 'peers')
+    rows = {(r['method'], r['task']): r for r in result['per_task']}
+    assert rows[('ssq', 'window')]['successes'] == 160
+    assert rows[('dqn_x', 'wall')]['rate'] == pytest.approx(0.4)
+    assert rows[('oracle', 'ushape')]['rate'] == 1.0
+    assert result['across_tasks']['dqn_x']['iqm'] == pytest.approx(iqm([.3, .5] * 3))
+    assert result['probability_ssq_beats'] == {'dqn_x': 1.0}
+    # SSQ's outcomes from another split are refused
+    ssq.write_text(json.dumps({'first_episode': 30, 'episodes': count, 'runs': ssq_runs,
+                               'baselines': baselines, 'machine': {'code_commit': 'c'}}))
+    with pytest.raises(ValueError, match='test split'):
+        bench_tasks_peers.table(ssq, runs=tmp_path / 'peers')
