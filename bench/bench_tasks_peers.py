@@ -80,12 +80,12 @@ def task_config(task: str):
     return load_train_config(f'config/tasks/{task}.yaml')
 
 
-def dqn_settings(task: str, point: str) -> dict:
+def dqn_settings(task: str, point: str, steps: int = STEPS) -> dict:
     """SB3 DQN hyperparameters for grid point `point` on `task` (SSQ's shared settings)."""
     config = task_config(task)
     critic, schedule = config.learner.critic, config.schedule
     grid = GRID[point]
-    return {'point': point, **grid, 'steps': STEPS, 'hyper': {
+    return {'point': point, **grid, 'steps': steps, 'hyper': {
         'batch_size': critic.batch_size, 'gamma': critic.gamma, 'learning_rate': critic.lr,
         'learning_starts': schedule.learning_starts, 'train_freq': 1, 'gradient_steps': 1,
         'tau': critic.tau, 'target_update_interval': 1, 'n_steps': grid['n_steps'],
@@ -93,8 +93,8 @@ def dqn_settings(task: str, point: str) -> dict:
         'policy_kwargs': {'net_arch': list(critic.hidden_sizes)}, **EXPLORATION}}
 
 
-def record_path(runs: Path, phase: str, method: str, task: str, seed: int) -> Path:
-    return runs / phase / f'{task}-{method}-s{seed}.json'
+def record_path(runs: Path, phase: str, method: str, task: str, steps: int, seed: int) -> Path:
+    return runs / phase / f'{task}-{method}-{steps}-s{seed}.json'
 
 
 def settings_hash(settings: dict) -> str:
@@ -128,19 +128,20 @@ def save(path: Path, record: dict) -> dict:
     return record
 
 
-def run_dqn(phase: str, task: str, point: str, seed: int, runs: Path = RUNS) -> dict:
+def run_dqn(phase: str, task: str, point: str, seed: int, steps: int = STEPS,
+            runs: Path = RUNS) -> dict:
     from bench.peers.sb3_dqn import train_dqn
 
-    settings = {**dqn_settings(task, point), 'task': task, 'seed': seed,
+    settings = {**dqn_settings(task, point, steps), 'task': task, 'seed': seed,
                 'split': list(VALIDATION if phase == 'tune' else TEST)}
     method = f'dqn_{point}'
-    path = record_path(runs, phase, method, task, seed)
+    path = record_path(runs, phase, method, task, steps, seed)
     if (record := cached(path, settings)) is not None:
         return record
     config = task_config(task)
     problem = build_problem(config)
     torch.manual_seed(seed)
-    policy, training = train_dqn(problem, seed, STEPS, settings['hyper'], method,
+    policy, training = train_dqn(problem, seed, steps, settings['hyper'], method,
                                  progress=False, shielded=True, masked=True,
                                  explore_with_mu=settings['explore'] == 'mu',
                                  train_episode_steps=settings['train_episode_steps'])
@@ -208,12 +209,12 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
                                 f'--seeds {seed} --steps {steps})')
     config = run_config(folder)
     critic = config.learner.critic
-    settings = {'method': method, 'task': task, 'seed': seed, 'split': list(split),
-                'data': str(folder), 'hidden': list(critic.hidden_sizes),
+    settings = {'method': method, 'task': task, 'seed': seed, 'steps': steps,
+                'split': list(split), 'data': str(folder), 'hidden': list(critic.hidden_sizes),
                 'batch_size': critic.batch_size, 'gamma': critic.gamma, 'updates': updates,
                 'normalised_observations': True,
                 'lr': critic.lr if method == 'bc' else 'd3rlpy DiscreteCQL default'}
-    path = record_path(runs, 'test', method, task, seed)
+    path = record_path(runs, 'test', method, task, steps, seed)
     if (record := cached(path, settings)) is not None:
         return record
     data = ssq_transitions(config, folder)
@@ -256,7 +257,8 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
 
 def _record(method: str, task: str, seed: int, settings: dict, training: dict,
             result: dict) -> dict:
-    record = {'method': method, 'task': task, 'seed': seed, 'settings': settings,
+    record = {'method': method, 'task': task, 'seed': seed,
+              'steps': settings.get('steps', STEPS), 'settings': settings,
               'settings_sha256': settings_hash(settings), **code_at_start(),
               'training': training, 'eval_shielded': result}
     if result['unsafe_states']:  # every action here passed mu's support: this would be a bug
@@ -291,65 +293,78 @@ def tune_table(records: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: -r['mean'])
 
 
-def ssq_test_outcomes(path: Path) -> tuple[dict, dict, dict]:
-    """SSQ's deployed policy per (task, seed), and the per-task baselines, on the test split."""
-    data = json.loads(path.read_text())
-    if (data['first_episode'], data['episodes']) != TEST:
-        raise ValueError(f'{path} was made on episodes {data["first_episode"]}+'
-                         f'{data["episodes"]}, not the test split {TEST}')
-    ssq = {(r['task'], r['seed']): r['outcomes']['policy'] for r in data['runs']
-           if r['variant'] == 'task' and r['task'] in TASKS}
-    return ssq, data['baselines'], {'code_commit': data['machine']['code_commit']}
+def ssq_test_outcomes(paths: list[Path]) -> tuple[dict, dict, list[str]]:
+    """SSQ's deployed policy per (steps, task, seed), the per-task baselines, and the code
+    commits, from bench_tasks_test outputs made on the test split."""
+    ssq, baselines, commits = {}, {}, []
+    for path in paths:
+        data = json.loads(path.read_text())
+        if (data['first_episode'], data['episodes']) != TEST:
+            raise ValueError(f'{path} was made on episodes {data["first_episode"]}+'
+                             f'{data["episodes"]}, not the test split {TEST}')
+        ssq.update({(r['steps'], r['task'], r['seed']): r['outcomes']['policy']
+                    for r in data['runs'] if r['variant'] == 'task' and r['task'] in TASKS})
+        baselines.update(data['baselines'])
+        commits.append(data['machine']['code_commit'])
+    return ssq, baselines, commits
 
 
-def table(ssq_path: Path, runs: Path = RUNS) -> dict:
-    """SSQ's test-split outcomes beside every peer record under `runs`/test."""
-    ssq, baselines, ssq_provenance = ssq_test_outcomes(ssq_path)
+def table(ssq_paths: list[Path], runs: Path = RUNS) -> dict:
+    """SSQ's test-split outcomes beside every peer record under `runs`/test, per budget."""
+    ssq, baselines, commits = ssq_test_outcomes(ssq_paths)
     methods: dict[str, dict] = {'ssq': ssq}
     for path in sorted((runs / 'test').glob('*.json')):
         r = json.loads(path.read_text())
-        methods.setdefault(r['method'], {})[(r['task'], r['seed'])] = \
+        methods.setdefault(r['method'], {})[(r['steps'], r['task'], r['seed'])] = \
             r['eval_shielded']['outcomes']
-    per_task, across = [], {}
-    for name, runs in methods.items():
-        tasks = sorted({t for t, _ in runs})
-        for task in tasks:
-            lists = [runs[k] for k in sorted(runs) if k[0] == task]
-            wins, n = int(sum(map(sum, lists))), int(sum(map(len, lists)))
-            per_task.append({'method': name, 'task': task, 'seeds': len(lists),
-                             'successes': wins, 'episodes': n, 'rate': wins / n,
-                             'wilson95': wilson_interval(wins, n),
-                             'per_seed': [float(np.mean(x)) for x in lists]})
-        if set(tasks) == set(TASKS):
-            scores = [[float(np.mean(runs[k])) for k in sorted(runs) if k[0] == t]
-                      for t in TASKS]
-            point, low, high = stratified_bootstrap_interval(scores)
-            across[name] = {'iqm': point, 'bootstrap95': (low, high), 'scores': scores}
+    per_task, across = [], []
+    for name, outcomes in methods.items():
+        for steps in sorted({k[0] for k in outcomes}):
+            scores = []
+            for task in TASKS:
+                lists = [outcomes[k] for k in sorted(outcomes) if k[:2] == (steps, task)]
+                if not lists:
+                    continue
+                wins, n = int(sum(map(sum, lists))), int(sum(map(len, lists)))
+                per_seed = [float(np.mean(x)) for x in lists]
+                per_task.append({'method': name, 'steps': steps, 'task': task,
+                                 'seeds': len(lists), 'successes': wins, 'episodes': n,
+                                 'rate': wins / n, 'wilson95': wilson_interval(wins, n),
+                                 'per_seed': per_seed})
+                scores.append(per_seed)
+            if len(scores) == len(TASKS):
+                point, low, high = stratified_bootstrap_interval(scores)
+                across.append({'method': name, 'steps': steps, 'iqm': point,
+                               'bootstrap95': (low, high), 'scores': scores})
     for task in TASKS:
         for name in ('behavior_greedy', 'behavior', 'oracle'):
             wins = int(sum(baselines[task][name]))
             n = len(baselines[task][name])
-            per_task.append({'method': name, 'task': task, 'seeds': 1, 'successes': wins,
-                             'episodes': n, 'rate': wins / n,
+            per_task.append({'method': name, 'steps': 0, 'task': task, 'seeds': 1,
+                             'successes': wins, 'episodes': n, 'rate': wins / n,
                              'wilson95': wilson_interval(wins, n)})
-    improvement = {name: probability_of_improvement(across['ssq']['scores'], a['scores'])
-                   for name, a in across.items() if name != 'ssq' and 'ssq' in across}
-    return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'ssq_source': str(ssq_path),
-            'ssq_provenance': ssq_provenance, 'test_split': TEST, 'steps': STEPS,
-            'per_task': per_task, 'across_tasks': across,
-            'probability_ssq_beats': improvement}
+    ssq_at = {a['steps']: a for a in across if a['method'] == 'ssq'}
+    for entry in across:
+        if entry['method'] != 'ssq' and entry['steps'] in ssq_at:
+            entry['probability_ssq_beats'] = probability_of_improvement(
+                ssq_at[entry['steps']]['scores'], entry['scores'])
+    return {'machine': {**provenance(), 'cpus': os.cpu_count()},
+            'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
+            'test_split': TEST, 'per_task': per_task, 'across_tasks': across}
 
 
 def print_table(result: dict) -> None:
     for row in result['per_task']:
         low, high = row['wilson95']
-        print(f"{row['task']:7} {row['method']:18} {row['successes']:4}/{row['episodes']:<4} "
-              f"{100 * row['rate']:5.1f} % ({100 * low:.0f}-{100 * high:.0f})")
-    for name, a in result['across_tasks'].items():
+        print(f"{row['task']:7} {row['method']:18} {row['steps']:6} "
+              f"{row['successes']:4}/{row['episodes']:<4} {100 * row['rate']:5.1f} % "
+              f"({100 * low:.0f}-{100 * high:.0f})")
+    for a in result['across_tasks']:
         low, high = a['bootstrap95']
-        print(f"IQM {name:18} {100 * a['iqm']:5.1f} % ({100 * low:.0f}-{100 * high:.0f})")
-    for name, p in result['probability_ssq_beats'].items():
-        print(f'P(SSQ run beats {name} run) = {p:.2f}')
+        against = (f"  P(SSQ run beats it) {a['probability_ssq_beats']:.2f}"
+                   if 'probability_ssq_beats' in a else '')
+        print(f"IQM {a['method']:18} {a['steps']:6} {100 * a['iqm']:5.1f} % "
+              f"({100 * low:.0f}-{100 * high:.0f}){against}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,8 +377,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='tune: the grid points to run')
     parser.add_argument('--point', choices=sorted(GRID), help='test: the chosen grid point')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
-    parser.add_argument('--ssq', type=Path, default=SSQ_TEST,
-                        help='table: bench_tasks_test output with SSQ\'s test-split outcomes')
+    parser.add_argument('--steps', type=int, default=STEPS,
+                        help='test, offline: env steps of the runs (offline: of SSQ\'s run)')
+    parser.add_argument('--ssq', type=Path, nargs='+', default=[SSQ_TEST],
+                        help='table: bench_tasks_test outputs with SSQ\'s test-split outcomes')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -377,10 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.phase == 'test':
         if args.point is None:
             parser.error('test needs --point (the grid point tune chose)')
-        each([('test', t, args.point, s) for s in args.seeds for t in args.tasks], run_dqn)
+        each([('test', t, args.point, s, args.steps) for s in args.seeds for t in args.tasks],
+             run_dqn)
     elif args.phase == 'offline':
-        each([(m, t, s) for m in args.methods for s in args.seeds for t in args.tasks],
-             run_offline)
+        each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
+              for s in args.seeds for t in args.tasks], run_offline)
     else:
         result = table(args.ssq)
         args.out.parent.mkdir(parents=True, exist_ok=True)

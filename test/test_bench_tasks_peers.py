@@ -89,7 +89,7 @@ def test_behavior_cloning_of_an_ssq_runs_data_is_evaluated_behind_the_shield_and
     assert record['training']['unsafe_states_train'] == 0
     assert len(record['eval_shielded']['outcomes']) == 3
     assert record['eval_shielded']['unsafe_states'] == 0
-    saved = runs / 'test' / 'wall-bc-s0.json'
+    saved = runs / 'test' / 'wall-bc-120-s0.json'
     assert json.loads(saved.read_text()) == record
 
     def no_fit(*args, **kwargs):
@@ -114,8 +114,8 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     first, count = bench_tasks_peers.TEST
     outcomes = {'wall': [1] * 90 + [0] * 10, 'ushape': [1] * 95 + [0] * 5,
                 'window': [1] * 80 + [0] * 20}
-    ssq_runs = [{'task': t, 'variant': 'task', 'seed': s, 'outcomes': {'policy': o}}
-                for t, o in outcomes.items() for s in range(2)]
+    ssq_runs = [{'task': t, 'variant': 'task', 'seed': s, 'steps': 10_000,
+                 'outcomes': {'policy': o}} for t, o in outcomes.items() for s in range(2)]
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
                      'oracle': [1] * 100} for t in outcomes}
     ssq = tmp_path / 'ssq.json'
@@ -125,18 +125,25 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     peers.mkdir(parents=True)
     for task in outcomes:
         for seed, wins in ((0, 30), (1, 50)):
-            (peers / f'{task}-dqn_x-s{seed}.json').write_text(json.dumps({
-                'method': 'dqn_x', 'task': task, 'seed': seed,
+            (peers / f'{task}-dqn_x-10000-s{seed}.json').write_text(json.dumps({
+                'method': 'dqn_x', 'task': task, 'seed': seed, 'steps': 10_000,
                 'eval_shielded': {'outcomes': [1] * wins + [0] * (100 - wins)}}))
-    result = bench_tasks_peers.table(ssq, runs=tmp_path / 'peers')
-    rows = {(r['method'], r['task']): r for r in result['per_task']}
-    assert rows[('ssq', 'window')]['successes'] == 160
-    assert rows[('dqn_x', 'wall')]['rate'] == pytest.approx(0.4)
-    assert rows[('oracle', 'ushape')]['rate'] == 1.0
-    assert result['across_tasks']['dqn_x']['iqm'] == pytest.approx(iqm([.3, .5] * 3))
-    assert result['probability_ssq_beats'] == {'dqn_x': 1.0}
+    # the peer at a second budget, where SSQ has no runs: no comparison is made there
+    (peers / 'wall-dqn_x-5000-s0.json').write_text(json.dumps({
+        'method': 'dqn_x', 'task': 'wall', 'seed': 0, 'steps': 5000,
+        'eval_shielded': {'outcomes': [1] * 100}}))
+    result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers')
+    rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
+    assert rows[('ssq', 10_000, 'window')]['successes'] == 160
+    assert rows[('dqn_x', 10_000, 'wall')]['rate'] == pytest.approx(0.4)
+    assert rows[('dqn_x', 5000, 'wall')]['rate'] == 1.0
+    assert rows[('oracle', 0, 'ushape')]['rate'] == 1.0
+    across = {(a['method'], a['steps']): a for a in result['across_tasks']}
+    assert set(across) == {('ssq', 10_000), ('dqn_x', 10_000)}  # 5000: one task only
+    assert across[('dqn_x', 10_000)]['iqm'] == pytest.approx(iqm([.3, .5] * 3))
+    assert across[('dqn_x', 10_000)]['probability_ssq_beats'] == 1.0
     # SSQ's outcomes from another split are refused
     ssq.write_text(json.dumps({'first_episode': 30, 'episodes': count, 'runs': ssq_runs,
                                'baselines': baselines, 'machine': {'code_commit': 'c'}}))
     with pytest.raises(ValueError, match='test split'):
-        bench_tasks_peers.table(ssq, runs=tmp_path / 'peers')
+        bench_tasks_peers.table([ssq], runs=tmp_path / 'peers')
