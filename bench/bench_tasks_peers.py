@@ -63,6 +63,7 @@ RUNS = Path('runs') / 'tasks_peers'
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'
+SSQ_TRAIN = SSQ_TEST.with_name('tasks_induced.json')
 STEPS = 10_000
 VALIDATION = (0, 30)   # (first, episodes): the held-out episodes SSQ's settings were chosen on
 TEST = (130, 100)      # bench_tasks_test's split, used once by SSQ's runs
@@ -309,14 +310,33 @@ def ssq_test_outcomes(paths: list[Path]) -> tuple[dict, dict, list[str]]:
     return ssq, baselines, commits
 
 
-def table(ssq_paths: list[Path], runs: Path = RUNS) -> dict:
-    """SSQ's test-split outcomes beside every peer record under `runs`/test, per budget."""
+def ssq_training(paths: list[Path]) -> dict:
+    """SSQ's training numbers per (steps, task, seed) from bench_tasks_train outputs."""
+    out = {}
+    for path in paths:
+        for r in json.loads(path.read_text())['runs']:
+            if r['variant'] == 'task' and r['task'] in TASKS:
+                out[(r['steps'], r['task'], r['seed'])] = {
+                    'unsafe_states_train': r['unsafe_states_train'],
+                    'wall_time_train_s': r['wall_time_s']}
+    return out
+
+
+def table(ssq_paths: list[Path], runs: Path = RUNS,
+          ssq_train_paths: list[Path] = ()) -> dict:
+    """SSQ's test-split outcomes beside every peer record under `runs`/test, per budget;
+    training violations and wall time per (method, budget) where known (SSQ's from the
+    bench_tasks_train outputs `ssq_train_paths`)."""
     ssq, baselines, commits = ssq_test_outcomes(ssq_paths)
     methods: dict[str, dict] = {'ssq': ssq}
+    training: dict[str, dict] = {'ssq': ssq_training(list(ssq_train_paths))}
     for path in sorted((runs / 'test').glob('*.json')):
         r = json.loads(path.read_text())
-        methods.setdefault(r['method'], {})[(r['steps'], r['task'], r['seed'])] = \
-            r['eval_shielded']['outcomes']
+        key = (r['steps'], r['task'], r['seed'])
+        methods.setdefault(r['method'], {})[key] = r['eval_shielded']['outcomes']
+        training.setdefault(r['method'], {})[key] = {
+            'unsafe_states_train': r['training']['unsafe_states_train'],
+            'wall_time_train_s': r['training']['wall_time_train_s']}
     per_task, across = [], []
     for name, outcomes in methods.items():
         for steps in sorted({k[0] for k in outcomes}):
@@ -334,8 +354,17 @@ def table(ssq_paths: list[Path], runs: Path = RUNS) -> dict:
                 scores.append(per_seed)
             if len(scores) == len(TASKS):
                 point, low, high = stratified_bootstrap_interval(scores)
+                known = [v for k, v in training.get(name, {}).items()
+                         if k[0] == steps and k in outcomes]
                 across.append({'method': name, 'steps': steps, 'iqm': point,
-                               'bootstrap95': (low, high), 'scores': scores})
+                               'bootstrap95': (low, high), 'scores': scores,
+                               'runs': sum(map(len, scores)),
+                               'training_runs_known': len(known),
+                               'unsafe_states_train': sum(v['unsafe_states_train']
+                                                          for v in known),
+                               'wall_time_train_s': float(np.mean(
+                                   [v['wall_time_train_s'] for v in known]))
+                               if known else None})
     for task in TASKS:
         for name in ('behavior_greedy', 'behavior', 'oracle'):
             wins = int(sum(baselines[task][name]))
@@ -348,9 +377,11 @@ def table(ssq_paths: list[Path], runs: Path = RUNS) -> dict:
         if entry['method'] != 'ssq' and entry['steps'] in ssq_at:
             entry['probability_ssq_beats'] = probability_of_improvement(
                 ssq_at[entry['steps']]['scores'], entry['scores'])
+    tuned = [json.loads(p.read_text()) for p in sorted((runs / 'tune').glob('*.json'))]
     return {'machine': {**provenance(), 'cpus': os.cpu_count()},
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
-            'test_split': TEST, 'per_task': per_task, 'across_tasks': across}
+            'test_split': TEST, 'validation_split': VALIDATION, 'grid': tune_table(tuned),
+            'per_task': per_task, 'across_tasks': across}
 
 
 def print_table(result: dict) -> None:
@@ -381,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='test, offline: env steps of the runs (offline: of SSQ\'s run)')
     parser.add_argument('--ssq', type=Path, nargs='+', default=[SSQ_TEST],
                         help='table: bench_tasks_test outputs with SSQ\'s test-split outcomes')
+    parser.add_argument('--ssq-train', type=Path, nargs='+', default=[SSQ_TRAIN],
+                        help='table: bench_tasks_train outputs with SSQ\'s training numbers')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -400,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
               for s in args.seeds for t in args.tasks], run_offline)
     else:
-        result = table(args.ssq)
+        result = table(args.ssq, RUNS, args.ssq_train)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + '\n')
         print_table(result)

@@ -1,6 +1,8 @@
-"""docs/benchmarks.md (and its plot) generated from bench/results/peers.json and speed.json.
+"""docs/benchmarks.md (and its plots) generated from bench/results/peers.json, speed.json and
+tasks_peers.json (the task suite, where present).
 
-    .venv/bin/python -m bench.make_benchmarks_doc [--peers P] [--speed S] [--out FILE.md]
+    .venv/bin/python -m bench.make_benchmarks_doc [--peers P] [--speed S] [--tasks-peers T]
+                                                  [--out FILE.md]
 
 Nothing in the document is typed by hand: every number comes from the JSON the benchmark
 scripts wrote, with the command and the machine that produced it.
@@ -36,6 +38,13 @@ LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (con
           'iql': 'IQL (d3rlpy, offline)', 'cql': 'CQL (d3rlpy, offline)',
           'discrete_cql': 'DiscreteCQL (d3rlpy, offline)'}
 EXPLORING = ('sac', 'sac_penalized', 'dqn')
+SUITE_RESULTS = PEERS_RESULTS.with_name('tasks_peers.json')  # bench_tasks_peers table
+SUITE_TASKS = ('wall', 'ushape', 'window')
+SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most likely action",
+                'bc': "Behaviour cloning of mu's data",
+                'cql': "Discrete CQL (d3rlpy) on mu's data",
+                'behavior_greedy': 'greedy mu (goal preference 2)', 'behavior': 'sampled mu',
+                'oracle': 'scripted oracle on mu\'s support'}
 
 
 def _fmt(value, pattern: str) -> str:
@@ -269,8 +278,133 @@ def harness_section(harness: dict) -> list[str]:
     return lines
 
 
+def suite_label(method: str) -> str:
+    """The task-suite table's name for a method of bench_tasks_peers."""
+    if method.startswith('dqn_'):
+        explore, n, length = method[4:].split('_')
+        return (f"DQN (SB3) restricted to mu's support, "
+                f"{'mu' if explore == 'mu' else 'uniform'}-drawn exploration, "
+                f'{n[1:]}-step targets, {length[1:]}-step training episodes')
+    return SUITE_LABELS[method]
+
+
+def _percent(rate: float) -> str:
+    return f'{100 * rate:.1f} %'
+
+
+def suite_section(suite: dict, plot_name: str | None) -> list[str]:
+    """SSQ against peers restricted to mu's support on the task suite (bench_tasks_peers)."""
+    first, count = suite['test_split']
+    rows = {(r['method'], r['steps'], r['task']): r for r in suite['per_task']}
+    tasks = sorted({r['task'] for r in suite['per_task']}, key=SUITE_TASKS.index)
+    lines = ['## The task suite: SSQ against peers restricted to mu\'s support', '',
+             'Command: `.venv/bin/python -m bench.bench_tasks_peers table` (the runs: its '
+             'docstring). Each task\'s goal lies where greedy goal-seeking fails '
+             '(docs/tasks.md). Every row acts behind mu\'s support: a discrete policy takes '
+             'its best primitive that mu allows. Test split: held-out episodes '
+             f'{first + 1}-{first + count}, {count} per run, never used for any choice; per '
+             'task, all seeds\' episodes pooled (Wilson 95 % interval); across tasks, the '
+             'interquartile mean over (task, seed) runs with a stratified-bootstrap 95 % '
+             'interval, and the probability that a random SSQ run beats a random run of the '
+             'row on the same task (0.5: a tie).', '']
+    for steps in sorted({a['steps'] for a in suite['across_tasks']}, reverse=True):
+        entries = [a for a in suite['across_tasks'] if a['steps'] == steps]
+        lines += [f'**{steps} environment steps per run.**', '',
+                  '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | P(SSQ beats) | '
+                  'seeds x tasks | unsafe states, training | training wall time per run |',
+                  '|---|' + '---|' * (len(tasks) + 5)]
+        for a in sorted(entries, key=lambda e: (e['method'] != 'ssq', -e['iqm'])):
+            cells = []
+            for task in tasks:
+                row = rows[(a['method'], steps, task)]
+                low, high = row['wilson95']
+                cells.append(f"{_percent(row['rate'])} ({100 * low:.0f}-{100 * high:.0f})")
+            low, high = a['bootstrap95']
+            versus = (f"{a['probability_ssq_beats']:.2f}" if 'probability_ssq_beats' in a
+                      else '-')
+            unsafe = (f"{a['unsafe_states_train']} in {a['training_runs_known']} runs"
+                      if a['training_runs_known'] else 'not recorded')
+            wall = (f"{a['wall_time_train_s']:.0f} s" if a['wall_time_train_s'] is not None
+                    else '-')
+            name = SUITE_LABELS['ssq'] if a['method'] == 'ssq' else suite_label(a['method'])
+            lines.append(f"| {name} | " + ' | '.join(cells)
+                         + f" | {100 * a['iqm']:.1f} % ({100 * low:.0f}-{100 * high:.0f}) | "
+                         f"{versus} | {a['runs']} | {unsafe} | {wall} |")
+        lines.append('')
+    baseline_rows = [m for m in ('behavior_greedy', 'behavior', 'oracle')
+                     if all((m, 0, t) in rows for t in tasks)]
+    if baseline_rows:
+        lines += ['Without learning, on the same episodes (they do not depend on a seed):', '',
+                  '| executor | ' + ' | '.join(tasks) + ' |', '|---|' + '---|' * len(tasks)]
+        for m in baseline_rows:
+            lines.append(f'| {SUITE_LABELS[m]} | ' + ' | '.join(
+                f"{rows[(m, 0, t)]['successes']}/{rows[(m, 0, t)]['episodes']}"
+                for t in tasks) + ' |')
+        lines.append('')
+    if suite.get('grid'):
+        first_v, count_v = suite['validation_split']
+        lines += ['**The DQN grid (equal tuning).** Every point trained on seed 0 of each task '
+                  f'for 10 000 steps, judged on held-out episodes {first_v + 1}-'
+                  f'{first_v + count_v} (the episodes SSQ\'s settings were chosen on); the '
+                  'best mean is the row above.', '',
+                  '| exploration, n-step, training episode steps | ' + ' | '.join(tasks)
+                  + ' | mean |', '|---|' + '---|' * (len(tasks) + 1)]
+        for g in suite['grid']:
+            lines.append(f"| {g['point']} | " + ' | '.join(
+                _percent(g['per_task'][t]) if t in g['per_task'] else '-' for t in tasks)
+                + f" | {_percent(g['mean'])} |")
+        lines.append('')
+    if plot_name:
+        lines += [f'![success against environment steps on the task suite]({plot_name})', '']
+    return lines
+
+
+def plot_suite(suite: dict, path: Path) -> Path | None:
+    """Success on the test split against env steps, per task and method (points: seeds'
+    mean; bars: the pooled Wilson interval); None when only one budget was measured."""
+    budgets = sorted({r['steps'] for r in suite['per_task'] if r['steps']})
+    if len(budgets) < 2:
+        return None
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    tasks = sorted({r['task'] for r in suite['per_task']}, key=SUITE_TASKS.index)
+    methods = sorted({r['method'] for r in suite['per_task'] if r['steps']},
+                     key=lambda m: (m != 'ssq', m))
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharey=True)
+    for axis, task in zip(np.atleast_1d(axes), tasks, strict=True):
+        for method in methods:
+            mine = sorted((r for r in suite['per_task']
+                           if r['method'] == method and r['task'] == task and r['steps']),
+                          key=lambda r: r['steps'])
+            if not mine:
+                continue
+            x = [r['steps'] for r in mine]
+            y = np.array([r['rate'] for r in mine])
+            bounds = np.array([r['wilson95'] for r in mine])
+            axis.errorbar(x, 100 * y, yerr=100 * np.abs(bounds.T - y), marker='o',
+                          capsize=3, label=method)
+        oracle = [r for r in suite['per_task'] if r['method'] == 'oracle' and r['task'] == task]
+        greedy = [r for r in suite['per_task']
+                  if r['method'] == 'behavior_greedy' and r['task'] == task]
+        for rows, style, label in ((oracle, ':', 'oracle'), (greedy, '--', 'greedy mu')):
+            if rows:
+                axis.axhline(100 * rows[0]['rate'], linestyle=style, color='grey', label=label)
+        axis.set_title(task)
+        axis.set_xlabel('environment steps')
+        axis.set_ylim(-3, 103)
+    np.atleast_1d(axes)[0].set_ylabel('success on the test split [%]')
+    np.atleast_1d(axes)[0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def render(peers: dict, speed: dict | None, plot_name: str,
-           run_all: dict | None = None, harness: dict | None = None) -> str:
+           run_all: dict | None = None, harness: dict | None = None,
+           suite: dict | None = None, suite_plot: str | None = None) -> str:
     config, machine = peers['config'], peers['machine']
     default = PeerBenchConfig()
     reduced = config['steps'] < default.steps or len(config['seeds']) < len(default.seeds)
@@ -325,6 +459,8 @@ def render(peers: dict, speed: dict | None, plot_name: str,
         'their training counts are those of that collection; their wall time is the offline '
         'training alone.',
         ''] + caveats(peers) + ['## Goals', ''] + goals(peers, speed, whole)
+    if suite:
+        lines += [''] + suite_section(suite, suite_plot)
     lines += ['', f'![return and unsafe states against environment steps]({plot_name})', '',
               'The training curves of SSQ and of the offline methods are the safe behavior '
               'controller\'s episodes: in SSQ only mu acts while learning; SAC\'s are its '
@@ -365,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--run-all', type=Path, default=RUN_ALL_RESULTS,
                         help="bench/run_all.sh's wall time record")
     parser.add_argument('--harness', type=Path, default=HARNESS_RESULTS)
+    parser.add_argument('--tasks-peers', type=Path, default=SUITE_RESULTS,
+                        help='bench_tasks_peers table output (the task suite)')
     parser.add_argument('--out', type=Path, default=DOC)
     args = parser.parse_args(argv)
     try:
@@ -372,12 +510,17 @@ def main(argv: list[str] | None = None) -> int:
         speed = json.loads(args.speed.read_text()) if args.speed.exists() else None
         run_all = json.loads(args.run_all.read_text()) if args.run_all.exists() else None
         harness = json.loads(args.harness.read_text()) if args.harness.exists() else None
+        suite = (json.loads(args.tasks_peers.read_text()) if args.tasks_peers.exists()
+                 else None)
     except (OSError, json.JSONDecodeError) as exc:
         print(f'make_benchmarks_doc: cannot read results ({exc}); run bench_peers first',
               file=sys.stderr)
         return 2
     plot = plot_curves(peers, args.out.with_name(args.out.stem + '_curves.png'))
-    args.out.write_text(render(peers, speed, plot.name, run_all, harness))
+    suite_plot = None if suite is None else plot_suite(
+        suite, args.out.with_name(args.out.stem + '_tasks.png'))
+    args.out.write_text(render(peers, speed, plot.name, run_all, harness, suite,
+                               None if suite_plot is None else suite_plot.name))
     print(f'wrote {args.out} and {plot}')
     return 0
 

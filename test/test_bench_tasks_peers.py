@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import bench_tasks_peers
+from bench import bench_tasks_peers, make_benchmarks_doc
 from bench.peers.common import LongerEpisodes, SupportShield
 from bench.peers.ssq import ssq_config, tiny_ssq_config, train_ssq
 from bench.stats import iqm
@@ -125,23 +125,45 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     peers.mkdir(parents=True)
     for task in outcomes:
         for seed, wins in ((0, 30), (1, 50)):
-            (peers / f'{task}-dqn_x-10000-s{seed}.json').write_text(json.dumps({
-                'method': 'dqn_x', 'task': task, 'seed': seed, 'steps': 10_000,
+            (peers / f'{task}-dqn_mu_n8_e140-10000-s{seed}.json').write_text(json.dumps({
+                'method': 'dqn_mu_n8_e140', 'task': task, 'seed': seed, 'steps': 10_000,
+                'training': {'unsafe_states_train': 0, 'wall_time_train_s': 50.0},
                 'eval_shielded': {'outcomes': [1] * wins + [0] * (100 - wins)}}))
     # the peer at a second budget, where SSQ has no runs: no comparison is made there
-    (peers / 'wall-dqn_x-5000-s0.json').write_text(json.dumps({
-        'method': 'dqn_x', 'task': 'wall', 'seed': 0, 'steps': 5000,
+    (peers / 'wall-dqn_mu_n8_e140-5000-s0.json').write_text(json.dumps({
+        'method': 'dqn_mu_n8_e140', 'task': 'wall', 'seed': 0, 'steps': 5000,
+        'training': {'unsafe_states_train': 0, 'wall_time_train_s': 20.0},
         'eval_shielded': {'outcomes': [1] * 100}}))
-    result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers')
+    train = tmp_path / 'ssq_train.json'
+    train.write_text(json.dumps({'runs': [
+        {'task': t, 'variant': 'task', 'seed': s, 'steps': 10_000, 'unsafe_states_train': 0,
+         'wall_time_s': 200.0 + s} for t in outcomes for s in range(2)]}))
+    result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
     assert rows[('ssq', 10_000, 'window')]['successes'] == 160
-    assert rows[('dqn_x', 10_000, 'wall')]['rate'] == pytest.approx(0.4)
-    assert rows[('dqn_x', 5000, 'wall')]['rate'] == 1.0
+    assert rows[('dqn_mu_n8_e140', 10_000, 'wall')]['rate'] == pytest.approx(0.4)
+    assert rows[('dqn_mu_n8_e140', 5000, 'wall')]['rate'] == 1.0
     assert rows[('oracle', 0, 'ushape')]['rate'] == 1.0
     across = {(a['method'], a['steps']): a for a in result['across_tasks']}
-    assert set(across) == {('ssq', 10_000), ('dqn_x', 10_000)}  # 5000: one task only
-    assert across[('dqn_x', 10_000)]['iqm'] == pytest.approx(iqm([.3, .5] * 3))
-    assert across[('dqn_x', 10_000)]['probability_ssq_beats'] == 1.0
+    assert set(across) == {('ssq', 10_000), ('dqn_mu_n8_e140', 10_000)}  # 5000: one task only
+    assert across[('dqn_mu_n8_e140', 10_000)]['iqm'] == pytest.approx(iqm([.3, .5] * 3))
+    assert across[('dqn_mu_n8_e140', 10_000)]['probability_ssq_beats'] == 1.0
+    assert across[('ssq', 10_000)]['training_runs_known'] == 6
+    assert across[('ssq', 10_000)]['wall_time_train_s'] == pytest.approx(200.5)
+    assert across[('dqn_mu_n8_e140', 10_000)]['unsafe_states_train'] == 0
+    assert across[('dqn_mu_n8_e140', 10_000)]['runs'] == 6
+    # the page and its plot (make_benchmarks_doc)
+    text = '\n'.join(make_benchmarks_doc.suite_section(result, 'tasks.png'))
+    assert "| SSQ (ssq_ros): the critic's induced policy, its most likely action | 90.0 % " \
+        in text
+    assert '| - | 6 | 0 in 6 runs | 200 s |' in text  # SSQ's row
+    assert '| 1.00 | 6 | 0 in 6 runs | 50 s |' in text  # SSQ beats every DQN run
+    assert '| greedy mu (goal preference 2) | 0/100 | 0/100 | 0/100 |' in text
+    assert 'episodes 131-230' in text and '![success against environment steps' in text
+    plot = make_benchmarks_doc.plot_suite(result, tmp_path / 'tasks.png')
+    assert plot.stat().st_size > 1000
+    one_budget = dict(result, per_task=[r for r in result['per_task'] if r['steps'] != 5000])
+    assert make_benchmarks_doc.plot_suite(one_budget, tmp_path / 'none.png') is None
     # SSQ's outcomes from another split are refused
     ssq.write_text(json.dumps({'first_episode': 30, 'episodes': count, 'runs': ssq_runs,
                                'baselines': baselines, 'machine': {'code_commit': 'c'}}))
