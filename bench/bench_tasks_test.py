@@ -68,8 +68,9 @@ def timed(label: str, problem, act, episodes: int, first: int, gamma: float) -> 
     return [int(o) for o in stats.outcomes]
 
 
-def evaluate_run(folder: Path, episodes: int, first: int) -> dict[str, list[int]]:
-    """The run's learned executors on the test episodes."""
+def evaluate_run(folder: Path, episodes: int, first: int,
+                 executors: tuple[str, ...] = LEARNED) -> dict[str, list[int]]:
+    """The run's learned executors (those of `executors` it has) on the test episodes."""
     config = run_config(folder)
     learner = load_run_learner(config, folder)
     policy = load_exported_policy(folder / 'policy.pt')
@@ -83,7 +84,7 @@ def evaluate_run(folder: Path, episodes: int, first: int) -> dict[str, list[int]
         executor.set_policy(policy)
         actors[name] = executor_actor(problem, executor)
     return {name: timed(f'{folder.name} {name}', problem, act, episodes, first, gamma)
-            for name, act in actors.items()}
+            for name, act in actors.items() if name in executors}
 
 
 def evaluate_baselines(folder: Path, episodes: int, first: int) -> dict[str, list[int]]:
@@ -158,13 +159,19 @@ def evaluate_folders(args: argparse.Namespace,
                      f'{args.runs}')
     started = time.monotonic()
     baselines = {}
+    if args.baselines_from:  # the same episodes: the baselines do not depend on the runs
+        earlier = json.loads(args.baselines_from.read_text())
+        if (earlier['first_episode'], earlier['episodes']) != (args.first, args.episodes):
+            parser.error(f'--baselines-from {args.baselines_from} was made on other episodes')
+        baselines = earlier['baselines']
     for info, folder in folders:
         if info['task'] not in baselines:
             baselines[info['task']] = evaluate_baselines(folder, args.episodes, args.first)
     runs = []
     for k, (info, folder) in enumerate(folders):
         runs.append({**info, 'run_folder': str(folder),
-                     'outcomes': evaluate_run(folder, args.episodes, args.first)})
+                     'outcomes': evaluate_run(folder, args.episodes, args.first,
+                                              tuple(args.executors))})
         elapsed = time.monotonic() - started
         print(f'[{k + 1}/{len(folders)} runs, {elapsed / 60:.1f} min, ETA '
               f'{elapsed / (k + 1) * (len(folders) - k - 1) / 60:.1f} min]', flush=True)
@@ -183,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
                         'processes; --combine joins their outputs)')
     parser.add_argument('--combine', nargs='+', type=Path, metavar='JSON',
                         help='evaluate nothing: join these outputs of earlier invocations')
+    parser.add_argument('--executors', nargs='+', default=list(LEARNED), choices=LEARNED,
+                        help='the learned executors to evaluate (each costs one pass)')
+    parser.add_argument('--baselines-from', type=Path, metavar='JSON',
+                        help='take the baselines from an earlier output on the same episodes')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.first < 0 or args.episodes < 1:

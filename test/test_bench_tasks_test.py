@@ -52,6 +52,19 @@ def test_a_finished_run_is_evaluated_on_the_test_episodes_from_its_folder(tiny_s
     again = tmp_path / 'again.json'
     assert bench_tasks_test.main(['--combine', str(out), '--out', str(again)]) == 0
     assert json.loads(again.read_text())['summary'] == result['summary']
+    # one executor, the baselines taken from the earlier output on the same episodes
+    only = tmp_path / 'only.json'
+    assert bench_tasks_test.main(['--variants', 'n8_long_e30', '--steps', '120', '--runs',
+                                  str(runs), '--first', '4', '--episodes', '2',
+                                  '--executors', 'policy', '--baselines-from', str(out),
+                                  '--out', str(only)]) == 0
+    result_only = json.loads(only.read_text())
+    assert result_only['runs'][0]['outcomes'] == {'policy': run['outcomes']['policy']}
+    assert result_only['baselines'] == result['baselines']
+    with pytest.raises(SystemExit):  # baselines of other episodes are refused
+        bench_tasks_test.main(['--variants', 'n8_long_e30', '--steps', '120', '--runs',
+                               str(runs), '--first', '5', '--episodes', '2',
+                               '--baselines-from', str(out), '--out', str(only)])
     with pytest.raises(SystemExit):  # nothing of this variant there
         bench_tasks_test.main(['--variants', 'n8_long_a03_e30', '--steps', '120', '--runs',
                                str(runs), '--out', str(out)])
