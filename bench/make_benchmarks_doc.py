@@ -20,7 +20,8 @@ from bench.bench_peers import RESULTS as PEERS_RESULTS
 from bench.bench_peers import PeerBenchConfig
 from bench.bench_speed import RESULTS as SPEED_RESULTS
 from bench.stats import wilson_interval
-from ssq_ros.config import to_dict
+from ssq_ros.config import ConfigError, parse, to_dict
+from ssq_ros.task.config import SimConfig
 from ssq_ros.task.reach_avoid import TASK_REVISION
 from ssq_ros.training.config import load_train_config, resolve_config_file
 
@@ -236,6 +237,11 @@ def stale_task_keys(peers: dict) -> list[str]:
     keys = [] if peers.get('task_revision') == TASK_REVISION else \
         [f'task revision {peers.get("task_revision")} -> {TASK_REVISION}']
     current = to_dict(load_train_config(resolve_config_file('train_sim.yaml')).sim)
+    recorded = peers['task']
+    try:  # read as a config file is: a field added since takes its default (same behaviour)
+        recorded = to_dict(parse(SimConfig, recorded, 'the recorded task'))
+    except ConfigError:
+        pass  # a field since removed or renamed: compared as recorded
 
     def differ(old: dict, new: dict, prefix: str) -> list[str]:
         keys = []
@@ -247,7 +253,7 @@ def stale_task_keys(peers: dict) -> list[str]:
                 keys.append(f'{prefix}{key}: {a} -> {b}')
         return keys
 
-    return keys + differ(peers['task'], current, 'sim.')
+    return keys + differ(recorded, current, 'sim.')
 
 
 def whole_run(peers: dict, run_all: dict | None) -> dict | None:

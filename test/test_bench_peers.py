@@ -194,6 +194,12 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
     assert make_benchmarks_doc.stale_task_keys(dict(current, task_revision=1)) == [
         f'task revision 1 -> {TASK_REVISION}']
     assert make_benchmarks_doc.stale_task_keys({}) == ['task not recorded']
+    # a field added since with its neutral default is the same task; another value is not
+    older = json.loads(json.dumps(current))
+    del older['task']['behavior']['persistence']
+    assert make_benchmarks_doc.stale_task_keys(older) == []
+    older['task']['behavior']['persistence'] = 4.0
+    assert make_benchmarks_doc.stale_task_keys(older) == ['sim.behavior.persistence: 4.0 -> 0.0']
 
 
 def test_plan_adds_the_data_source_and_starts_the_longest_chain_first():
