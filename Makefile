@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ssq_ros-installed
 BENCH_STAMP := $(VENV)/.ssq_ros-bench-installed
 
-.PHONY: train test lint bench
+.PHONY: train test lint bench bench-full
 
 $(STAMP): requirements.txt setup.py package.xml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m pytest -q bench/tests
 	PYTHON=$(BIN)/python bench/run_all.sh $(BENCH_ARGS)
+
+# The whole protocol: the peer table over 5 seeds, then the task suite (SSQ and its peers
+# restricted to mu's support, 5 seeds x 3 budgets, the test split); resumable, hours on 2 cores.
+bench-full: $(BENCH_STAMP)
+	$(BIN)/python -m pytest -q bench/tests
+	PYTHON=$(BIN)/python bench/run_all.sh --seeds 0 1 2 3 4 $(BENCH_ARGS)
+	PYTHON=$(BIN)/python bench/run_suite.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check ssq_ros test bench launch setup.py

@@ -1,7 +1,7 @@
 """Peers on the task suite behind mu's support (issue 15), judged on SSQ's test split.
 
     .venv/bin/python -m bench.bench_tasks_peers tune [--tasks wall]      # the DQN grid
-    .venv/bin/python -m bench.bench_tasks_peers test --point mu_n8_e400 [--seeds 0 1 2 3 4]
+    .venv/bin/python -m bench.bench_tasks_peers test --point best [--steps 10000] [--seeds ..]
     .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql]  # on mu's data
     .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
 
@@ -406,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
     parser.add_argument('--points', nargs='+', default=list(GRID), choices=sorted(GRID),
                         help='tune: the grid points to run')
-    parser.add_argument('--point', choices=sorted(GRID), help='test: the chosen grid point')
+    parser.add_argument('--point', choices=[*sorted(GRID), 'best'],
+                        help='test: a grid point, or best: the best one tune measured')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--steps', type=int, default=STEPS,
                         help='test, offline: env steps of the runs (offline: of SSQ\'s run)')
@@ -426,7 +427,16 @@ def main(argv: list[str] | None = None) -> int:
                 + ('' if row['complete'] else '  (not every task yet)'))
     elif args.phase == 'test':
         if args.point is None:
-            parser.error('test needs --point (the grid point tune chose)')
+            parser.error('test needs --point (a grid point, or best: the one tune chose)')
+        if args.point == 'best':
+            grid = [row for row in tune_table(
+                [json.loads(p.read_text()) for p in sorted((RUNS / 'tune').glob('*.json'))])
+                if row['complete']]
+            if not grid:
+                parser.error('--point best: no grid point was tuned on every task (run tune)')
+            args.point = grid[0]['point']
+            print(f"the tuned grid's best point: {args.point} "
+                  f"({100 * grid[0]['mean']:.1f} % on the validation episodes)", flush=True)
         each([('test', t, args.point, s, args.steps) for s in args.seeds for t in args.tasks],
              run_dqn)
     elif args.phase == 'offline':
