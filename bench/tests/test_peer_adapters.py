@@ -86,3 +86,56 @@ def test_discrete_cql_on_an_ssq_runs_data_is_evaluated_behind_the_shield(tiny_co
     assert record['training']['updates'] == 20 and record['training']['transitions'] == 120
     assert record['eval_shielded']['unsafe_states'] == 0
     assert len(record['eval_shielded']['outcomes']) == 2
+
+
+def test_masked_dqns_update_is_sb3_dqns_where_mu_allows_every_primitive():
+    """MaskedDQN.train re-implements SB3 DQN's update with the target's max over mu's support
+    at s': with every primitive allowed it must move the network exactly as DQN.train does,
+    and a support that excludes the best next primitive must change the update."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import DQN
+    from stable_baselines3.common.logger import configure
+
+    from bench.peers.sb3_common import MaskedDQN
+
+    count, size = 4, 3
+
+    class Toy(gym.Env):
+        observation_space = gym.spaces.Box(-5.0, 5.0, (size + count,), np.float32)
+        action_space = gym.spaces.Discrete(count)
+
+    rng = np.random.default_rng(0)
+    observations = rng.normal(size=(64, size + count)).astype(np.float32)
+    observations[:, size:] = 1.0
+    following = rng.normal(size=(64, size + count)).astype(np.float32)
+    following[:, size:] = 1.0
+    actions = rng.integers(0, count, 64)
+    rewards = rng.normal(size=64).astype(np.float32)
+
+    def trained(algorithm, following, **kwargs):
+        model = algorithm('MlpPolicy', Toy(), seed=0, learning_starts=0, batch_size=16,
+                          buffer_size=100, device='cpu', **kwargs)
+        model.set_logger(configure(None, []))
+        for k in range(64):
+            model.replay_buffer.add(observations[k:k + 1], following[k:k + 1],
+                                    np.array([[actions[k]]]), rewards[k:k + 1],
+                                    np.array([k % 9 == 0]), [{}])
+        model.policy.load_state_dict(reference)
+        np.random.seed(1)
+        torch.manual_seed(1)
+        model.train(gradient_steps=5, batch_size=16)
+        return torch.cat([p.detach().ravel() for p in model.policy.q_net.parameters()])
+
+    reference = DQN('MlpPolicy', Toy(), seed=0, device='cpu').policy.state_dict()
+    plain = trained(DQN, following)
+    masked = trained(MaskedDQN, following, shield=None)
+    assert torch.allclose(plain, masked, atol=1e-7)
+    # mu refuses each next state's best primitive under the target network: another target
+    with torch.no_grad():
+        model = DQN('MlpPolicy', Toy(), seed=0, device='cpu')
+        model.policy.load_state_dict(reference)
+        best = model.q_net_target(torch.as_tensor(following)).argmax(dim=1).numpy()
+    refused = following.copy()
+    refused[np.arange(64), size + best] = 0.0
+    assert not torch.allclose(plain, trained(MaskedDQN, refused, shield=None), atol=1e-6)
