@@ -33,7 +33,7 @@ from ssq_ros.training.provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 PLOT = Path(__file__).resolve().parents[1] / 'docs' / 'img' / 'tasks.png'
-TASKS = ('easy', 'wall', 'ushape', 'window')
+TASKS = ('easy', 'wall', 'ushape', 'window', 'costly')
 GOAL_PREFERENCES = (2.0, 0.0)
 # The discounted return is not reported here; gamma only matters for calibration.
 GAMMA = 0.98
@@ -95,7 +95,8 @@ def oracle_path(name: str, index: int = 0) -> tuple[np.ndarray, np.ndarray, Trai
 
 
 def plot_tasks(names: list[str], out: Path) -> None:
-    """Side (x-z) and top (x-y) views of every task: zones, goal box, one oracle path."""
+    """Side (x-z) and top (x-y) views of every task: zones (red), costly regions (orange),
+    goal box, one oracle path."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -119,6 +120,11 @@ def plot_tasks(names: list[str], out: Path) -> None:
             for sphere in zones.keep_out_spheres:
                 ax.add_patch(Circle((sphere.center[a], sphere.center[b]), sphere.radius,
                                     color='tab:red', alpha=0.35))
+            for box in task.costly_boxes:  # allowed, at a cost
+                ax.add_patch(Rectangle((box.center[a] - box.half_extents[a],
+                                        box.center[b] - box.half_extents[b]),
+                                       2 * box.half_extents[a], 2 * box.half_extents[b],
+                                       color='tab:orange', alpha=0.3, hatch='//'))
             ax.add_patch(Rectangle((task.goal_lower[a], task.goal_lower[b]),
                                    task.goal_upper[a] - task.goal_lower[a],
                                    task.goal_upper[b] - task.goal_lower[b], fill=False,

@@ -37,7 +37,7 @@ from ssq_ros.training.provenance import config_hash, provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks.json'
 PLOT = Path(__file__).resolve().parents[1] / 'docs' / 'img' / 'tasks_unseen_success.png'
-TASKS = ('easy', 'wall', 'ushape', 'window')
+TASKS = ('easy', 'wall', 'ushape', 'window', 'costly')
 MARKER = 'bench_tasks_train.json'
 
 # The extraction is what costs most on 2 busy cores (6 667 steps, ~4 min, after a 10k-step

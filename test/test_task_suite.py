@@ -19,8 +19,8 @@ from ssq_ros.training.evaluate import (
 from ssq_ros.training.problem import build_problem
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ('easy', 'wall', 'ushape', 'window')
-HARD = ('wall', 'ushape', 'window')
+TASKS = ('easy', 'wall', 'ushape', 'window', 'costly')
+HARD = ('wall', 'ushape', 'window', 'costly')
 
 
 @pytest.fixture(scope='module')
@@ -54,7 +54,8 @@ def test_every_task_builds_with_goals_on_both_sides_of_the_split(problems, name)
 def test_the_oracle_reaches_heldout_goals_inside_mus_support(problems, name):
     problem = problems[name]
     env = problem.env
-    oracle = make_oracle(problem.controller, env.task.control_period)
+    oracle = make_oracle(problem.controller, env.task.control_period,
+                         avoid=env.task.config.costly_boxes)
     rng = np.random.default_rng(0)
     for index in range(2):
         _, info = env.reset(seed=heldout_episode_seed(index))
@@ -68,7 +69,8 @@ def test_the_oracle_reaches_heldout_goals_inside_mus_support(problems, name):
             if reached:
                 break
         assert reached, f'{name}: held-out episode {index} not reached within max_steps'
-        assert unsafe == 0
+        assert info['success'], f'{name}: held-out episode {index} entered a costly region'
+        assert unsafe == 0 and env.costly_steps == 0
 
 
 @pytest.mark.parametrize('name', HARD)
@@ -104,3 +106,47 @@ def test_the_hand_extent_covers_the_hand_and_a_reach_without_spheres_is_an_error
     assert lower[2] < -safe_set.config.cartesian_clearance and upper[2] > 0.1
     with pytest.raises(ValueError, match='hand_reach'):
         hand_extent(safe_set, 0.0)
+
+
+def test_the_costly_region_costs_reward_and_success_not_safety(problems):
+    task = problems['costly'].env.task
+    (tray,) = task.config.costly_boxes
+    assert task.safe_set.config.keep_out_boxes == () and task.config.costly_step_cost > 0
+    inside, outside = np.array(tray.center), np.array(tray.center) + [0.0, 0.0, 0.3]
+    goal = np.array([0.7, 0.0, 0.35])
+    assert task.in_costly_region(inside) and not task.in_costly_region(outside)
+    assert task.reward(inside, goal)[0] == pytest.approx(
+        -np.linalg.norm(goal - inside) - task.config.costly_step_cost)
+    assert task.reward(outside, goal)[0] == pytest.approx(-np.linalg.norm(goal - outside))
+    assert task.succeeded(True, 0) and not task.succeeded(True, 1) and not task.succeeded(False, 0)
+    # every held-out goal's straight path from the start crosses the region
+    for index in range(5):
+        problems['costly'].env.reset(seed=heldout_episode_seed(index))
+        ee = task.kinematics.ee_position(problems['costly'].env.joint_state()[0])
+        assert task.crosses_zone(ee, problems['costly'].env.goal[None])[0]
+
+
+def test_greedy_mu_reaches_the_goal_through_the_region_and_both_loops_call_it_a_failure(
+        problems):
+    """The env (ssq-train) and the ROS graph's BehaviorLoop score an episode by one rule."""
+    from ssq_ros.graph_logic.behavior_loop import BehaviorLoop
+    from ssq_ros.graph_logic.phases import RunPhase
+
+    problem = problems['costly']
+    env = problem.env
+    act = greedy_behavior_actor(problem)
+    rng = np.random.default_rng(0)
+    loop = BehaviorLoop(problem, seed=0)
+    obs, _ = env.reset(seed=heldout_episode_seed(1))
+    loop.start_episode(RunPhase.EVAL_BEHAVIOR, 0, env.goal)
+    step = loop.on_state(*env.joint_state(), mu_acts=False)
+    entered, reached = False, False
+    for _ in range(env.task.config.max_steps):
+        obs, _, reached, _, info = env.step(act(obs, rng).action)
+        entered = entered or info['costly']
+        step = loop.on_state(*env.joint_state(), mu_acts=False)
+        if reached:
+            break
+    assert reached and entered and env.costly_steps > 0  # straight through the tray
+    assert not info['success']
+    assert step.summary is not None and step.summary.success is False

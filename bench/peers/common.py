@@ -78,7 +78,7 @@ class TrainingRecorder(gym.Wrapper):
         self.steps += 1
         self._count(info)
         self._return += float(reward)
-        self._success = self._success or bool(terminated)
+        self._success = self._success or bool(info['success'])
         if terminated or truncated:
             self.episodes += 1
             self.curve.add(self.steps, self._return, self._success, self.unsafe_states)

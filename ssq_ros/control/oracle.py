@@ -5,7 +5,7 @@ it reaches in N steps is reachable in N steps with mu's support (docs/tasks.md).
 Planner (`HandPlanner`): a distance-to-goal field over a grid of hand positions covering the
 workspace. A cell the hand cannot take (a keep-out box or sphere, the table or the workspace
 bound, each grown by the hand's extent at the home posture, the safe set's clearance and a
-`margin`) costs
+`margin`) or should not (a task's costly box, grown by the `margin`) costs
 `blocked_cost` times a free cell to cross, so the field leads around the zones wherever a way
 exists and still points somewhere from inside a grown zone. Cells next to the goal hold their
 straight distance to it, so the last centimetres aim at the goal itself.
@@ -23,7 +23,7 @@ import numpy as np
 
 from ssq_ros.config import spec
 from ssq_ros.control.safe_behavior import SafeBehaviorController
-from ssq_ros.safety.safe_set import SafeSet
+from ssq_ros.safety.safe_set import BoxZone, SafeSet
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,8 @@ def hand_extent(safe_set: SafeSet, reach: float) -> tuple[np.ndarray, np.ndarray
 class HandPlanner:
     """Distance-to-goal fields over hand positions for one safe set (see the module doc)."""
 
-    def __init__(self, safe_set: SafeSet, config: OracleConfig):
+    def __init__(self, safe_set: SafeSet, config: OracleConfig,
+                 avoid: tuple[BoxZone, ...] = ()):
         cfg = safe_set.config
         if cfg.workspace is None:
             raise ValueError('the oracle plans inside safe_set.workspace: the safe set has none')
@@ -90,6 +91,9 @@ class HandPlanner:
             # The sphere grown by the box's largest half size: a bound, not the exact shape.
             grow = sphere.radius + np.max(np.maximum(-lower, upper))
             free &= np.linalg.norm(self.points - sphere.center, axis=-1) > grow
+        for box in avoid:  # costly regions: the end effector itself keeps out, with the margin
+            grow = np.add(box.half_extents, config.margin)
+            free &= ~np.all(np.abs(self.points - box.center) < grow, axis=-1)
         self.free = free
         self.cost = np.where(free, 1.0, config.blocked_cost)
         self._field_goal: np.ndarray | None = None
@@ -161,7 +165,9 @@ class ScriptedOracle:
 
 
 def make_oracle(controller: SafeBehaviorController, control_period: float,
-                config: OracleConfig | None = None) -> ScriptedOracle:
-    """The oracle of `controller`'s safe set (a discrete controller: mu's own)."""
-    planner = HandPlanner(controller.support.safe_set, config or OracleConfig())
+                config: OracleConfig | None = None,
+                avoid: tuple[BoxZone, ...] = ()) -> ScriptedOracle:
+    """The oracle of `controller`'s safe set (a discrete controller: mu's own), planning
+    around the boxes `avoid` too (a task's costly regions)."""
+    planner = HandPlanner(controller.support.safe_set, config or OracleConfig(), avoid)
     return ScriptedOracle(controller, planner, control_period)

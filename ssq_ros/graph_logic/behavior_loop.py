@@ -57,6 +57,7 @@ class BehaviorLoop:
         self.active = False
         self._length = 0
         self._return = 0.0
+        self._costly_steps = 0
         self._seen_start = False
         self._pending: tuple[np.ndarray, int | np.ndarray] | None = None
         self._last_obs: np.ndarray | None = None
@@ -72,6 +73,7 @@ class BehaviorLoop:
         self.phase, self.episode, self.goal = phase, episode, goal
         self.active, self._seen_start = True, False
         self._length, self._return, self._pending, self._last_obs = 0, 0.0, None, None
+        self._costly_steps = 0
         self._sent.reset()  # the arm starts at rest
 
     def end_episode(self) -> None:
@@ -94,6 +96,7 @@ class BehaviorLoop:
         if self._seen_start:
             ee = obs[self.task.layout['ee']].astype(float)
             reward, reached = self.task.reward(ee, self.goal)
+            self._costly_steps += int(self.task.in_costly_region(ee))
             self._length += 1
             self._return += reward
         self._seen_start = True
@@ -113,7 +116,8 @@ class BehaviorLoop:
         self._pending, self._last_obs = None, obs
         if ended:
             self.active = False
-            summary = EpisodeSummary(self.phase, self.episode, self._return, reached,
+            summary = EpisodeSummary(self.phase, self.episode, self._return,
+                                     self.task.succeeded(reached, self._costly_steps),
                                      self._length)
             return BehaviorStep(None, transition, summary)
         if not mu_acts:

@@ -130,6 +130,7 @@ class ReachAvoidEnv(gym.Env):
         self.goal = goal
         self.sim.set_goal(goal)
         self.steps = 0
+        self.costly_steps = 0
         # The arm rests at the start: the commands it follows until the first step's acts.
         self.in_flight.reset()
         info = {'unsafe': verdict.unsafe, 'min_margin': verdict.min_margin,
@@ -144,9 +145,12 @@ class ReachAvoidEnv(gym.Env):
         self.steps += 1
         ee = self.sim.ee_position()
         reward, reached = self.task.reward(ee, self.goal)
+        costly = self.task.in_costly_region(ee)
+        self.costly_steps += int(costly)
         truncated = self.steps >= self.task.config.max_steps and not reached
         info = {'unsafe': verdict.unsafe, 'min_margin': verdict.min_margin,
-                'constraint': verdict.constraint, 'success': reached,
+                'constraint': verdict.constraint, 'costly': costly,
+                'success': self.task.succeeded(reached, self.costly_steps),
                 'distance': float(np.linalg.norm(self.goal - ee)), 'command': command,
                 'stamp': self.sim.measured_stamp}
         return self._observation(), float(reward), reached, truncated, info

@@ -9,7 +9,11 @@ a keep-out zone (so the direct route is unsafe and the arm has to go around).
 The goal positions are split once into two disjoint halves: training episodes draw from one,
 held-out episodes from the other, so an evaluation never shows a goal position learned on.
 Reward per step: `-distance_weight * |goal - hand|`, plus `success_bonus` on reaching the goal
-(which ends the episode); the episode is truncated after `max_steps` control steps.
+(which ends the episode), minus `costly_step_cost` for each step the hand ends inside one of
+`costly_boxes`: regions the hand may enter (they are not part of the safe set) at a cost, an
+objective mu does not know. An episode succeeds when it reaches the goal without a step inside
+a costly box (`ReachAvoidTask.succeeded`); the episode is truncated after `max_steps` control
+steps.
 
 Observation (float32, in this order; `OBSERVATION_LAYOUT` gives the slices):
     q          joint positions [rad], command order             (n)
@@ -27,7 +31,7 @@ import numpy as np
 from ssq_ros.config import spec
 from ssq_ros.safety.actions import CartesianActions
 from ssq_ros.safety.kinematics import Kinematics
-from ssq_ros.safety.safe_set import SafeSet
+from ssq_ros.safety.safe_set import BoxZone, SafeSet
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,12 @@ class TaskConfig:
     max_sampling_attempts: int = spec(200, doc='starts tried before giving up', low=1)
     goal_pool_size: int = spec(20000, doc='random postures (or points) tried once to build the '
                                'goal pool', low=100, high=10_000_000)
+    costly_boxes: tuple[BoxZone, ...] = spec(
+        (), doc='axis-aligned regions the hand may enter at a cost (reward and success, not '
+                'safety); goals are drawn where the straight path crosses one or a keep-out '
+                'zone')
+    costly_step_cost: float = spec(0.0, doc='reward subtracted for each step the hand ends '
+                                   'inside a costly box', low=0.0)
     goal_sampling: str = spec('postures', choices=('postures', 'box'),
                               doc='goal pool candidates: hand positions of random postures '
                                   'anywhere in the joint limits, or uniform points of the goal '
@@ -131,10 +141,11 @@ class ReachAvoidTask:
         self._goal_pool: np.ndarray | None = None
 
     def crosses_zone(self, start: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Whether the straight path from `start` to each end point (..., 3) meets a zone."""
+        """Whether the straight path from `start` to each end point (..., 3) meets a keep-out
+        zone or a costly box."""
         zones = self.safe_set.config
         hits = np.zeros(np.shape(ends)[:-1], dtype=bool)
-        for zone in zones.keep_out_boxes:
+        for zone in (*zones.keep_out_boxes, *self.config.costly_boxes):
             hits |= segment_hits_box(start, ends, np.array(zone.center),
                                      np.array(zone.half_extents))
         for zone in zones.keep_out_spheres:
@@ -234,12 +245,25 @@ class ReachAvoidTask:
         raise RuntimeError('no start/goal pair found whose straight path crosses a keep-out '
                            'zone: check task.goal_lower/goal_upper against the zones')
 
+    def in_costly_region(self, ee: np.ndarray) -> bool:
+        """Whether the hand at `ee` is inside one of the costly boxes."""
+        return any(np.all(np.abs(np.asarray(ee) - box.center) <= box.half_extents)
+                   for box in self.config.costly_boxes)
+
     def reward(self, ee: np.ndarray, goal: np.ndarray) -> tuple[float, bool]:
         """(reward, reached) for the hand at `ee`."""
         distance = float(np.linalg.norm(goal - ee))
         reached = distance <= self.config.success_radius
         reward = -self.config.distance_weight * distance
+        if self.config.costly_boxes and self.in_costly_region(ee):
+            reward -= self.config.costly_step_cost
         return reward + (self.config.success_bonus if reached else 0.0), reached
+
+    @staticmethod
+    def succeeded(reached: bool, costly_steps: int) -> bool:
+        """An episode's success, the one rule of ssq-train and the ROS graph: the goal reached
+        with no step inside a costly box."""
+        return bool(reached) and costly_steps == 0
 
     def observation(self, q: np.ndarray, qdot: np.ndarray, ee: np.ndarray,
                     goal: np.ndarray) -> np.ndarray:

@@ -99,7 +99,9 @@ def oracle_actor(problem: ArmProblem, oracle: ScriptedOracle | None = None) -> A
     only): it never takes an action mu does not allow."""
     if not problem.discrete:
         raise ValueError('the oracle chooses among the discrete primitives')
-    oracle = oracle or make_oracle(problem.controller, problem.env.task.control_period)
+    task = problem.env.task
+    oracle = oracle or make_oracle(problem.controller, task.control_period,
+                                   avoid=task.config.costly_boxes)
 
     def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
         decision = problem.behavior(rng)
@@ -280,7 +282,7 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
             rewards.append(reward)
             if len(rewards) <= max_steps:
                 total += reward
-                success = success or terminated
+                success = success or info['success']
                 stats.interventions += int(choice.replaced)
             # Past the time limit only for calibration: keep going, stop at the goal.
             if terminated or len(rewards) >= max_steps + tail:

@@ -175,7 +175,7 @@ class Trainer:
             obs, decision = next_obs, next_decision
             total += reward
             length += 1
-            success = success or terminated
+            success = success or info['success']
             self._bar.update(1)
             if events.policy is not None:
                 self.executor.set_policy(load_exported_policy(events.policy))
