@@ -3,6 +3,7 @@ greedily and sampled (goal preference 2.0 and 0.0) and of the scripted oracle
 (ssq_ros.control.oracle), each on the same held-out episodes (`evaluate_heldout`).
 
     .venv/bin/python -m bench.bench_tasks [--episodes 100] [--tasks wall ushape] [--plot]
+                                          [--plot-only] [--out JSON]
 
 Prints a progress line per (task, executor) and writes bench/results/task_baselines.json with
 the code's git commit and each task's config hash; `--plot` draws each task's zones, goal box
@@ -150,17 +151,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--episodes', type=int, default=100)
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
     parser.add_argument('--plot', action='store_true', help=f'draw the tasks to {PLOT}')
+    parser.add_argument('--plot-only', action='store_true',
+                        help='draw the tasks, measure nothing')
+    parser.add_argument('--out', type=Path, default=RESULTS / 'task_baselines.json')
     args = parser.parse_args(argv)
-    if args.plot:
+    if args.plot or args.plot_only:
         plot_tasks(args.tasks, PLOT)
+    if args.plot_only:
+        return 0
     rows = [task_row(name, args.episodes) for name in args.tasks]
     result = {'command': f'python -m bench.bench_tasks --episodes {args.episodes} --tasks '
                          + ' '.join(args.tasks), 'episodes': args.episodes, 'rows': rows}
     result.update(provenance())
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / 'task_baselines.json'
-    out.write_text(json.dumps(result, indent=2) + '\n')
-    print(f'wrote {out}')
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + '\n')
+    print(f'wrote {args.out}')
     return 0
 
 
