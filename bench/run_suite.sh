@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# The task-suite protocol (issues 14, 15): SSQ and its peers on wall, ushape and window, 5 seeds
-# each at 2 500, 5 000 and 10 000 env steps, judged once on the test split (held-out episodes
-# 131-230), then docs/benchmarks.md. Resumable: a run or record made by the same commit with
+# The task-suite protocol (issues 14, 15): SSQ and its peers on wall, ushape, window and
+# costly, 5 seeds each at 2 500, 5 000 and 10 000 env steps, judged once on the test split
+# (held-out episodes 131-230), then docs/benchmarks.md. Resumable: a run or record made by the same commit with
 # the same settings is reused, anything else runs again. Two processes at a time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 2.5 h on a 2-core CPU from nothing.
+# About 3 h on a 2-core CPU from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS="0 1 2 3 4"
 TEST="--first 130 --episodes 100"
-both() { "$@" --tasks wall ushape & first=$!; "$@" --tasks window; wait "$first"; }
+# both "TASKS A" "TASKS B" command...: the command on each half of the tasks, side by side
+both() {
+    local a=$1 b=$2
+    shift 2
+    "$@" --tasks $a &
+    local first=$!
+    "$@" --tasks $b
+    wait "$first"
+}
+ALL=("wall ushape" "window costly")
 for steps in 10000 5000 2500; do  # SSQ: the task configs as shipped (variant 'task')
-    both "$PYTHON" -m bench.bench_tasks_train --variants task --seeds $SEEDS --steps $steps \
-        --results "runs/suite/collect-$steps.json"
+    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task --seeds $SEEDS \
+        --steps $steps --results "runs/suite/collect-$steps.json"
 done
 "$PYTHON" -m bench.bench_tasks_train --collect-only --results bench/results/tasks_induced.json
 "$PYTHON" -m bench.bench_tasks_test --variants task --steps 10000 $TEST \
@@ -25,11 +34,11 @@ for steps in 5000 2500; do  # the learning curve: the deployed executor only
 done
 # Peers: the DQN grid on the validation episodes, its best point on the test split at every
 # budget, BC and CQL on each SSQ run's data.
-both "$PYTHON" -m bench.bench_tasks_peers tune
+both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers tune  # costly: untuned, as SSQ
 for steps in 10000 5000 2500; do
-    both "$PYTHON" -m bench.bench_tasks_peers test --point best --steps $steps
+    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --point best --steps $steps
 done
-both "$PYTHON" -m bench.bench_tasks_peers offline
+both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers offline
 "$PYTHON" -m bench.bench_tasks_peers table --ssq bench/results/tasks_test_induced.json \
     bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json
 "$PYTHON" -m bench.make_benchmarks_doc

@@ -145,7 +145,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert rows[('dqn_mu_n8_e140', 5000, 'wall')]['rate'] == 1.0
     assert rows[('oracle', 0, 'ushape')]['rate'] == 1.0
     across = {(a['method'], a['steps']): a for a in result['across_tasks']}
-    assert set(across) == {('ssq', 10_000), ('dqn_mu_n8_e140', 10_000)}  # 5000: one task only
+    assert across[('dqn_mu_n8_e140', 5000)]['tasks'] == ['wall']
+    assert 'probability_ssq_beats' not in across[('dqn_mu_n8_e140', 5000)]  # SSQ: no 5000
+    assert across[('ssq', 10_000)]['tasks'] == ['wall', 'ushape', 'window']
     assert across[('dqn_mu_n8_e140', 10_000)]['iqm'] == pytest.approx(iqm([.3, .5] * 3))
     assert across[('dqn_mu_n8_e140', 10_000)]['probability_ssq_beats'] == 1.0
     assert across[('ssq', 10_000)]['training_runs_known'] == 6
