@@ -2,7 +2,8 @@
 # The task-suite protocol (issues 14, 15): SSQ and its peers on wall, ushape, window and
 # costly, 5 seeds each at 2 500, 5 000 and 10 000 env steps, judged once on the test split
 # (held-out episodes 131-230), then docs/benchmarks.md. Resumable: a run or record made by the
-# same commit with the same settings is reused, anything else runs again. Two processes at a time (2 cores).
+# same commit with the same settings is reused, anything else runs again. Two processes at a
+# time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
 # About 3 h on a 2-core CPU from nothing.
 set -euo pipefail
