@@ -68,6 +68,10 @@ VARIANTS: dict[str, dict] = {
     # ... with a task-agnostic exploration prior instead: mu keeps the hand's heading
     'task_gp0_p4': {'sim': {'behavior': {'goal_preference': 0.0, 'persistence': 4.0}}},
     'task_gp0_p8': {'sim': {'behavior': {'goal_preference': 0.0, 'persistence': 8.0}}},
+    # the costly task (mu drives through the costly region): a weaker goal pull, so mu's data
+    # also holds ways around it; trusting Q more
+    'task_gp1': {'sim': {'behavior': {'goal_preference': 1.0}}},
+    'task_a01': {'learner': {'critic': {'alpha': 0.1}}},
     'onestep': _variant(fast=False),              # the default learner, default extraction
     'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),
