@@ -39,6 +39,9 @@ ADDED_SINCE_ISSUE13 = {
     'learner.extraction.discrete_policy': 'fitted',
     # issue 14: mu's task-agnostic persistence prior; 0 is the recorded mu
     'sim.behavior.persistence': 0.0,
+    # issue 14: the costly task's regions; none (and no cost) is the recorded task
+    'sim.task.costly_boxes': [],
+    'sim.task.costly_step_cost': 0.0,
 }
 
 
