@@ -362,6 +362,28 @@ def test_safety_monitor_refuses_bad_states_and_verdicts(ros):
         harness.close()
 
 
+def test_safety_monitor_draws_the_tasks_costly_regions_apart_from_the_safe_set(ros):
+    from ssq_ros.paths import config_path
+    node = SafetyMonitor(parameter_overrides=[
+        Parameter('config_file', value=str(config_path('tasks/costly.yaml')))])
+    try:
+        by_ns = {}
+        for marker in node.zone_markers():
+            by_ns.setdefault(marker.ns, []).append(marker)
+        (tray,) = by_ns['costly']
+        assert tray.text == 'tray' and tray.type == tray.CUBE
+        assert (tray.pose.position.x, tray.scale.x, tray.scale.z) == pytest.approx(
+            (0.47, 0.1, 0.4))
+        assert 'keep_out' not in by_ns  # the costly task's safe set has no zone
+    finally:
+        node.destroy_node()
+    plain = SafetyMonitor(parameter_overrides=[Parameter('config_file', value=TINY)])
+    try:
+        assert not any(m.ns == 'costly' for m in plain.zone_markers())
+    finally:
+        plain.destroy_node()
+
+
 def test_mujoco_sim_takes_position_targets_for_a_position_controller(ros):
     node = MujocoSim(parameter_overrides=[
         Parameter('config_file', value=TINY),

@@ -13,7 +13,8 @@ Out: /ssq/safety/status (diagnostic_msgs/DiagnosticArray, latched: unsafe-state 
 
 Marker namespaces (docs/topics.md): `table`, `workspace`, `keep_out`, `goal`, `ee_trail` (hand
 positions coloured by S's margin: green safe, red near the boundary, magenta outside),
-`status_text`. Counting and colours: `ssq_ros.graph_logic.monitor`.
+`status_text`, and `costly` (the task's costly regions, not part of S) where the task has any.
+Counting and colours: `ssq_ros.graph_logic.monitor`.
 """
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ ZONE_COLOR = (0.9, 0.15, 0.1, 0.35)
 TABLE_COLOR = (0.55, 0.45, 0.35, 0.8)
 WORKSPACE_COLOR = (0.3, 0.5, 1.0, 0.8)
 GOAL_COLOR = (0.1, 0.8, 0.2, 0.6)
+COSTLY_COLOR = (1.0, 0.6, 0.1, 0.3)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class SafetyMonitor(Node):
             self_collision_pairs=self.safe_set.self_collision.pairs) \
             if self.cfg.geometry_judge else None
         self.goal_radius = run_config.sim.task.success_radius
+        self.costly_boxes = run_config.sim.task.costly_boxes
         self.tally = SafetyTally(self.safe_set)
         self.reader = JointStateReader.for_robot(robot, self.cfg.position_tolerance,
                                                  max_stamp_age=self.cfg.max_stamp_age)
@@ -221,7 +224,8 @@ class SafetyMonitor(Node):
         return marker
 
     def zone_markers(self) -> list[Marker]:
-        """Table, workspace box and keep-out zones of the safe set (they never change)."""
+        """Table, workspace box and keep-out zones of the safe set, and the task's costly
+        regions (they never change)."""
         cfg, markers = self.safe_set.config, []
         if cfg.table_height is not None:
             table = self._marker('table', 0, Marker.CUBE, TABLE_COLOR)
@@ -251,6 +255,12 @@ class SafetyMonitor(Node):
             ball.scale.x = ball.scale.y = ball.scale.z = 2.0 * zone.radius
             ball.text = zone.name
             markers.append(ball)
+        for index, zone in enumerate(self.costly_boxes):
+            cube = self._marker('costly', index, Marker.CUBE, COSTLY_COLOR)
+            cube.pose.position = _point(zone.center)
+            cube.scale.x, cube.scale.y, cube.scale.z = (2.0 * h for h in zone.half_extents)
+            cube.text = zone.name
+            markers.append(cube)
         return markers
 
     def dynamic_markers(self) -> list[Marker]:
