@@ -329,7 +329,8 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
           ssq_train_paths: list[Path] = ()) -> dict:
     """SSQ's test-split outcomes beside every peer record under `runs`/test, per budget;
     training violations and wall time per (method, budget) where known (SSQ's from the
-    bench_tasks_train outputs `ssq_train_paths`)."""
+    bench_tasks_train outputs `ssq_train_paths`). The IQM across tasks is over the tuned
+    tasks (TUNED); a later task (costly) is reported per task only."""
     ssq, baselines, commits = ssq_test_outcomes(ssq_paths)
     methods: dict[str, dict] = {'ssq': ssq}
     training: dict[str, dict] = {'ssq': ssq_training(list(ssq_train_paths))}
@@ -354,13 +355,14 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
                                  'seeds': len(lists), 'successes': wins, 'episodes': n,
                                  'rate': wins / n, 'wilson95': wilson_interval(wins, n),
                                  'per_seed': per_seed})
-                scores.append(per_seed)
-            if scores:  # over the tasks this (method, budget) ran on
+                if task in TUNED:
+                    scores.append(per_seed)
+            if scores:  # over the tuned tasks this (method, budget) ran on
                 point, low, high = stratified_bootstrap_interval(scores)
                 known = [v for k, v in training.get(name, {}).items()
                          if k[0] == steps and k in outcomes]
                 across.append({'method': name, 'steps': steps, 'iqm': point,
-                               'tasks': [t for t in TASKS if any(
+                               'tasks': [t for t in TUNED if any(
                                    k[:2] == (steps, t) for k in outcomes)],
                                'bootstrap95': (low, high), 'scores': scores,
                                'runs': sum(map(len, scores)),

@@ -316,7 +316,9 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
     for steps in sorted({a['steps'] for a in suite['across_tasks']}, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]
         lines += [f'**{steps} environment steps per run.** The IQM and P(SSQ beats) are over '
-                  'the tasks a row has (P only where SSQ ran the same ones).', '',
+                  'the tasks the settings were tuned on (wall, ushape, window) that a row has, '
+                  'P only where SSQ ran the same ones; costly, tuned for by neither, is '
+                  'reported per task only.', '',
                   '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | P(SSQ beats) | '
                   'seeds x tasks | unsafe states, training | training wall time per run |',
                   '|---|' + '---|' * (len(tasks) + 5)]

@@ -116,6 +116,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
                 'window': [1] * 80 + [0] * 20}
     ssq_runs = [{'task': t, 'variant': 'task', 'seed': s, 'steps': 10_000,
                  'outcomes': {'policy': o}} for t, o in outcomes.items() for s in range(2)]
+    # a task nobody was tuned on: reported on its own, out of the IQM across tasks
+    ssq_runs.append({'task': 'costly', 'variant': 'task', 'seed': 0, 'steps': 10_000,
+                     'outcomes': {'policy': [0] * 100}})
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
                      'oracle': [1] * 100} for t in outcomes}
     ssq = tmp_path / 'ssq.json'
@@ -141,6 +144,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
     assert rows[('ssq', 10_000, 'window')]['successes'] == 160
+    assert rows[('ssq', 10_000, 'costly')]['rate'] == 0.0
     assert rows[('dqn_mu_n8_e140', 10_000, 'wall')]['rate'] == pytest.approx(0.4)
     assert rows[('dqn_mu_n8_e140', 5000, 'wall')]['rate'] == 1.0
     assert rows[('oracle', 0, 'ushape')]['rate'] == 1.0
