@@ -360,12 +360,12 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             if scores:  # over the tuned tasks this (method, budget) ran on
                 point, low, high = stratified_bootstrap_interval(scores)
                 known = [v for k, v in training.get(name, {}).items()
-                         if k[0] == steps and k in outcomes]
+                         if k[0] == steps and k in outcomes]  # every task's runs
                 across.append({'method': name, 'steps': steps, 'iqm': point,
                                'tasks': [t for t in TUNED if any(
                                    k[:2] == (steps, t) for k in outcomes)],
                                'bootstrap95': (low, high), 'scores': scores,
-                               'runs': sum(map(len, scores)),
+                               'runs': sum(k[0] == steps for k in outcomes),
                                'training_runs_known': len(known),
                                'unsafe_states_train': sum(v['unsafe_states_train']
                                                           for v in known),

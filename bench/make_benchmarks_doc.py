@@ -320,7 +320,7 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                   'P only where SSQ ran the same ones; costly, tuned for by neither, is '
                   'reported per task only.', '',
                   '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | P(SSQ beats) | '
-                  'seeds x tasks | unsafe states, training | training wall time per run |',
+                  'runs | unsafe states, training | training wall time per run |',
                   '|---|' + '---|' * (len(tasks) + 5)]
         for a in sorted(entries, key=lambda e: (e['method'] != 'ssq', -e['iqm'])):
             cells = []
@@ -471,14 +471,14 @@ def render(peers: dict, speed: dict | None, plot_name: str,
         'their training counts are those of that collection; their wall time is the offline '
         'training alone.',
         ''] + caveats(peers) + ['## Goals', ''] + goals(peers, speed, whole)
-    if suite:
-        lines += [''] + suite_section(suite, suite_plot)
     lines += ['', f'![return and unsafe states against environment steps]({plot_name})', '',
               'The training curves of SSQ and of the offline methods are the safe behavior '
               'controller\'s episodes: in SSQ only mu acts while learning; SAC\'s are its '
               'own exploring policy\'s. The markers are SSQ\'s extracted policy at each of '
               'its evaluations during training, behind the shield on the held-out episodes.',
               '']
+    if suite:
+        lines += suite_section(suite, suite_plot)
     if harness:
         lines += harness_section(harness)
     if speed:

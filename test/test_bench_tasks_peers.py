@@ -162,7 +162,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     text = '\n'.join(make_benchmarks_doc.suite_section(result, 'tasks.png'))
     assert "| SSQ (ssq_ros): the critic's induced policy, its most likely action | 90.0 % " \
         in text
-    assert '| - | 6 | 0 in 6 runs | 200 s |' in text  # SSQ's row
+    assert '| - | 7 | 0 in 6 runs | 200 s |' in text  # SSQ's row: costly's run, untimed
     assert '| 1.00 | 6 | 0 in 6 runs | 50 s |' in text  # SSQ beats every DQN run
     assert '| greedy mu (goal preference 2) | 0/100 | 0/100 | 0/100 |' in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
