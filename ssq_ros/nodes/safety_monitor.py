@@ -243,25 +243,25 @@ class SafetyMonitor(Node):
                     if not a & bit:
                         box.points += [_point(corners[a]), _point(corners[a | bit])]
             markers.append(box)
-        for index, zone in enumerate(cfg.keep_out_boxes):
-            cube = self._marker('keep_out', index, Marker.CUBE, ZONE_COLOR)
-            cube.pose.position = _point(zone.center)
-            cube.scale.x, cube.scale.y, cube.scale.z = (2.0 * h for h in zone.half_extents)
-            cube.text = zone.name
-            markers.append(cube)
+        markers += [self._box_marker('keep_out', index, zone, ZONE_COLOR)
+                    for index, zone in enumerate(cfg.keep_out_boxes)]
         for index, zone in enumerate(cfg.keep_out_spheres, start=len(cfg.keep_out_boxes)):
             ball = self._marker('keep_out', index, Marker.SPHERE, ZONE_COLOR)
             ball.pose.position = _point(zone.center)
             ball.scale.x = ball.scale.y = ball.scale.z = 2.0 * zone.radius
             ball.text = zone.name
             markers.append(ball)
-        for index, zone in enumerate(self.costly_boxes):
-            cube = self._marker('costly', index, Marker.CUBE, COSTLY_COLOR)
-            cube.pose.position = _point(zone.center)
-            cube.scale.x, cube.scale.y, cube.scale.z = (2.0 * h for h in zone.half_extents)
-            cube.text = zone.name
-            markers.append(cube)
+        markers += [self._box_marker('costly', index, zone, COSTLY_COLOR)
+                    for index, zone in enumerate(self.costly_boxes)]
         return markers
+
+    def _box_marker(self, ns: str, index: int, zone, rgba: tuple[float, ...]) -> Marker:
+        """A named axis-aligned box (a keep-out zone, a costly region) as a CUBE."""
+        cube = self._marker(ns, index, Marker.CUBE, rgba)
+        cube.pose.position = _point(zone.center)
+        cube.scale.x, cube.scale.y, cube.scale.z = (2.0 * h for h in zone.half_extents)
+        cube.text = zone.name
+        return cube
 
     def dynamic_markers(self) -> list[Marker]:
         markers = []
