@@ -72,6 +72,7 @@ VARIANTS: dict[str, dict] = {
     # also holds ways around it; trusting Q more
     'task_gp1': {'sim': {'behavior': {'goal_preference': 1.0}}},
     'task_a01': {'learner': {'critic': {'alpha': 0.1}}},
+    'task_p4': {'sim': {'behavior': {'persistence': 4.0}}},  # goal-seeking, keeping its heading
     'onestep': _variant(fast=False),              # the default learner, default extraction
     'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),
