@@ -384,7 +384,8 @@ def plot_suite(suite: dict, path: Path) -> Path | None:
     tasks = sorted({r['task'] for r in suite['per_task']}, key=SUITE_TASKS.index)
     methods = sorted({r['method'] for r in suite['per_task'] if r['steps']},
                      key=lambda m: (m != 'ssq', m))
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharey=True)
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharex=True,
+                                sharey=True)
     for axis, task in zip(np.atleast_1d(axes), tasks, strict=True):
         for method in methods:
             mine = sorted((r for r in suite['per_task']
