@@ -318,7 +318,8 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
         lines += [f'**{steps} environment steps per run.** The IQM and P(SSQ beats) are over '
                   'the tasks the settings were tuned on (wall, ushape, window) that a row has, '
                   'P only where SSQ ran the same ones; costly, tuned for by neither, is '
-                  'reported per task only.', '',
+                  'reported per task only. SSQ\'s wall time includes its run\'s final '
+                  'evaluation (ssq-train\'s metrics.json); the peers\' is training alone.', '',
                   '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | P(SSQ beats) | '
                   'runs | unsafe states, training | training wall time per run |',
                   '|---|' + '---|' * (len(tasks) + 5)]
