@@ -126,6 +126,11 @@ def cached(path: Path, settings: dict) -> dict | None:
     return None
 
 
+def saved_records(runs: Path, phase: str) -> list[dict]:
+    """Every record of `phase` ('tune' or 'test') under `runs`."""
+    return [json.loads(path.read_text()) for path in sorted((runs / phase).glob('*.json'))]
+
+
 def save(path: Path, record: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record) + '\n')
@@ -334,8 +339,7 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
     ssq, baselines, commits = ssq_test_outcomes(ssq_paths)
     methods: dict[str, dict] = {'ssq': ssq}
     training: dict[str, dict] = {'ssq': ssq_training(list(ssq_train_paths))}
-    for path in sorted((runs / 'test').glob('*.json')):
-        r = json.loads(path.read_text())
+    for r in saved_records(runs, 'test'):
         key = (r['steps'], r['task'], r['seed'])
         methods.setdefault(r['method'], {})[key] = r['eval_shielded']['outcomes']
         training.setdefault(r['method'], {})[key] = {
@@ -385,10 +389,10 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
         if entry['method'] != 'ssq' and ssq_here and ssq_here['tasks'] == entry['tasks']:
             entry['probability_ssq_beats'] = probability_of_improvement(
                 ssq_here['scores'], entry['scores'])
-    tuned = [json.loads(p.read_text()) for p in sorted((runs / 'tune').glob('*.json'))]
     return {'machine': {**provenance(), 'cpus': os.cpu_count()},
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
-            'test_split': TEST, 'validation_split': VALIDATION, 'grid': tune_table(tuned),
+            'test_split': TEST, 'validation_split': VALIDATION,
+            'grid': tune_table(saved_records(runs, 'tune')),
             'per_task': per_task, 'across_tasks': across}
 
 
@@ -429,9 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     args.tasks = args.tasks or list(TUNED if args.phase == 'tune' else TASKS)
     torch.set_num_threads(1)
     if args.phase == 'tune':
-        records = each([('tune', t, p, 0) for p in args.points for t in args.tasks], run_dqn)
-        every = [json.loads(p.read_text()) for p in sorted((RUNS / 'tune').glob('*.json'))]
-        for row in tune_table(every or records):
+        each([('tune', t, p, 0) for p in args.points for t in args.tasks], run_dqn)
+        for row in tune_table(saved_records(RUNS, 'tune')):
             print(f"{row['point']:16} mean {100 * row['mean']:5.1f} %  " + '  '.join(
                 f'{t} {100 * v:.0f} %' for t, v in row['per_task'].items())
                 + ('' if row['complete'] else '  (not every task yet)'))
@@ -439,9 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.point is None:
             parser.error('test needs --point (a grid point, or best: the one tune chose)')
         if args.point == 'best':
-            grid = [row for row in tune_table(
-                [json.loads(p.read_text()) for p in sorted((RUNS / 'tune').glob('*.json'))])
-                if row['complete']]
+            grid = [row for row in tune_table(saved_records(RUNS, 'tune')) if row['complete']]
             if not grid:
                 parser.error('--point best: no grid point was tuned on every task (run tune)')
             args.point = grid[0]['point']
