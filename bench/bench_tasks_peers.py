@@ -1,7 +1,7 @@
 """Peers on the task suite behind mu's support (issue 15), judged on SSQ's test split.
 
-    .venv/bin/python -m bench.bench_tasks_peers tune [--tasks wall]      # the DQN grid
-    .venv/bin/python -m bench.bench_tasks_peers test --point best [--steps 10000] [--seeds ..]
+    .venv/bin/python -m bench.bench_tasks_peers tune [--method dqn|sac] [--tasks wall]  # grid
+    .venv/bin/python -m bench.bench_tasks_peers test [--method dqn|sac] --point best [--seeds ..]
     .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql]  # on mu's data
     .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
 
@@ -18,6 +18,15 @@ The peers get every advantage SSQ has on the discrete task suite:
   SSQ's runs): 8 points, each on seed 0 of every task for 10 000 env steps, judged on
   held-out episodes 0-29 (SSQ's settings were chosen on the same episodes). `tune` prints the
   grid's table; the point with the best mean success over the tasks is the one to `test`.
+- SAC (SB3) trained behind the same support shield on the continuous version of each task
+  (`action_kind: continuous`: end-effector velocities, mu = K Gaussian samples checked by the
+  support): every action it proposes runs only if mu's support accepts it, else mu's nearest
+  safe sample runs, and its replay stores what ran (`ShieldedSAC`), so it also trains with 0
+  unsafe states. With mu's prior or without: its warm-up steps take mu's own draw
+  ('mu', the replay starts with mu's data) or a uniform action ('uniform'). SSQ's width,
+  batch, discount, learning rate and warm-up, SB3's defaults otherwise. Its grid (SAC_GRID)
+  has the DQN grid's 8 points with the warm-up in place of the exploration; the same seed,
+  tasks and validation episodes.
 - On mu's data, the replay of SSQ's own run of the same task and seed (what SSQ learned
   from), observations standardised, 10 000 updates (SSQ's runs make 9 001), executed greedily
   behind the same shield: behaviour cloning ('bc', a network fitted to mu's actions) and
@@ -54,7 +63,8 @@ from bench.stats import (
     stratified_bootstrap_interval,
     wilson_interval,
 )
-from ssq_ros.training.config import load_train_config
+from ssq_ros.config import parse, to_dict
+from ssq_ros.training.config import TrainConfig, load_train_config
 from ssq_ros.training.problem import build_problem
 from ssq_ros.training.provenance import provenance
 
@@ -73,6 +83,10 @@ TEST = (130, 100)      # bench_tasks_test's split, used once by SSQ's runs
 GRID = {f'{explore}_n{n}_e{length}': {'explore': explore, 'n_steps': n,
                                        'train_episode_steps': length}
         for explore in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
+SAC_GRID = {f'{warmup}_n{n}_e{length}': {'warmup': warmup, 'n_steps': n,
+                                         'train_episode_steps': length}
+            for warmup in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
+GRIDS = {'dqn': GRID, 'sac': SAC_GRID}
 # What DQN shares with SSQ's task runs (config/tasks/*.yaml: critic and schedule).
 EXPLORATION = {'exploration_fraction': 0.3, 'exploration_final_eps': 0.05}
 # Offline peers on mu's data: as many updates as SSQ's 10 000-step runs make (9 001).
@@ -95,6 +109,26 @@ def dqn_settings(task: str, point: str, steps: int = STEPS) -> dict:
         'tau': critic.tau, 'target_update_interval': 1, 'n_steps': grid['n_steps'],
         'max_grad_norm': critic.grad_clip,
         'policy_kwargs': {'net_arch': list(critic.hidden_sizes)}, **EXPLORATION}}
+
+
+def continuous_task_config(task: str):
+    """The task with continuous end-effector velocities (what SAC acts in)."""
+    data = to_dict(task_config(task))
+    data['action_kind'] = 'continuous'
+    return parse(TrainConfig, data, f'config/tasks/{task}.yaml, continuous')
+
+
+def sac_settings(task: str, point: str, steps: int = STEPS) -> dict:
+    """SB3 SAC hyperparameters for SAC_GRID point `point` on `task` (SSQ's shared settings)."""
+    from bench.peers.sb3_sac import sac_hyperparameters  # the bench extra's SB3
+
+    config = continuous_task_config(task)
+    critic, schedule = config.learner.critic, config.schedule
+    grid = SAC_GRID[point]
+    return {'point': point, **grid, 'steps': steps, 'action_kind': 'continuous', 'hyper': {
+        **sac_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
+                              schedule.learning_starts),
+        'learning_rate': critic.lr, 'n_steps': grid['n_steps']}}
 
 
 def record_path(runs: Path, phase: str, method: str, task: str, steps: int, seed: int) -> Path:
@@ -159,6 +193,32 @@ def run_dqn(phase: str, task: str, point: str, seed: int, steps: int = STEPS,
     result = evaluate(problem, policy, episodes, True, config.learner.critic.gamma,
                       first=first)
     return save(path, _record(method, task, seed, settings, training, result))
+
+
+def run_sac(phase: str, task: str, point: str, seed: int, steps: int = STEPS,
+            runs: Path = RUNS) -> dict:
+    from bench.peers.sb3_sac import train_sac
+
+    settings = {**sac_settings(task, point, steps), 'task': task, 'seed': seed,
+                'split': list(VALIDATION if phase == 'tune' else TEST)}
+    method = f'sac_{point}'
+    path = record_path(runs, phase, method, task, steps, seed)
+    if (record := cached(path, settings)) is not None:
+        return record
+    config = continuous_task_config(task)
+    problem = build_problem(config)
+    torch.manual_seed(seed)
+    policy, training = train_sac(problem, seed, steps, settings['hyper'], label=method,
+                                 progress=False, shielded=True,
+                                 warmup_with_mu=settings['warmup'] == 'mu',
+                                 train_episode_steps=settings['train_episode_steps'])
+    first, episodes = settings['split']
+    result = evaluate(problem, policy, episodes, True, config.learner.critic.gamma,
+                      first=first)
+    return save(path, _record(method, task, seed, settings, training, result))
+
+
+RUNNERS = {'dqn': run_dqn, 'sac': run_sac}
 
 
 class BehaviorCloning(nn.Module):
@@ -290,15 +350,17 @@ def each(jobs: list, run) -> list[dict]:
     return out
 
 
-def tune_table(records: list[dict]) -> list[dict]:
+def tune_table(records: list[dict], method: str = 'dqn') -> list[dict]:
+    """`method`'s grid points measured in `records`, best mean success first."""
     rows = []
-    for point in GRID:
-        mine = {r['task']: r for r in records if r['method'] == f'dqn_{point}'}
+    for point in GRIDS[method]:
+        mine = {r['task']: r for r in records if r['method'] == f'{method}_{point}'}
         if not mine:
             continue
         rates = {t: float(np.mean(r['eval_shielded']['outcomes'])) for t, r in mine.items()}
-        rows.append({'point': point, 'per_task': rates, 'mean': float(np.mean(list(
-            rates.values()))), 'complete': set(TUNED) <= set(mine)})
+        rows.append({'method': method, 'point': point, 'per_task': rates,
+                     'mean': float(np.mean(list(rates.values()))),
+                     'complete': set(TUNED) <= set(mine)})
     return sorted(rows, key=lambda r: -r['mean'])
 
 
@@ -392,7 +454,8 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
     return {'machine': {**provenance(), 'cpus': os.cpu_count()},
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
             'test_split': TEST, 'validation_split': VALIDATION,
-            'grid': tune_table(saved_records(runs, 'tune')),
+            'grid': [row for method in GRIDS
+                     for row in tune_table(saved_records(runs, 'tune'), method)],
             'per_task': per_task, 'across_tasks': across}
 
 
@@ -417,10 +480,12 @@ def main(argv: list[str] | None = None) -> int:
                         help='offline: the peers on mu\'s data')
     parser.add_argument('--tasks', nargs='+', choices=TASKS,
                         help=f'default: {" ".join(TUNED)} for tune, {" ".join(TASKS)} else')
-    parser.add_argument('--points', nargs='+', default=list(GRID), choices=sorted(GRID),
-                        help='tune: the grid points to run')
-    parser.add_argument('--point', choices=[*sorted(GRID), 'best'],
-                        help='test: a grid point, or best: the best one tune measured')
+    parser.add_argument('--method', choices=sorted(GRIDS), default='dqn',
+                        help='tune, test: the peer trained online (its grid: GRIDS)')
+    parser.add_argument('--points', nargs='+', help='tune: the grid points to run (default: '
+                        'all of the method\'s grid)')
+    parser.add_argument('--point', help='test: a grid point, or best: the best one tune '
+                        'measured')
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--steps', type=int, default=STEPS,
                         help='test, offline: env steps of the runs (offline: of SSQ\'s run)')
@@ -431,10 +496,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.tasks = args.tasks or list(TUNED if args.phase == 'tune' else TASKS)
+    grid, run = GRIDS[args.method], RUNNERS[args.method]
+    for point in args.points or []:
+        if point not in grid:
+            parser.error(f'--points: {point!r} is not in the {args.method} grid '
+                         f'({", ".join(grid)})')
+    if args.point not in (None, 'best', *grid):
+        parser.error(f'--point: {args.point!r} is neither best nor in the {args.method} grid '
+                     f'({", ".join(grid)})')
     torch.set_num_threads(1)
     if args.phase == 'tune':
-        each([('tune', t, p, 0) for p in args.points for t in args.tasks], run_dqn)
-        for row in tune_table(saved_records(RUNS, 'tune')):
+        each([('tune', t, p, 0) for p in args.points or grid for t in args.tasks], run)
+        for row in tune_table(saved_records(RUNS, 'tune'), args.method):
             print(f"{row['point']:16} mean {100 * row['mean']:5.1f} %  " + '  '.join(
                 f'{t} {100 * v:.0f} %' for t, v in row['per_task'].items())
                 + ('' if row['complete'] else '  (not every task yet)'))
@@ -442,14 +515,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.point is None:
             parser.error('test needs --point (a grid point, or best: the one tune chose)')
         if args.point == 'best':
-            grid = [row for row in tune_table(saved_records(RUNS, 'tune')) if row['complete']]
-            if not grid:
+            tuned = [row for row in tune_table(saved_records(RUNS, 'tune'), args.method)
+                     if row['complete']]
+            if not tuned:
                 parser.error('--point best: no grid point was tuned on every task (run tune)')
-            args.point = grid[0]['point']
-            print(f"the tuned grid's best point: {args.point} "
-                  f"({100 * grid[0]['mean']:.1f} % on the validation episodes)", flush=True)
+            args.point = tuned[0]['point']
+            print(f"the tuned {args.method} grid's best point: {args.point} "
+                  f"({100 * tuned[0]['mean']:.1f} % on the validation episodes)", flush=True)
         each([('test', t, args.point, s, args.steps) for s in args.seeds for t in args.tasks],
-             run_dqn)
+             run)
     elif args.phase == 'offline':
         each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
               for s in args.seeds for t in args.tasks], run_offline)

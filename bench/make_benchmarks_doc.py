@@ -291,6 +291,11 @@ def suite_label(method: str) -> str:
         return (f"DQN (SB3) restricted to mu's support, "
                 f"{'mu' if explore == 'mu' else 'uniform'}-drawn exploration, "
                 f'{n[1:]}-step targets, {length[1:]}-step training episodes')
+    if method.startswith('sac_'):
+        warmup, n, length = method[4:].split('_')
+        prior = "with mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
+        return (f"SAC (SB3) behind mu's support, continuous actions, {prior}, "
+                f'{n[1:]}-step targets, {length[1:]}-step training episodes')
     return SUITE_LABELS[method]
 
 
@@ -354,15 +359,18 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                 f"{rows[(m, 0, t)]['successes']}/{rows[(m, 0, t)]['episodes']}"
                 if (m, 0, t) in rows else '-' for t in tasks) + ' |')
         lines.append('')
-    if suite.get('grid'):
-        first_v, count_v = suite['validation_split']
-        lines += ['**The DQN grid (equal tuning).** Every point trained on seed 0 of each task '
-                  f'for 10 000 steps, judged on held-out episodes {first_v + 1}-'
+    first_v, count_v = suite['validation_split']
+    for method, levers in (('dqn', 'exploration'), ('sac', 'warm-up')):
+        grid = [g for g in suite.get('grid', []) if g.get('method', 'dqn') == method]
+        if not grid:
+            continue
+        lines += [f'**The {method.upper()} grid (equal tuning).** Every point trained on seed 0 '
+                  f'of each task for 10 000 steps, judged on held-out episodes {first_v + 1}-'
                   f'{first_v + count_v} (the episodes SSQ\'s settings were chosen on); the '
                   'best mean is the row above.', '',
-                  '| exploration, n-step, training episode steps | ' + ' | '.join(tasks)
+                  f'| {levers}, n-step, training episode steps | ' + ' | '.join(tasks)
                   + ' | mean |', '|---|' + '---|' * (len(tasks) + 1)]
-        for g in suite['grid']:
+        for g in grid:
             lines.append(f"| {g['point']} | " + ' | '.join(
                 _percent(g['per_task'][t]) if t in g['per_task'] else '-' for t in tasks)
                 + f" | {_percent(g['mean'])} |")

@@ -2,6 +2,7 @@
 per state for masking and shielding, behaviour cloning), its record cache, and the table that
 sets SSQ's test-split outcomes beside the peers'. Real MuJoCo, real torch; the SB3 DQN itself
 needs the bench extra and is tested in bench/tests/."""
+import dataclasses
 import json
 
 import numpy as np
@@ -175,3 +176,19 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
                                'baselines': baselines, 'machine': {'code_commit': 'c'}}))
     with pytest.raises(ValueError, match='test split'):
         bench_tasks_peers.table([ssq], runs=tmp_path / 'peers')
+
+
+def test_sacs_version_of_a_task_differs_only_in_its_actions():
+    """SAC acts in the continuous version of the same task: same safe set, goals, time limit
+    and learner settings it shares with SSQ; a point of another method's grid is refused."""
+    discrete = bench_tasks_peers.task_config('window')
+    continuous = bench_tasks_peers.continuous_task_config('window')
+    assert (discrete.action_kind, continuous.action_kind) == ('discrete', 'continuous')
+    assert dataclasses.replace(continuous, action_kind='discrete') == discrete
+    problem = build_problem(continuous)
+    assert not problem.discrete
+    assert problem.env.task.config == build_problem(discrete).env.task.config
+    for argv in (['tune', '--method', 'sac', '--points', 'mu_n8_e140_x'],
+                 ['test', '--method', 'sac', '--point', 'nowhere']):
+        with pytest.raises(SystemExit):
+            bench_tasks_peers.main(argv)

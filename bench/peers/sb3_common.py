@@ -29,10 +29,24 @@ class StoresExecutedAction:
 
 
 class ShieldedSAC(StoresExecutedAction, SAC):
-    """SAC's replay holds actions in its [-1, 1] scale."""
+    """SAC's replay holds actions in its [-1, 1] scale. With `warmup_from` (the shield it
+    trains behind), its warm-up steps take mu's own draw instead of a uniform action, so its
+    replay starts filled with mu's data: SAC with mu's prior."""
+
+    def __init__(self, *args, warmup_from: SupportShield | None = None, **kwargs):
+        self.warmup_from = warmup_from
+        super().__init__(*args, **kwargs)
 
     def buffer_action_of(self, executed) -> np.ndarray:
         return self.policy.scale_action(np.asarray(executed, dtype=float))
+
+    def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
+        if self.warmup_from is None or self.num_timesteps >= learning_starts:
+            return super()._sample_action(learning_starts, action_noise, n_envs)
+        if n_envs != 1:
+            raise ValueError('mu\'s warm-up reads one env\'s state: n_envs must be 1')
+        drawn = np.asarray(self.warmup_from.decision().action, dtype=float)[None]
+        return drawn, self.policy.scale_action(drawn)
 
 
 class ShieldedDQN(StoresExecutedAction, DQN):

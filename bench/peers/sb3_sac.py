@@ -17,7 +17,13 @@ from stable_baselines3 import SAC
 
 from ssq_ros.training.problem import ArmProblem
 
-from .common import EvalPolicy, SupportShield, TrainingRecorder, UnsafePenalty
+from .common import (
+    EvalPolicy,
+    LongerEpisodes,
+    SupportShield,
+    TrainingRecorder,
+    UnsafePenalty,
+)
 from .sb3_common import Progress, ShieldedSAC, training_numbers
 
 
@@ -29,17 +35,27 @@ def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
 
 
 def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: float = 0.0,
-              label: str = 'sac', progress: bool = True,
-              shielded: bool = False) -> tuple[EvalPolicy, dict]:
-    """Train SAC for `steps` env steps in `problem`'s env (behind mu's support if `shielded`);
-    (its deterministic policy, training numbers + curve)."""
+              label: str = 'sac', progress: bool = True, shielded: bool = False,
+              warmup_with_mu: bool = False,
+              train_episode_steps: int = 0) -> tuple[EvalPolicy, dict]:
+    """Train SAC for `steps` env steps in `problem`'s env (behind mu's support if `shielded`;
+    its warm-up steps drawn by mu if `warmup_with_mu`; training episodes run to
+    `train_episode_steps` if that exceeds the task's limit); (its deterministic policy,
+    training numbers + curve)."""
     if problem.discrete:
         raise ValueError('SAC needs the continuous env (ssq_ros/ReachAvoidContinuous-v0)')
+    if warmup_with_mu and not shielded:
+        raise ValueError('mu\'s warm-up draws from the shield\'s mu (shielded=True)')
     shield = SupportShield(problem, seed=seed) if shielded else None
-    recorder = TrainingRecorder(problem.env if shield is None else shield, seed)
+    env = problem.env if shield is None else shield
+    if train_episode_steps > problem.env.task.config.max_steps:
+        env = LongerEpisodes(env, train_episode_steps)
+    recorder = TrainingRecorder(env, seed)
     wrapped = UnsafePenalty(recorder, penalty) if penalty > 0 else recorder
+    prior = {'warmup_from': shield} if warmup_with_mu else {}
     model = (ShieldedSAC if shielded else SAC)('MlpPolicy', wrapped, seed=seed, device='cpu',
-                                               verbose=0, buffer_size=max(steps, 1), **hyper)
+                                               verbose=0, buffer_size=max(steps, 1), **prior,
+                                               **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started

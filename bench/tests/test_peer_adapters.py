@@ -70,6 +70,47 @@ def test_masked_dqn_chooses_only_what_mu_allows(tiny_config, explore_with_mu):
         train_dqn(problem, 0, 10, hyper, shielded=False, masked=True)
 
 
+@pytest.mark.parametrize('warmup_with_mu', [False, True])
+def test_shielded_sac_with_mus_prior_starts_its_replay_with_mus_draws(tiny_config,
+                                                                      warmup_with_mu):
+    """bench_tasks_peers' SAC: with mu's prior, every warm-up step runs mu's own draw (one of
+    the samples mu's support accepted at that state, so the shield replaces none of them);
+    without it, the warm-up's uniform actions are not mu's and some are replaced."""
+    from bench.peers.common import SupportShield, TrainingRecorder
+    from bench.peers.sb3_common import ShieldedSAC
+    from bench.peers.sb3_sac import sac_hyperparameters
+    from bench.peers.ssq import ssq_config
+    from ssq_ros.training.problem import build_problem
+
+    problem = build_problem(ssq_config('continuous', 0, 300, base=tiny_config))
+    accepted = []
+
+    class RecordingShield(SupportShield):  # what mu's support accepted at each state
+        def decision(self):
+            fresh = self._decision is None
+            decision = super().decision()
+            if fresh:
+                accepted.append(decision.samples)
+            return decision
+
+    shield = RecordingShield(problem, seed=0)
+    warmup = 200
+    model = ShieldedSAC('MlpPolicy', TrainingRecorder(shield, 0), seed=0, device='cpu',
+                        buffer_size=warmup, warmup_from=shield if warmup_with_mu else None,
+                        **sac_hyperparameters(32, [32, 32], 0.98, warmup))
+    model.learn(total_timesteps=warmup)
+    ran = problem.env.actions
+    stored = model.policy.unscale_action(model.replay_buffer.actions[:warmup, 0])
+    if warmup_with_mu:
+        assert shield.interventions == 0
+        assert len(accepted) == warmup
+        for action, samples in zip(stored, accepted, strict=True):
+            assert np.min(np.linalg.norm(samples - action, axis=1)) < 1e-5
+    else:
+        assert shield.interventions > 0  # uniform proposals leave mu's support at times
+    assert np.all(stored >= ran.low - 1e-6) and np.all(stored <= ran.high + 1e-6)
+
+
 def test_discrete_cql_on_an_ssq_runs_data_is_evaluated_behind_the_shield(tiny_config,
                                                                           tmp_path):
     """bench_tasks_peers' offline CQL: mu's data from the run's replay, observations
