@@ -97,6 +97,8 @@ def test_discrete_run_is_safe_and_writes_every_output(discrete_run):
     assert json.loads((folder / 'metrics.json').read_text()) == metrics
     assert metrics['unsafe_states_train'] == 0 and metrics['unsafe_states_eval'] == 0
     assert metrics['env_steps'] == 240 and metrics['updates'] == 240 - 80 + 1
+    # the held-out evaluations (one periodic, four final, the baselines) are timed apart
+    assert 0 < metrics['wall_time_eval_s'] < metrics['wall_time_s']
     assert metrics['min_margin_train'] > 0
     assert set(metrics['executor_statuses']) == {'OK'}
     assert metrics['policy_fit_kl'] >= 0 and 0 <= metrics['policy_fit_agreement'] <= 1

@@ -20,6 +20,7 @@ Run folder:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -61,6 +62,7 @@ class RunCounters:
     episodes_train: int = 0
     update_credit: float = 0.0
     wall_time_s: float = 0.0
+    wall_time_eval_s: float = 0.0
     log_bytes: int = 0
     unsafe_train: int = 0
     unsafe_eval: int = 0
@@ -138,6 +140,10 @@ class RunMetrics:
     """critic updates made"""
     wall_time_s: float
     """seconds the run took, summed over resumes"""
+    wall_time_eval_s: float
+    """seconds of wall_time_s spent in held-out evaluation in this process (ssq-train's
+    periodic and final evaluations, every run's baselines): training alone took wall_time_s
+    minus this"""
     episodes_train: int
     """training episodes of mu completed"""
     eval_episodes: int
@@ -304,6 +310,16 @@ class Run:
         self._checkpoint_due = False
         return atomic_write(self.checkpoint_path, lambda f: torch.save(state, f))
 
+    @contextlib.contextmanager
+    def evaluation_time(self):
+        """Counts the time inside as held-out evaluation (wall_time_eval_s), so a run's
+        training time is known apart from its evaluations'."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.counters.wall_time_eval_s += time.monotonic() - started
+
     def wall_time(self) -> float:
         return self._wall_before + time.monotonic() - self._started
 
@@ -468,7 +484,8 @@ class Run:
         where the runner has none: their keys are NaN)."""
         induced = EvalStats() if induced is None else induced
         policy_sampled = EvalStats() if policy_sampled is None else policy_sampled
-        greedy, oracle = self.evaluate_baselines()
+        with self.evaluation_time():
+            greedy, oracle = self.evaluate_baselines()
         np.savez(self.out / 'calibration.npz', q_behavior=np.array(behavior.q),
                  g_behavior=np.array(behavior.g), q_policy=np.array(policy.q),
                  g_policy=np.array(policy.g), q_induced=np.array(induced.q),
@@ -501,6 +518,7 @@ class Run:
             env_steps=self.steps,
             updates=self.learner.updates,
             wall_time_s=self.wall_time(),
+            wall_time_eval_s=counters.wall_time_eval_s,
             episodes_train=counters.episodes_train,
             eval_episodes=policy.episodes,
             min_margin_train=counters.min_margin_train,

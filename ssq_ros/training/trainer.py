@@ -147,9 +147,10 @@ class Trainer:
                 self._say(f'evaluation ({who}): {done}/{episodes} held-out episodes, '
                           f'{now - started:.0f} s')
 
-        stats = evaluate_heldout(self.eval_problem, act, episodes,
-                                 self.config.learner.critic.gamma, progress=progress,
-                                 **calibration)
+        with engine.evaluation_time():
+            stats = evaluate_heldout(self.eval_problem, act, episodes,
+                                     self.config.learner.critic.gamma, progress=progress,
+                                     **calibration)
         engine.count_eval_safety(stats)
         if not (final or behavior or induced or sampled):
             engine.record_eval(stats)
