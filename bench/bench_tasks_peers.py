@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.bench_tasks_peers tune [--method dqn|sac] [--tasks wall]  # grid
     .venv/bin/python -m bench.bench_tasks_peers test [--method dqn|sac] --point best [--seeds ..]
     .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql]  # on mu's data
+    .venv/bin/python -m bench.bench_tasks_peers baselines   # mu sampled in the continuous tasks
     .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
 
 The peers get every advantage SSQ has on the discrete task suite:
@@ -31,6 +32,9 @@ The peers get every advantage SSQ has on the discrete task suite:
   from), observations standardised, 10 000 updates (SSQ's runs make 9 001), executed greedily
   behind the same shield: behaviour cloning ('bc', a network fitted to mu's actions) and
   d3rlpy's discrete CQL ('cql').
+
+`baselines` runs mu alone, sampled, in the continuous version of each task on the test split
+(the continuous rows' baseline; the discrete baselines come with SSQ's test outcomes).
 
 `test` and `offline` evaluate on the test split SSQ's runs were judged on (bench_tasks_test:
 episodes 131-230, 1-based, i.e. --first 130). Every (phase, method, task, seed) record goes
@@ -65,6 +69,7 @@ from bench.stats import (
 )
 from ssq_ros.config import parse, to_dict
 from ssq_ros.training.config import TrainConfig, load_train_config
+from ssq_ros.training.evaluate import behavior_actor, evaluate_heldout
 from ssq_ros.training.problem import build_problem
 from ssq_ros.training.provenance import provenance
 
@@ -73,6 +78,8 @@ TASKS = ('wall', 'ushape', 'window', 'costly')
 # method was tuned on it.
 TUNED = ('wall', 'ushape', 'window')
 RUNS = Path('runs') / 'tasks_peers'
+# bench_tasks_train variants whose test outcomes are SSQ's rows: the method each one is.
+SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous'}
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'
@@ -219,6 +226,30 @@ def run_sac(phase: str, task: str, point: str, seed: int, steps: int = STEPS,
 
 
 RUNNERS = {'dqn': run_dqn, 'sac': run_sac}
+# Baselines measured here (steps 0, one record per task): the name the table gives each.
+BASELINE_RECORDS = {'mu_continuous': 'behavior_continuous'}
+
+
+def run_mu_continuous(task: str, runs: Path = RUNS, split: tuple[int, int] = TEST) -> dict:
+    """mu alone, sampled, in the continuous version of `task` on held-out episodes `split`:
+    what the SAC rows start from (it does not depend on a seed or a budget)."""
+    settings = {'method': 'mu_continuous', 'task': task, 'split': list(split),
+                'action_kind': 'continuous', 'steps': 0}
+    path = record_path(runs, 'test', 'mu_continuous', task, 0, 0)
+    if (record := cached(path, settings)) is not None:
+        return record
+    config = continuous_task_config(task)
+    problem = build_problem(config)
+    first, episodes = split
+    started = time.monotonic()
+    stats = evaluate_heldout(problem, behavior_actor(problem), episodes,
+                             config.learner.critic.gamma, first=first)
+    result = {'episodes': stats.episodes, 'success_rate': stats.success_rate,
+              'outcomes': [int(o) for o in stats.outcomes], 'return': stats.mean_return,
+              'unsafe_states': stats.unsafe, 'steps': stats.steps}
+    training = {'unsafe_states_train': 0, 'wall_time_train_s': 0.0,
+                'wall_time_eval_s': time.monotonic() - started}
+    return save(path, _record('mu_continuous', task, 0, settings, training, result))
 
 
 class BehaviorCloning(nn.Module):
@@ -365,30 +396,38 @@ def tune_table(records: list[dict], method: str = 'dqn') -> list[dict]:
 
 
 def ssq_test_outcomes(paths: list[Path]) -> tuple[dict, dict, list[str]]:
-    """SSQ's deployed policy per (steps, task, seed), the per-task baselines, and the code
-    commits, from bench_tasks_test outputs made on the test split."""
-    ssq, baselines, commits = {}, {}, []
+    """SSQ's deployed policy per method (SSQ_VARIANTS) and (steps, task, seed), the per-task
+    baselines, and the code commits, from bench_tasks_test outputs made on the test split."""
+    ssq: dict[str, dict] = {}
+    baselines, commits = {}, []
     for path in paths:
         data = json.loads(path.read_text())
         if (data['first_episode'], data['episodes']) != TEST:
             raise ValueError(f'{path} was made on episodes {data["first_episode"]}+'
                              f'{data["episodes"]}, not the test split {TEST}')
-        ssq.update({(r['steps'], r['task'], r['seed']): r['outcomes']['policy']
-                    for r in data['runs'] if r['variant'] == 'task' and r['task'] in TASKS})
+        for r in data['runs']:
+            if r['variant'] in SSQ_VARIANTS and r['task'] in TASKS:
+                ssq.setdefault(SSQ_VARIANTS[r['variant']], {})[
+                    (r['steps'], r['task'], r['seed'])] = r['outcomes']['policy']
         baselines.update(data['baselines'])
         commits.append(data['machine']['code_commit'])
     return ssq, baselines, commits
 
 
-def ssq_training(paths: list[Path]) -> dict:
-    """SSQ's training numbers per (steps, task, seed) from bench_tasks_train outputs."""
-    out = {}
+def ssq_training(paths: list[Path]) -> dict[str, dict]:
+    """SSQ's training numbers per method (SSQ_VARIANTS) and (steps, task, seed) from
+    bench_tasks_train outputs. Training time leaves out the run's own evaluations where the
+    run recorded them (wall_time_eval_s); 'includes_eval' says where it could not."""
+    out: dict[str, dict] = {}
     for path in paths:
         for r in json.loads(path.read_text())['runs']:
-            if r['variant'] == 'task' and r['task'] in TASKS:
-                out[(r['steps'], r['task'], r['seed'])] = {
+            if r['variant'] in SSQ_VARIANTS and r['task'] in TASKS:
+                evaluation = r.get('wall_time_eval_s')
+                out.setdefault(SSQ_VARIANTS[r['variant']], {})[
+                    (r['steps'], r['task'], r['seed'])] = {
                     'unsafe_states_train': r['unsafe_states_train'],
-                    'wall_time_train_s': r['wall_time_s']}
+                    'wall_time_train_s': r['wall_time_s'] - (evaluation or 0.0),
+                    'includes_eval': evaluation is None}
     return out
 
 
@@ -398,10 +437,14 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
     training violations and wall time per (method, budget) where known (SSQ's from the
     bench_tasks_train outputs `ssq_train_paths`). The IQM across tasks is over the tuned
     tasks (TUNED); a later task (costly) is reported per task only."""
-    ssq, baselines, commits = ssq_test_outcomes(ssq_paths)
-    methods: dict[str, dict] = {'ssq': ssq}
-    training: dict[str, dict] = {'ssq': ssq_training(list(ssq_train_paths))}
+    methods, baselines, commits = ssq_test_outcomes(ssq_paths)
+    training = ssq_training(list(ssq_train_paths))
+    measured_baselines = {}
     for r in saved_records(runs, 'test'):
+        if r['method'] in BASELINE_RECORDS:
+            measured_baselines.setdefault(r['task'], {})[BASELINE_RECORDS[r['method']]] = \
+                r['eval_shielded']['outcomes']
+            continue
         key = (r['steps'], r['task'], r['seed'])
         methods.setdefault(r['method'], {})[key] = r['eval_shielded']['outcomes']
         training.setdefault(r['method'], {})[key] = {
@@ -437,20 +480,27 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
                                                           for v in known),
                                'wall_time_train_s': float(np.mean(
                                    [v['wall_time_train_s'] for v in known]))
-                               if known else None})
+                               if known else None,
+                               'wall_time_includes_eval': any(v.get('includes_eval')
+                                                              for v in known)})
+    for task, measured in measured_baselines.items():
+        baselines.setdefault(task, {}).update(measured)
     for task in [t for t in TASKS if t in baselines]:
-        for name in ('behavior_greedy', 'behavior', 'oracle'):
+        for name in [n for n in ('behavior_greedy', 'behavior', 'oracle',
+                                 *BASELINE_RECORDS.values()) if n in baselines[task]]:
             wins = int(sum(baselines[task][name]))
             n = len(baselines[task][name])
             per_task.append({'method': name, 'steps': 0, 'task': task, 'seeds': 1,
                              'successes': wins, 'episodes': n, 'rate': wins / n,
                              'wilson95': wilson_interval(wins, n)})
-    ssq_at = {a['steps']: a for a in across if a['method'] == 'ssq'}
-    for entry in across:  # on the same tasks only
-        ssq_here = ssq_at.get(entry['steps'])
-        if entry['method'] != 'ssq' and ssq_here and ssq_here['tasks'] == entry['tasks']:
-            entry['probability_ssq_beats'] = probability_of_improvement(
-                ssq_here['scores'], entry['scores'])
+    ssq_at = {(a['method'], a['steps']): a for a in across
+              if a['method'] in SSQ_VARIANTS.values()}
+    for entry in across:  # against SSQ at the same budget, on the same tasks only
+        for reference in SSQ_VARIANTS.values():
+            here = ssq_at.get((reference, entry['steps']))
+            if entry['method'] != reference and here and here['tasks'] == entry['tasks']:
+                entry[f'probability_{reference}_beats'] = probability_of_improvement(
+                    here['scores'], entry['scores'])
     return {'machine': {**provenance(), 'cpus': os.cpu_count()},
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
             'test_split': TEST, 'validation_split': VALIDATION,
@@ -467,15 +517,15 @@ def print_table(result: dict) -> None:
               f"({100 * low:.0f}-{100 * high:.0f})")
     for a in result['across_tasks']:
         low, high = a['bootstrap95']
-        against = (f"  P(SSQ run beats it) {a['probability_ssq_beats']:.2f}"
-                   if 'probability_ssq_beats' in a else '')
+        against = ''.join(f"  P({m} run beats it) {a[f'probability_{m}_beats']:.2f}"
+                          for m in SSQ_VARIANTS.values() if f'probability_{m}_beats' in a)
         print(f"IQM {a['method']:18} {a['steps']:6} {100 * a['iqm']:5.1f} % "
               f"({100 * low:.0f}-{100 * high:.0f}){against}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('phase', choices=('tune', 'test', 'offline', 'table'))
+    parser.add_argument('phase', choices=('tune', 'test', 'offline', 'baselines', 'table'))
     parser.add_argument('--methods', nargs='+', default=list(OFFLINE), choices=OFFLINE,
                         help='offline: the peers on mu\'s data')
     parser.add_argument('--tasks', nargs='+', choices=TASKS,
@@ -524,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"({100 * tuned[0]['mean']:.1f} % on the validation episodes)", flush=True)
         each([('test', t, args.point, s, args.steps) for s in args.seeds for t in args.tasks],
              run)
+    elif args.phase == 'baselines':
+        each([(t,) for t in args.tasks], run_mu_continuous)
     elif args.phase == 'offline':
         each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
               for s in args.seeds for t in args.tasks], run_offline)

@@ -73,6 +73,9 @@ VARIANTS: dict[str, dict] = {
     'task_gp1': {'sim': {'behavior': {'goal_preference': 1.0}}},
     'task_a01': {'learner': {'critic': {'alpha': 0.1}}},
     'task_p4': {'sim': {'behavior': {'persistence': 4.0}}},  # goal-seeking, keeping its heading
+    # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
+    # action set), the discrete settings as they are
+    'task_cont': {'action_kind': 'continuous'},
     'onestep': _variant(fast=False),              # the default learner, default extraction
     'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),
@@ -119,7 +122,8 @@ METRICS = ('success_rate_policy', 'success_rate_policy_sampled', 'success_rate_i
            'success_rate_behavior_greedy', 'success_rate_behavior', 'success_rate_oracle',
            'return_policy', 'return_induced',
            'return_behavior', 'calibration_bias_induced', 'calibration_error_induced',
-           'policy_fit_agreement', 'unsafe_states_train', 'unsafe_states_eval', 'wall_time_s')
+           'policy_fit_agreement', 'unsafe_states_train', 'unsafe_states_eval', 'wall_time_s',
+           'wall_time_eval_s')
 
 
 def variant_config(task: str, variant: str, out: Path) -> Path:

@@ -42,6 +42,9 @@ EXPLORING = ('sac', 'sac_penalized', 'dqn')
 SUITE_RESULTS = PEERS_RESULTS.with_name('tasks_peers.json')  # bench_tasks_peers table
 SUITE_TASKS = ('wall', 'ushape', 'window', 'costly')
 SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most likely action",
+                'ssq_continuous': 'SSQ (ssq_ros), continuous actions: its extracted policy, '
+                                  'greedy, behind the shield',
+                'behavior_continuous': 'sampled mu, continuous actions',
                 'bc': "Behaviour cloning of mu's data",
                 'cql': "Discrete CQL (d3rlpy) on mu's data",
                 'behavior_greedy': 'greedy mu (goal preference 2)', 'behavior': 'sampled mu',
@@ -320,15 +323,22 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
              'row on the same task (0.5: a tie).', '']
     for steps in sorted({a['steps'] for a in suite['across_tasks']}, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]
+        continuous = any('probability_ssq_continuous_beats' in a for a in entries)
+        with_eval = sorted({a['method'] for a in entries
+                            if a.get('wall_time_includes_eval', a['method'] == 'ssq')})
         lines += [f'**{steps} environment steps per run.** The IQM and P(SSQ beats) are over '
                   'the tasks the settings were tuned on (wall, ushape, window) that a row has, '
                   'P only where SSQ ran the same ones; costly, tuned for by neither, is '
-                  'reported per task only. SSQ\'s wall time includes its run\'s final '
-                  'evaluation (ssq-train\'s metrics.json); the peers\' is training alone.', '',
+                  'reported per task only. Training wall time leaves out every evaluation'
+                  + (f' except in the rows of {", ".join(with_eval)}: those runs were made '
+                     'before ssq-train timed its evaluations apart, and their time includes '
+                     'the run\'s final evaluation' if with_eval else '') + '.', '',
                   '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | P(SSQ beats) | '
-                  'runs | unsafe states, training | training wall time per run |',
-                  '|---|' + '---|' * (len(tasks) + 5)]
-        for a in sorted(entries, key=lambda e: (e['method'] != 'ssq', -e['iqm'])):
+                  + ('P(SSQ continuous beats) | ' if continuous else '')
+                  + 'runs | unsafe states, training | training wall time per run |',
+                  '|---|' + '---|' * (len(tasks) + 5 + continuous)]
+        for a in sorted(entries, key=lambda e: (not e['method'].startswith('ssq'),
+                                                -e['iqm'])):
             cells = []
             for task in tasks:
                 row = rows.get((a['method'], steps, task))
@@ -338,18 +348,20 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                 low, high = row['wilson95']
                 cells.append(f"{_percent(row['rate'])} ({100 * low:.0f}-{100 * high:.0f})")
             low, high = a['bootstrap95']
-            versus = (f"{a['probability_ssq_beats']:.2f}" if 'probability_ssq_beats' in a
-                      else '-')
+            versus = ' | '.join(
+                f"{a[key]:.2f}" if key in a else '-'
+                for key in ('probability_ssq_beats', 'probability_ssq_continuous_beats')[
+                    :1 + continuous])
             unsafe = (f"{a['unsafe_states_train']} in {a['training_runs_known']} runs"
                       if a['training_runs_known'] else 'not recorded')
             wall = (f"{a['wall_time_train_s']:.0f} s" if a['wall_time_train_s'] is not None
                     else '-')
-            name = SUITE_LABELS['ssq'] if a['method'] == 'ssq' else suite_label(a['method'])
+            name = suite_label(a['method'])
             lines.append(f"| {name} | " + ' | '.join(cells)
                          + f" | {100 * a['iqm']:.1f} % ({100 * low:.0f}-{100 * high:.0f}) | "
                          f"{versus} | {a['runs']} | {unsafe} | {wall} |")
         lines.append('')
-    baseline_rows = [m for m in ('behavior_greedy', 'behavior', 'oracle')
+    baseline_rows = [m for m in ('behavior_greedy', 'behavior', 'oracle', 'behavior_continuous')
                      if any((m, 0, t) in rows for t in tasks)]
     if baseline_rows:
         lines += ['Without learning, on the same episodes (they do not depend on a seed):', '',

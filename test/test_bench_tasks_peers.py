@@ -120,6 +120,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     # a task nobody was tuned on: reported on its own, out of the IQM across tasks
     ssq_runs.append({'task': 'costly', 'variant': 'task', 'seed': 0, 'steps': 10_000,
                      'outcomes': {'policy': [0] * 100}})
+    # SSQ in the continuous version of the tasks: a row of its own, the SAC peer's reference
+    ssq_runs += [{'task': t, 'variant': 'task_cont', 'seed': s, 'steps': 10_000,
+                  'outcomes': {'policy': [1] * 20 + [0] * 80}} for t in outcomes for s in range(2)]
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
                      'oracle': [1] * 100} for t in outcomes}
     ssq = tmp_path / 'ssq.json'
@@ -133,6 +136,15 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
                 'method': 'dqn_mu_n8_e140', 'task': task, 'seed': seed, 'steps': 10_000,
                 'training': {'unsafe_states_train': 0, 'wall_time_train_s': 50.0},
                 'eval_shielded': {'outcomes': [1] * wins + [0] * (100 - wins)}}))
+        for seed in (0, 1):
+            (peers / f'{task}-sac_uniform_n1_e140-10000-s{seed}.json').write_text(json.dumps({
+                'method': 'sac_uniform_n1_e140', 'task': task, 'seed': seed, 'steps': 10_000,
+                'training': {'unsafe_states_train': 0, 'wall_time_train_s': 90.0},
+                'eval_shielded': {'outcomes': [1] * 60 + [0] * 40}}))
+        (peers / f'{task}-mu_continuous-0-s0.json').write_text(json.dumps({
+            'method': 'mu_continuous', 'task': task, 'seed': 0, 'steps': 0,
+            'training': {'unsafe_states_train': 0, 'wall_time_train_s': 0.0},
+            'eval_shielded': {'outcomes': [1] * 7 + [0] * 93}}))
     # the peer at a second budget, where SSQ has no runs: no comparison is made there
     (peers / 'wall-dqn_mu_n8_e140-5000-s0.json').write_text(json.dumps({
         'method': 'dqn_mu_n8_e140', 'task': 'wall', 'seed': 0, 'steps': 5000,
@@ -141,7 +153,11 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     train = tmp_path / 'ssq_train.json'
     train.write_text(json.dumps({'runs': [
         {'task': t, 'variant': 'task', 'seed': s, 'steps': 10_000, 'unsafe_states_train': 0,
-         'wall_time_s': 200.0 + s} for t in outcomes for s in range(2)]}))
+         'wall_time_s': 200.0 + s} for t in outcomes for s in range(2)] + [
+        # a run that timed its evaluations apart: its training time leaves them out
+        {'task': t, 'variant': 'task_cont', 'seed': s, 'steps': 10_000,
+         'unsafe_states_train': 0, 'wall_time_s': 300.0, 'wall_time_eval_s': 100.0}
+        for t in outcomes for s in range(2)]}))
     result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
     assert rows[('ssq', 10_000, 'window')]['successes'] == 160
@@ -149,6 +165,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert rows[('dqn_mu_n8_e140', 10_000, 'wall')]['rate'] == pytest.approx(0.4)
     assert rows[('dqn_mu_n8_e140', 5000, 'wall')]['rate'] == 1.0
     assert rows[('oracle', 0, 'ushape')]['rate'] == 1.0
+    assert rows[('behavior_continuous', 0, 'window')]['rate'] == pytest.approx(0.07)
+    assert ('mu_continuous', 0, 'window') not in rows  # a baseline, not a learner
+    assert rows[('ssq_continuous', 10_000, 'wall')]['successes'] == 40
     across = {(a['method'], a['steps']): a for a in result['across_tasks']}
     assert across[('dqn_mu_n8_e140', 5000)]['tasks'] == ['wall']
     assert 'probability_ssq_beats' not in across[('dqn_mu_n8_e140', 5000)]  # SSQ: no 5000
@@ -159,12 +178,23 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert across[('ssq', 10_000)]['wall_time_train_s'] == pytest.approx(200.5)
     assert across[('dqn_mu_n8_e140', 10_000)]['unsafe_states_train'] == 0
     assert across[('dqn_mu_n8_e140', 10_000)]['runs'] == 6
+    assert across[('ssq', 10_000)]['wall_time_includes_eval']
+    assert across[('ssq_continuous', 10_000)]['wall_time_train_s'] == pytest.approx(200.0)
+    assert not across[('ssq_continuous', 10_000)]['wall_time_includes_eval']
+    sac = across[('sac_uniform_n1_e140', 10_000)]  # beats SSQ continuous, not SSQ
+    assert sac['probability_ssq_continuous_beats'] == 0.0
+    assert sac['probability_ssq_beats'] == 1.0
+    assert 'probability_ssq_continuous_beats' not in across[('ssq_continuous', 10_000)]
     # the page and its plot (make_benchmarks_doc)
     text = '\n'.join(make_benchmarks_doc.suite_section(result, 'tasks.png'))
     assert "| SSQ (ssq_ros): the critic's induced policy, its most likely action | 90.0 % " \
         in text
-    assert '| - | 7 | 0 in 6 runs | 200 s |' in text  # SSQ's row: costly's run, untimed
-    assert '| 1.00 | 6 | 0 in 6 runs | 50 s |' in text  # SSQ beats every DQN run
+    assert '| - | 0.00 | 7 | 0 in 6 runs | 200 s |' in text  # SSQ's row: costly's run, untimed
+    assert '| 1.00 | 0.00 | 6 | 0 in 6 runs | 50 s |' in text  # SSQ beats every DQN run
+    assert '| 1.00 | 0.00 | 6 | 0 in 6 runs | 90 s |' in text  # SAC: the continuous SSQ not
+    assert 'except in the rows of ssq:' in text
+    assert '| sampled mu, continuous actions | 7/100 | 7/100 | 7/100 |' in text
+    assert "SAC (SB3) behind mu's support, continuous actions, uniform warm-up" in text
     assert '| greedy mu (goal preference 2) | 0/100 | 0/100 | 0/100 |' in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
     plot = make_benchmarks_doc.plot_suite(result, tmp_path / 'tasks.png')
@@ -192,3 +222,19 @@ def test_sacs_version_of_a_task_differs_only_in_its_actions():
                  ['test', '--method', 'sac', '--point', 'nowhere']):
         with pytest.raises(SystemExit):
             bench_tasks_peers.main(argv)
+
+
+def test_mu_in_the_continuous_task_is_a_cached_baseline_record(tmp_path, clean_code):
+    """The continuous rows' baseline: mu alone, sampled, in the continuous version of the task,
+    on the asked episodes, 0 unsafe states; a second call reuses the record."""
+    runs = tmp_path / 'peers'
+    record = bench_tasks_peers.run_mu_continuous('wall', runs=runs, split=(130, 1))
+    assert record['method'] == 'mu_continuous' and record['steps'] == 0
+    assert record['settings']['action_kind'] == 'continuous'
+    assert len(record['eval_shielded']['outcomes']) == 1
+    assert record['eval_shielded']['unsafe_states'] == 0
+    assert record['eval_shielded']['steps'] > 0
+    path = runs / 'test' / 'wall-mu_continuous-0-s0.json'
+    stamp = path.stat().st_mtime_ns
+    assert bench_tasks_peers.run_mu_continuous('wall', runs=runs, split=(130, 1)) == record
+    assert path.stat().st_mtime_ns == stamp
