@@ -28,6 +28,7 @@ from ssq_ros.training.config import load_train_config, resolve_config_file
 DOC = Path(__file__).resolve().parents[1] / 'docs' / 'benchmarks.md'
 RUN_ALL_RESULTS = PEERS_RESULTS.with_name('run_all.json')  # written by bench/run_all.sh
 HARNESS_RESULTS = PEERS_RESULTS.with_name('harness_check.json')  # bench_harness_check
+DQN_HARNESS_RESULTS = HARNESS_RESULTS.with_name('harness_check_dqn.json')  # ... --algo dqn
 HOUR_S = 3600.0
 FULL_COMMAND = 'make bench'  # bench/run_all.sh: bench_peers, bench_speed, this document
 LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (continuous, ssq_ros)',
@@ -287,6 +288,27 @@ def harness_section(harness: dict) -> list[str]:
     return lines
 
 
+def dqn_harness_section(harness: dict) -> list[str]:
+    """bench_harness_check --algo dqn: the task suite's DQN peer on CartPole."""
+    published = harness['published']
+    lines = ['Command: `.venv/bin/python -m bench.bench_harness_check --algo dqn`. The task '
+             'suite\'s DQN peer (`MaskedDQN`: its own update and action choice) on '
+             f'{harness["env"]}, behind a support that allows every action, where it must be '
+             'SB3\'s DQN: with the settings of the published run (RL Baselines3 Zoo) and with '
+             'the task suite\'s (SSQ\'s width, batch, discount, learning rate, warm-up, soft '
+             'target, 8-step targets); greedy policy on unseen episodes:', '',
+             '| seed | settings | steps | DQN return | random policy | published DQN | '
+             'train wall time [s] |', '|---|---|---|---|---|---|---|']
+    for run in harness['runs']:
+        lines.append(f'| {run["seed"]} | {run["configuration"]} | {run["steps"]} | '
+                     f'{run["mean_return"]:.1f} +- {run["sd_return"]:.1f} '
+                     f'({run["episodes"]} episodes) | {run["random_mean_return"]:.1f} | '
+                     f'{published["mean_return"]:.0f} +- {published["sd"]:.0f} '
+                     f'({published["steps"]} steps) | {run["wall_time_train_s"]:.0f} |')
+    lines += ['', f'Published: {published["source"]}.', '']
+    return lines
+
+
 def suite_label(method: str) -> str:
     """The task-suite table's name for a method of bench_tasks_peers."""
     if method.startswith('dqn_'):
@@ -438,7 +460,8 @@ def plot_suite(suite: dict, path: Path) -> Path | None:
 
 def render(peers: dict, speed: dict | None, plot_name: str,
            run_all: dict | None = None, harness: dict | None = None,
-           suite: dict | None = None, suite_plot: str | None = None) -> str:
+           suite: dict | None = None, suite_plot: str | None = None,
+           dqn_harness: dict | None = None) -> str:
     config, machine = peers['config'], peers['machine']
     default = PeerBenchConfig()
     reduced = config['steps'] < default.steps or len(config['seeds']) < len(default.seeds)
@@ -503,6 +526,8 @@ def render(peers: dict, speed: dict | None, plot_name: str,
         lines += suite_section(suite, suite_plot)
     if harness:
         lines += harness_section(harness)
+    if dqn_harness:
+        lines += dqn_harness_section(dqn_harness)
     if speed:
         lines += ['## Speed', '', f'Command: `{speed["command"]}`{_load(speed["machine"])}.',
                   ''] + speed_tables(speed)
@@ -535,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--run-all', type=Path, default=RUN_ALL_RESULTS,
                         help="bench/run_all.sh's wall time record")
     parser.add_argument('--harness', type=Path, default=HARNESS_RESULTS)
+    parser.add_argument('--dqn-harness', type=Path, default=DQN_HARNESS_RESULTS)
     parser.add_argument('--tasks-peers', type=Path, default=SUITE_RESULTS,
                         help='bench_tasks_peers table output (the task suite)')
     parser.add_argument('--out', type=Path, default=DOC)
@@ -544,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         speed = json.loads(args.speed.read_text()) if args.speed.exists() else None
         run_all = json.loads(args.run_all.read_text()) if args.run_all.exists() else None
         harness = json.loads(args.harness.read_text()) if args.harness.exists() else None
+        dqn_harness = (json.loads(args.dqn_harness.read_text())
+                       if args.dqn_harness.exists() else None)
         suite = (json.loads(args.tasks_peers.read_text()) if args.tasks_peers.exists()
                  else None)
     except (OSError, json.JSONDecodeError) as exc:
@@ -554,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     suite_plot = None if suite is None else plot_suite(
         suite, args.out.with_name(args.out.stem + '_tasks.png'))
     args.out.write_text(render(peers, speed, plot.name, run_all, harness, suite,
-                               None if suite_plot is None else suite_plot.name))
+                               None if suite_plot is None else suite_plot.name, dqn_harness))
     print(f'wrote {args.out} and {plot}')
     return 0
 

@@ -185,6 +185,18 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
                                      '--out', str(doc)]) == 0
     assert '| 0 | 30000 | -4.50 +- 1.50 (50 episodes) | -43.00 | -5.08 +- 2.14 | 300 |' \
         in doc.read_text()
+    dqn_harness = tmp_path / 'harness_dqn.json'
+    dqn_harness.write_text(json.dumps({
+        'env': 'CartPole-v1',
+        'published': {'mean_return': 500.0, 'sd': 0.0, 'steps': 50000, 'source': 'zoo'},
+        'runs': [{'seed': 1, 'configuration': 'suite', 'steps': 50000, 'episodes': 50,
+                  'mean_return': 480.25, 'sd_return': 12.0, 'random_mean_return': 22.1,
+                  'wall_time_train_s': 200}]}))
+    assert make_benchmarks_doc.main(['--peers', str(out), '--harness', str(harness),
+                                     '--dqn-harness', str(dqn_harness),
+                                     '--out', str(doc)]) == 0
+    assert ('| 1 | suite | 50000 | 480.2 +- 12.0 (50 episodes) | 22.1 | 500 +- 0 (50000 steps) '
+            '| 200 |') in doc.read_text()
     assert '| SSQ (discrete, ssq_ros) | discrete | 0 / 100 steps |' in text
     assert (doc.parent / 'benchmarks_curves.png').stat().st_size > 1000
     # The tiny config's task differs from train_sim.yaml's: the page says its table is stale.
