@@ -29,6 +29,7 @@ DOC = Path(__file__).resolve().parents[1] / 'docs' / 'benchmarks.md'
 RUN_ALL_RESULTS = PEERS_RESULTS.with_name('run_all.json')  # written by bench/run_all.sh
 HARNESS_RESULTS = PEERS_RESULTS.with_name('harness_check.json')  # bench_harness_check
 DQN_HARNESS_RESULTS = HARNESS_RESULTS.with_name('harness_check_dqn.json')  # ... --algo dqn
+ITERATION_RESULTS = HARNESS_RESULTS.with_name('iteration.json')  # bench_iteration
 HOUR_S = 3600.0
 FULL_COMMAND = 'make bench'  # bench/run_all.sh: bench_peers, bench_speed, this document
 LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (continuous, ssq_ros)',
@@ -309,6 +310,37 @@ def dqn_harness_section(harness: dict) -> list[str]:
     return lines
 
 
+ITERATION_LABELS = {
+    'ssq_discrete': "SSQ, discrete: mu's support check, env step, critic update, policy export",
+    'dqn': "DQN restricted to mu's support: support check, env step, DQN update",
+    'ssq_continuous': 'SSQ, continuous: K samples of mu checked, env step, critic update over '
+                      'K samples, extraction amortised',
+    'sac': "SAC behind mu's support: support check of its proposal, env step, twin critics + "
+           'actor + entropy coefficient'}
+
+
+def iteration_section(iteration: dict) -> list[str]:
+    """bench_iteration: whole training runs per env step, SSQ against the shielded peers."""
+    lines = ['## Equal work: a whole training step', '',
+             f'Command: `{iteration["command"]}`{_load(iteration["machine"])}. Each method '
+             f'trains from scratch for {iteration["steps"]} env steps on the '
+             f'{iteration["task"]} task, in {len(iteration["rounds"])} rounds (the methods one '
+             'after the other in each), one torch thread; SSQ\'s time leaves out its '
+             'evaluations, the peers\' is SB3\'s learn(). The ratio is taken within a round, '
+             'then the median over rounds.', '',
+             '| method: what one env step costs | ms per env step | updates per run |',
+             '|---|---|---|']
+    for method, value in iteration['seconds_per_env_step'].items():
+        updates = iteration['rounds'][0][method]['updates']
+        lines.append(f'| {ITERATION_LABELS[method]} | {1e3 * value:.2f} | {updates} |')
+    lines += ['', '| SSQ / the peer with its action set | ratio of time per env step '
+              '(range over rounds) |', '|---|---|']
+    for pair, ratio in iteration['ratios'].items():
+        low, high = ratio['range']
+        lines.append(f'| {pair} | {ratio["median"]:.2f}x ({low:.2f}-{high:.2f}) |')
+    return lines + ['']
+
+
 def suite_label(method: str) -> str:
     """The task-suite table's name for a method of bench_tasks_peers."""
     if method.startswith('dqn_'):
@@ -461,7 +493,7 @@ def plot_suite(suite: dict, path: Path) -> Path | None:
 def render(peers: dict, speed: dict | None, plot_name: str,
            run_all: dict | None = None, harness: dict | None = None,
            suite: dict | None = None, suite_plot: str | None = None,
-           dqn_harness: dict | None = None) -> str:
+           dqn_harness: dict | None = None, iteration: dict | None = None) -> str:
     config, machine = peers['config'], peers['machine']
     default = PeerBenchConfig()
     reduced = config['steps'] < default.steps or len(config['seeds']) < len(default.seeds)
@@ -528,6 +560,8 @@ def render(peers: dict, speed: dict | None, plot_name: str,
         lines += harness_section(harness)
     if dqn_harness:
         lines += dqn_harness_section(dqn_harness)
+    if iteration:
+        lines += iteration_section(iteration)
     if speed:
         lines += ['## Speed', '', f'Command: `{speed["command"]}`{_load(speed["machine"])}.',
                   ''] + speed_tables(speed)
@@ -561,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="bench/run_all.sh's wall time record")
     parser.add_argument('--harness', type=Path, default=HARNESS_RESULTS)
     parser.add_argument('--dqn-harness', type=Path, default=DQN_HARNESS_RESULTS)
+    parser.add_argument('--iteration', type=Path, default=ITERATION_RESULTS)
     parser.add_argument('--tasks-peers', type=Path, default=SUITE_RESULTS,
                         help='bench_tasks_peers table output (the task suite)')
     parser.add_argument('--out', type=Path, default=DOC)
@@ -572,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
         harness = json.loads(args.harness.read_text()) if args.harness.exists() else None
         dqn_harness = (json.loads(args.dqn_harness.read_text())
                        if args.dqn_harness.exists() else None)
+        iteration = (json.loads(args.iteration.read_text())
+                     if args.iteration.exists() else None)
         suite = (json.loads(args.tasks_peers.read_text()) if args.tasks_peers.exists()
                  else None)
     except (OSError, json.JSONDecodeError) as exc:
@@ -582,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     suite_plot = None if suite is None else plot_suite(
         suite, args.out.with_name(args.out.stem + '_tasks.png'))
     args.out.write_text(render(peers, speed, plot.name, run_all, harness, suite,
-                               None if suite_plot is None else suite_plot.name, dqn_harness))
+                               None if suite_plot is None else suite_plot.name, dqn_harness,
+                               iteration))
     print(f'wrote {args.out} and {plot}')
     return 0
 
