@@ -5,7 +5,7 @@
 # same commit with the same settings is reused, anything else runs again. Two processes at a
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 3 h on a 2-core CPU from nothing.
+# About 5 h on a 2-core CPU from nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -25,6 +25,9 @@ for steps in 10000 5000 2500; do  # SSQ: the task configs as shipped (variant 't
     both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task --seeds $SEEDS \
         --steps $steps --results "runs/suite/collect-$steps.json"
 done
+# SSQ in the continuous version of the tasks (the SAC peer's action set), 10 000 steps
+both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_train --variants task_cont \
+    --seeds $SEEDS --steps 10000 --results runs/suite/collect-cont.json
 "$PYTHON" -m bench.bench_tasks_train --collect-only --results bench/results/tasks_induced.json
 "$PYTHON" -m bench.bench_tasks_test --variants task --steps 10000 $TEST \
     --out bench/results/tasks_test_induced.json
@@ -33,13 +36,30 @@ for steps in 5000 2500; do  # the learning curve: the deployed executor only
         --executors policy --baselines-from bench/results/tasks_test_induced.json \
         --out "bench/results/tasks_test_$steps.json"
 done
-# Peers: the DQN grid on the validation episodes, its best point on the test split at every
-# budget, BC and CQL on each SSQ run's data.
-both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers tune  # costly: untuned, as SSQ
+# SSQ continuous on the test split, half the tasks per process, joined
+CONT="--variants task_cont --steps 10000 $TEST --executors policy induced \
+    --baselines-from bench/results/tasks_test_induced.json"
+"$PYTHON" -m bench.bench_tasks_test $CONT --tasks wall ushape --out runs/suite/test-cont-a.json &
+first=$!
+"$PYTHON" -m bench.bench_tasks_test $CONT --tasks window --out runs/suite/test-cont-b.json
+wait "$first"
+"$PYTHON" -m bench.bench_tasks_test --combine runs/suite/test-cont-a.json \
+    runs/suite/test-cont-b.json --out bench/results/tasks_test_continuous.json
+# Peers: the DQN and SAC grids on the validation episodes, their best points on the test split
+# (DQN at every budget), BC and CQL on each SSQ run's data, mu in the continuous tasks.
+for method in dqn sac; do  # costly: untuned, as SSQ
+    both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers tune --method $method
+done
 for steps in 10000 5000 2500; do
     both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --point best --steps $steps
 done
+both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --method sac --point best
 both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers offline
+"$PYTHON" -m bench.bench_tasks_peers baselines
 "$PYTHON" -m bench.bench_tasks_peers table --ssq bench/results/tasks_test_induced.json \
-    bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json
+    bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json \
+    bench/results/tasks_test_continuous.json
+# The DQN peer's harness on CartPole; equal work per env step (alone: it measures time)
+"$PYTHON" -m bench.bench_harness_check --algo dqn --seeds 0 1 2 --no-progress
+"$PYTHON" -m bench.bench_iteration
 "$PYTHON" -m bench.make_benchmarks_doc
