@@ -76,7 +76,7 @@ def outcome_table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def caveats(peers: dict) -> list[str]:
+def caveats(peers: dict, equal_work: bool = False) -> list[str]:
     """What the table does not show, from its own records: the baselines without learning on
     the same held-out episodes, the shielded peers, the tuning and the resolution."""
     lines = ['## Read this before the goals', '']
@@ -112,7 +112,8 @@ def caveats(peers: dict) -> list[str]:
               '- **The speed ratios compare different work**: one SSQ critic step against '
               'SAC\'s twin critics, actor and entropy update; SSQ\'s extraction and mu\'s '
               'support check per environment step are not counted there (the environment '
-              'table has mu\'s cost).', '']
+              'table has mu\'s cost)' + ('; the equal-work table below times whole training '
+                                         'steps instead.' if equal_work else '.'), '']
     return lines
 
 
@@ -547,7 +548,7 @@ def render(peers: dict, speed: dict | None, plot_name: str,
         '(the transitions SSQ learned from, collected by the safe behavior controller), so '
         'their training counts are those of that collection; their wall time is the offline '
         'training alone.',
-        ''] + caveats(peers) + ['## Goals', ''] + goals(peers, speed, whole)
+        ''] + caveats(peers, iteration is not None) + ['## Goals', ''] + goals(peers, speed, whole)
     lines += ['', f'![return and unsafe states against environment steps]({plot_name})', '',
               'The training curves of SSQ and of the offline methods are the safe behavior '
               'controller\'s episodes: in SSQ only mu acts while learning; SAC\'s are its '
