@@ -49,21 +49,9 @@ def time_ssq(config, folder: Path) -> dict:
 
 
 def time_peer(method: str, task: str, point: str, steps: int, seed: int) -> dict:
-    if method == 'dqn':
-        from bench.peers.sb3_dqn import train_dqn
-        settings = bench_tasks_peers.dqn_settings(task, point, steps)
-        problem = build_problem(bench_tasks_peers.task_config(task))
-        _, training = train_dqn(problem, seed, steps, settings['hyper'], progress=False,
-                                shielded=True, masked=True,
-                                explore_with_mu=settings['explore'] == 'mu',
-                                train_episode_steps=settings['train_episode_steps'])
-    else:
-        from bench.peers.sb3_sac import train_sac
-        settings = bench_tasks_peers.sac_settings(task, point, steps)
-        problem = build_problem(bench_tasks_peers.continuous_task_config(task))
-        _, training = train_sac(problem, seed, steps, settings['hyper'], progress=False,
-                                shielded=True, warmup_with_mu=settings['warmup'] == 'mu',
-                                train_episode_steps=settings['train_episode_steps'])
+    settings = bench_tasks_peers.peer_settings(method, task, point, steps)
+    problem = build_problem(bench_tasks_peers.peer_config(method, task))
+    _, training = bench_tasks_peers.train_peer(method, problem, seed, steps, settings, method)
     return {'train_s': training['wall_time_train_s'], 'updates': training['updates'],
             'unsafe_states_train': training['unsafe_states_train']}
 

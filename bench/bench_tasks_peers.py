@@ -178,54 +178,54 @@ def save(path: Path, record: dict) -> dict:
     return record
 
 
-def run_dqn(phase: str, task: str, point: str, seed: int, steps: int = STEPS,
-            runs: Path = RUNS) -> dict:
-    from bench.peers.sb3_dqn import train_dqn
+def peer_settings(method: str, task: str, point: str, steps: int = STEPS) -> dict:
+    """The online peer `method`'s ('dqn' or 'sac') settings at its grid's `point` on `task`."""
+    return (dqn_settings if method == 'dqn' else sac_settings)(task, point, steps)
 
-    settings = {**dqn_settings(task, point, steps), 'task': task, 'seed': seed,
-                'split': list(VALIDATION if phase == 'tune' else TEST)}
-    method = f'dqn_{point}'
-    path = record_path(runs, phase, method, task, steps, seed)
-    if (record := cached(path, settings)) is not None:
-        return record
-    config = task_config(task)
-    problem = build_problem(config)
+
+def peer_config(method: str, task: str):
+    """The task as the peer acts in it: DQN the discrete task, SAC its continuous version."""
+    return (task_config if method == 'dqn' else continuous_task_config)(task)
+
+
+def train_peer(method: str, problem, seed: int, steps: int, settings: dict,
+               label: str) -> tuple[EvalPolicy, dict]:
+    """Train the online peer behind mu's support in `problem` (peer_config's); (its policy,
+    training numbers)."""
     torch.manual_seed(seed)
-    policy, training = train_dqn(problem, seed, steps, settings['hyper'], method,
-                                 progress=False, shielded=True, masked=True,
-                                 explore_with_mu=settings['explore'] == 'mu',
-                                 train_episode_steps=settings['train_episode_steps'])
-    first, episodes = settings['split']
-    # the network reads mu's support at `problem`'s state (train_dqn): evaluated on it
-    result = evaluate(problem, policy, episodes, True, config.learner.critic.gamma,
-                      first=first)
-    return save(path, _record(method, task, seed, settings, training, result))
-
-
-def run_sac(phase: str, task: str, point: str, seed: int, steps: int = STEPS,
-            runs: Path = RUNS) -> dict:
+    if method == 'dqn':
+        from bench.peers.sb3_dqn import train_dqn
+        return train_dqn(problem, seed, steps, settings['hyper'], label, progress=False,
+                         shielded=True, masked=True,
+                         explore_with_mu=settings['explore'] == 'mu',
+                         train_episode_steps=settings['train_episode_steps'])
     from bench.peers.sb3_sac import train_sac
+    return train_sac(problem, seed, steps, settings['hyper'], label=label, progress=False,
+                     shielded=True, warmup_with_mu=settings['warmup'] == 'mu',
+                     train_episode_steps=settings['train_episode_steps'])
 
-    settings = {**sac_settings(task, point, steps), 'task': task, 'seed': seed,
+
+def run_online(method: str, phase: str, task: str, point: str, seed: int, steps: int = STEPS,
+               runs: Path = RUNS) -> dict:
+    """The online peer `method` at `point`, trained on `task` for `steps` and judged on the
+    validation episodes ('tune') or the test split ('test'); cached."""
+    settings = {**peer_settings(method, task, point, steps), 'task': task, 'seed': seed,
                 'split': list(VALIDATION if phase == 'tune' else TEST)}
-    method = f'sac_{point}'
-    path = record_path(runs, phase, method, task, steps, seed)
+    name = f'{method}_{point}'
+    path = record_path(runs, phase, name, task, steps, seed)
     if (record := cached(path, settings)) is not None:
         return record
-    config = continuous_task_config(task)
+    config = peer_config(method, task)
     problem = build_problem(config)
-    torch.manual_seed(seed)
-    policy, training = train_sac(problem, seed, steps, settings['hyper'], label=method,
-                                 progress=False, shielded=True,
-                                 warmup_with_mu=settings['warmup'] == 'mu',
-                                 train_episode_steps=settings['train_episode_steps'])
+    policy, training = train_peer(method, problem, seed, steps, settings, name)
     first, episodes = settings['split']
+    # a masked DQN's network reads mu's support at `problem`'s state (train_dqn): evaluated
+    # on that same problem
     result = evaluate(problem, policy, episodes, True, config.learner.critic.gamma,
                       first=first)
-    return save(path, _record(method, task, seed, settings, training, result))
+    return save(path, _record(name, task, seed, settings, training, result))
 
 
-RUNNERS = {'dqn': run_dqn, 'sac': run_sac}
 # Baselines measured here (steps 0, one record per task): the name the table gives each.
 BASELINE_RECORDS = {'mu_continuous': 'behavior_continuous'}
 
@@ -546,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.tasks = args.tasks or list(TUNED if args.phase == 'tune' else TASKS)
-    grid, run = GRIDS[args.method], RUNNERS[args.method]
+    grid, run = GRIDS[args.method], functools.partial(run_online, args.method)
     for point in args.points or []:
         if point not in grid:
             parser.error(f'--points: {point!r} is not in the {args.method} grid '
