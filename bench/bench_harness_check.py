@@ -173,29 +173,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.algo == 'dqn':
         runs = [check_dqn(seed, args.steps, args.episodes, configuration, not args.no_progress)
                 for seed in args.seeds for configuration in ('zoo', 'suite')]
-        result = {'env': DQN_ENV_ID, 'published': DQN_PUBLISHED, 'runs': runs,
-                  'machine': machine_info(torch_threads=1)}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + '\n')
-        for run in runs:
-            print(f"seed {run['seed']}, {run['configuration']} settings: DQN "
-                  f"{run['mean_return']:.1f} +- {run['sd_return']:.1f} over {run['episodes']} "
-                  f"episodes after {run['steps']} steps ({run['wall_time_train_s']:.0f} s); "
-                  f"random {run['random_mean_return']:.1f}; published "
-                  f"{DQN_PUBLISHED['mean_return']:.0f} +- {DQN_PUBLISHED['sd']:.0f}")
-        return 0
-    runs = [check(seed, args.steps, args.episodes, not args.no_progress)
-            for seed in args.seeds]
-    result = {'env': ENV_ID, 'published': PUBLISHED, 'runs': runs,
+        env, published = DQN_ENV_ID, DQN_PUBLISHED
+        lines = [f"seed {run['seed']}, {run['configuration']} settings: DQN "
+                 f"{run['mean_return']:.1f} +- {run['sd_return']:.1f}" for run in runs]
+    else:
+        runs = [check(seed, args.steps, args.episodes, not args.no_progress)
+                for seed in args.seeds]
+        env, published = ENV_ID, PUBLISHED
+        lines = [f"seed {run['seed']}: SAC {run['mean_return']:.2f} +- {run['sd_return']:.2f}"
+                 for run in runs]
+    result = {'env': env, 'published': published, 'runs': runs,
               'machine': machine_info(torch_threads=1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + '\n')
-    for run in runs:
-        print(f"seed {run['seed']}: SAC {run['mean_return']:.2f} +- {run['sd_return']:.2f} over "
-              f"{run['episodes']} episodes after {run['steps']} steps "
+    for line, run in zip(lines, runs, strict=True):
+        print(f"{line} over {run['episodes']} episodes after {run['steps']} steps "
               f"({run['wall_time_train_s']:.0f} s); random policy "
               f"{run['random_mean_return']:.2f}; published "
-              f"{PUBLISHED['mean_return']} +- {PUBLISHED['sd']}")
+              f"{published['mean_return']} +- {published['sd']}")
     return 0
 
 
