@@ -2,6 +2,7 @@
 peers that train behind the same support shield, on one task of the suite, in rounds.
 
     .venv/bin/python -m bench.bench_iteration [--task wall] [--steps 5000] [--rounds 2]
+        [--pairs discrete continuous]
 
 In every round each method trains from scratch for --steps env steps, one after the other,
 one torch thread each; a slow spell of the shared machine then hits a round's methods alike,
@@ -39,7 +40,7 @@ from ssq_ros.training.problem import build_problem
 RESULTS = Path(__file__).resolve().parent / 'results' / 'iteration.json'
 METHODS = ('ssq_discrete', 'dqn', 'ssq_continuous', 'sac')
 # (SSQ, the peer it is set against): the same action set, the same shield
-PAIRS = (('ssq_discrete', 'dqn'), ('ssq_continuous', 'sac'))
+PAIRS = {'discrete': ('ssq_discrete', 'dqn'), 'continuous': ('ssq_continuous', 'sac')}
 
 
 def time_ssq(config, folder: Path) -> dict:
@@ -56,10 +57,11 @@ def time_peer(method: str, task: str, point: str, steps: int, seed: int) -> dict
             'unsafe_states_train': training['unsafe_states_train']}
 
 
-def one_round(task: str, steps: int, seed: int, points: dict, scratch: Path) -> dict:
-    """Every method once, in METHODS' order; seconds of training per env step."""
+def one_round(task: str, steps: int, seed: int, points: dict, scratch: Path,
+              methods: tuple[str, ...] = METHODS) -> dict:
+    """Every method of `methods` once, in that order; seconds of training per env step."""
     out = {}
-    for method in METHODS:
+    for method in methods:
         started = time.monotonic()
         if method.startswith('ssq'):
             config = (bench_tasks_peers.task_config(task) if method == 'ssq_discrete'
@@ -75,11 +77,12 @@ def one_round(task: str, steps: int, seed: int, points: dict, scratch: Path) -> 
 
 
 def summarise(rounds: list[dict]) -> dict:
-    """Median per method over rounds; each pair's ratio (SSQ / peer) median over rounds."""
+    """Median per method over rounds; each measured pair's ratio (SSQ / peer), median over
+    rounds."""
     per_step = {m: float(np.median([r[m]['seconds_per_env_step'] for r in rounds]))
-                for m in METHODS}
+                for m in METHODS if m in rounds[0]}
     ratios = {}
-    for ssq, peer in PAIRS:
+    for ssq, peer in [pair for pair in PAIRS.values() if set(pair) <= set(rounds[0])]:
         within = [r[ssq]['seconds_per_env_step'] / r[peer]['seconds_per_env_step']
                   for r in rounds]
         ratios[f'{ssq}/{peer}'] = {'median': float(np.median(within)),
@@ -99,8 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--sac-point', default='uniform_n1_e140',
                         choices=sorted(bench_tasks_peers.SAC_GRID),
                         help="the SAC grid's point (default: the tuned best)")
+    parser.add_argument('--pairs', nargs='+', choices=sorted(PAIRS), default=sorted(PAIRS),
+                        help='discrete: SSQ against the masked DQN; continuous: against SAC')
     parser.add_argument('--out', type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    methods = tuple(m for m in METHODS if any(m in PAIRS[p] for p in args.pairs))
     if args.rounds < 1:
         parser.error('--rounds must be at least 1')
     learning_starts = bench_tasks_peers.task_config(args.task).schedule.learning_starts
@@ -113,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix='ssq_iteration_') as scratch:
         for k in range(args.rounds):
             print(f'round {k + 1}/{args.rounds}', flush=True)
-            rounds.append(one_round(args.task, args.steps, args.seed, points, Path(scratch)))
+            rounds.append(one_round(args.task, args.steps, args.seed, points, Path(scratch),
+                                    methods))
             elapsed = time.monotonic() - started
             print(f'[{k + 1}/{args.rounds} rounds, {elapsed / 60:.1f} min, ETA '
                   f'{elapsed / (k + 1) * (args.rounds - k - 1) / 60:.1f} min]', flush=True)

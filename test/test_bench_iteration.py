@@ -38,3 +38,12 @@ def test_the_page_shows_each_methods_step_and_the_pairs():
     assert '| 4.00 | 4001 |' in text and '| 5.00 | 4001 |' in text
     assert '| ssq_discrete/dqn | 2.00x (2.00-2.00) |' in text
     assert 'for 5000 env steps on the wall task, in 1 rounds' in text
+
+
+def test_one_pair_alone_is_summarised_without_the_other():
+    rounds = [{'ssq_discrete': {'seconds_per_env_step': 0.006},
+               'dqn': {'seconds_per_env_step': 0.002}}]
+    summary = bench_iteration.summarise(rounds)
+    assert set(summary['seconds_per_env_step']) == {'ssq_discrete', 'dqn'}
+    assert set(summary['ratios']) == {'ssq_discrete/dqn'}
+    assert summary['ratios']['ssq_discrete/dqn']['median'] == pytest.approx(3.0)
