@@ -19,7 +19,8 @@ behind a support that allows every action (`EverythingAllowed`), where it must b
 RL Baselines3 Zoo publishes 500 +- 0 for SB3 DQN there after 50 000 steps. Two
 configurations: the zoo's own hyperparameters (does our DQN code reach the published result?)
 and the task suite's (SSQ's width, batch, discount, learning rate, warm-up, soft target and
-8-step targets, exploring uniformly: is that configuration a working DQN?). Writes
+8-step targets, exploring uniformly: is that configuration a working DQN?); and, as the
+reference on the same seeds, SB3's own DQN class with the zoo's settings ('zoo_sb3'). Writes
 bench/results/harness_check_dqn.json.
 """
 from __future__ import annotations
@@ -88,14 +89,24 @@ def suite_dqn_hyperparameters() -> dict:
     return bench_tasks_peers.dqn_settings('wall', 'uniform_n8_e140')['hyper']
 
 
+DQN_CONFIGURATIONS = ('zoo', 'suite', 'zoo_sb3')
+
+
 def check_dqn(seed: int, steps: int, episodes: int, configuration: str, progress: bool) -> dict:
-    """Train `MaskedDQN` on CartPole-v1 with every action allowed; its greedy returns."""
+    """Train `MaskedDQN` (or, for 'zoo_sb3', SB3's DQN) on CartPole-v1 with every action
+    allowed; its greedy returns."""
+    from stable_baselines3 import DQN
+
     from bench.peers.sb3_common import MaskedDQN, Progress
 
-    hyper = ZOO_DQN if configuration == 'zoo' else suite_dqn_hyperparameters()
+    hyper = suite_dqn_hyperparameters() if configuration == 'suite' else ZOO_DQN
     env = EverythingAllowed(gym.make(DQN_ENV_ID), seed)
-    model = MaskedDQN('MlpPolicy', env, seed=seed, device='cpu', verbose=0,
-                      buffer_size=max(steps, 1), shield=env, **hyper)
+    if configuration == 'zoo_sb3':
+        model = DQN('MlpPolicy', env, seed=seed, device='cpu', verbose=0,
+                    buffer_size=max(steps, 1), **hyper)
+    else:
+        model = MaskedDQN('MlpPolicy', env, seed=seed, device='cpu', verbose=0,
+                          buffer_size=max(steps, 1), shield=env, **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=Progress(
         steps, None, f'DQN ({configuration}) on {DQN_ENV_ID}, seed {seed}', progress))
@@ -159,6 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--algo', choices=('sac', 'dqn'), default='sac',
                         help=f'sac: SAC on {ENV_ID}; dqn: the suite\'s DQN on {DQN_ENV_ID}')
     parser.add_argument('--seeds', type=int, nargs='+', default=[0])
+    parser.add_argument('--configurations', nargs='+', choices=DQN_CONFIGURATIONS,
+                        default=list(DQN_CONFIGURATIONS),
+                        help='dqn: which settings and class (zoo_sb3: SB3\'s DQN itself)')
+    parser.add_argument('--merge', action='store_true',
+                        help='dqn: keep the runs already in --out that this call does not make')
     parser.add_argument('--steps', type=int, help='default: 30 000 (sac), 50 000 (dqn)')
     parser.add_argument('--episodes', type=int, default=50)
     parser.add_argument('--out', type=Path, help=f'default: {RESULTS.name} (sac), '
@@ -172,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # one core per run, as every benchmark here
     if args.algo == 'dqn':
         runs = [check_dqn(seed, args.steps, args.episodes, configuration, not args.no_progress)
-                for seed in args.seeds for configuration in ('zoo', 'suite')]
+                for seed in args.seeds for configuration in args.configurations]
+        if args.merge and args.out.exists():
+            made = {(run['seed'], run['configuration']) for run in runs}
+            runs = [run for run in json.loads(args.out.read_text())['runs']
+                    if (run['seed'], run['configuration']) not in made] + runs
         env, published = DQN_ENV_ID, DQN_PUBLISHED
         lines = [f"seed {run['seed']}, {run['configuration']} settings: DQN "
                  f"{run['mean_return']:.1f} +- {run['sd_return']:.1f}" for run in runs]

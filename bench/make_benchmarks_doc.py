@@ -296,9 +296,11 @@ def dqn_harness_section(harness: dict) -> list[str]:
     lines = ['Command: `.venv/bin/python -m bench.bench_harness_check --algo dqn`. The task '
              'suite\'s DQN peer (`MaskedDQN`: its own update and action choice) on '
              f'{harness["env"]}, behind a support that allows every action, where it must be '
-             'SB3\'s DQN: with the settings of the published run (RL Baselines3 Zoo) and with '
-             'the task suite\'s (SSQ\'s width, batch, discount, learning rate, warm-up, soft '
-             'target, 8-step targets); greedy policy on unseen episodes:', '',
+             'SB3\'s DQN: with the settings of the published run (RL Baselines3 Zoo: zoo) and '
+             'with the task suite\'s (SSQ\'s width, batch, discount, learning rate, warm-up, '
+             'soft target, 8-step targets: suite); zoo_sb3 is SB3\'s own DQN class with the '
+             'zoo\'s settings on the same seeds, the reference. Greedy policy on unseen '
+             'episodes:', '',
              '| seed | settings | steps | DQN return | random policy | published DQN | '
              'train wall time [s] |', '|---|---|---|---|---|---|---|']
     for run in harness['runs']:
@@ -307,7 +309,13 @@ def dqn_harness_section(harness: dict) -> list[str]:
                      f'({run["episodes"]} episodes) | {run["random_mean_return"]:.1f} | '
                      f'{published["mean_return"]:.0f} +- {published["sd"]:.0f} '
                      f'({published["steps"]} steps) | {run["wall_time_train_s"]:.0f} |')
-    lines += ['', f'Published: {published["source"]}.', '']
+    medians = {}
+    for run in harness['runs']:
+        medians.setdefault(run['configuration'], []).append(run['mean_return'])
+    lines += ['', 'Median return over seeds: ' + ', '.join(
+        f'{name} {np.median(values):.1f} ({len(values)} seeds)'
+        for name, values in medians.items()) + '.', '',
+        f'Published: {published["source"]}.', '']
     return lines
 
 

@@ -197,6 +197,7 @@ def test_ssq_entrant_end_to_end_and_document(tiny_config, tmp_path):
                                      '--out', str(doc)]) == 0
     assert ('| 1 | suite | 50000 | 480.2 +- 12.0 (50 episodes) | 22.1 | 500 +- 0 (50000 steps) '
             '| 200 |') in doc.read_text()
+    assert 'Median return over seeds: suite 480.2 (1 seeds).' in doc.read_text()
     assert '| SSQ (discrete, ssq_ros) | discrete | 0 / 100 steps |' in text
     assert (doc.parent / 'benchmarks_curves.png').stat().st_size > 1000
     # The tiny config's task differs from train_sim.yaml's: the page says its table is stale.

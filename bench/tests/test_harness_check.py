@@ -23,11 +23,18 @@ def test_dqn_harness_check_runs_both_configurations_with_everything_allowed(tmp_
     settings, behind a support that allows every action."""
     out = tmp_path / 'harness_dqn.json'
     assert bench_harness_check.main(['--algo', 'dqn', '--steps', '1200', '--episodes', '2',
+                                     '--configurations', 'zoo', 'suite',
                                      '--out', str(out), '--no-progress']) == 0
     result = json.loads(out.read_text())
     assert result['env'] == 'CartPole-v1' and result['published']['mean_return'] == 500.0
     runs = {run['configuration']: run for run in result['runs']}
     assert set(runs) == {'zoo', 'suite'}
+    # SB3's own DQN on the same seed, added to the same file
+    assert bench_harness_check.main(['--algo', 'dqn', '--steps', '1200', '--episodes', '2',
+                                     '--configurations', 'zoo_sb3', '--merge',
+                                     '--out', str(out), '--no-progress']) == 0
+    merged = json.loads(out.read_text())['runs']
+    assert [run['configuration'] for run in merged] == ['zoo', 'suite', 'zoo_sb3']
     assert runs['zoo']['hyperparameters']['train_freq'] == 256
     assert runs['suite']['hyperparameters']['n_steps'] == 8
     for run in runs.values():  # CartPole pays 1 per step alive, at most 500
