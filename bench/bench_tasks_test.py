@@ -169,7 +169,8 @@ def evaluate_folders(args: argparse.Namespace,
             baselines[info['task']] = evaluate_baselines(folder, args.episodes, args.first)
     runs = []
     for k, (info, folder) in enumerate(folders):
-        runs.append({**info, 'run_folder': str(folder),
+        # a run reached through a link is named by where it is
+        runs.append({**info, 'run_folder': os.path.relpath(folder.resolve()),
                      'outcomes': evaluate_run(folder, args.episodes, args.first,
                                               tuple(args.executors))})
         elapsed = time.monotonic() - started

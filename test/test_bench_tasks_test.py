@@ -1,6 +1,7 @@
 """bench_tasks_test evaluates finished runs on later held-out episodes: a tiny real run (real
 MuJoCo, real torch) is evaluated from its folder, and `first` reaches the episodes it names."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,3 +69,12 @@ def test_a_finished_run_is_evaluated_on_the_test_episodes_from_its_folder(tiny_s
     with pytest.raises(SystemExit):  # nothing of this variant there
         bench_tasks_test.main(['--variants', 'n8_long_a03_e30', '--steps', '120', '--runs',
                                str(runs), '--out', str(out)])
+    # a run reached through a link (one run evaluated alone) is named by where it is
+    linked = tmp_path / 'one'
+    linked.mkdir()
+    (linked / 'easy-n8_long_e30-120-s0').symlink_to(runs / 'easy-n8_long_e30-120-s0')
+    assert bench_tasks_test.main(['--variants', 'n8_long_e30', '--steps', '120', '--runs',
+                                  str(linked), '--first', '4', '--episodes', '1',
+                                  '--executors', 'policy', '--out', str(only)]) == 0
+    (alone,) = json.loads(only.read_text())['runs']
+    assert Path(alone['run_folder']).resolve() == (runs / 'easy-n8_long_e30-120-s0').resolve()
