@@ -333,7 +333,7 @@ def iteration_section(iteration: dict) -> list[str]:
     lines = ['## Equal work: a whole training step', '',
              f'Command: `{iteration["command"]}`{_load(iteration["machine"])}. Each method '
              f'trains from scratch for {iteration["steps"]} env steps on the '
-             f'{iteration["task"]} task, in {len(iteration["rounds"])} rounds (the methods one '
+             f'{iteration["task"]} task, rounds: {len(iteration["rounds"])} (the methods one '
              'after the other in each), one torch thread; SSQ\'s time leaves out its '
              'evaluations, the peers\' is SB3\'s learn(). The ratio is taken within a round, '
              'then the median over rounds.', '',
@@ -378,7 +378,8 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
              'Command: `.venv/bin/python -m bench.bench_tasks_peers table` (the runs: its '
              'docstring). Each task\'s goal lies where greedy goal-seeking fails '
              '(docs/tasks.md). Every row acts behind mu\'s support: a discrete policy takes '
-             'its best primitive that mu allows. Test split: held-out episodes '
+             'its best primitive that mu allows; a continuous one\'s action runs if the support '
+             'check accepts it, else mu\'s nearest safe sample. Test split: held-out episodes '
              f'{first + 1}-{first + count}, {count} per run, never used for any choice; per '
              'task, all seeds\' episodes pooled (Wilson 95 % interval); across tasks, the '
              'interquartile mean over (task, seed) runs with a stratified-bootstrap 95 % '

@@ -37,7 +37,7 @@ def test_the_page_shows_each_methods_step_and_the_pairs():
     text = '\n'.join(make_benchmarks_doc.iteration_section(iteration))
     assert '| 4.00 | 4001 |' in text and '| 5.00 | 4001 |' in text
     assert '| ssq_discrete/dqn | 2.00x (2.00-2.00) |' in text
-    assert 'for 5000 env steps on the wall task, in 1 rounds' in text
+    assert 'for 5000 env steps on the wall task, rounds: 1' in text
 
 
 def test_one_pair_alone_is_summarised_without_the_other():
