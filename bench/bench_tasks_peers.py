@@ -1,7 +1,7 @@
 """Peers on the task suite behind mu's support (issue 15), judged on SSQ's test split.
 
-    .venv/bin/python -m bench.bench_tasks_peers tune [--method dqn|sac] [--tasks wall]  # grid
-    .venv/bin/python -m bench.bench_tasks_peers test [--method dqn|sac] --point best [--seeds ..]
+    .venv/bin/python -m bench.bench_tasks_peers tune [--method M] [--tasks wall]  # M's grid
+    .venv/bin/python -m bench.bench_tasks_peers test [--method M] --point best [--seeds ..]
     .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql]  # on mu's data
     .venv/bin/python -m bench.bench_tasks_peers baselines   # mu sampled in the continuous tasks
     .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
@@ -28,6 +28,14 @@ The peers get every advantage SSQ has on the discrete task suite:
   batch, discount, learning rate and warm-up, SB3's defaults otherwise. Its grid (SAC_GRID)
   has the DQN grid's 8 points with the warm-up in place of the exploration; the same seed,
   tasks and validation episodes.
+- Without the shield in training, judged behind it (as every row) and also on their own
+  (UNSHIELDED_TRAINING), in the continuous tasks:
+  - SAC-Lagrangian (`bench/peers/sac_lagrangian.py`): a cost critic of the referee's unsafe
+    states and a learned multiplier, cost limit 0; its grid (LAGRANGIAN_GRID, 4 points): the
+    multiplier's learning rate x mu's prior for the warm-up, at SAC's tuned n-step and episode
+    length.
+  - TQC with HER (sb3-contrib; `bench/peers/tqc_her.py`), reward only: the unconstrained
+    ceiling; its grid (TQC_HER_GRID, 4 points): mu's prior x episode length.
 - On mu's data, the replay of SSQ's own run of the same task and seed (what SSQ learned
   from), observations standardised, 10 000 updates (SSQ's runs make 9 001), executed greedily
   behind the same shield: behaviour cloning ('bc', a network fitted to mu's actions) and
@@ -93,7 +101,23 @@ GRID = {f'{explore}_n{n}_e{length}': {'explore': explore, 'n_steps': n,
 SAC_GRID = {f'{warmup}_n{n}_e{length}': {'warmup': warmup, 'n_steps': n,
                                          'train_episode_steps': length}
             for warmup in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
-GRIDS = {'dqn': GRID, 'sac': SAC_GRID}
+# SAC-Lagrangian trains without the shield (its safety is learned): its own levers, the
+# multiplier's learning rate and mu's prior for the warm-up, at SAC's tuned n-step (8) and
+# episode length (400); cost limit 0 (no unsafe state is acceptable). 4 points, SAC had 8.
+LAGRANGIAN_GRID = {f'{warmup}_lr{rate}': {'warmup': warmup, 'multiplier_lr': float(rate),
+                                          'cost_limit': 0.0, 'n_steps': 8,
+                                          'train_episode_steps': 400}
+                   for warmup in ('uniform', 'mu') for rate in ('3e-4', '3e-3')}
+# TQC with HER, no shield and no cost: the reward-only ceiling. SB3's HER takes one-step
+# targets only, so its grid is mu's prior x episode length, 'future' goals, 4 per transition.
+TQC_HER_GRID = {f'{warmup}_e{length}': {'warmup': warmup, 'train_episode_steps': length,
+                                        'n_sampled_goal': 4}
+                for warmup in ('uniform', 'mu') for length in (140, 400)}
+GRIDS = {'dqn': GRID, 'sac': SAC_GRID, 'sac_lagrangian': LAGRANGIAN_GRID,
+         'tqc_her': TQC_HER_GRID}
+# The online peers that train without mu's support shield: judged behind it (as deployed) and
+# also on their own, where the referee counts their unsafe states.
+UNSHIELDED_TRAINING = ('sac_lagrangian', 'tqc_her')
 # What DQN shares with SSQ's task runs (config/tasks/*.yaml: critic and schedule).
 EXPLORATION = {'exploration_fraction': 0.3, 'exploration_final_eps': 0.05}
 # Offline peers on mu's data: as many updates as SSQ's 10 000-step runs make (9 001).
@@ -125,17 +149,20 @@ def continuous_task_config(task: str):
     return parse(TrainConfig, data, f'config/tasks/{task}.yaml, continuous')
 
 
-def sac_settings(task: str, point: str, steps: int = STEPS) -> dict:
-    """SB3 SAC hyperparameters for SAC_GRID point `point` on `task` (SSQ's shared settings)."""
+def sac_settings(task: str, point: str, steps: int = STEPS, method: str = 'sac') -> dict:
+    """SB3 SAC's (or SAC-Lagrangian's, TQC+HER's: `method`) hyperparameters for its grid's
+    point `point` on `task` (SSQ's shared settings)."""
     from bench.peers.sb3_sac import sac_hyperparameters  # the bench extra's SB3
 
     config = continuous_task_config(task)
     critic, schedule = config.learner.critic, config.schedule
-    grid = SAC_GRID[point]
-    return {'point': point, **grid, 'steps': steps, 'action_kind': 'continuous', 'hyper': {
-        **sac_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
-                              schedule.learning_starts),
-        'learning_rate': critic.lr, 'n_steps': grid['n_steps']}}
+    grid = GRIDS[method][point]
+    hyper = {**sac_hyperparameters(critic.batch_size, list(critic.hidden_sizes), critic.gamma,
+                                   schedule.learning_starts), 'learning_rate': critic.lr}
+    if 'n_steps' in grid:
+        hyper['n_steps'] = grid['n_steps']
+    return {'point': point, **grid, 'steps': steps, 'action_kind': 'continuous',
+            'hyper': hyper}
 
 
 def record_path(runs: Path, phase: str, method: str, task: str, steps: int, seed: int) -> Path:
@@ -179,30 +206,47 @@ def save(path: Path, record: dict) -> dict:
 
 
 def peer_settings(method: str, task: str, point: str, steps: int = STEPS) -> dict:
-    """The online peer `method`'s ('dqn' or 'sac') settings at its grid's `point` on `task`."""
-    return (dqn_settings if method == 'dqn' else sac_settings)(task, point, steps)
+    """The online peer `method`'s (a GRIDS key) settings at its grid's `point` on `task`."""
+    if method == 'dqn':
+        return dqn_settings(task, point, steps)
+    return sac_settings(task, point, steps, method)
 
 
 def peer_config(method: str, task: str):
-    """The task as the peer acts in it: DQN the discrete task, SAC its continuous version."""
+    """The task as the peer acts in it: DQN the discrete task, the others its continuous
+    version."""
     return (task_config if method == 'dqn' else continuous_task_config)(task)
 
 
 def train_peer(method: str, problem, seed: int, steps: int, settings: dict,
                label: str) -> tuple[EvalPolicy, dict]:
-    """Train the online peer behind mu's support in `problem` (peer_config's); (its policy,
-    training numbers)."""
+    """Train the online peer in `problem` (peer_config's), behind mu's support unless it is one
+    of UNSHIELDED_TRAINING; (its policy, training numbers)."""
     torch.manual_seed(seed)
+    mu_prior = settings.get('warmup') == 'mu'
+    episodes = settings['train_episode_steps']
     if method == 'dqn':
         from bench.peers.sb3_dqn import train_dqn
         return train_dqn(problem, seed, steps, settings['hyper'], label, progress=False,
                          shielded=True, masked=True,
                          explore_with_mu=settings['explore'] == 'mu',
-                         train_episode_steps=settings['train_episode_steps'])
-    from bench.peers.sb3_sac import train_sac
-    return train_sac(problem, seed, steps, settings['hyper'], label=label, progress=False,
-                     shielded=True, warmup_with_mu=settings['warmup'] == 'mu',
-                     train_episode_steps=settings['train_episode_steps'])
+                         train_episode_steps=episodes)
+    if method == 'sac':
+        from bench.peers.sb3_sac import train_sac
+        return train_sac(problem, seed, steps, settings['hyper'], label=label, progress=False,
+                         shielded=True, warmup_with_mu=mu_prior, train_episode_steps=episodes)
+    if method == 'sac_lagrangian':
+        from bench.peers.sac_lagrangian import train_sac_lagrangian
+        return train_sac_lagrangian(problem, seed, steps, settings['hyper'],
+                                    settings['cost_limit'], settings['multiplier_lr'],
+                                    label=label, progress=False, warmup_with_mu=mu_prior,
+                                    train_episode_steps=episodes)
+    if method == 'tqc_her':
+        from bench.peers.tqc_her import train_tqc_her
+        return train_tqc_her(problem, seed, steps, settings['hyper'],
+                             settings['n_sampled_goal'], label=label, progress=False,
+                             warmup_with_mu=mu_prior, train_episode_steps=episodes)
+    raise ValueError(f'unknown online peer {method!r}; known: {", ".join(GRIDS)}')
 
 
 def run_online(method: str, phase: str, task: str, point: str, seed: int, steps: int = STEPS,
@@ -221,9 +265,11 @@ def run_online(method: str, phase: str, task: str, point: str, seed: int, steps:
     first, episodes = settings['split']
     # a masked DQN's network reads mu's support at `problem`'s state (train_dqn): evaluated
     # on that same problem
-    result = evaluate(problem, policy, episodes, True, config.learner.critic.gamma,
-                      first=first)
-    return save(path, _record(name, task, seed, settings, training, result))
+    gamma = config.learner.critic.gamma
+    result = evaluate(problem, policy, episodes, True, gamma, first=first)
+    alone = (evaluate(problem, policy, episodes, False, gamma, first=first)
+             if method in UNSHIELDED_TRAINING and phase == 'test' else None)
+    return save(path, _record(name, task, seed, settings, training, result, alone))
 
 
 # Baselines measured here (steps 0, one record per task): the name the table gives each.
@@ -356,16 +402,22 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
 
 
 def _record(method: str, task: str, seed: int, settings: dict, training: dict,
-            result: dict) -> dict:
+            result: dict, unshielded: dict | None = None) -> dict:
+    """A (method, task, seed) record; `unshielded`: the same episodes run without the shield
+    (the peers that train without it)."""
     record = {'method': method, 'task': task, 'seed': seed,
               'steps': settings.get('steps', STEPS), 'settings': settings,
               'settings_sha256': settings_hash(settings), **code_at_start(),
               'training': training, 'eval_shielded': result}
+    if unshielded is not None:
+        record['eval_unshielded'] = unshielded
     if result['unsafe_states']:  # every action here passed mu's support: this would be a bug
         raise AssertionError(f'{method} {task} s{seed}: {result["unsafe_states"]} unsafe states')
     print(f'{task} {method} s{seed}: {sum(result["outcomes"])}/{result["episodes"]} '
           f'(episodes {settings["split"][0] + 1}-{sum(settings["split"])}), unsafe in training '
-          f'{training["unsafe_states_train"]}, train {training["wall_time_train_s"]:.0f} s',
+          f'{training["unsafe_states_train"]}, train {training["wall_time_train_s"]:.0f} s'
+          + ('' if unshielded is None else f'; without the shield {sum(unshielded["outcomes"])}'
+             f'/{unshielded["episodes"]}, {unshielded["unsafe_states"]} unsafe states'),
           flush=True)
     return record
 
@@ -439,7 +491,7 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
     tasks (TUNED); a later task (costly) is reported per task only."""
     methods, baselines, commits = ssq_test_outcomes(ssq_paths)
     training = ssq_training(list(ssq_train_paths))
-    measured_baselines = {}
+    measured_baselines, alone = {}, {}
     for r in saved_records(runs, 'test'):
         if r['method'] in BASELINE_RECORDS:
             measured_baselines.setdefault(r['task'], {})[BASELINE_RECORDS[r['method']]] = \
@@ -447,6 +499,8 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             continue
         key = (r['steps'], r['task'], r['seed'])
         methods.setdefault(r['method'], {})[key] = r['eval_shielded']['outcomes']
+        if 'eval_unshielded' in r:
+            alone.setdefault(r['method'], {})[key] = r['eval_unshielded']
         training.setdefault(r['method'], {})[key] = {
             'unsafe_states_train': r['training']['unsafe_states_train'],
             'wall_time_train_s': r['training']['wall_time_train_s']}
@@ -460,10 +514,21 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
                     continue
                 wins, n = int(sum(map(sum, lists))), int(sum(map(len, lists)))
                 per_seed = [float(np.mean(x)) for x in lists]
-                per_task.append({'method': name, 'steps': steps, 'task': task,
-                                 'seeds': len(lists), 'successes': wins, 'episodes': n,
-                                 'rate': wins / n, 'wilson95': wilson_interval(wins, n),
-                                 'per_seed': per_seed})
+                row = {'method': name, 'steps': steps, 'task': task, 'seeds': len(lists),
+                       'successes': wins, 'episodes': n, 'rate': wins / n,
+                       'wilson95': wilson_interval(wins, n), 'per_seed': per_seed}
+                runs_alone = [v for k, v in sorted(alone.get(name, {}).items())
+                              if k[:2] == (steps, task)]
+                trained = training.get(name, {})
+                row['unsafe_states_train_per_seed'] = [
+                    trained[k]['unsafe_states_train'] for k in sorted(outcomes)
+                    if k[:2] == (steps, task) and k in trained]
+                if runs_alone:  # the same episodes without the shield
+                    row['unshielded'] = {
+                        'successes': int(sum(sum(v['outcomes']) for v in runs_alone)),
+                        'episodes': int(sum(v['episodes'] for v in runs_alone)),
+                        'unsafe_states_per_seed': [v['unsafe_states'] for v in runs_alone]}
+                per_task.append(row)
                 if task in TUNED:
                     scores.append(per_seed)
             if scores:  # over the tuned tasks this (method, budget) ran on
@@ -478,6 +543,8 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
                                'training_runs_known': len(known),
                                'unsafe_states_train': sum(v['unsafe_states_train']
                                                           for v in known),
+                               'unsafe_states_train_per_run': [v['unsafe_states_train']
+                                                               for v in known],
                                'wall_time_train_s': float(np.mean(
                                    [v['wall_time_train_s'] for v in known]))
                                if known else None,
@@ -512,9 +579,12 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
 def print_table(result: dict) -> None:
     for row in result['per_task']:
         low, high = row['wilson95']
+        alone = row.get('unshielded')
         print(f"{row['task']:7} {row['method']:18} {row['steps']:6} "
               f"{row['successes']:4}/{row['episodes']:<4} {100 * row['rate']:5.1f} % "
-              f"({100 * low:.0f}-{100 * high:.0f})")
+              f"({100 * low:.0f}-{100 * high:.0f})" + ('' if alone is None else
+              f"  unshielded {alone['successes']}/{alone['episodes']}, unsafe states per "
+              f"seed {alone['unsafe_states_per_seed']}"))
     for a in result['across_tasks']:
         low, high = a['bootstrap95']
         against = ''.join(f"  P({m} run beats it) {a[f'probability_{m}_beats']:.2f}"

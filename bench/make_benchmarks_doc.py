@@ -350,6 +350,13 @@ def iteration_section(iteration: dict) -> list[str]:
     return lines + ['']
 
 
+# Each online peer's grid on the page: (method, its name, the levers its points name).
+GRID_LEVERS = (('dqn', 'DQN', 'exploration, n-step, training episode steps'),
+               ('sac', 'SAC', 'warm-up, n-step, training episode steps'),
+               ('sac_lagrangian', 'SAC-Lagrangian', "warm-up, multiplier's learning rate"),
+               ('tqc_her', 'TQC+HER', 'warm-up, training episode steps'))
+
+
 def suite_label(method: str) -> str:
     """The task-suite table's name for a method of bench_tasks_peers."""
     if method.startswith('dqn_'):
@@ -357,6 +364,16 @@ def suite_label(method: str) -> str:
         return (f"DQN (SB3) restricted to mu's support, "
                 f"{'mu' if explore == 'mu' else 'uniform'}-drawn exploration, "
                 f'{n[1:]}-step targets, {length[1:]}-step training episodes')
+    if method.startswith('sac_lagrangian_'):
+        warmup, rate = method[len('sac_lagrangian_'):].split('_')
+        prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
+        return (f'SAC-Lagrangian (on SB3), no shield in training, {prior}, multiplier '
+                f'learning rate {rate[2:]}, cost limit 0')
+    if method.startswith('tqc_her_'):
+        warmup, length = method[len('tqc_her_'):].split('_')
+        prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
+        return (f'TQC + HER (sb3-contrib), reward only, no shield in training, {prior}, '
+                f'{length[1:]}-step training episodes')
     if method.startswith('sac_'):
         warmup, n, length = method[4:].split('_')
         prior = "with mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
@@ -379,7 +396,9 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
              'docstring). Each task\'s goal lies where greedy goal-seeking fails '
              '(docs/tasks.md). Every row acts behind mu\'s support: a discrete policy takes '
              'its best primitive that mu allows; a continuous one\'s action runs if the support '
-             'check accepts it, else mu\'s nearest safe sample. Test split: held-out episodes '
+             'check accepts it, else mu\'s nearest safe sample. SAC-Lagrangian and TQC+HER '
+             'train without it (their training violations are their own); they too are judged '
+             'behind it here, and on their own in the table after. Test split: held-out episodes '
              f'{first + 1}-{first + count}, {count} per run, never used for any choice; per '
              'task, all seeds\' episodes pooled (Wilson 95 % interval); across tasks, the '
              'interquartile mean over (task, seed) runs with a stratified-bootstrap 95 % '
@@ -425,6 +444,21 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                          + f" | {100 * a['iqm']:.1f} % ({100 * low:.0f}-{100 * high:.0f}) | "
                          f"{versus} | {a['runs']} | {unsafe} | {wall} |")
         lines.append('')
+    alone = [r for r in suite['per_task'] if 'unshielded' in r]
+    if alone:
+        lines += ['Trained without the shield: the same test episodes run on their own, and '
+                  'the referee\'s unsafe states per run (training, then these episodes).', '',
+                  '| method | steps | task | success behind the shield | success on its own | '
+                  'unsafe states in training, per seed | unsafe states in the test episodes, '
+                  'per seed |', '|---|---|---|---|---|---|---|']
+        for r in sorted(alone, key=lambda r: (r['method'], -r['steps'],
+                                              SUITE_TASKS.index(r['task']))):
+            own = r['unshielded']
+            during = r.get('unsafe_states_train_per_seed', '-')
+            lines.append(f"| {suite_label(r['method'])} | {r['steps']} | {r['task']} | "
+                         f"{r['successes']}/{r['episodes']} | {own['successes']}/"
+                         f"{own['episodes']} | {during} | {own['unsafe_states_per_seed']} |")
+        lines.append('')
     baseline_rows = [m for m in ('behavior_greedy', 'behavior', 'oracle', 'behavior_continuous')
                      if any((m, 0, t) in rows for t in tasks)]
     if baseline_rows:
@@ -436,15 +470,15 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                 if (m, 0, t) in rows else '-' for t in tasks) + ' |')
         lines.append('')
     first_v, count_v = suite['validation_split']
-    for method, levers in (('dqn', 'exploration'), ('sac', 'warm-up')):
+    for method, name, levers in GRID_LEVERS:
         grid = [g for g in suite.get('grid', []) if g.get('method', 'dqn') == method]
         if not grid:
             continue
-        lines += [f'**The {method.upper()} grid (equal tuning).** Every point trained on seed 0 '
+        lines += [f'**The {name} grid (equal tuning).** Every point trained on seed 0 '
                   f'of each task for 10 000 steps, judged on held-out episodes {first_v + 1}-'
                   f'{first_v + count_v} (the episodes SSQ\'s settings were chosen on); the '
                   'best mean is the row above.', '',
-                  f'| {levers}, n-step, training episode steps | ' + ' | '.join(tasks)
+                  f'| {levers} | ' + ' | '.join(tasks)
                   + ' | mean |', '|---|' + '---|' * (len(tasks) + 1)]
         for g in grid:
             lines.append(f"| {g['point']} | " + ' | '.join(

@@ -141,6 +141,15 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
                 'method': 'sac_uniform_n1_e140', 'task': task, 'seed': seed, 'steps': 10_000,
                 'training': {'unsafe_states_train': 0, 'wall_time_train_s': 90.0},
                 'eval_shielded': {'outcomes': [1] * 60 + [0] * 40}}))
+        for seed, unsafe in ((0, 40), (1, 7)):  # trained without the shield
+            (peers / f'{task}-sac_lagrangian_mu_lr3e-3-10000-s{seed}.json').write_text(
+                json.dumps({
+                    'method': 'sac_lagrangian_mu_lr3e-3', 'task': task, 'seed': seed,
+                    'steps': 10_000,
+                    'training': {'unsafe_states_train': unsafe, 'wall_time_train_s': 80.0},
+                    'eval_shielded': {'outcomes': [1] * 70 + [0] * 30},
+                    'eval_unshielded': {'outcomes': [1] * 75 + [0] * 25, 'episodes': 100,
+                                        'unsafe_states': 3 * seed}}))
         (peers / f'{task}-mu_continuous-0-s0.json').write_text(json.dumps({
             'method': 'mu_continuous', 'task': task, 'seed': 0, 'steps': 0,
             'training': {'unsafe_states_train': 0, 'wall_time_train_s': 0.0},
@@ -185,6 +194,14 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert sac['probability_ssq_continuous_beats'] == 0.0
     assert sac['probability_ssq_beats'] == 1.0
     assert 'probability_ssq_continuous_beats' not in across[('ssq_continuous', 10_000)]
+    lagrangian = rows[('sac_lagrangian_mu_lr3e-3', 10_000, 'ushape')]
+    assert lagrangian['successes'] == 140  # behind the shield
+    assert lagrangian['unshielded'] == {'successes': 150, 'episodes': 200,
+                                        'unsafe_states_per_seed': [0, 3]}
+    assert lagrangian['unsafe_states_train_per_seed'] == [40, 7]
+    assert 'unshielded' not in rows[('sac_uniform_n1_e140', 10_000, 'ushape')]
+    assert across[('sac_lagrangian_mu_lr3e-3', 10_000)]['unsafe_states_train_per_run'] == \
+        [40, 7] * 3
     # the page and its plot (make_benchmarks_doc)
     text = '\n'.join(make_benchmarks_doc.suite_section(result, 'tasks.png'))
     assert "| SSQ (ssq_ros): the critic's induced policy, its most likely action | 90.0 % " \
@@ -196,6 +213,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert '| sampled mu, continuous actions | 7/100 | 7/100 | 7/100 |' in text
     assert "SAC (SB3) behind mu's support, continuous actions, uniform warm-up" in text
     assert '| greedy mu (goal preference 2) | 0/100 | 0/100 | 0/100 |' in text
+    assert ("| SAC-Lagrangian (on SB3), no shield in training, mu's prior (warm-up drawn by "
+            'mu), multiplier learning rate 3e-3, cost limit 0 | 10000 | window | 140/200 | '
+            '150/200 | [40, 7] | [0, 3] |') in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
     plot = make_benchmarks_doc.plot_suite(result, tmp_path / 'tasks.png')
     assert plot.stat().st_size > 1000

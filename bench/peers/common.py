@@ -22,9 +22,9 @@ from ssq_ros.training.evaluate import (
 from ssq_ros.training.problem import ArmProblem
 from ssq_ros.training.provenance import code_version
 
-__all__ = ['Curve', 'EvalPolicy', 'LongerEpisodes', 'SupportShield', 'TrainingRecorder',
-           'UnsafePenalty', 'choose_action', 'evaluate', 'machine_info', 'peer_actor',
-           'shield_continuous']
+__all__ = ['Curve', 'EvalPolicy', 'LongerEpisodes', 'MuAtState', 'SupportShield',
+           'TrainingRecorder', 'UnsafePenalty', 'choose_action', 'evaluate', 'machine_info',
+           'peer_actor', 'shield_continuous']
 
 
 @dataclass
@@ -161,19 +161,15 @@ def shield_continuous(problem: ArmProblem, proposal: np.ndarray,
     return decision.action, decision.source != 'policy'
 
 
-class SupportShield(gym.Wrapper):
-    """Executes a learner's actions through mu's support while it trains, so it enters no
-    state mu's support would not: the shield peers train behind. Continuous: the proposal if
-    the support check accepts it, else mu's nearest safe sample (`shield_continuous`).
-    Discrete: the proposed primitive if mu allows it, else mu's own draw (a learner's scores
-    are not known here). info['executed_action'] is what ran (a learner should store it, not
-    its proposal); `interventions` counts the replaced steps."""
+class MuAtState(gym.Wrapper):
+    """Draws mu at the env's current state, once per state (`decision()`), for a learner that
+    explores with mu's draw or masks its choice by mu's support. It executes every action as
+    given: the shield is `SupportShield`."""
 
     def __init__(self, problem: ArmProblem, seed: int = 0):
         super().__init__(problem.env)
         self.problem = problem
         self.rng = np.random.default_rng(seed)
-        self.interventions = 0
         self._decision = None
 
     def decision(self):
@@ -186,6 +182,23 @@ class SupportShield(gym.Wrapper):
     def reset(self, **kwargs):
         self._decision = None
         return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self._decision = None
+        return self.env.step(action)
+
+
+class SupportShield(MuAtState):
+    """Executes a learner's actions through mu's support while it trains, so it enters no
+    state mu's support would not: the shield peers train behind. Continuous: the proposal if
+    the support check accepts it, else mu's nearest safe sample (`shield_continuous`).
+    Discrete: the proposed primitive if mu allows it, else mu's own draw (a learner's scores
+    are not known here). info['executed_action'] is what ran (a learner should store it, not
+    its proposal); `interventions` counts the replaced steps."""
+
+    def __init__(self, problem: ArmProblem, seed: int = 0):
+        super().__init__(problem, seed)
+        self.interventions = 0
 
     def shielded(self, action) -> tuple[int | np.ndarray, bool]:
         if self.problem.discrete:
@@ -201,8 +214,7 @@ class SupportShield(gym.Wrapper):
     def step(self, action):
         executed, replaced = self.shielded(action)
         self.interventions += int(replaced)
-        obs, reward, terminated, truncated, info = self.env.step(executed)
-        self._decision = None
+        obs, reward, terminated, truncated, info = super().step(executed)
         return obs, reward, terminated, truncated, {**info, 'executed_action': executed,
                                                     'shield_replaced': replaced}
 

@@ -12,7 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from tqdm import tqdm
 
-from .common import SupportShield, TrainingRecorder
+from .common import MuAtState, SupportShield, TrainingRecorder
 
 
 class StoresExecutedAction:
@@ -28,17 +28,14 @@ class StoresExecutedAction:
         super()._store_transition(replay_buffer, stored, new_obs, reward, dones, infos)
 
 
-class ShieldedSAC(StoresExecutedAction, SAC):
-    """SAC's replay holds actions in its [-1, 1] scale. With `warmup_from` (the shield it
-    trains behind), its warm-up steps take mu's own draw instead of a uniform action, so its
-    replay starts filled with mu's data: SAC with mu's prior."""
+class WarmupWithMu:
+    """Mixin for SB3's off-policy continuous learners (SAC, TQC): with `warmup_from` (the
+    `MuAtState` or `SupportShield` around the env it trains in), its warm-up steps take mu's own
+    draw instead of a uniform action, so its replay starts filled with mu's data: mu's prior."""
 
-    def __init__(self, *args, warmup_from: SupportShield | None = None, **kwargs):
+    def __init__(self, *args, warmup_from: MuAtState | None = None, **kwargs):
         self.warmup_from = warmup_from
         super().__init__(*args, **kwargs)
-
-    def buffer_action_of(self, executed) -> np.ndarray:
-        return self.policy.scale_action(np.asarray(executed, dtype=float))
 
     def _sample_action(self, learning_starts, action_noise=None, n_envs=1):
         if self.warmup_from is None or self.num_timesteps >= learning_starts:
@@ -47,6 +44,14 @@ class ShieldedSAC(StoresExecutedAction, SAC):
             raise ValueError('mu\'s warm-up reads one env\'s state: n_envs must be 1')
         drawn = np.asarray(self.warmup_from.decision().action, dtype=float)[None]
         return drawn, self.policy.scale_action(drawn)
+
+
+class ShieldedSAC(StoresExecutedAction, WarmupWithMu, SAC):
+    """SAC behind the shield; its replay holds actions in its [-1, 1] scale. With
+    `warmup_from` (the shield it trains behind): SAC with mu's prior (`WarmupWithMu`)."""
+
+    def buffer_action_of(self, executed) -> np.ndarray:
+        return self.policy.scale_action(np.asarray(executed, dtype=float))
 
 
 class ShieldedDQN(StoresExecutedAction, DQN):

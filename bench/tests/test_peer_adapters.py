@@ -180,3 +180,172 @@ def test_masked_dqns_update_is_sb3_dqns_where_mu_allows_every_primitive():
     refused = following.copy()
     refused[np.arange(64), size + best] = 0.0
     assert not torch.allclose(plain, trained(MaskedDQN, refused, shield=None), atol=1e-6)
+
+
+def test_the_cost_replay_sums_costs_over_the_steps_the_reward_sum_covers():
+    """SAC-Lagrangian's replay: the n-step cost is the discounted sum of the referee's unsafe
+    flags over exactly the transitions the n-step reward sums, cut at an episode's end."""
+    import gymnasium as gym
+
+    from bench.peers.sac_lagrangian import CostReplayBuffer
+
+    gamma, n = 0.5, 3
+    buffer = CostReplayBuffer(20, gym.spaces.Box(-1.0, 1.0, (1,)),
+                              gym.spaces.Box(-1.0, 1.0, (1,)), n_steps=n, gamma=gamma)
+    costs = [0, 1, 1, 0, 1, 0, 0, 1]
+    ends = {4}  # the episode ends after transition 4
+    for k, cost in enumerate(costs):
+        buffer.add(np.array([[k]]), np.array([[k + 1]]), np.array([[0.0]]),
+                   np.array([10.0 * k]), np.array([k in ends]), [{'unsafe': bool(cost)}])
+    batch = buffer._get_samples(np.arange(6))
+    for k in range(6):
+        horizon = [j for j in range(k, min(k + n, len(costs)))]
+        if any(j in ends for j in horizon):
+            horizon = horizon[:[j in ends for j in horizon].index(True) + 1]
+        expected_cost = sum(gamma ** (j - k) * costs[j] for j in horizon)
+        expected_reward = sum(gamma ** (j - k) * 10.0 * j for j in horizon)
+        assert float(batch.costs[k]) == pytest.approx(expected_cost)
+        assert float(batch.rewards[k]) == pytest.approx(expected_reward)
+        assert float(batch.discounts[k]) == pytest.approx(gamma ** len(horizon))
+    assert buffer.rewards[:8, 0].tolist() == [10.0 * k for k in range(8)]  # left as it was
+
+
+@pytest.mark.parametrize('cost', [0.0, 1.0])
+def test_sac_lagrangian_learns_the_cost_and_weighs_it_by_a_rising_multiplier(cost):
+    """On a toy env whose every step costs `cost`, the cost critic learns the discounted cost
+    (1 / (1 - gamma) per unit) and the multiplier rises only while the estimate exceeds the
+    limit."""
+    import gymnasium as gym
+    import torch
+
+    from bench.peers.sac_lagrangian import SACLagrangian
+
+    class Toy(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return np.zeros(2, np.float32), {}
+
+        def step(self, action):
+            obs = self.np_random.uniform(-1, 1, 2).astype(np.float32)
+            return obs, 0.0, False, False, {'unsafe': bool(cost)}
+
+    model = SACLagrangian('MlpPolicy', Toy(), seed=0, device='cpu', gamma=0.5,
+                          learning_starts=64, batch_size=64, learning_rate=3e-3,
+                          cost_limit=0.1, multiplier_lr=1e-2,
+                          policy_kwargs={'net_arch': [32, 32]})
+    model.learn(total_timesteps=1500)
+    observations = torch.as_tensor(np.random.default_rng(1).uniform(-1, 1, (64, 2)),
+                                   dtype=torch.float32)
+    actions = torch.zeros(64, 1)
+    with torch.no_grad():
+        estimate = torch.cat(model.cost_critic(observations, actions), 1).mean().item()
+    assert estimate == pytest.approx(cost / (1 - 0.5), abs=0.2)
+    if cost:
+        assert float(model.multiplier) > 1.0  # about multiplier_lr per update above the limit
+    else:
+        assert float(model.multiplier) < 0.2
+    with pytest.raises(ValueError, match='cost_limit'):
+        SACLagrangian('MlpPolicy', Toy(), cost_limit=-1.0)
+
+
+def test_her_recomputes_the_tasks_own_reward_for_any_goal(tiny_config):
+    """TQC+HER's goal-conditioned view of the task: for the episode's own goal
+    compute_reward gives the env's reward at every step (batched or one at a time), the
+    'observation' part holds no goal, and a hand on a relabelled goal earns the bonus."""
+    from bench.peers.ssq import ssq_config
+    from bench.peers.tqc_her import GoalObservation
+    from ssq_ros.training.problem import build_problem
+
+    problem = build_problem(ssq_config('continuous', 0, 300, base=tiny_config))
+    env = GoalObservation(problem.env, problem.env.task)
+    obs, _ = env.reset(seed=2)
+    goal = obs['desired_goal'].copy()
+    rng = np.random.default_rng(0)
+    hands, rewards = [], []
+    for _ in range(15):
+        obs, reward, terminated, truncated, info = env.step(
+            rng.uniform(problem.env.actions.low, problem.env.actions.high))
+        assert set(obs) == {'observation', 'achieved_goal', 'desired_goal'}
+        np.testing.assert_array_equal(obs['desired_goal'], goal)
+        assert env.compute_reward(obs['achieved_goal'], goal, info) == pytest.approx(reward,
+                                                                                    abs=1e-5)
+        hands.append(obs['achieved_goal'])
+        rewards.append(reward)
+        if terminated or truncated:
+            break
+    batch = env.compute_reward(np.array(hands), np.tile(goal, (len(hands), 1)), [{}] * 15)
+    np.testing.assert_allclose(batch, rewards, atol=1e-5)
+    assert obs['observation'].size == 2 * problem.env.task.robot.dof + 3  # q, qdot, hand
+    bonus = problem.env.task.config.success_bonus
+    assert env.compute_reward(hands[-1], hands[-1], {}) == pytest.approx(bonus)
+
+
+@pytest.mark.parametrize('method', ['sac_lagrangian', 'tqc_her'])
+def test_the_unshielded_peers_train_with_mus_prior_and_count_their_own_violations(
+        tiny_config, method):
+    """bench_tasks_peers' SAC-Lagrangian and TQC+HER at a grid point with mu's prior: the
+    warm-up runs mu's own draws (each one of the samples mu's support accepted at that state);
+    after it they act on their own, no shield in the way; the referee's count is theirs."""
+    from bench import bench_tasks_peers
+    from bench.peers.common import MuAtState
+    from bench.peers.ssq import ssq_config
+    from ssq_ros.training.problem import build_problem
+
+    problem = build_problem(ssq_config('continuous', 0, 300, base=tiny_config))
+    point = next(p for p, g in bench_tasks_peers.GRIDS[method].items() if g['warmup'] == 'mu')
+    settings = bench_tasks_peers.peer_settings(method, 'wall', point, 300)
+    settings['hyper'].update(batch_size=32, learning_starts=100,
+                             policy_kwargs={'net_arch': [32, 32]})
+    settings['train_episode_steps'] = 60
+    accepted = []
+    original = MuAtState.decision
+
+    def recording(self):
+        fresh = self._decision is None
+        decision = original(self)
+        if fresh:
+            accepted.append(decision.samples)
+        return decision
+
+    MuAtState.decision = recording
+    try:
+        policy, training = bench_tasks_peers.train_peer(method, problem, 0, 300, settings,
+                                                        method)
+    finally:
+        MuAtState.decision = original
+    assert len(accepted) == 100  # mu drawn at each warm-up state, not after
+    replay = policy.model.replay_buffer
+    stored = policy.model.policy.unscale_action(replay.actions[:100, 0])
+    for action, samples in zip(stored, accepted, strict=True):
+        assert np.min(np.linalg.norm(samples - action, axis=1)) < 1e-5
+    assert training['env_steps'] == 300 and training['updates'] > 0
+    assert training['shield_interventions_train'] is None  # no shield
+    assert training['curve']['steps'][:2] == [60, 120]
+    assert training['unsafe_states_train'] == training['curve']['unsafe_cumulative'][-1]
+    if method == 'sac_lagrangian':
+        assert training['multiplier_final'] >= 0.0
+    alone = bench_tasks_peers.evaluate(problem, policy, 1, False, 0.98)
+    assert alone['intervention_rate'] is None and alone['episodes'] == 1
+
+
+def test_an_unshielded_peers_test_record_holds_its_episodes_alone(tmp_path, monkeypatch):
+    """run_online: a peer that trains without the shield is judged on the test split behind
+    it and also on its own (the same episodes); tuning judges it behind the shield only."""
+    from bench import bench_tasks_peers
+
+    monkeypatch.setattr(bench_tasks_peers, 'code_at_start',
+                        lambda: {'code_commit': 'a' * 40, 'code_dirty': False})
+    monkeypatch.setattr(bench_tasks_peers, 'TEST', (130, 1))
+    monkeypatch.setattr(bench_tasks_peers, 'VALIDATION', (0, 1))
+    point = 'uniform_lr3e-3'
+    test = bench_tasks_peers.run_online('sac_lagrangian', 'test', 'wall', point, 0, steps=30,
+                                        runs=tmp_path)  # all warm-up: no update, quick
+    assert test['eval_shielded']['episodes'] == test['eval_unshielded']['episodes'] == 1
+    assert test['eval_unshielded']['intervention_rate'] is None
+    assert test['settings']['split'] == [130, 1]
+    tune = bench_tasks_peers.run_online('sac_lagrangian', 'tune', 'wall', point, 0, steps=30,
+                                        runs=tmp_path)
+    assert 'eval_unshielded' not in tune
