@@ -244,9 +244,9 @@ def test_sac_lagrangian_learns_the_cost_and_weighs_it_by_a_rising_multiplier(cos
         estimate = torch.cat(model.cost_critic(observations, actions), 1).mean().item()
     assert estimate == pytest.approx(cost / (1 - 0.5), abs=0.2)
     if cost:
-        assert float(model.multiplier) > 1.0  # about multiplier_lr per update above the limit
+        assert model.multiplier.item() > 1.0  # about multiplier_lr per update above the limit
     else:
-        assert float(model.multiplier) < 0.2
+        assert model.multiplier.item() < 0.2
     with pytest.raises(ValueError, match='cost_limit'):
         SACLagrangian('MlpPolicy', Toy(), cost_limit=-1.0)
 
