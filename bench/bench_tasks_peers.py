@@ -61,6 +61,7 @@ import hashlib
 import json
 import os
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -568,12 +569,23 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             if entry['method'] != reference and here and here['tasks'] == entry['tasks']:
                 entry[f'probability_{reference}_beats'] = probability_of_improvement(
                     here['scores'], entry['scores'])
-    return {'machine': {**provenance(), 'cpus': os.cpu_count()},
+    return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'versions': versions(),
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
             'test_split': TEST, 'validation_split': VALIDATION,
             'grid': [row for method in GRIDS
                      for row in tune_table(saved_records(runs, 'tune'), method)],
             'per_task': per_task, 'across_tasks': across}
+
+
+def versions() -> dict[str, str | None]:
+    """The versions of the libraries the rows ran on (None: not installed here)."""
+    out = {}
+    for name in ('torch', 'mujoco', 'stable-baselines3', 'sb3-contrib', 'd3rlpy'):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def print_table(result: dict) -> None:

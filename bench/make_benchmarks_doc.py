@@ -404,6 +404,10 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
              'interquartile mean over (task, seed) runs with a stratified-bootstrap 95 % '
              'interval, and the probability that a random SSQ run beats a random run of the '
              'row on the same task (0.5: a tie).', '']
+    if suite.get('versions'):
+        lines += ['Libraries when the table was made: ' + ', '.join(
+            f'{name} {version}' for name, version in suite['versions'].items() if version)
+            + '.', '']
     for steps in sorted({a['steps'] for a in suite['across_tasks']}, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]
         continuous = any('probability_ssq_continuous_beats' in a for a in entries)

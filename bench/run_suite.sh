@@ -45,15 +45,18 @@ first=$!
 wait "$first"
 "$PYTHON" -m bench.bench_tasks_test --combine runs/suite/test-cont-a.json \
     runs/suite/test-cont-b.json --out bench/results/tasks_test_continuous.json
-# Peers: the DQN and SAC grids on the validation episodes, their best points on the test split
-# (DQN at every budget), BC and CQL on each SSQ run's data, mu in the continuous tasks.
-for method in dqn sac; do  # costly: untuned, as SSQ
+# Peers: the DQN, SAC, SAC-Lagrangian and TQC+HER grids on the validation episodes, their best
+# points on the test split (DQN at every budget), BC and CQL on each SSQ run's data, mu in the
+# continuous tasks.
+for method in dqn sac sac_lagrangian tqc_her; do  # costly: untuned, as SSQ
     both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers tune --method $method
 done
 for steps in 10000 5000 2500; do
     both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --point best --steps $steps
 done
-both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --method sac --point best
+for method in sac sac_lagrangian tqc_her; do
+    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --method $method --point best
+done
 both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers offline
 "$PYTHON" -m bench.bench_tasks_peers baselines
 "$PYTHON" -m bench.bench_tasks_peers table --ssq bench/results/tasks_test_induced.json \

@@ -217,6 +217,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
             'mu), multiplier learning rate 3e-3, cost limit 0 | 10000 | window | 140/200 | '
             '150/200 | [40, 7] | [0, 3] |') in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
+    assert f"torch {result['versions']['torch']}" in text  # what the rows ran on
     plot = make_benchmarks_doc.plot_suite(result, tmp_path / 'tasks.png')
     assert plot.stat().st_size > 1000
     one_budget = dict(result, per_task=[r for r in result['per_task'] if r['steps'] != 5000])
