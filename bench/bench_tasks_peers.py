@@ -551,6 +551,7 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
                                if known else None,
                                'wall_time_includes_eval': any(v.get('includes_eval')
                                                               for v in known)})
+    learned = [r for r in per_task if r['steps']]  # the baselines join below, at steps 0
     for task, measured in measured_baselines.items():
         baselines.setdefault(task, {}).update(measured)
     for task in [t for t in TASKS if t in baselines]:
@@ -574,7 +575,34 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             'test_split': TEST, 'validation_split': VALIDATION,
             'grid': [row for method in GRIDS
                      for row in tune_table(saved_records(runs, 'tune'), method)],
-            'per_task': per_task, 'across_tasks': across}
+            'per_task': per_task, 'across_tasks': across,
+            'to_success': budget_to_success(learned, training)}
+
+
+# The success rate `budget_to_success` asks of a budget (issue 15: steps and time to 90 %).
+TARGET_SUCCESS = 0.9
+
+
+def budget_to_success(per_task: list[dict], training: dict[str, dict],
+                      target: float = TARGET_SUCCESS) -> list[dict]:
+    """Per (method, task): the smallest budget measured whose pooled test success reaches
+    `target` (None if none did) with its mean training wall time per run, and every budget
+    measured (a method measured at one budget only says little about fewer steps)."""
+    out = []
+    for method, task in sorted({(r['method'], r['task']) for r in per_task}):
+        rows = sorted((r for r in per_task if (r['method'], r['task']) == (method, task)),
+                      key=lambda r: r['steps'])
+        reached = next((r for r in rows if r['rate'] >= target), None)
+        wall = None
+        if reached is not None:
+            times = [v['wall_time_train_s'] for k, v in training.get(method, {}).items()
+                     if k[:2] == (reached['steps'], task)]
+            wall = float(np.mean(times)) if times else None
+        out.append({'method': method, 'task': task, 'target': target,
+                    'budgets': [r['steps'] for r in rows],
+                    'steps': None if reached is None else reached['steps'],
+                    'wall_time_train_s': wall})
+    return out
 
 
 def versions() -> dict[str, str | None]:

@@ -386,6 +386,38 @@ def _percent(rate: float) -> str:
     return f'{100 * rate:.1f} %'
 
 
+def to_success_lines(suite: dict, tasks: list[str]) -> list[str]:
+    """The smallest budget measured at which each learner reaches the target behind the
+    shield, with its training time per run (bench_tasks_peers.budget_to_success)."""
+    entries = suite.get('to_success', [])
+    if not entries:
+        return []
+    found = {(e['method'], e['task']): e for e in entries}
+    methods = sorted({e['method'] for e in entries},
+                     key=lambda m: (not m.startswith('ssq'), m))
+
+    def cell(entry: dict | None) -> str:
+        if entry is None:
+            return '-'
+        if entry['steps'] is None:
+            return f"not by {max(entry['budgets']):,}".replace(',', ' ')
+        wall = entry['wall_time_train_s']
+        return f"{entry['steps']:,}".replace(',', ' ') + (f' ({wall:.0f} s)' if wall else '')
+
+    target = round(100 * entries[0]['target'])
+    lines = [f'**Environment steps and training time to {target} % behind the shield**: the '
+             f'smallest budget measured whose pooled test success reaches {target} % (training '
+             'wall time per run at it, as in the table above).', '',
+             '| method | ' + ' | '.join(tasks) + ' | budgets measured |',
+             '|---|' + '---|' * (len(tasks) + 1)]
+    for method in methods:
+        budgets = sorted({b for e in entries if e['method'] == method for b in e['budgets']})
+        lines.append(f'| {suite_label(method)} | '
+                     + ' | '.join(cell(found.get((method, t))) for t in tasks) + ' | '
+                     + ', '.join(f'{b:,}'.replace(',', ' ') for b in budgets) + ' |')
+    return lines + ['']
+
+
 def suite_section(suite: dict, plot_name: str | None) -> list[str]:
     """SSQ against peers restricted to mu's support on the task suite (bench_tasks_peers)."""
     first, count = suite['test_split']
@@ -448,6 +480,7 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                          + f" | {100 * a['iqm']:.1f} % ({100 * low:.0f}-{100 * high:.0f}) | "
                          f"{versus} | {a['runs']} | {unsafe} | {wall} |")
         lines.append('')
+    lines += to_success_lines(suite, tasks)
     alone = [r for r in suite['per_task'] if 'unshielded' in r]
     if alone:
         lines += ['Trained without the shield: the same test episodes run on their own, and '

@@ -194,6 +194,15 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert sac['probability_ssq_continuous_beats'] == 0.0
     assert sac['probability_ssq_beats'] == 1.0
     assert 'probability_ssq_continuous_beats' not in across[('ssq_continuous', 10_000)]
+    to_success = {(r['method'], r['task']): r for r in result['to_success']}
+    # the DQN reached 90 % on the wall at 5000 steps (100 %), not at 10 000 (40 %)
+    assert to_success[('dqn_mu_n8_e140', 'wall')]['steps'] == 5000
+    assert to_success[('dqn_mu_n8_e140', 'wall')]['budgets'] == [5000, 10_000]
+    assert to_success[('dqn_mu_n8_e140', 'wall')]['wall_time_train_s'] == 20.0
+    assert to_success[('ssq', 'wall')]['steps'] == 10_000  # 90 %: reached
+    assert to_success[('ssq', 'window')]['steps'] is None  # 80 %: not
+    assert to_success[('ssq', 'window')]['wall_time_train_s'] is None
+    assert ('oracle', 'wall') not in to_success  # no budget: not a learner
     lagrangian = rows[('sac_lagrangian_mu_lr3e-3', 10_000, 'ushape')]
     assert lagrangian['successes'] == 140  # behind the shield
     assert lagrangian['unshielded'] == {'successes': 150, 'episodes': 200,
@@ -218,6 +227,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
             '150/200 | [40, 7] | [0, 3] |') in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
     assert f"torch {result['versions']['torch']}" in text  # what the rows ran on
+    # steps to 90 %: DQN's wall at 5 000 (20 s), SSQ's window not within its budgets
+    assert '| 5 000 (20 s) | not by 10 000 | not by 10 000 | - | 5 000, 10 000 |' in text
+    assert '| 10 000 (200 s) | 10 000 (200 s) | not by 10 000 | not by 10 000 | 10 000 |' in text
     plot = make_benchmarks_doc.plot_suite(result, tmp_path / 'tasks.png')
     assert plot.stat().st_size > 1000
     one_budget = dict(result, per_task=[r for r in result['per_task'] if r['steps'] != 5000])
