@@ -5,7 +5,7 @@
 # same commit with the same settings is reused, anything else runs again. Two processes at a
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 5 h on a 2-core CPU from nothing.
+# About 7 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
