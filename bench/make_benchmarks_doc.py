@@ -511,7 +511,7 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
         grid = [g for g in suite.get('grid', []) if g.get('method', 'dqn') == method]
         if not grid:
             continue
-        lines += [f'**The {name} grid (equal tuning).** Every point trained on seed 0 '
+        lines += [f'**The {name} grid ({len(grid)} points).** Every point trained on seed 0 '
                   f'of each task for 10 000 steps, judged on held-out episodes {first_v + 1}-'
                   f'{first_v + count_v} (the episodes SSQ\'s settings were chosen on); the '
                   'best mean is the row above.', '',
