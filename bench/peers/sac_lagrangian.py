@@ -105,13 +105,12 @@ class SACLagrangian(WarmupWithMu, SAC):
         return coefficient
 
     @staticmethod
-    def _fit(critic, observations, actions, target) -> float:
+    def _fit(critic, observations, actions, target) -> None:
         mse = torch.nn.functional.mse_loss
         loss = 0.5 * sum(mse(q, target) for q in critic(observations, actions))
         critic.optimizer.zero_grad()
         loss.backward()
         critic.optimizer.step()
-        return loss.item()
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         self.policy.set_training_mode(True)
@@ -182,15 +181,15 @@ def train_sac_lagrangian(problem: ArmProblem, seed: int, steps: int, hyper: dict
     if problem.discrete:
         raise ValueError('SAC-Lagrangian needs the continuous env '
                          '(ssq_ros/ReachAvoidContinuous-v0)')
-    mu = MuAtState(problem, seed=seed)
-    env = mu if warmup_with_mu else problem.env
+    mu = MuAtState(problem, seed=seed) if warmup_with_mu else None  # mu's prior only
+    env = problem.env if mu is None else mu
     if train_episode_steps > problem.env.task.config.max_steps:
         env = LongerEpisodes(env, train_episode_steps)
     recorder = TrainingRecorder(env, seed)
     model = SACLagrangian('MlpPolicy', recorder, seed=seed, device='cpu', verbose=0,
                           buffer_size=max(steps, 1), cost_limit=cost_limit,
                           multiplier_lr=multiplier_lr,
-                          warmup_from=mu if warmup_with_mu else None, **hyper)
+                          warmup_from=mu, **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started

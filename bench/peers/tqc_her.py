@@ -78,8 +78,8 @@ def train_tqc_her(problem: ArmProblem, seed: int, steps: int, hyper: dict,
     (TQC's defaults otherwise; SB3's HER takes one-step targets only)."""
     if problem.discrete:
         raise ValueError('TQC needs the continuous env (ssq_ros/ReachAvoidContinuous-v0)')
-    mu = MuAtState(problem, seed=seed)
-    env = mu if warmup_with_mu else problem.env
+    mu = MuAtState(problem, seed=seed) if warmup_with_mu else None  # mu's prior only
+    env = problem.env if mu is None else mu
     if train_episode_steps > problem.env.task.config.max_steps:
         env = LongerEpisodes(env, train_episode_steps)
     recorder = TrainingRecorder(env, seed)
@@ -89,7 +89,7 @@ def train_tqc_her(problem: ArmProblem, seed: int, steps: int, hyper: dict,
         buffer_size=max(steps, 1), replay_buffer_class=HerReplayBuffer,
         replay_buffer_kwargs={'n_sampled_goal': int(n_sampled_goal),
                               'goal_selection_strategy': 'future'},
-        warmup_from=mu if warmup_with_mu else None, **hyper)
+        warmup_from=mu, **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started
