@@ -73,6 +73,16 @@ VARIANTS: dict[str, dict] = {
     'task_gp1': {'sim': {'behavior': {'goal_preference': 1.0}}},
     'task_a01': {'learner': {'critic': {'alpha': 0.1}}},
     'task_p4': {'sim': {'behavior': {'persistence': 4.0}}},  # goal-seeking, keeping its heading
+    # the critic's induced policy collects a share of the training episodes (inside mu's
+    # support): it reaches states mu's data barely covers, and ways mu never takes
+    'task_ic05': {'schedule': {'induced_collection': 0.5}},
+    'task_ic1': {'schedule': {'induced_collection': 1.0}},
+    'task_gp0_ic05': {'sim': {'behavior': {'goal_preference': 0.0}},
+                      'schedule': {'induced_collection': 0.5}},
+    'task_gp0_ic1': {'sim': {'behavior': {'goal_preference': 0.0}},
+                     'schedule': {'induced_collection': 1.0}},
+    'task_p4_ic05': {'sim': {'behavior': {'persistence': 4.0}},
+                     'schedule': {'induced_collection': 0.5}},
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings as they are
     'task_cont': {'action_kind': 'continuous'},

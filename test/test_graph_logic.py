@@ -1,6 +1,7 @@
 """The node graph's ROS-free logic: transition layout, phases, mu's episode loop, the learner's
 run (schedule, checkpoints, resume, evaluation, metrics), the monitor's tally. Real MuJoCo,
 pinocchio and torch; no ROS."""
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssq_ros.config import parse, to_dict
+from ssq_ros.config import ConfigError, parse, to_dict
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.graph_logic.behavior_loop import BehaviorLoop, load_run_config, observe
@@ -271,6 +272,16 @@ def test_learner_run_refuses_a_folder_of_another_config(problem, config, tmp_pat
     other = load_run_config(TINY, steps=config.schedule.steps + 1)
     with pytest.raises(Exception, match='another config'):
         LearnerRun(other, problem.spaces, tmp_path).prepare_folder()
+
+
+def test_learner_run_refuses_induced_collection(problem, config, tmp_path):
+    """The graph's mu node collects everything: a config asking the induced policy to collect
+    is refused before the run folder exists, not run as if honoured."""
+    asks = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule,
+                                                                     induced_collection=0.5))
+    with pytest.raises(ConfigError, match='induced_collection'):
+        LearnerRun(asks, problem.spaces, tmp_path / 'run')
+    assert not (tmp_path / 'run').exists()
 
 
 def test_margin_colors_and_monitor_buckets(problem):

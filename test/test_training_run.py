@@ -192,6 +192,42 @@ def test_continuous_run_executes_only_actions_that_pass_the_support_check(tmp_pa
             break
 
 
+@pytest.mark.parametrize('action_kind', ['discrete', 'continuous'])
+def test_induced_collection_acts_only_inside_mus_support(tmp_path, action_kind):
+    """schedule.induced_collection 1: every episode after the first update is the induced
+    policy's, and each of its actions was one mu allowed at that state (the support the
+    previous transition carries) or one of mu's K samples there."""
+    config = load_train_config(write_config(tmp_path, tiny_config(
+        action_kind, steps=320, eval_every=320, induced_collection=1.0)))
+    metrics = Trainer(config, tmp_path / 'run', progress=False).run()
+    assert metrics['unsafe_states_train'] == 0 and metrics['unsafe_states_eval'] == 0
+    episodes = [json.loads(line) for line in (tmp_path / 'run' / 'log.jsonl').open()
+                if json.loads(line)['type'] == 'episode']
+    collectors = [e['collector'] for e in episodes]
+    assert metrics['episodes_induced_train'] == collectors.count('induced') >= 3
+    # mu collects until the critic has trained (the first update comes at learning_starts)
+    starts = [0] + [e['step'] for e in episodes[:-1]]
+    learning_starts = config.schedule.learning_starts
+    assert all(who == 'mu' for who, start in zip(collectors, starts, strict=True)
+               if start < learning_starts)
+    assert all(who == 'induced' for who, start in zip(collectors, starts, strict=True)
+               if start > learning_starts)
+    replay = load_run_learner(config, tmp_path / 'run').replay
+    arrays = {name: array[:replay.size] for name, array in replay.arrays.items()}
+    checked = 0
+    for t in range(1, replay.size):
+        if arrays['done'][t - 1] or not np.array_equal(arrays['next_obs'][t - 1],
+                                                       arrays['obs'][t]):
+            continue  # an episode start: mu's support there is not stored
+        support, action = arrays['next_support'][t - 1], arrays['action'][t]
+        if action_kind == 'discrete':
+            assert support[int(action)] > 0, t
+        else:
+            assert np.any(np.all(np.isclose(support, action), axis=1)), t
+        checked += 1
+    assert checked > 250
+
+
 def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     config_file = write_config(tmp_path, tiny_config('discrete', steps=800, eval_every=800,
                                                      checkpoint_every=100))

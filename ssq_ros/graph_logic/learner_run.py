@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ssq_ros.config import ConfigError
 from ssq_ros.graph_logic.phases import PhaseAnnouncement, RunPhase
 from ssq_ros.graph_logic.transitions import EpisodeSummary, Transition
 from ssq_ros.training.config import TrainConfig
@@ -60,6 +61,11 @@ class LearnerRun:
 
     def __init__(self, config: TrainConfig, spaces: TaskSpaces, run_dir: str | Path,
                  say: Callable[[str], None] = print):
+        if config.schedule.induced_collection > 0:
+            # In the graph mu's node collects; a config that asks otherwise must not run as if
+            # it had been honoured.
+            raise ConfigError('schedule.induced_collection: the train_sim graph collects with '
+                              'mu only; the induced policy collects in ssq-train')
         self.engine = Run(config, spaces, run_dir, runner=RUNNER,
                           checkpoint_name=CHECKPOINT.name, checkpoint_at_episode_end=False,
                           say=say)

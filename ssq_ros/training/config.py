@@ -69,6 +69,16 @@ class ScheduleConfig:
                                     doc="ssq-train: steps of mu's training episodes before the "
                                         'time-limit cut (at least the task\'s max_steps); the '
                                         'evaluation keeps task.max_steps')
+    # Issue 14: mu's data alone never takes some ways (the costly task), and the induced
+    # policy reaches states mu's replay barely covers (the window). A training episode may be
+    # collected by the critic's induced policy pi ∝ mu exp(Q/alpha), sampled: its support is
+    # mu's, so it is safe exactly as mu is (METHOD.md, the safety lemma), and the soft target
+    # (advantage-corrected when n-step) does not depend on who collected. ssq-train only.
+    induced_collection: float = spec(
+        0.0, low=0.0, high=1.0,
+        doc="ssq-train: share of the training episodes after learning_starts that the critic's "
+            'induced policy collects (sampled inside mu\'s support) instead of mu, drawn per '
+            'episode; 0 = mu collects everything')
     seed: int = spec(0, low=0, high=2**31 - 1, doc='seed of mu, the networks and the episodes')
     torch_threads: int = spec(1, low=1, high=256, doc='torch CPU threads')
 

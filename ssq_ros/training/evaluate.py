@@ -44,12 +44,13 @@ from ssq_ros.safety.status import SafetyStatus, StatusCounter
 from ssq_ros.task.episodes import heldout_episode_seed, training_episode_seed
 
 if TYPE_CHECKING:  # robot-side importers (q_learner through learner_run) must not load MuJoCo
+    from ssq_ros.control.safe_behavior import Decision
     from ssq_ros.training.learner import OnlineLearner
     from ssq_ros.training.problem import ArmProblem
 
 __all__ = ['Actor', 'Choice', 'EvalStats', 'behavior_actor', 'complete_returns',
            'evaluate_heldout', 'executor_actor', 'greedy_behavior_actor', 'heldout_episode_seed',
-           'induced_actor', 'oracle_actor', 'training_episode_seed']
+           'induced_actor', 'induced_choice', 'oracle_actor', 'training_episode_seed']
 
 # Seed of the evaluation's own randomness (mu's draws while building its support).
 EVAL_RNG_SEED = 12345
@@ -116,16 +117,21 @@ def induced_actor(problem: ArmProblem, learner: OnlineLearner) -> Actor:
     masked primitives (never one mu does not allow); continuous, one of mu's K safe samples with
     weights softmax(Q/alpha) (self-normalised). Each choice carries alpha KL(pi || mu) for the
     soft return. SSQ's policy without extraction: safe exactly as mu is."""
-    alpha = learner.critic.config.alpha
-
     def act(obs: np.ndarray, rng: np.random.Generator) -> Choice:
-        decision = problem.behavior(rng)
-        support = decision.probs if problem.discrete else decision.samples
-        pi, kl = learner.induced_policy(obs, support)
-        index = sample_index(pi / pi.sum(), rng)
-        action = index if problem.discrete else decision.samples[index].copy()
-        return Choice(action, fallback=bool(decision.fallback), kl_cost=alpha * kl)
+        return induced_choice(problem, learner, obs, problem.behavior(rng), rng)
     return act
+
+
+def induced_choice(problem: ArmProblem, learner: OnlineLearner, obs: np.ndarray,
+                   decision: Decision, rng: np.random.Generator) -> Choice:
+    """One draw of the induced policy at a state where mu decided `decision` (its support):
+    never an action mu gives probability 0, nor one outside mu's K samples."""
+    support = decision.probs if problem.discrete else decision.samples
+    pi, kl = learner.induced_policy(obs, support)
+    index = sample_index(pi / pi.sum(), rng)
+    action = index if problem.discrete else decision.samples[index].copy()
+    return Choice(action, fallback=bool(decision.fallback),
+                  kl_cost=learner.critic.config.alpha * kl)
 
 
 def executor_actor(problem: ArmProblem, executor) -> Actor:

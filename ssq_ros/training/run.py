@@ -69,6 +69,7 @@ class RunCounters:
     min_margin_train: float = math.inf
     min_margin_eval: float = math.inf
     behavior_fallbacks_train: int = 0
+    episodes_induced_train: int = 0
     safe_set_unsafe_train: int | None = None
     safe_set_unsafe_eval: int | None = None
     evaluations: int = 0
@@ -154,6 +155,9 @@ class RunMetrics:
     """smallest referee margin seen in the evaluations [m or rad]"""
     behavior_fallbacks_train: int
     """training steps where mu's support was empty and mu held the arm"""
+    episodes_induced_train: int
+    """of episodes_train, those the critic's induced policy collected
+    (schedule.induced_collection; 0 in the graph)"""
     executor_statuses: dict
     """how often each SafetyStatus was the executor's reaction in the final evaluation"""
     policy_version: int
@@ -379,15 +383,18 @@ class Run:
         return events
 
     def end_episode(self, episode_return: float, length: int, success: bool,
-                    min_margin: float, driver: Callable[[], dict] | None = None) -> bool:
+                    min_margin: float, driver: Callable[[], dict] | None = None,
+                    collector: str = 'mu') -> bool:
         """Log a finished training episode (`min_margin`: the smallest referee margin the
-        driver knows of for it); with `checkpoint_at_episode_end`, write the checkpoint that
-        fell due during it (or at the end of the budget). True if written."""
+        driver knows of for it; `collector`: 'mu' or 'induced', who acted); with
+        `checkpoint_at_episode_end`, write the checkpoint that fell due during it (or at the
+        end of the budget). True if written."""
         counters = self.counters
         counters.episodes_train += 1
         self.log({'type': 'episode', 'step': self.steps, 'episode': counters.episodes_train,
                   'return': episode_return, 'length': length, 'success': success,
-                  'min_margin': min_margin, 'unsafe_total': counters.unsafe_train})
+                  'min_margin': min_margin, 'unsafe_total': counters.unsafe_train,
+                  'collector': collector})
         self.scalar('charts/episodic_return', episode_return)
         self.scalar('charts/episodic_success', float(success))
         self.scalar('charts/min_safety_margin', min_margin)
@@ -524,6 +531,7 @@ class Run:
             min_margin_train=counters.min_margin_train,
             min_margin_eval=counters.min_margin_eval,
             behavior_fallbacks_train=counters.behavior_fallbacks_train,
+            episodes_induced_train=counters.episodes_induced_train,
             executor_statuses=statuses,
             policy_version=self.learner.policy_version,
             final_extract_steps=self.schedule.final_extract_steps,

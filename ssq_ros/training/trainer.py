@@ -24,6 +24,7 @@ from ssq_ros.training.evaluate import (
     evaluate_heldout,
     executor_actor,
     induced_actor,
+    induced_choice,
     training_episode_seed,
 )
 from ssq_ros.training.learner import OnlineLearner
@@ -156,22 +157,33 @@ class Trainer:
             engine.record_eval(stats)
         return stats
 
+    def _induced_episode(self) -> bool:
+        """Whether the critic's induced policy collects the next episode instead of mu
+        (`schedule.induced_collection`; never before the critic has trained)."""
+        schedule = self.config.schedule
+        return (schedule.induced_collection > 0 and self.learner.updates > 0
+                and self.rng.random() < schedule.induced_collection)
+
     def _episode(self) -> None:
-        """One episode of mu (cut short only by the step budget), training as it goes."""
+        """One training episode (cut short only by the step budget), training as it goes:
+        mu's, or one of the induced policy's; either acts only inside mu's support."""
         problem, engine, counters = self.problem, self.engine, self.engine.counters
         obs, info = problem.env.reset(seed=training_episode_seed(self.config.schedule.seed,
                                                                  counters.episodes_train))
         counters.unsafe_train += int(info['unsafe'])
+        induced = self._induced_episode()
         decision = problem.behavior(self.rng)
         total, length, min_margin, success = 0.0, 0, info['min_margin'], False
         while not engine.budget_reached:
-            next_obs, reward, terminated, truncated, info = problem.env.step(decision.action)
+            action = induced_choice(problem, self.learner, obs, decision, self.rng).action \
+                if induced else decision.action
+            next_obs, reward, terminated, truncated, info = problem.env.step(action)
             counters.unsafe_train += int(info['unsafe'])
             counters.behavior_fallbacks_train += int(decision.fallback)
             min_margin = min(min_margin, info['min_margin'])
             # mu at s' is both the next action and the support the target averages over.
             next_decision = problem.behavior(self.rng)
-            events = engine.add_transition(obs, decision.action, reward, next_obs, terminated,
+            events = engine.add_transition(obs, action, reward, next_obs, terminated,
                                            support_of(next_decision))
             obs, decision = next_obs, next_decision
             total += reward
@@ -188,7 +200,9 @@ class Trainer:
             if terminated or (truncated and length >= self._train_episode_steps):
                 break
         counters.min_margin_train = min(counters.min_margin_train, min_margin)
-        engine.end_episode(total, length, success, min_margin, self._driver_state)
+        counters.episodes_induced_train += int(induced)
+        engine.end_episode(total, length, success, min_margin, self._driver_state,
+                           collector='induced' if induced else 'mu')
         last = counters.last_eval
         self._bar.set_postfix(updates=self.learner.updates, unsafe=counters.unsafe_train,
                               eval=f'{last["success_rate"]:.0%}' if last else '-')
