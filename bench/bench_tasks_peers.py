@@ -88,7 +88,9 @@ TASKS = ('wall', 'ushape', 'window', 'costly')
 TUNED = ('wall', 'ushape', 'window')
 RUNS = Path('runs') / 'tasks_peers'
 # bench_tasks_train variants whose test outcomes are SSQ's rows: the method each one is.
-SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous'}
+SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous',
+                # the same learner, the induced policy collecting half the training episodes
+                'task_ic05': 'ssq_induced_collection'}
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'

@@ -46,6 +46,9 @@ SUITE_TASKS = ('wall', 'ushape', 'window', 'costly')
 SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most likely action",
                 'ssq_continuous': 'SSQ (ssq_ros), continuous actions: its extracted policy, '
                                   'greedy, behind the shield',
+                'ssq_induced_collection': "SSQ (ssq_ros), the induced policy collecting half "
+                                          "of the training episodes inside mu's support "
+                                          '(schedule.induced_collection 0.5)',
                 'behavior_continuous': 'sampled mu, continuous actions',
                 'bc': "Behaviour cloning of mu's data",
                 'cql': "Discrete CQL (d3rlpy) on mu's data",
