@@ -31,9 +31,9 @@ The peers get every advantage SSQ has on the discrete task suite:
 - Without the shield in training, judged behind it (as every row) and also on their own
   (UNSHIELDED_TRAINING), in the continuous tasks:
   - SAC-Lagrangian (`bench/peers/sac_lagrangian.py`): a cost critic of the referee's unsafe
-    states and a learned multiplier, cost limit 0; its grid (LAGRANGIAN_GRID, 8 points): the
-    multiplier's learning rate x mu's prior for the warm-up x 8-step (SAC's tuned) or one-step
-    targets, at SAC's tuned episode length.
+    states and a learned multiplier, cost limit 0; its grid (LAGRANGIAN_GRID, 4 points): the
+    multiplier's learning rate x mu's prior for the warm-up, at SAC's tuned n-step and episode
+    length.
   - TQC with HER (sb3-contrib; `bench/peers/tqc_her.py`), reward only: the unconstrained
     ceiling; its grid (TQC_HER_GRID, 4 points): mu's prior x episode length.
 - On mu's data, the replay of SSQ's own run of the same task and seed (what SSQ learned
@@ -105,14 +105,12 @@ SAC_GRID = {f'{warmup}_n{n}_e{length}': {'warmup': warmup, 'n_steps': n,
                                          'train_episode_steps': length}
             for warmup in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
 # SAC-Lagrangian trains without the shield (its safety is learned): its own levers, the
-# multiplier's learning rate and mu's prior for the warm-up, x SAC's tuned 8-step targets or
-# one-step ones (SB3's, and the published SAC-Lagrangian's), at SAC's tuned episode length
-# (400); cost limit 0 (no unsafe state is acceptable). 8 points, as SAC's grid (the n-step
-# points were added after the first 4 had been measured; their names end in _n1).
-LAGRANGIAN_GRID = {f'{warmup}_lr{rate}' + ('' if n == 8 else f'_n{n}'):
-                   {'warmup': warmup, 'multiplier_lr': float(rate), 'cost_limit': 0.0,
-                    'n_steps': n, 'train_episode_steps': 400}
-                   for warmup in ('uniform', 'mu') for rate in ('3e-4', '3e-3') for n in (8, 1)}
+# multiplier's learning rate and mu's prior for the warm-up, at SAC's tuned n-step (8) and
+# episode length (400); cost limit 0 (no unsafe state is acceptable). 4 points, SAC had 8.
+LAGRANGIAN_GRID = {f'{warmup}_lr{rate}': {'warmup': warmup, 'multiplier_lr': float(rate),
+                                          'cost_limit': 0.0, 'n_steps': 8,
+                                          'train_episode_steps': 400}
+                   for warmup in ('uniform', 'mu') for rate in ('3e-4', '3e-3')}
 # TQC with HER, no shield and no cost: the reward-only ceiling. SB3's HER takes one-step
 # targets only, so its grid is mu's prior x episode length, 'future' goals, 4 per transition.
 TQC_HER_GRID = {f'{warmup}_e{length}': {'warmup': warmup, 'train_episode_steps': length,

@@ -356,8 +356,7 @@ def iteration_section(iteration: dict) -> list[str]:
 # Each online peer's grid on the page: (method, its name, the levers its points name).
 GRID_LEVERS = (('dqn', 'DQN', 'exploration, n-step, training episode steps'),
                ('sac', 'SAC', 'warm-up, n-step, training episode steps'),
-               ('sac_lagrangian', 'SAC-Lagrangian',
-                "warm-up, multiplier's learning rate, n-step (8 unless named)"),
+               ('sac_lagrangian', 'SAC-Lagrangian', "warm-up, multiplier's learning rate"),
                ('tqc_her', 'TQC+HER', 'warm-up, training episode steps'))
 
 
@@ -369,10 +368,10 @@ def suite_label(method: str) -> str:
                 f"{'mu' if explore == 'mu' else 'uniform'}-drawn exploration, "
                 f'{n[1:]}-step targets, {length[1:]}-step training episodes')
     if method.startswith('sac_lagrangian_'):
-        warmup, rate, *n = method[len('sac_lagrangian_'):].split('_')
+        warmup, rate = method[len('sac_lagrangian_'):].split('_')
         prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
         return (f'SAC-Lagrangian (on SB3), no shield in training, {prior}, multiplier '
-                f"learning rate {rate[2:]}, {n[0][1:] if n else 8}-step targets, cost limit 0")
+                f'learning rate {rate[2:]}, cost limit 0')
     if method.startswith('tqc_her_'):
         warmup, length = method[len('tqc_her_'):].split('_')
         prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'

@@ -223,8 +223,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert "SAC (SB3) behind mu's support, continuous actions, uniform warm-up" in text
     assert '| greedy mu (goal preference 2) | 0/100 | 0/100 | 0/100 |' in text
     assert ("| SAC-Lagrangian (on SB3), no shield in training, mu's prior (warm-up drawn by "
-            'mu), multiplier learning rate 3e-3, 8-step targets, cost limit 0 | 10000 | window | '
-            '140/200 | '
+            'mu), multiplier learning rate 3e-3, cost limit 0 | 10000 | window | 140/200 | '
             '150/200 | [40, 7] | [0, 3] |') in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
     assert f"torch {result['versions']['torch']}" in text  # what the rows ran on
