@@ -363,6 +363,53 @@ def plot_unseen(result: dict, variants: list[str], path: Path) -> Path:
     return path
 
 
+def training_curve(folder: Path, window: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """(env step at each training episode's end, share of the last `window` training episodes
+    that succeeded) from a run's log.jsonl: what the collecting policy reached while it
+    learned (the training episodes' own length, not the evaluation's time limit)."""
+    steps, successes = [], []
+    with open(folder / 'log.jsonl') as log:
+        for line in log:
+            record = json.loads(line)
+            if record.get('type') == 'episode':
+                steps.append(record['step'])
+                successes.append(float(record['success']))
+    successes = np.array(successes)
+    rates = np.array([successes[max(0, k + 1 - window):k + 1].mean()
+                      for k in range(successes.size)])
+    return np.array(steps), rates
+
+
+def plot_training(result: dict, variant: str, steps: int, path: Path) -> Path:
+    """One panel per task: each seed's training-episode success (last 10 episodes) against
+    env steps, for the runs of `variant` at `steps`."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in result['runs'] if (r['variant'], r['steps']) == (variant, steps)]
+    tasks = [t for t in TASKS if any(r['task'] == t for r in runs)]
+    if not tasks:
+        raise ValueError(f'no finished runs of {variant} at {steps} steps')
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.6), squeeze=False,
+                             sharey=True)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for run in sorted((r for r in runs if r['task'] == task), key=lambda r: r['seed']):
+            xs, rates = training_curve(Path(run['run_folder']))
+            ax.plot(xs, 100 * rates, lw=1.2, label=f"seed {run['seed']}")
+        ax.set_title(task)
+        ax.set_xlabel('environment steps')
+        ax.set_ylim(-3, 103)
+    axes[0][0].set_ylabel('training episodes reaching the goal\n(last 10) [%]')
+    axes[0][-1].legend(fontsize=7, loc='lower right')
+    fig.suptitle(variant, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--tasks', nargs='+', default=list(TASKS), choices=TASKS)
@@ -376,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--plot', nargs='+', metavar='VARIANT', choices=sorted(VARIANTS),
                         help='draw the unseen-episode success of these variants to --plot-file')
     parser.add_argument('--plot-file', type=Path, default=PLOT)
+    parser.add_argument('--plot-training', nargs=3, metavar=('VARIANT', 'STEPS', 'FILE'),
+                        help="draw each seed's training-episode success against env steps")
     args = parser.parse_args(argv)
     if not args.collect_only:
         for seed in args.seeds:
@@ -388,6 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(result))
     if args.plot:
         print(f'wrote {plot_unseen(result, args.plot, args.plot_file)}')
+    if args.plot_training:
+        variant, steps, file = args.plot_training
+        print(f'wrote {plot_training(result, variant, int(steps), Path(file))}')
     return 0
 
 

@@ -84,3 +84,21 @@ def test_runs_without_outcomes_or_beyond_the_selection_episodes_get_no_split(tmp
     assert result['across_tasks'] == {}
     assert {r['task']: r['outcomes'] is None for r in result['runs']} == {'wall': False,
                                                                           'window': True}
+
+
+def test_training_curve_is_the_rolling_success_of_training_episodes_and_is_drawn(tmp_path):
+    folder = write_run(tmp_path, 'wall', 0, outcomes(5, 10, 2), variant='task_gp0_ic1',
+                       steps=30_000)
+    episodes = [{'type': 'episode', 'step': 400 * (k + 1), 'success': k >= 12,
+                 'collector': 'induced'} for k in range(20)]
+    with open(folder / 'log.jsonl', 'a') as log:
+        log.write(''.join(json.dumps(e) + '\n' for e in episodes))
+    steps, rates = btt.training_curve(folder, window=10)
+    assert steps.tolist() == [400 * (k + 1) for k in range(20)]
+    assert rates[11] == 0.0 and rates[12] == pytest.approx(1 / 10)
+    assert rates[-1] == pytest.approx(8 / 10) and rates[0] == 0.0
+    result = btt.collect(tmp_path)
+    path = btt.plot_training(result, 'task_gp0_ic1', 30_000, tmp_path / 'curve.png')
+    assert path.stat().st_size > 10_000
+    with pytest.raises(ValueError, match='no finished runs'):
+        btt.plot_training(result, 'task', 30_000, tmp_path / 'none.png')
