@@ -65,7 +65,9 @@ class LearnerRun:
             # In the graph mu's node collects; a config that asks otherwise must not run as if
             # it had been honoured.
             raise ConfigError('schedule.induced_collection: the train_sim graph collects with '
-                              'mu only; the induced policy collects in ssq-train')
+                              'mu only; the induced policy collects in ssq-train (to run '
+                              'this config in the graph, set schedule.induced_collection: 0 '
+                              'in a config that extends it)')
         self.engine = Run(config, spaces, run_dir, runner=RUNNER,
                           checkpoint_name=CHECKPOINT.name, checkpoint_at_episode_end=False,
                           say=say)
