@@ -43,7 +43,12 @@ LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (con
 EXPLORING = ('sac', 'sac_penalized', 'dqn')
 SUITE_RESULTS = PEERS_RESULTS.with_name('tasks_peers.json')  # bench_tasks_peers table
 SUITE_TASKS = ('wall', 'ushape', 'window', 'costly')
-SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most likely action",
+# The SSQ rows a peer is compared with, in column order, and their column names.
+SSQ_REFERENCES = {'ssq': 'SSQ', 'ssq_continuous': 'SSQ continuous',
+                  'ssq_induced_collection': 'SSQ, induced collection'}
+SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most likely action; "
+                       'the task configs as they were when the runs were made (before 48fa1d2: '
+                       'mu collected every training episode)',
                 'ssq_continuous': 'SSQ (ssq_ros), continuous actions: its extracted policy, '
                                   'greedy, behind the shield',
                 'ssq_induced_collection': "SSQ (ssq_ros), the induced policy collecting half "
@@ -445,7 +450,9 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
             + '.', '']
     for steps in sorted({a['steps'] for a in suite['across_tasks']}, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]
-        continuous = any('probability_ssq_continuous_beats' in a for a in entries)
+        # P(SSQ beats) against every SSQ row of this budget (discrete, continuous, ...)
+        references = [m for m in SSQ_REFERENCES
+                      if any(f'probability_{m}_beats' in a for a in entries)]
         with_eval = sorted({a['method'] for a in entries
                             if a.get('wall_time_includes_eval', a['method'] == 'ssq')})
         lines += [f'**{steps} environment steps per run.** The IQM and P(SSQ beats) are over '
@@ -455,10 +462,10 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                   + (f' except in the rows of {", ".join(with_eval)}: those runs were made '
                      'before ssq-train timed its evaluations apart, and their time includes '
                      'the run\'s final evaluation' if with_eval else '') + '.', '',
-                  '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | P(SSQ beats) | '
-                  + ('P(SSQ continuous beats) | ' if continuous else '')
+                  '| method | ' + ' | '.join(tasks) + ' | IQM (95 % CI) | '
+                  + ''.join(f'P({SSQ_REFERENCES[m]} beats) | ' for m in references)
                   + 'runs | unsafe states, training | training wall time per run |',
-                  '|---|' + '---|' * (len(tasks) + 5 + continuous)]
+                  '|---|' + '---|' * (len(tasks) + 4 + len(references))]
         for a in sorted(entries, key=lambda e: (not e['method'].startswith('ssq'),
                                                 -e['iqm'])):
             cells = []
@@ -470,10 +477,9 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                 low, high = row['wilson95']
                 cells.append(f"{_percent(row['rate'])} ({100 * low:.0f}-{100 * high:.0f})")
             low, high = a['bootstrap95']
-            versus = ' | '.join(
-                f"{a[key]:.2f}" if key in a else '-'
-                for key in ('probability_ssq_beats', 'probability_ssq_continuous_beats')[
-                    :1 + continuous])
+            versus = ''.join(
+                f"{a[f'probability_{m}_beats']:.2f} | " if f'probability_{m}_beats' in a
+                else '- | ' for m in references)
             unsafe = (f"{a['unsafe_states_train']} in {a['training_runs_known']} runs"
                       if a['training_runs_known'] else 'not recorded')
             wall = (f"{a['wall_time_train_s']:.0f} s" if a['wall_time_train_s'] is not None
@@ -481,7 +487,7 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
             name = suite_label(a['method'])
             lines.append(f"| {name} | " + ' | '.join(cells)
                          + f" | {100 * a['iqm']:.1f} % ({100 * low:.0f}-{100 * high:.0f}) | "
-                         f"{versus} | {a['runs']} | {unsafe} | {wall} |")
+                         f"{versus}{a['runs']} | {unsafe} | {wall} |")
         lines.append('')
     lines += to_success_lines(suite, tasks)
     alone = [r for r in suite['per_task'] if 'unshielded' in r]

@@ -213,7 +213,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         [40, 7] * 3
     # the page and its plot (make_benchmarks_doc)
     text = '\n'.join(make_benchmarks_doc.suite_section(result, 'tasks.png'))
-    assert "| SSQ (ssq_ros): the critic's induced policy, its most likely action | 90.0 % " \
+    assert "(before 48fa1d2: mu collected every training episode) | 90.0 % " \
         in text
     assert '| - | 0.00 | 7 | 0 in 6 runs | 200 s |' in text  # SSQ's row: costly's run, untimed
     assert '| 1.00 | 0.00 | 6 | 0 in 6 runs | 50 s |' in text  # SSQ beats every DQN run
