@@ -146,7 +146,7 @@ class RunMetrics:
     periodic and final evaluations, every run's baselines): training alone took wall_time_s
     minus this"""
     episodes_train: int
-    """training episodes of mu completed"""
+    """training episodes completed (mu's and the induced policy's)"""
     eval_episodes: int
     """held-out episodes of the final evaluation (of each of the policy and mu)"""
     min_margin_train: float

@@ -1,7 +1,9 @@
-"""`ssq-train`'s driver of the run engine: mu collects in MuJoCo in this process and feeds every
-transition to `ssq_ros.training.run.Run`, which does the rest (schedule, checkpoints, extraction,
-metrics). The run folder is described there; the checkpoint is `checkpoints/trainer.pt`,
-taken at the first episode end after every `checkpoint_every` steps so no episode is cut.
+"""`ssq-train`'s driver of the run engine: mu (or, for a share of the episodes, the critic's
+induced policy inside mu's support: `schedule.induced_collection`) collects in MuJoCo in this
+process and feeds every transition to `ssq_ros.training.run.Run`, which does the rest
+(schedule, checkpoints, extraction, metrics). The run folder is described there; the
+checkpoint is `checkpoints/trainer.pt`, taken at the first episode end after every
+`checkpoint_every` steps so no episode is cut.
 """
 from __future__ import annotations
 
@@ -181,7 +183,8 @@ class Trainer:
             counters.unsafe_train += int(info['unsafe'])
             counters.behavior_fallbacks_train += int(decision.fallback)
             min_margin = min(min_margin, info['min_margin'])
-            # mu at s' is both the next action and the support the target averages over.
+            # mu at s' is the support the target averages over, and mu's next action or the
+            # induced policy's draw over that same support.
             next_decision = problem.behavior(self.rng)
             events = engine.add_transition(obs, action, reward, next_obs, terminated,
                                            support_of(next_decision))
