@@ -87,6 +87,9 @@ VARIANTS: dict[str, dict] = {
     'task_gp0_ic1_a01': {'sim': {'behavior': {'goal_preference': 0.0}},
                          'schedule': {'induced_collection': 1.0},
                          'learner': {'critic': {'alpha': 0.1}}},
+    'task_gp0_ic1_a003': {'sim': {'behavior': {'goal_preference': 0.0}},
+                          'schedule': {'induced_collection': 1.0},
+                          'learner': {'critic': {'alpha': 0.03}}},
     'task_p4_ic05': {'sim': {'behavior': {'persistence': 4.0}},
                      'schedule': {'induced_collection': 0.5}},
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
