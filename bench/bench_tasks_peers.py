@@ -90,7 +90,10 @@ RUNS = Path('runs') / 'tasks_peers'
 # bench_tasks_train variants whose test outcomes are SSQ's rows: the method each one is.
 SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous',
                 # the same learner, the induced policy collecting half the training episodes
-                'task_ic05': 'ssq_induced_collection'}
+                'task_ic05': 'ssq_induced_collection',
+                # mu that knows only safety (goal preference 0), the induced policy collecting
+                # every training episode, alpha 0.1: no task prior, as SAC behind the shield
+                'task_gp0_ic1_a01': 'ssq_goal_free'}
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'

@@ -45,7 +45,8 @@ SUITE_RESULTS = PEERS_RESULTS.with_name('tasks_peers.json')  # bench_tasks_peers
 SUITE_TASKS = ('wall', 'ushape', 'window', 'costly')
 # The SSQ rows a peer is compared with, in column order, and their column names.
 SSQ_REFERENCES = {'ssq': 'SSQ', 'ssq_continuous': 'SSQ continuous',
-                  'ssq_induced_collection': 'SSQ, induced collection'}
+                  'ssq_induced_collection': 'SSQ, induced collection',
+                  'ssq_goal_free': 'SSQ, goal-free mu'}
 SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most likely action; "
                        'the task configs as they were when the runs were made (before 48fa1d2: '
                        'mu collected every training episode)',
@@ -54,6 +55,9 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                 'ssq_induced_collection': "SSQ (ssq_ros), the induced policy collecting half "
                                           "of the training episodes inside mu's support "
                                           '(schedule.induced_collection 0.5)',
+                'ssq_goal_free': "SSQ (ssq_ros) from mu that knows only safety (goal "
+                                 'preference 0, uniform over its safe primitives), the induced '
+                                 'policy collecting every training episode, alpha 0.1',
                 'behavior_continuous': 'sampled mu, continuous actions',
                 'bc': "Behaviour cloning of mu's data",
                 'cql': "Discrete CQL (d3rlpy) on mu's data",
