@@ -31,6 +31,7 @@ from bench.stats import (
     stratified_bootstrap_interval,
     wilson_interval,
 )
+from ssq_ros.config import merge
 from ssq_ros.paths import config_path
 from ssq_ros.training.config import load_train_config, resolve_budgets, with_overrides
 from ssq_ros.training.provenance import config_hash, provenance
@@ -60,41 +61,57 @@ def _variant(critic: dict | None = None, behavior: dict | None = None,
     return out
 
 
+# The hard tasks' learner before their yamls moved to goal-free mu (goal preference 0, the
+# induced policy collecting every episode, alpha 0.1): goal-seeking mu collecting, alpha 0.3.
+# The ablations on it keep meaning what they measured.
+GOAL_SEEKING = {'sim': {'behavior': {'goal_preference': 2.0}},
+                'learner': {'critic': {'alpha': 0.3}},
+                'schedule': {'induced_collection': 0.0}}
+
+
+def _goal_seeking(overrides: dict) -> dict:
+    return merge(GOAL_SEEKING, overrides)
+
+
+def _goal_free(alpha: float, induced_collection: float = 1.0) -> dict:
+    return _goal_seeking({'sim': {'behavior': {'goal_preference': 0.0}},
+                          'schedule': {'induced_collection': induced_collection},
+                          'learner': {'critic': {'alpha': alpha}}})
+
+
 # Learner variants: overrides on top of the task's yaml (the measured ablations).
 VARIANTS: dict[str, dict] = {
     'task': {},                                   # the task's yaml as it is now
     # mu without goal knowledge (issue 14, item 2): uniform over its safe support
-    'task_gp0': {'sim': {'behavior': {'goal_preference': 0.0}}},
+    'task_gp0': _goal_seeking({'sim': {'behavior': {'goal_preference': 0.0}}}),
     # ... with a task-agnostic exploration prior instead: mu keeps the hand's heading
-    'task_gp0_p4': {'sim': {'behavior': {'goal_preference': 0.0, 'persistence': 4.0}}},
-    'task_gp0_p8': {'sim': {'behavior': {'goal_preference': 0.0, 'persistence': 8.0}}},
+    'task_gp0_p4': _goal_seeking({'sim': {'behavior': {'goal_preference': 0.0,
+                                                       'persistence': 4.0}}}),
+    'task_gp0_p8': _goal_seeking({'sim': {'behavior': {'goal_preference': 0.0,
+                                                       'persistence': 8.0}}}),
     # the costly task (mu drives through the costly region): a weaker goal pull, so mu's data
-    # also holds ways around it; trusting Q more
-    'task_gp1': {'sim': {'behavior': {'goal_preference': 1.0}}},
-    'task_a01': {'learner': {'critic': {'alpha': 0.1}}},
-    'task_p4': {'sim': {'behavior': {'persistence': 4.0}}},  # goal-seeking, keeping its heading
+    # also holds ways around it; trusting Q more; goal-seeking, keeping its heading
+    'task_gp1': _goal_seeking({'sim': {'behavior': {'goal_preference': 1.0}}}),
+    'task_a01': _goal_seeking({'learner': {'critic': {'alpha': 0.1}}}),
+    'task_p4': _goal_seeking({'sim': {'behavior': {'persistence': 4.0}}}),
     # the critic's induced policy collects a share of the training episodes (inside mu's
-    # support): it reaches states mu's data barely covers, and ways mu never takes
-    'task_ic05': {'schedule': {'induced_collection': 0.5}},
-    'task_ic1': {'schedule': {'induced_collection': 1.0}},
-    'task_gp0_ic05': {'sim': {'behavior': {'goal_preference': 0.0}},
-                      'schedule': {'induced_collection': 0.5}},
-    'task_gp0_ic1': {'sim': {'behavior': {'goal_preference': 0.0}},
-                     'schedule': {'induced_collection': 1.0}},
-    # goal-free mu, the induced policy collecting, trusting Q more: with mu uniform, alpha 0.3
-    # left the induced policy near-uniform wherever Q's gaps are below it (sampled training
-    # episodes took a median of ~210 steps where the greedy one took ~100)
-    'task_gp0_ic1_a01': {'sim': {'behavior': {'goal_preference': 0.0}},
-                         'schedule': {'induced_collection': 1.0},
-                         'learner': {'critic': {'alpha': 0.1}}},
-    'task_gp0_ic1_a003': {'sim': {'behavior': {'goal_preference': 0.0}},
-                          'schedule': {'induced_collection': 1.0},
-                          'learner': {'critic': {'alpha': 0.03}}},
-    'task_p4_ic05': {'sim': {'behavior': {'persistence': 4.0}},
-                     'schedule': {'induced_collection': 0.5}},
+    # support): it reaches states mu's data barely covers, and ways mu never takes.
+    # task_ic05 is the goal-preference sweep's point beside the goal-free yamls (the yamls of
+    # 48fa1d2)
+    'task_ic05': _goal_seeking({'schedule': {'induced_collection': 0.5}}),
+    'task_ic1': _goal_seeking({'schedule': {'induced_collection': 1.0}}),
+    'task_p4_ic05': _goal_seeking({'sim': {'behavior': {'persistence': 4.0}},
+                                   'schedule': {'induced_collection': 0.5}}),
+    # goal-free mu, the induced policy collecting; alpha 0.1 is the yamls' learner now: with mu
+    # uniform, alpha 0.3 left the induced policy near-uniform wherever Q's gaps are below it
+    # (sampled training episodes took a median of ~210 steps where the greedy one took ~100)
+    'task_gp0_ic05': _goal_free(0.3, induced_collection=0.5),
+    'task_gp0_ic1': _goal_free(0.3),
+    'task_gp0_ic1_a01': _goal_free(0.1),
+    'task_gp0_ic1_a003': _goal_free(0.03),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
-    # action set), the discrete settings as they are
-    'task_cont': {'action_kind': 'continuous'},
+    # action set), the discrete settings of the goal-seeking learner
+    'task_cont': _goal_seeking({'action_kind': 'continuous'}),
     'onestep': _variant(fast=False),              # the default learner, default extraction
     'onestep_fast': _variant(),                   # the same, extraction as FAST
     'n8': _variant({'n_step': 8}),
