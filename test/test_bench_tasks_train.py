@@ -102,3 +102,19 @@ def test_training_curve_is_the_rolling_success_of_training_episodes_and_is_drawn
     assert path.stat().st_size > 10_000
     with pytest.raises(ValueError, match='no finished runs'):
         btt.plot_training(result, 'task', 30_000, tmp_path / 'none.png')
+
+
+@pytest.mark.parametrize('task', ['wall', 'ushape', 'window'])
+def test_the_shipped_task_is_goal_free_and_the_sweep_variants_keep_the_goal_seeking_learner(
+        tmp_path, task):
+    # The task yamls moved to goal-free mu; the stored goal-seeking runs (task_ic05, the sweep
+    # point reported beside it) must still resolve to the learner they were made with.
+    def learner(variant):
+        config = btt.load_train_config(btt.variant_config(task, variant, tmp_path))
+        return (config.sim.behavior.goal_preference, config.learner.critic.alpha,
+                config.schedule.induced_collection)
+
+    assert learner('task') == learner('task_gp0_ic1_a01') == (0.0, 0.1, 1.0)
+    assert learner('task_ic05') == (2.0, 0.3, 0.5)
+    assert learner('task_gp0_ic1') == (0.0, 0.3, 1.0)
+    assert learner('task_a01') == (2.0, 0.1, 0.0)
