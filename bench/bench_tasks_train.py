@@ -109,6 +109,9 @@ VARIANTS: dict[str, dict] = {
     'task_gp0_ic1': _goal_free(0.3),
     'task_gp0_ic1_a01': _goal_free(0.1),
     'task_gp0_ic1_a003': _goal_free(0.03),
+    # the costly task's long detour (15-30 cm up or aside, against the distance reward): mu
+    # that keeps the hand's heading, so the induced policy's draws run straight further
+    'task_gp0_p4_ic1_a01': merge(_goal_free(0.1), {'sim': {'behavior': {'persistence': 4.0}}}),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings of the goal-seeking learner
     'task_cont': _goal_seeking({'action_kind': 'continuous'}),
