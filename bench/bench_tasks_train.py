@@ -100,6 +100,10 @@ VARIANTS: dict[str, dict] = {
     # 48fa1d2)
     'task_ic05': _goal_seeking({'schedule': {'induced_collection': 0.5}}),
     'task_ic1': _goal_seeking({'schedule': {'induced_collection': 1.0}}),
+    # the costly task: the induced policy collecting, trusting Q more, so that mu's goal pull
+    # costs the way round less in the soft value (alpha KL(pi || mu) per step)
+    'task_ic1_a01': _goal_seeking({'schedule': {'induced_collection': 1.0},
+                                   'learner': {'critic': {'alpha': 0.1}}}),
     'task_p4_ic05': _goal_seeking({'sim': {'behavior': {'persistence': 4.0}},
                                    'schedule': {'induced_collection': 0.5}}),
     # goal-free mu, the induced policy collecting; alpha 0.1 is the yamls' learner now: with mu
