@@ -67,7 +67,8 @@ class LearnerRun:
             raise ConfigError('schedule.induced_collection: the train_sim graph collects with '
                               'mu only; the induced policy collects in ssq-train (to run '
                               'this config in the graph, set schedule.induced_collection: 0 '
-                              'in a config that extends it)')
+                              'in a config that extends it; a task of config/tasks/ also '
+                              "needs mu's goal preference then: docs/tasks.md)")
         self.engine = Run(config, spaces, run_dir, runner=RUNNER,
                           checkpoint_name=CHECKPOINT.name, checkpoint_at_episode_end=False,
                           say=say)
