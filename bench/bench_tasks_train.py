@@ -116,6 +116,11 @@ VARIANTS: dict[str, dict] = {
     # the costly task's long detour (15-30 cm up or aside, against the distance reward): mu
     # that keeps the hand's heading, so the induced policy's draws run straight further
     'task_gp0_p4_ic1_a01': merge(_goal_free(0.1), {'sim': {'behavior': {'persistence': 4.0}}}),
+    # ... with a count-based bonus on the hand's cell in the reward the critic learns from
+    # (schedule.novelty_bonus; ssq_ros/learning/exploration.py): rarely reached cells, over or
+    # beside the costly region, are worth reaching until they are not rare
+    'task_gp0_ic1_a01_nb03': merge(_goal_free(0.1), {'schedule': {'novelty_bonus': 0.3}}),
+    'task_gp0_ic1_a01_nb1': merge(_goal_free(0.1), {'schedule': {'novelty_bonus': 1.0}}),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings of the goal-seeking learner
     'task_cont': _goal_seeking({'action_kind': 'continuous'}),

@@ -44,6 +44,9 @@ ADDED_SINCE_ISSUE13 = {
     'sim.task.costly_step_cost': 0.0,
     # issue 14: the induced policy collecting part of the data; 0 is mu collecting everything
     'schedule.induced_collection': 0.0,
+    # issue 14: the count-based novelty bonus of the costly task; 0 is no bonus (the cell
+    # size then changes nothing)
+    'schedule.novelty_bonus': 0.0, 'schedule.novelty_cell': 0.05,
 }
 
 

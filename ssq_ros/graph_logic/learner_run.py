@@ -69,6 +69,11 @@ class LearnerRun:
                               'this config in the graph, set schedule.induced_collection: 0 '
                               'in a config that extends it; a task of config/tasks/ also '
                               "needs mu's goal preference then: docs/tasks.md)")
+        if config.schedule.novelty_bonus > 0:
+            raise ConfigError('schedule.novelty_bonus: the train_sim graph learns from the '
+                              "task's reward only; the novelty bonus is an ssq-train setting "
+                              '(to run this config in the graph, set schedule.novelty_bonus: 0 '
+                              'in a config that extends it)')
         self.engine = Run(config, spaces, run_dir, runner=RUNNER,
                           checkpoint_name=CHECKPOINT.name, checkpoint_at_episode_end=False,
                           say=say)

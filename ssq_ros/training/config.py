@@ -79,6 +79,16 @@ class ScheduleConfig:
         doc="ssq-train: share of the training episodes after learning_starts that the critic's "
             'induced policy collects (sampled inside mu\'s support) instead of mu, drawn per '
             'episode; 0 = mu collects everything')
+    # Issue 14, the costly task: the way round runs against the distance reward, and neither
+    # mu nor the induced policy takes it. A count-based bonus on the hand's cell (ssq_ros.
+    # learning.exploration) joins the reward the critic learns from, never the logged return
+    # or the evaluation; it decays as the cell is visited. ssq-train only.
+    novelty_bonus: float = spec(
+        0.0, low=0.0, high=100.0,
+        doc='ssq-train: bonus scale / sqrt(n) added to the training reward, n the visits so '
+            'far to the grid cell the hand ends the step in; 0 = none')
+    novelty_cell: float = spec(0.05, low=0.001, high=1.0,
+                               doc='edge of the novelty bonus\'s grid cells [m]')
     seed: int = spec(0, low=0, high=2**31 - 1, doc='seed of mu, the networks and the episodes')
     torch_threads: int = spec(1, low=1, high=256, doc='torch CPU threads')
 

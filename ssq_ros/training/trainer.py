@@ -19,6 +19,7 @@ from ssq_ros.config import ConfigError
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import export_policy, load_exported_policy
 from ssq_ros.learning.critic import load_checkpoint
+from ssq_ros.learning.exploration import VisitCounts
 from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.evaluate import (
     EvalStats,
@@ -74,6 +75,9 @@ class Trainer:
         # the same policy executed by sampling, in the final evaluation only
         self.sampling_executor = ShieldedExecutor(greedy=False, seed=schedule.seed)
         self.rng = np.random.default_rng(schedule.seed)
+        # the novelty bonus's visits of the hand (schedule.novelty_bonus; None without one)
+        self.visits = VisitCounts(schedule.novelty_cell, schedule.novelty_bonus) \
+            if schedule.novelty_bonus > 0 else None
         self._bar: tqdm | None = None
 
     def _say(self, line: str) -> None:
@@ -81,10 +85,15 @@ class Trainer:
             tqdm.write(line, file=sys.stderr)
 
     def _driver_state(self) -> dict:
-        return {'rng': self.rng.bit_generator.state}
+        state = {'rng': self.rng.bit_generator.state}
+        if self.visits is not None:
+            state['visits'] = self.visits.state_dict()
+        return state
 
     def _restore(self, state: dict) -> None:
         self.rng.bit_generator.state = state['rng']
+        if self.visits is not None:
+            self.visits.load_state_dict(state['visits'])
 
     def run(self) -> dict:
         """Collect, train, extract, evaluate until the budget is spent; metrics.json."""
@@ -186,7 +195,11 @@ class Trainer:
             # mu at s' is the support the target averages over, and mu's next action or the
             # induced policy's draw over that same support.
             next_decision = problem.behavior(self.rng)
-            events = engine.add_transition(obs, action, reward, next_obs, terminated,
+            # the critic learns the task's reward plus the novelty bonus, if any; the logged
+            # return and the success are the task's
+            learned = reward if self.visits is None else \
+                reward + self.visits.visit(problem.env.sim.ee_position())
+            events = engine.add_transition(obs, action, learned, next_obs, terminated,
                                            support_of(next_decision))
             obs, decision = next_obs, next_decision
             total += reward
