@@ -121,6 +121,13 @@ VARIANTS: dict[str, dict] = {
     # beside the costly region, are worth reaching until they are not rare
     'task_gp0_ic1_a01_nb03': merge(_goal_free(0.1), {'schedule': {'novelty_bonus': 0.3}}),
     'task_gp0_ic1_a01_nb1': merge(_goal_free(0.1), {'schedule': {'novelty_bonus': 1.0}}),
+    # ... and with goal-seeking mu: goal-free mu's draws (and so the induced policy's, where
+    # Q is flat) left the hand behind the region 18 % of the time but never on a goal (nb1)
+    'task_ic1_nb1': _goal_seeking({'schedule': {'induced_collection': 1.0,
+                                                'novelty_bonus': 1.0}}),
+    'task_ic1_a01_nb1': _goal_seeking({'schedule': {'induced_collection': 1.0,
+                                                    'novelty_bonus': 1.0},
+                                       'learner': {'critic': {'alpha': 0.1}}}),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings of the goal-seeking learner
     'task_cont': _goal_seeking({'action_kind': 'continuous'}),

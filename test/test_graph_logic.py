@@ -284,6 +284,16 @@ def test_learner_run_refuses_induced_collection(problem, config, tmp_path):
     assert not (tmp_path / 'run').exists()
 
 
+def test_learner_run_refuses_a_novelty_bonus(problem, config, tmp_path):
+    """The graph learns from the task's reward as mu's node sends it: a config asking for the
+    novelty bonus is refused, not run without it."""
+    asks = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule,
+                                                                     novelty_bonus=0.3))
+    with pytest.raises(ConfigError, match='novelty_bonus'):
+        LearnerRun(asks, problem.spaces, tmp_path / 'run')
+    assert not (tmp_path / 'run').exists()
+
+
 def test_margin_colors_and_monitor_buckets(problem):
     assert margin_color(1.0, 0.1) == (0.0, 1.0, 0.0, 1.0)
     assert margin_color(0.0, 0.1) == (1.0, 0.0, 0.0, 1.0)

@@ -20,6 +20,7 @@ from ssq_ros.cli.report import main as report_main
 from ssq_ros.config import ConfigError
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import load_exported_policy
+from ssq_ros.learning.exploration import VisitCounts
 from ssq_ros.paths import config_path
 from ssq_ros.safety.status import SafetyStatus
 from ssq_ros.training import run as run_module
@@ -397,3 +398,34 @@ def test_a_finished_run_of_other_code_is_reported_as_it_is_and_called_stale(disc
     data.update(code_commit='unknown')
     assert 'unknown version' in Trainer(load_train_config(copy / 'config.yaml'), copy,
                                         progress=False).engine.stale_reason(data)
+
+
+def test_the_novelty_bonus_joins_only_the_reward_the_critic_learns_from(tmp_path):
+    """schedule.novelty_bonus: mu collects the same episodes with and without it (mu does not
+    depend on the critic), the replay's rewards differ by exactly scale / sqrt(n) of the hand's
+    cell after each step, the logged returns are the task's, and the visits are checkpointed."""
+    scale, cell = 0.5, 0.05
+    replays, returns = {}, {}
+    for name, bonus in (('plain', 0.0), ('novelty', scale)):
+        (tmp_path / name).mkdir()
+        config = load_train_config(write_config(tmp_path / name, tiny_config(
+            'discrete', novelty_bonus=bonus, novelty_cell=cell)))
+        metrics = Trainer(config, tmp_path / name / 'run', progress=False).run()
+        assert metrics['unsafe_states_train'] == 0
+        replay = load_run_learner(config, tmp_path / name / 'run').replay
+        replays[name] = {key: array[:replay.size] for key, array in replay.arrays.items()}
+        returns[name] = [json.loads(line)['return'] for line in
+                         (tmp_path / name / 'run' / 'log.jsonl').open()
+                         if json.loads(line)['type'] == 'episode']
+    plain, novelty = replays['plain'], replays['novelty']
+    assert np.array_equal(plain['next_obs'], novelty['next_obs'])
+    assert returns['plain'] == returns['novelty']
+    joints = (plain['next_obs'].shape[1] - 9) // 2  # obs = q, qdot, hand, goal, goal - hand
+    visits = VisitCounts(cell, scale)
+    expected = [visits.visit(ee) for ee in plain['next_obs'][:, 2 * joints:2 * joints + 3]]
+    assert len(set(np.round(expected, 6))) > 3  # both new cells and revisits
+    np.testing.assert_allclose(novelty['reward'] - plain['reward'], expected, atol=1e-5)
+    state = torch.load(tmp_path / 'novelty' / 'run' / CHECKPOINT, weights_only=True)
+    assert sum(state['driver']['visits']['counts']) == len(expected) == 240
+    assert 'visits' not in torch.load(tmp_path / 'plain' / 'run' / CHECKPOINT,
+                                      weights_only=True)['driver']
