@@ -46,7 +46,7 @@ ADDED_SINCE_ISSUE13 = {
     'schedule.induced_collection': 0.0,
     # issue 14: the count-based novelty bonus of the costly task; 0 is no bonus (the cell
     # size then changes nothing)
-    'schedule.novelty_bonus': 0.0, 'schedule.novelty_cell': 0.05,
+    'schedule.novelty_bonus': 0.0, 'schedule.novelty_cell': 0.05, 'schedule.novelty_until': 1.0,
 }
 
 

@@ -429,3 +429,18 @@ def test_the_novelty_bonus_joins_only_the_reward_the_critic_learns_from(tmp_path
     assert sum(state['driver']['visits']['counts']) == len(expected) == 240
     assert 'visits' not in torch.load(tmp_path / 'plain' / 'run' / CHECKPOINT,
                                       weights_only=True)['driver']
+    # schedule.novelty_until 0.5: the bonus of the first 120 steps only, taken out at step 120
+    (tmp_path / 'until').mkdir()
+    config = load_train_config(write_config(tmp_path / 'until', tiny_config(
+        'discrete', novelty_bonus=scale, novelty_cell=cell, novelty_until=0.5)))
+    Trainer(config, tmp_path / 'until' / 'run', progress=False).run()
+    learner = load_run_learner(config, tmp_path / 'until' / 'run')
+    np.testing.assert_allclose(learner.replay.arrays['reward'][:240], plain['reward'],
+                               atol=1e-5)
+    assert not learner.bonus.any()
+    ends = [json.loads(line) for line in (tmp_path / 'until' / 'run' / 'log.jsonl').open()
+            if json.loads(line)['type'] == 'novelty_end']
+    assert [e['step'] for e in ends] == [120]
+    assert ends[0]['bonus_removed'] == pytest.approx(sum(expected[:120]), rel=1e-4)
+    state = torch.load(tmp_path / 'until' / 'run' / CHECKPOINT, weights_only=True)
+    assert sum(state['driver']['visits']['counts']) == 120

@@ -64,6 +64,8 @@ class OnlineLearner:
             self.critic = KLCritic(obs_dim, self.config.critic, action_dim=size, seed=self.seed)
         self.extractor = PolicyExtractor(self.critic, self.config.extraction, seed=self.seed + 1)
         self.rng = np.random.default_rng(self.seed)
+        # the exploration bonus each replay slot's reward carries, so it can be taken out
+        self.bonus = np.zeros(self.config.replay_capacity, np.float32)
         self.transitions = 0
         self.extraction_steps = 0
         self.policy_version = 0
@@ -78,10 +80,26 @@ class OnlineLearner:
         critic's exact induced policy, so `extract` fits nothing."""
         return self.spaces.discrete and self.config.extraction.discrete_policy == 'induced'
 
-    def add_transition(self, obs, action, reward, next_obs, done, next_support) -> None:
-        """Store one transition of mu; malformed values raise ValueError and store nothing."""
-        self.replay.add(obs, action, reward, next_obs, done, next_support)
+    def add_transition(self, obs, action, reward, next_obs, done, next_support,
+                       bonus: float = 0.0) -> None:
+        """Store one transition of mu, learned with reward + `bonus` (an exploration bonus,
+        taken out again by `remove_bonus`); malformed values raise ValueError and store
+        nothing."""
+        if not np.isfinite(bonus):
+            raise ValueError(f'bonus: expected a finite value, got {bonus!r}')
+        slot = self.replay.position
+        self.replay.add(obs, action, float(reward) + float(bonus), next_obs, done,
+                        next_support)
+        self.bonus[slot] = bonus
         self.transitions += 1
+
+    def remove_bonus(self) -> float:
+        """Take the exploration bonus out of every stored reward, so that the critic learns
+        the task's reward alone from then on; the total taken out."""
+        removed = float(self.bonus.sum())
+        self.replay.arrays['reward'] -= self.bonus
+        self.bonus[:] = 0.0
+        return removed
 
     def train(self, n_updates: int) -> dict[str, float]:
         """`n_updates` critic steps on uniform minibatches; mean of their statistics."""
@@ -159,6 +177,7 @@ class OnlineLearner:
             'replay': {name: torch.from_numpy(array.copy())
                        for name, array in self.replay.arrays.items()},
             'replay_position': self.replay.position, 'replay_size': self.replay.size,
+            'bonus': torch.from_numpy(self.bonus.copy()),
             'rng': self.rng.bit_generator.state, 'torch_rng': torch.get_rng_state(),
             'transitions': self.transitions, 'extraction_steps': self.extraction_steps,
             'policy_version': self.policy_version,
@@ -187,6 +206,12 @@ class OnlineLearner:
         self.extractor.optimizer.load_state_dict(state['policy_optimizer'])
         for name, array in self.replay.arrays.items():
             array[...] = replay[name].numpy()
+        # written before the bonus existed: no reward carries one
+        bonus = state.get('bonus', torch.zeros(self.bonus.shape))
+        if tuple(bonus.shape) != self.bonus.shape:
+            raise CheckpointError(f'{where}: bonus has shape {tuple(bonus.shape)}, expected '
+                                  f'{self.bonus.shape}')
+        self.bonus[...] = bonus.numpy()
         self.replay.position = int(state['replay_position'])
         self.replay.size = int(state['replay_size'])
         self.rng.bit_generator.state = state['rng']

@@ -344,15 +344,31 @@ class Run:
     def _due(self, every: int) -> bool:
         return self.steps % every == 0
 
+    @property
+    def novelty_end(self) -> int | None:
+        """The step after which no novelty bonus is given and the given one is taken out of
+        the replay (schedule.novelty_until), or None when it is kept to the end."""
+        if self.schedule.novelty_bonus == 0 or self.schedule.novelty_until == 1.0:
+            return None
+        return round(self.schedule.novelty_until * self.schedule.steps)
+
     def add_transition(self, obs, action, reward, next_obs, done, next_support,
-                       driver: Callable[[], dict] | None = None) -> StepEvents:
-        """Store one transition of mu, train with the schedule's update credit, and run what
-        falls due at this step. `driver()` gives the driver's state if a checkpoint is
-        written here (only when not `checkpoint_at_episode_end`)."""
+                       driver: Callable[[], dict] | None = None,
+                       bonus: float = 0.0) -> StepEvents:
+        """Store one transition of mu (learned with reward + `bonus`, the driver's novelty
+        bonus), train with the schedule's update credit, and run what falls due at this
+        step. `driver()` gives the driver's state if a checkpoint is written here (only when
+        not `checkpoint_at_episode_end`)."""
         if self.budget_reached:
             raise RuntimeError('add_transition: the budget is spent')
         schedule = self.schedule
-        self.learner.add_transition(obs, action, reward, next_obs, float(done), next_support)
+        self.learner.add_transition(obs, action, reward, next_obs, float(done), next_support,
+                                    bonus)
+        if self.steps == self.novelty_end:
+            removed = self.learner.remove_bonus()
+            self.log({'type': 'novelty_end', 'step': self.steps, 'bonus_removed': removed})
+            self.say(f'novelty bonus ends at step {self.steps}: {removed:.1f} taken out of the '
+                     "replay's rewards")
         events = StepEvents()
         if self.steps >= schedule.learning_starts:
             self.counters.update_credit += schedule.updates_per_step

@@ -197,10 +197,12 @@ class Trainer:
             next_decision = problem.behavior(self.rng)
             # the critic learns the task's reward plus the novelty bonus, if any; the logged
             # return and the success are the task's
-            learned = reward if self.visits is None else \
-                reward + self.visits.visit(problem.env.sim.ee_position())
-            events = engine.add_transition(obs, action, learned, next_obs, terminated,
-                                           support_of(next_decision))
+            bonus = 0.0
+            if self.visits is not None and (engine.novelty_end is None
+                                            or engine.steps < engine.novelty_end):
+                bonus = self.visits.visit(problem.env.sim.ee_position())
+            events = engine.add_transition(obs, action, reward, next_obs, terminated,
+                                           support_of(next_decision), bonus=bonus)
             obs, decision = next_obs, next_decision
             total += reward
             length += 1
