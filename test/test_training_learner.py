@@ -369,3 +369,30 @@ def test_run_checkpoint_config_is_read_as_a_config_file():
     assert not is_checkpoint_of({'config': stored}, config)
     assert not is_checkpoint_of({'config': {'no such key': 1}}, config)
     assert not is_checkpoint_of({}, config)  # no config stored at all
+
+
+def test_the_exploration_bonus_is_learned_from_until_it_is_taken_out():
+    learner = filled(discrete_spaces(), count=0)
+    mu = np.array([0.4, 0.3, 0.3, 0.0])
+    rng = np.random.default_rng(1)
+    for k in range(600):  # past the capacity (500): overwritten slots drop their bonus
+        learner.add_transition(rng.normal(size=OBS_DIM), 1, -1.0, rng.normal(size=OBS_DIM),
+                               0.0, mu, bonus=0.01 * (k % 7))
+    rewards = learner.replay.arrays['reward']
+    assert rewards.max() > -0.95 and not np.allclose(rewards, -1.0)
+    expected = sum(0.01 * (k % 7) for k in range(100, 600))
+    assert learner.remove_bonus() == pytest.approx(expected, rel=1e-5)
+    np.testing.assert_allclose(rewards, -1.0, atol=1e-6)
+    assert learner.remove_bonus() == 0.0
+    with pytest.raises(ValueError, match='bonus'):
+        learner.add_transition(np.zeros(OBS_DIM), 1, -1.0, np.zeros(OBS_DIM), 0.0, mu,
+                               bonus=float('nan'))
+    # a checkpoint keeps the bonus; one written before the bonus existed carries none
+    learner.add_transition(np.zeros(OBS_DIM), 1, -1.0, np.zeros(OBS_DIM), 0.0, mu, bonus=0.5)
+    state = learner.state_dict()
+    again = OnlineLearner(discrete_spaces(), parse(LearnerConfig, SMALL), seed=0)
+    again.load_state_dict(state)
+    assert again.remove_bonus() == pytest.approx(0.5)
+    del state['bonus']
+    again.load_state_dict(state)
+    assert again.remove_bonus() == 0.0
