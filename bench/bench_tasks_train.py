@@ -129,12 +129,20 @@ VARIANTS: dict[str, dict] = {
                                                     'novelty_bonus': 1.0},
                                        'learner': {'critic': {'alpha': 0.1}}}),
     # ... the bonus taken out of the replay after 70 % of the steps (schedule.novelty_until):
-    # left in, Q keeps seeking once-rare cells (held-out return -66 / -70 with nb03 / nb1)
+    # left in, Q keeps seeking once-rare cells (held-out return -66 / -70 with nb03 / nb1,
+    # -50 without the bonus)
     'task_gp0_ic1_a01_nb1_u07': merge(_goal_free(0.1), {'schedule': {'novelty_bonus': 1.0,
                                                                      'novelty_until': 0.7}}),
     'task_ic1_nb1_u07': _goal_seeking({'schedule': {'induced_collection': 1.0,
                                                     'novelty_bonus': 1.0,
                                                     'novelty_until': 0.7}}),
+    # hindsight goals ('future', 4 per transition; the replay holds all 5 x 30 000): with the
+    # bonus the hand reached the goals' region but too few goals were reached to learn from
+    'task_gp0_ic1_a01_her4': merge(_goal_free(0.1), {'schedule': {'hindsight_goals': 4},
+                                                     'learner': {'replay_capacity': 150_000}}),
+    'task_gp0_ic1_a01_her4_nb1_u07': merge(_goal_free(0.1), {
+        'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.7},
+        'learner': {'replay_capacity': 150_000}}),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings of the goal-seeking learner
     'task_cont': _goal_seeking({'action_kind': 'continuous'}),

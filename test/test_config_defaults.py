@@ -47,6 +47,8 @@ ADDED_SINCE_ISSUE13 = {
     # issue 14: the count-based novelty bonus of the costly task; 0 is no bonus (the cell
     # size then changes nothing)
     'schedule.novelty_bonus': 0.0, 'schedule.novelty_cell': 0.05, 'schedule.novelty_until': 1.0,
+    # issue 14: hindsight goals (goal-free mu); 0 stores each transition once, as recorded
+    'schedule.hindsight_goals': 0,
 }
 
 

@@ -69,6 +69,11 @@ class LearnerRun:
                               'this config in the graph, set schedule.induced_collection: 0 '
                               'in a config that extends it; a task of config/tasks/ also '
                               "needs mu's goal preference then: docs/tasks.md)")
+        if config.schedule.hindsight_goals > 0:
+            raise ConfigError('schedule.hindsight_goals: the train_sim graph stores the '
+                              "transitions mu's node sends as they are; hindsight goals are an "
+                              'ssq-train setting (to run this config in the graph, set '
+                              'schedule.hindsight_goals: 0 in a config that extends it)')
         if config.schedule.novelty_bonus > 0:
             raise ConfigError('schedule.novelty_bonus: the train_sim graph learns from the '
                               "task's reward only; the novelty bonus is an ssq-train setting "

@@ -85,13 +85,19 @@ class OnlineLearner:
         """Store one transition of mu, learned with reward + `bonus` (an exploration bonus,
         taken out again by `remove_bonus`); malformed values raise ValueError and store
         nothing."""
+        self.add_relabeled(obs, action, reward, next_obs, done, next_support, bonus)
+        self.transitions += 1
+
+    def add_relabeled(self, obs, action, reward, next_obs, done, next_support,
+                      bonus: float = 0.0) -> None:
+        """Store a transition that was not an environment step of its own (a hindsight
+        relabelling of one): as `add_transition`, without counting it."""
         if not np.isfinite(bonus):
             raise ValueError(f'bonus: expected a finite value, got {bonus!r}')
         slot = self.replay.position
         self.replay.add(obs, action, float(reward) + float(bonus), next_obs, done,
                         next_support)
         self.bonus[slot] = bonus
-        self.transitions += 1
 
     def remove_bonus(self) -> float:
         """Take the exploration bonus out of every stored reward, so that the critic learns

@@ -78,6 +78,8 @@ class Trainer:
         # the novelty bonus's visits of the hand (schedule.novelty_bonus; None without one)
         self.visits = VisitCounts(schedule.novelty_cell, schedule.novelty_bonus) \
             if schedule.novelty_bonus > 0 else None
+        # draws the hindsight goals; mu's draws (self.rng) stay those of a run without them
+        self.hindsight_rng = np.random.default_rng([schedule.seed, 1])
         self._bar: tqdm | None = None
 
     def _say(self, line: str) -> None:
@@ -85,13 +87,16 @@ class Trainer:
             tqdm.write(line, file=sys.stderr)
 
     def _driver_state(self) -> dict:
-        state = {'rng': self.rng.bit_generator.state}
+        state = {'rng': self.rng.bit_generator.state,
+                 'hindsight_rng': self.hindsight_rng.bit_generator.state}
         if self.visits is not None:
             state['visits'] = self.visits.state_dict()
         return state
 
     def _restore(self, state: dict) -> None:
         self.rng.bit_generator.state = state['rng']
+        if 'hindsight_rng' in state:  # written before hindsight goals existed: none drawn
+            self.hindsight_rng.bit_generator.state = state['hindsight_rng']
         if self.visits is not None:
             self.visits.load_state_dict(state['visits'])
 
@@ -185,6 +190,7 @@ class Trainer:
         induced = self._induced_episode()
         decision = problem.behavior(self.rng)
         total, length, min_margin, success = 0.0, 0, info['min_margin'], False
+        steps = []  # the episode's transitions, for its hindsight goals
         while not engine.budget_reached:
             action = induced_choice(problem, self.learner, obs, decision, self.rng).action \
                 if induced else decision.action
@@ -197,12 +203,14 @@ class Trainer:
             next_decision = problem.behavior(self.rng)
             # the critic learns the task's reward plus the novelty bonus, if any; the logged
             # return and the success are the task's
-            bonus = 0.0
+            hand, support, bonus = problem.env.sim.ee_position(), support_of(next_decision), 0.0
             if self.visits is not None and (engine.novelty_end is None
                                             or engine.steps < engine.novelty_end):
-                bonus = self.visits.visit(problem.env.sim.ee_position())
-            events = engine.add_transition(obs, action, reward, next_obs, terminated,
-                                           support_of(next_decision), bonus=bonus)
+                bonus = self.visits.visit(hand)
+            events = engine.add_transition(obs, action, reward, next_obs, terminated, support,
+                                           bonus=bonus)
+            if self.config.schedule.hindsight_goals:
+                steps.append((obs, action, next_obs, support, bonus, hand))
             obs, decision = next_obs, next_decision
             total += reward
             length += 1
@@ -217,6 +225,7 @@ class Trainer:
                 self.evaluate(self.config.schedule.eval_episodes)
             if terminated or (truncated and length >= self._train_episode_steps):
                 break
+        self._store_hindsight(steps)
         counters.min_margin_train = min(counters.min_margin_train, min_margin)
         counters.episodes_induced_train += int(induced)
         engine.end_episode(total, length, success, min_margin, self._driver_state,
@@ -224,6 +233,22 @@ class Trainer:
         last = counters.last_eval
         self._bar.set_postfix(updates=self.learner.updates, unsafe=counters.unsafe_train,
                               eval=f'{last["success_rate"]:.0%}' if last else '-')
+
+    def _store_hindsight(self, steps: list[tuple]) -> None:
+        """schedule.hindsight_goals copies of each of the episode's transitions, each with a
+        goal the hand reached at that step or later ('future' goals, Andrychowicz et al. 2017),
+        its reward and end the task's for that goal. mu's support at s' is kept: goal-free mu's
+        does not depend on the goal (with_overrides refuses other configs)."""
+        task = self.problem.env.task
+        hands = [step[-1] for step in steps]
+        for t, (obs, action, next_obs, support, bonus, hand) in enumerate(steps):
+            for later in self.hindsight_rng.integers(t, len(steps),
+                                                     size=self.config.schedule.hindsight_goals):
+                goal = hands[later]
+                reward, reached = task.reward(hand, goal)
+                self.learner.add_relabeled(task.with_goal(obs, goal), action, reward,
+                                           task.with_goal(next_obs, goal), float(reached),
+                                           support, bonus)
 
 
 def default_out(config_path: str | Path, seed: int) -> Path:
