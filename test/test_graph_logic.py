@@ -284,12 +284,13 @@ def test_learner_run_refuses_induced_collection(problem, config, tmp_path):
     assert not (tmp_path / 'run').exists()
 
 
-def test_learner_run_refuses_a_novelty_bonus(problem, config, tmp_path):
-    """The graph learns from the task's reward as mu's node sends it: a config asking for the
-    novelty bonus is refused, not run without it."""
+@pytest.mark.parametrize('setting, value', [('novelty_bonus', 0.3), ('hindsight_goals', 2)])
+def test_learner_run_refuses_ssq_train_only_settings(problem, config, tmp_path, setting, value):
+    """The graph learns from the transitions mu's node sends, as sent: a config asking for
+    the novelty bonus or hindsight goals is refused, not run without them."""
     asks = dataclasses.replace(config, schedule=dataclasses.replace(config.schedule,
-                                                                     novelty_bonus=0.3))
-    with pytest.raises(ConfigError, match='novelty_bonus'):
+                                                                     **{setting: value}))
+    with pytest.raises(ConfigError, match=setting):
         LearnerRun(asks, problem.spaces, tmp_path / 'run')
     assert not (tmp_path / 'run').exists()
 

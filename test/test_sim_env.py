@@ -128,3 +128,20 @@ def test_every_goal_can_be_held_in_the_posture_the_actions_settle_in(setup):
         q = setup.cartesian.settle(setup.robot.home, goal, setup.config.physics.control_period)
         assert np.linalg.norm(task.kinematics.ee_position(q) - goal) < task.config.success_radius
         assert setup.safe_set.margins(q[None], np.zeros((1, q.size))).min() >= 0.0
+
+
+def test_an_observation_relabelled_with_another_goal_reads_as_one_made_with_it(setup):
+    env = ReachAvoidEnv(True, setup=setup)
+    obs, _ = env.reset(seed=4)
+    obs, *_ = env.step(3)
+    task, (q, qdot) = setup.task, env.joint_state()
+    other = np.array([0.55, -0.1, 0.35])
+    relabelled = task.with_goal(obs, other)
+    np.testing.assert_allclose(relabelled, task.observation(
+        q, qdot, env.sim.measured_ee_position(), other), atol=1e-6)
+    assert np.array_equal(relabelled[task.layout['ee']], obs[task.layout['ee']])
+    assert not np.array_equal(relabelled, obs)
+    for bad_obs, bad_goal in ((obs[:-1], other), (obs, other[:2]),
+                              (obs, np.array([0.5, np.nan, 0.3]))):
+        with pytest.raises(ValueError, match='with_goal'):
+            task.with_goal(bad_obs, bad_goal)

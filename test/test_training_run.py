@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from ssq_ros.cli.report import main as report_main
-from ssq_ros.config import ConfigError
+from ssq_ros.config import ConfigError, merge
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.learning.exploration import VisitCounts
@@ -444,3 +444,58 @@ def test_the_novelty_bonus_joins_only_the_reward_the_critic_learns_from(tmp_path
     assert ends[0]['bonus_removed'] == pytest.approx(sum(expected[:120]), rel=1e-4)
     state = torch.load(tmp_path / 'until' / 'run' / CHECKPOINT, weights_only=True)
     assert sum(state['driver']['visits']['counts']) == 120
+
+
+def test_hindsight_goals_store_each_transition_again_with_a_goal_reached_later(tmp_path):
+    """schedule.hindsight_goals 2 with goal-free mu: mu's transitions are those of a run
+    without them; after each episode come 2 copies of each of its transitions, each with a
+    goal the hand reached at that step or later, the robot's part and mu's support unchanged,
+    the reward and the end the task's for that goal. The graph and goal-seeking mu refuse
+    them."""
+    free = {'sim': {'task': {'max_steps': 40}, 'behavior': {'num_samples': 4,
+                                                            'goal_preference': 0.0}}}
+    replays = {}
+    for name, copies in (('plain', 0), ('hindsight', 2)):
+        (tmp_path / name).mkdir()
+        config = load_train_config(write_config(tmp_path / name, merge(
+            tiny_config('discrete', hindsight_goals=copies), free)))
+        metrics = Trainer(config, tmp_path / name / 'run', progress=False).run()
+        assert metrics['unsafe_states_train'] == 0 and metrics['env_steps'] == 240
+        learner = load_run_learner(config, tmp_path / name / 'run')
+        replays[name] = {key: array[:learner.replay.size]
+                         for key, array in learner.replay.arrays.items()}
+    lengths = [json.loads(line)['length'] for line in
+               (tmp_path / 'hindsight' / 'run' / 'log.jsonl').open()
+               if json.loads(line)['type'] == 'episode']
+    plain, hindsight = replays['plain'], replays['hindsight']
+    assert len(hindsight['obs']) == 3 * 240 and sum(lengths) == 240
+    task = build_problem(config).env.task
+    layout, start, reached = task.layout, 0, 0
+    for length in lengths:
+        real = {key: array[start:start + length] for key, array in hindsight.items()}
+        copies = {key: array[start + length:start + 3 * length]
+                  for key, array in hindsight.items()}
+        first = start // 3  # plain's rows of the same episode
+        mine = {key: array[first:first + length] for key, array in plain.items()}
+        for key in real:
+            np.testing.assert_allclose(real[key], mine[key], atol=1e-6, err_msg=key)
+        hands = real['next_obs'][:, layout['ee']]
+        for row in range(2 * length):
+            t = row // 2
+            goal = copies['next_obs'][row, layout['goal']]
+            assert any(np.allclose(goal, hand, atol=1e-6) for hand in hands[t:]), (start, row)
+            for key in ('obs', 'next_obs'):
+                np.testing.assert_allclose(copies[key][row], task.with_goal(real[key][t], goal),
+                                           atol=1e-6)
+            assert copies['action'][row] == real['action'][t]
+            assert np.array_equal(copies['next_support'][row], real['next_support'][t])
+            reward, hit = task.reward(hands[t].astype(float), goal.astype(float))
+            assert copies['reward'][row] == pytest.approx(reward, abs=1e-4)
+            assert copies['done'][row] == float(hit)
+            reached += hit
+        start += 3 * length
+    assert reached > 0  # goals at the step itself are reached: the success bonus is seen
+    for refused in (tiny_config('discrete', hindsight_goals=2),      # goal-seeking mu
+                    merge(tiny_config('continuous', hindsight_goals=2), free)):
+        with pytest.raises(ConfigError, match='hindsight_goals'):
+            load_train_config(write_config(tmp_path, refused))

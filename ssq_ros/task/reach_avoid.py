@@ -269,16 +269,15 @@ class ReachAvoidTask:
                     goal: np.ndarray) -> np.ndarray:
         return np.concatenate([q, qdot, ee, goal, goal - ee]).astype(np.float32)
 
-    @staticmethod
-    def with_goal(obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    def with_goal(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """The observation `obs` as it reads with `goal` instead of its own (hindsight
         relabelling); the robot's part is unchanged."""
         obs = np.array(obs, dtype=np.float32)
         goal = np.asarray(goal, dtype=float)
-        if obs.ndim != 1 or (obs.size - 9) % 2 or obs.size < 11 or goal.shape != (3,):
-            raise ValueError(f'with_goal: expected an observation (2 n + 9,) and a goal (3,), '
-                             f'got {obs.shape} and {goal.shape}')
-        layout = observation_layout((obs.size - 9) // 2)
-        obs[layout['goal']] = goal
-        obs[layout['to_goal']] = goal - obs[layout['ee']]
+        if obs.shape != (self.observation_size,) or goal.shape != (3,) \
+                or not np.all(np.isfinite(goal)):
+            raise ValueError(f'with_goal: expected an observation ({self.observation_size},) '
+                             f'and a finite goal (3,), got {obs.shape} and {goal!r}')
+        obs[self.layout['goal']] = goal
+        obs[self.layout['to_goal']] = goal - obs[self.layout['ee']]
         return obs
