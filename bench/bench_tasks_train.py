@@ -62,11 +62,13 @@ def _variant(critic: dict | None = None, behavior: dict | None = None,
 
 
 # The hard tasks' learner before their yamls moved to goal-free mu (goal preference 0, the
-# induced policy collecting every episode, alpha 0.1): goal-seeking mu collecting, alpha 0.3.
-# The ablations on it keep meaning what they measured.
+# induced policy collecting every episode, alpha 0.1; costly.yaml also directed exploration):
+# goal-seeking mu collecting, alpha 0.3, no novelty bonus, no hindsight goals. The ablations on
+# it keep meaning what they measured.
 GOAL_SEEKING = {'sim': {'behavior': {'goal_preference': 2.0}},
-                'learner': {'critic': {'alpha': 0.3}},
-                'schedule': {'induced_collection': 0.0}}
+                'learner': {'critic': {'alpha': 0.3}, 'replay_capacity': 100_000},
+                'schedule': {'induced_collection': 0.0, 'hindsight_goals': 0,
+                             'novelty_bonus': 0.0, 'novelty_until': 1.0}}
 
 
 def _goal_seeking(overrides: dict) -> dict:

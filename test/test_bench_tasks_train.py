@@ -118,3 +118,20 @@ def test_the_shipped_task_is_goal_free_and_the_sweep_variants_keep_the_goal_seek
     assert learner('task_ic05') == (2.0, 0.3, 0.5)
     assert learner('task_gp0_ic1') == (0.0, 0.3, 1.0)
     assert learner('task_a01') == (2.0, 0.1, 0.0)
+
+
+def test_the_costly_task_explores_and_its_goal_seeking_variants_do_not(tmp_path):
+    # costly.yaml moved to goal-free mu with directed exploration; its stored goal-seeking
+    # variants must resolve to the learner they ran (hindsight goals would even be refused)
+    def learner(variant):
+        config = btt.load_train_config(btt.variant_config('costly', variant, tmp_path))
+        schedule = config.schedule
+        return (config.sim.behavior.goal_preference, config.learner.critic.alpha,
+                schedule.induced_collection, schedule.hindsight_goals, schedule.novelty_bonus,
+                schedule.novelty_until, config.learner.replay_capacity)
+
+    assert learner('task') == learner('task_gp0_ic1_a01_her4_nb1_u07') == \
+        (0.0, 0.1, 1.0, 4, 1.0, 0.7, 150_000)
+    assert learner('task_ic1') == (2.0, 0.3, 1.0, 0, 0.0, 1.0, 100_000)
+    assert learner('task_gp0_ic1_a01') == (0.0, 0.1, 1.0, 0, 0.0, 1.0, 100_000)
+    assert learner('task_gp0_ic1_a01_nb1_u07') == (0.0, 0.1, 1.0, 0, 1.0, 0.7, 100_000)

@@ -76,7 +76,7 @@ def test_the_oracle_reaches_heldout_goals_inside_mus_support(problems, name):
 
 def goal_seeking(config):
     """The task's config with goal-seeking mu (goal preference 2): the suite's bar is set
-    against it, whatever mu the task's learner starts from (wall, U and window: goal-free)."""
+    against it, whatever mu the task's learner starts from (every hard task's is goal-free)."""
     behavior = replace(config.sim.behavior, goal_preference=2.0)
     return replace(config, sim=replace(config.sim, behavior=behavior))
 
@@ -134,13 +134,12 @@ def test_the_costly_region_costs_reward_and_success_not_safety(problems):
         assert task.crosses_zone(ee, problems['costly'].env.goal[None])[0]
 
 
-def test_greedy_mu_reaches_the_goal_through_the_region_and_both_loops_call_it_a_failure(
-        problems):
+def test_greedy_mu_reaches_the_goal_through_the_region_and_both_loops_call_it_a_failure():
     """The env (ssq-train) and the ROS graph's BehaviorLoop score an episode by one rule."""
     from ssq_ros.graph_logic.behavior_loop import BehaviorLoop
     from ssq_ros.graph_logic.phases import RunPhase
 
-    problem = problems['costly']
+    problem = build_problem(goal_seeking(load_run_config(config_path('tasks/costly.yaml'))))
     env = problem.env
     act = greedy_behavior_actor(problem)
     rng = np.random.default_rng(0)
