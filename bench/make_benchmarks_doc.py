@@ -58,6 +58,10 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                 'ssq_goal_free': "SSQ (ssq_ros) from mu that knows only safety (goal "
                                  'preference 0, uniform over its safe primitives), the induced '
                                  'policy collecting every training episode, alpha 0.1',
+                'ssq_goal_free_explore': "SSQ (ssq_ros) from mu that knows only safety, "
+                                         'the induced policy collecting, alpha 0.1, a novelty '
+                                         'bonus for 70 % of the steps and 4 hindsight goals '
+                                         '(config/tasks/costly.yaml)',
                 'behavior_continuous': 'sampled mu, continuous actions',
                 'bc': "Behaviour cloning of mu's data",
                 'cql': "Discrete CQL (d3rlpy) on mu's data",
