@@ -531,6 +531,9 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
                 row['unsafe_states_train_per_seed'] = [
                     trained[k]['unsafe_states_train'] for k in sorted(outcomes)
                     if k[:2] == (steps, task) and k in trained]
+                walls = [trained[k]['wall_time_train_s'] for k in sorted(outcomes)
+                         if k[:2] == (steps, task) and k in trained]
+                row['wall_time_train_s'] = float(np.mean(walls)) if walls else None
                 if runs_alone:  # the same episodes without the shield
                     row['unshielded'] = {
                         'successes': int(sum(sum(v['outcomes']) for v in runs_alone)),

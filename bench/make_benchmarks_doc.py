@@ -434,6 +434,14 @@ def to_success_lines(suite: dict, tasks: list[str]) -> list[str]:
     return lines + ['']
 
 
+def _suite_cell(row: dict | None) -> str:
+    """A per-task success cell: the pooled rate and its Wilson 95 % interval."""
+    if row is None:
+        return '-'
+    low, high = row['wilson95']
+    return f"{_percent(row['rate'])} ({100 * low:.0f}-{100 * high:.0f})"
+
+
 def suite_section(suite: dict, plot_name: str | None) -> list[str]:
     """SSQ against peers restricted to mu's support on the task suite (bench_tasks_peers)."""
     first, count = suite['test_split']
@@ -456,8 +464,12 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
         lines += ['Libraries when the table was made: ' + ', '.join(
             f'{name} {version}' for name, version in suite['versions'].items() if version)
             + '.', '']
-    for steps in sorted({a['steps'] for a in suite['across_tasks']}, reverse=True):
+    budgets = {r['steps'] for r in suite['per_task'] if r['steps']}
+    for steps in sorted(budgets, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]
+        # a method run on none of the tuned tasks has no IQM: its rows are per task only
+        untuned = sorted({r['method'] for r in suite['per_task'] if r['steps'] == steps}
+                         - {a['method'] for a in entries})
         # P(SSQ beats) against every SSQ row of this budget (discrete, continuous, ...)
         references = [m for m in SSQ_REFERENCES
                       if any(f'probability_{m}_beats' in a for a in entries)]
@@ -476,14 +488,7 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                   '|---|' + '---|' * (len(tasks) + 4 + len(references))]
         for a in sorted(entries, key=lambda e: (not e['method'].startswith('ssq'),
                                                 -e['iqm'])):
-            cells = []
-            for task in tasks:
-                row = rows.get((a['method'], steps, task))
-                if row is None:
-                    cells.append('-')
-                    continue
-                low, high = row['wilson95']
-                cells.append(f"{_percent(row['rate'])} ({100 * low:.0f}-{100 * high:.0f})")
+            cells = [_suite_cell(rows.get((a['method'], steps, task))) for task in tasks]
             low, high = a['bootstrap95']
             versus = ''.join(
                 f"{a[f'probability_{m}_beats']:.2f} | " if f'probability_{m}_beats' in a
@@ -496,6 +501,17 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
             lines.append(f"| {name} | " + ' | '.join(cells)
                          + f" | {100 * a['iqm']:.1f} % ({100 * low:.0f}-{100 * high:.0f}) | "
                          f"{versus}{a['runs']} | {unsafe} | {wall} |")
+        for method in untuned:
+            mine = [rows[(method, steps, t)] for t in tasks if (method, steps, t) in rows]
+            cells = [_suite_cell(rows.get((method, steps, t))) for t in tasks]
+            violations = [v for r in mine for v in r.get('unsafe_states_train_per_seed', [])]
+            unsafe = (f'{sum(violations)} in {len(violations)} runs' if violations
+                      else 'not recorded')
+            walls = [r['wall_time_train_s'] for r in mine if r.get('wall_time_train_s')]
+            wall = f'{np.mean(walls):.0f} s' if walls else '-'
+            lines.append(f'| {suite_label(method)} | ' + ' | '.join(cells) + ' | - | '
+                         + '- | ' * len(references)
+                         + f"{sum(r['seeds'] for r in mine)} | {unsafe} | {wall} |")
         lines.append('')
     lines += to_success_lines(suite, tasks)
     alone = [r for r in suite['per_task'] if 'unshielded' in r]

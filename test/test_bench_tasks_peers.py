@@ -123,6 +123,10 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     # SSQ in the continuous version of the tasks: a row of its own, the SAC peer's reference
     ssq_runs += [{'task': t, 'variant': 'task_cont', 'seed': s, 'steps': 10_000,
                   'outcomes': {'policy': [1] * 20 + [0] * 80}} for t in outcomes for s in range(2)]
+    # an SSQ variant run on the untuned task alone, at its own budget: per task, no IQM
+    ssq_runs += [{'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u07', 'seed': s,
+                  'steps': 100_000, 'outcomes': {'policy': [1] * 40 + [0] * 60}}
+                 for s in range(2)]
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
                      'oracle': [1] * 100} for t in outcomes}
     ssq = tmp_path / 'ssq.json'
@@ -166,7 +170,10 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         # a run that timed its evaluations apart: its training time leaves them out
         {'task': t, 'variant': 'task_cont', 'seed': s, 'steps': 10_000,
          'unsafe_states_train': 0, 'wall_time_s': 300.0, 'wall_time_eval_s': 100.0}
-        for t in outcomes for s in range(2)]}))
+        for t in outcomes for s in range(2)] + [
+        {'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u07', 'seed': s,
+         'steps': 100_000, 'unsafe_states_train': 0, 'wall_time_s': 950.0 - 100 * s,
+         'wall_time_eval_s': 50.0} for s in range(2)]}))
     result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
     assert rows[('ssq', 10_000, 'window')]['successes'] == 160
@@ -219,6 +226,10 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert '| 1.00 | 0.00 | 6 | 0 in 6 runs | 50 s |' in text  # SSQ beats every DQN run
     assert '| 1.00 | 0.00 | 6 | 0 in 6 runs | 90 s |' in text  # SAC: the continuous SSQ not
     assert 'except in the rows of ssq:' in text
+    assert '**100000 environment steps per run.**' in text
+    assert ('4 hindsight goals (config/tasks/costly.yaml) | - | - | - | 40.0 % (33-47) | - | 2 '
+            '| 0 in 2 runs | 850 s |') in text
+    assert not any(a['steps'] == 100_000 for a in result['across_tasks'])
     assert '| sampled mu, continuous actions | 7/100 | 7/100 | 7/100 |' in text
     assert "SAC (SB3) behind mu's support, continuous actions, uniform warm-up" in text
     assert '| greedy mu (goal preference 2) | 0/100 | 0/100 | 0/100 |' in text
@@ -232,7 +243,8 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert '| 10 000 (200 s) | 10 000 (200 s) | not by 10 000 | not by 10 000 | 10 000 |' in text
     plot = make_benchmarks_doc.plot_suite(result, tmp_path / 'tasks.png')
     assert plot.stat().st_size > 1000
-    one_budget = dict(result, per_task=[r for r in result['per_task'] if r['steps'] != 5000])
+    one_budget = dict(result, per_task=[r for r in result['per_task']
+                                        if r['steps'] in (0, 10_000)])
     assert make_benchmarks_doc.plot_suite(one_budget, tmp_path / 'none.png') is None
     # SSQ's outcomes from another split are refused
     ssq.write_text(json.dumps({'first_episode': 30, 'episodes': count, 'runs': ssq_runs,
