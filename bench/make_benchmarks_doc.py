@@ -573,8 +573,12 @@ def plot_suite(suite: dict, path: Path) -> Path | None:
     tasks = sorted({r['task'] for r in suite['per_task']}, key=SUITE_TASKS.index)
     methods = sorted({r['method'] for r in suite['per_task'] if r['steps']},
                      key=lambda m: (m != 'ssq', m))
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), sharex=True,
-                                sharey=True)
+    # one colour per method on every panel (the cycle would restart per panel), and a log
+    # axis: the budgets span 2 500 to 100 000 steps
+    palette = plt.get_cmap('tab20')
+    colours = {m: palette(i % palette.N) for i, m in enumerate(methods)}
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks) + 2.6, 3.6),
+                                sharex=True, sharey=True)
     for axis, task in zip(np.atleast_1d(axes), tasks, strict=True):
         for method in methods:
             mine = sorted((r for r in suite['per_task']
@@ -586,7 +590,7 @@ def plot_suite(suite: dict, path: Path) -> Path | None:
             y = np.array([r['rate'] for r in mine])
             bounds = np.array([r['wilson95'] for r in mine])
             axis.errorbar(x, 100 * y, yerr=100 * np.abs(bounds.T - y), marker='o',
-                          capsize=3, label=method)
+                          capsize=3, label=method, color=colours[method])
         oracle = [r for r in suite['per_task'] if r['method'] == 'oracle' and r['task'] == task]
         greedy = [r for r in suite['per_task']
                   if r['method'] == 'behavior_greedy' and r['task'] == task]
@@ -595,10 +599,15 @@ def plot_suite(suite: dict, path: Path) -> Path | None:
                 axis.axhline(100 * rows[0]['rate'], linestyle=style, color='grey', label=label)
         axis.set_title(task)
         axis.set_xlabel('environment steps')
+        axis.set_xscale('log')
         axis.set_ylim(-3, 103)
     np.atleast_1d(axes)[0].set_ylabel('success on the test split [%]')
-    np.atleast_1d(axes)[0].legend(fontsize=7)
-    figure.tight_layout()
+    legend = {}  # every method once, whichever panels it ran on
+    for axis in np.atleast_1d(axes):
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    figure.legend(legend.values(), legend.keys(), fontsize=7, loc='center right')
+    figure.tight_layout(rect=(0, 0, 1 - 2.4 / figure.get_figwidth(), 1))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
