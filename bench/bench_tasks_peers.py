@@ -50,8 +50,12 @@ to runs/tasks_peers/ and is reused only if its code commit and settings hash mat
 record is rerun, never reused silently). `table` joins the test records with SSQ's
 (bench/results/tasks_test_induced.json) into bench/results/tasks_peers.json: success per task
 with Wilson 95 % intervals, IQM over (task, seed) with stratified-bootstrap intervals, and the
-probability that SSQ's run beats the peer's. Start two processes with different --tasks to
-use two cores.
+probability that SSQ's run beats the peer's. The records stay on the machine that made them;
+a (method, budget, task) that runs/ has no record of is carried over from the table already
+in bench/results (its per-seed counts are all the statistics need; `carried` names those
+rows and the commit they came from), so a later sitting adds rows without running every
+peer again (`--fresh`: runs/ alone). Start two processes with different --tasks to use two
+cores.
 """
 from __future__ import annotations
 
@@ -491,16 +495,59 @@ def ssq_training(paths: list[Path]) -> dict[str, dict]:
     return out
 
 
+def carried_records(previous: dict, local: list[dict]) -> list[dict]:
+    """Test records rebuilt from the rows of an earlier table (`previous`) for every peer
+    (method, budget, task) with no record in `local`: a sitting's records stay under its own
+    runs/, its table is what is committed. The table's statistics need each seed's success
+    count, its training violations and the group's mean training time, which the rows keep;
+    each seed's outcomes come back as its successes, then its failures, and of an unshielded
+    evaluation only the group's totals are kept (spread over the seeds). A group with any
+    record in `local` is taken from `local` alone."""
+    have = {(r['method'], r['steps'], r['task']) for r in local}
+    as_record = {name: method for method, name in BASELINE_RECORDS.items()}
+    commit = previous.get('machine', {}).get('code_commit')
+    out = []
+    for row in previous.get('per_task', []):
+        method = as_record.get(row['method'], row['method'])
+        if (row['method'] in SSQ_VARIANTS.values() or (method, row['steps'], row['task']) in have
+                or (row['steps'] == 0 and method not in BASELINE_RECORDS)):
+            continue  # SSQ's rows and mu's discrete baselines come from SSQ's own files
+        seeds = row.get('per_seed', [row['rate']])
+        episodes = row['episodes'] // len(seeds)
+        unsafe = row.get('unsafe_states_train_per_seed') or [None] * len(seeds)
+        alone = row.get('unshielded')
+        for seed, rate in enumerate(seeds):
+            wins = round(rate * episodes)
+            record = {'method': method, 'task': row['task'], 'seed': seed,
+                      'steps': row['steps'], 'carried_from': commit,
+                      'training': {'unsafe_states_train': unsafe[seed],
+                                   'wall_time_train_s': row.get('wall_time_train_s')},
+                      'eval_shielded': {'outcomes': [1] * wins + [0] * (episodes - wins)}}
+            if alone:
+                share, extra = divmod(alone['successes'], len(seeds))
+                alone_wins = share + (seed < extra)
+                alone_episodes = alone['episodes'] // len(seeds)
+                record['eval_unshielded'] = {
+                    'outcomes': [1] * alone_wins + [0] * (alone_episodes - alone_wins),
+                    'episodes': alone_episodes,
+                    'unsafe_states': alone['unsafe_states_per_seed'][seed]}
+            out.append(record)
+    return out
+
+
 def table(ssq_paths: list[Path], runs: Path = RUNS,
-          ssq_train_paths: list[Path] = ()) -> dict:
-    """SSQ's test-split outcomes beside every peer record under `runs`/test, per budget;
-    training violations and wall time per (method, budget) where known (SSQ's from the
+          ssq_train_paths: list[Path] = (), previous: dict | None = None) -> dict:
+    """SSQ's test-split outcomes beside every peer record under `runs`/test (and those of the
+    earlier table `previous` that `runs` lacks: carried_records), per budget; training
+    violations and wall time per (method, budget) where known (SSQ's from the
     bench_tasks_train outputs `ssq_train_paths`). The IQM across tasks is over the tuned
     tasks (TUNED); a later task (costly) is reported per task only."""
     methods, baselines, commits = ssq_test_outcomes(ssq_paths)
     training = ssq_training(list(ssq_train_paths))
     measured_baselines, alone = {}, {}
-    for r in saved_records(runs, 'test'):
+    records = saved_records(runs, 'test')
+    carried = carried_records(previous, records) if previous else []
+    for r in records + carried:
         if r['method'] in BASELINE_RECORDS:
             measured_baselines.setdefault(r['task'], {})[BASELINE_RECORDS[r['method']]] = \
                 r['eval_shielded']['outcomes']
@@ -509,9 +556,10 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
         methods.setdefault(r['method'], {})[key] = r['eval_shielded']['outcomes']
         if 'eval_unshielded' in r:
             alone.setdefault(r['method'], {})[key] = r['eval_unshielded']
-        training.setdefault(r['method'], {})[key] = {
-            'unsafe_states_train': r['training']['unsafe_states_train'],
-            'wall_time_train_s': r['training']['wall_time_train_s']}
+        if r['training']['unsafe_states_train'] is not None:
+            training.setdefault(r['method'], {})[key] = {
+                'unsafe_states_train': r['training']['unsafe_states_train'],
+                'wall_time_train_s': r['training']['wall_time_train_s']}
     per_task, across = [], []
     for name, outcomes in methods.items():
         for steps in sorted({k[0] for k in outcomes}):
@@ -580,11 +628,16 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             if entry['method'] != reference and here and here['tasks'] == entry['tasks']:
                 entry[f'probability_{reference}_beats'] = probability_of_improvement(
                     here['scores'], entry['scores'])
+    grid = [row for method in GRIDS
+            for row in tune_table(saved_records(runs, 'tune'), method)]
+    tuned_here = {row['method'] for row in grid}
+    grid += [row for row in (previous or {}).get('grid', []) if row['method'] not in tuned_here]
     return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'versions': versions(),
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
             'test_split': TEST, 'validation_split': VALIDATION,
-            'grid': [row for method in GRIDS
-                     for row in tune_table(saved_records(runs, 'tune'), method)],
+            'grid': grid,
+            'carried': sorted({(r['method'], r['steps'], r['task'], r['carried_from'])
+                               for r in carried}),
             'per_task': per_task, 'across_tasks': across,
             'to_success': budget_to_success(learned, training)}
 
@@ -664,6 +717,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--ssq-train', type=Path, nargs='+', default=[SSQ_TRAIN],
                         help='table: bench_tasks_train outputs with SSQ\'s training numbers')
     parser.add_argument('--out', type=Path, default=RESULTS)
+    parser.add_argument('--previous', type=Path, default=RESULTS,
+                        help='table: the earlier table whose rows runs/ has no records for '
+                        'are carried over (default: the committed one)')
+    parser.add_argument('--fresh', action='store_true',
+                        help='table: only the records under runs/, nothing carried over')
     args = parser.parse_args(argv)
     args.tasks = args.tasks or list(TUNED if args.phase == 'tune' else TASKS)
     grid, run = GRIDS[args.method], functools.partial(run_online, args.method)
@@ -700,7 +758,9 @@ def main(argv: list[str] | None = None) -> int:
         each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
               for s in args.seeds for t in args.tasks], run_offline)
     else:
-        result = table(args.ssq, RUNS, args.ssq_train)
+        previous = None if args.fresh or not args.previous.exists() else \
+            json.loads(args.previous.read_text())
+        result = table(args.ssq, RUNS, args.ssq_train, previous)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + '\n')
         print_table(result)

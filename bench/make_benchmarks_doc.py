@@ -464,6 +464,12 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
         lines += ['Libraries when the table was made: ' + ', '.join(
             f'{name} {version}' for name, version in suite['versions'].items() if version)
             + '.', '']
+    carried = sorted({commit[:7] for *_, commit in suite.get('carried', []) if commit})
+    if carried:
+        lines += [f"{len(suite['carried'])} (method, budget, task) groups of peer runs come "
+                  f"from the table of an earlier sitting (commit {', '.join(carried)}; its "
+                  'per-seed counts; `carried` in the JSON lists them), whose libraries may '
+                  'have differed.', '']
     budgets = {r['steps'] for r in suite['per_task'] if r['steps']}
     for steps in sorted(budgets, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]

@@ -246,6 +246,30 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     one_budget = dict(result, per_task=[r for r in result['per_task']
                                         if r['steps'] in (0, 10_000)])
     assert make_benchmarks_doc.plot_suite(one_budget, tmp_path / 'none.png') is None
+    # a later sitting, on a machine without the records: the peers' rows come back from the
+    # committed table, with every statistic of the first
+    again = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere',
+                                    ssq_train_paths=[train], previous=result)
+    ssq_rows = set(bench_tasks_peers.SSQ_VARIANTS.values())
+    learners = {(m, n, t) for m, n, t in rows if n and m not in ssq_rows}
+    assert {(m, n, t) for m, n, t, _ in again['carried']} == \
+        learners | {('mu_continuous', 0, t) for t in outcomes}  # the measured baseline too
+    for row in again['per_task']:
+        before = rows[(row['method'], row['steps'], row['task'])]
+        for key in ('successes', 'episodes', 'per_seed', 'unsafe_states_train_per_seed',
+                    'unshielded'):
+            assert row.get(key) == before.get(key), (row['method'], key)
+        assert row.get('wall_time_train_s') == pytest.approx(before.get('wall_time_train_s'))
+    assert len(again['per_task']) == len(result['per_task'])
+    for entry in again['across_tasks']:
+        before = across[(entry['method'], entry['steps'])]
+        assert entry['iqm'] == before['iqm'] and entry['runs'] == before['runs']
+        assert entry.get('probability_ssq_beats') == before.get('probability_ssq_beats')
+    assert 'groups of peer runs come from the table of an earlier sitting' in '\n'.join(
+        make_benchmarks_doc.suite_section(again, 'tasks.png'))
+    # records here replace the carried rows of their (method, budget, task), never mix
+    assert not bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train],
+                                       previous=result)['carried']
     # SSQ's outcomes from another split are refused
     ssq.write_text(json.dumps({'first_episode': 30, 'episodes': count, 'runs': ssq_runs,
                                'baselines': baselines, 'machine': {'code_commit': 'c'}}))
