@@ -98,8 +98,10 @@ SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous',
                 # mu that knows only safety (goal preference 0), the induced policy collecting
                 # every training episode, alpha 0.1: no task prior, as SAC behind the shield
                 'task_gp0_ic1_a01': 'ssq_goal_free',
-                # ... with a novelty bonus and hindsight goals (config/tasks/costly.yaml)
-                'task_gp0_ic1_a01_her4_nb1_u07': 'ssq_goal_free_explore'}
+                # ... with a novelty bonus and hindsight goals (config/tasks/costly.yaml: the
+                # bonus for the first half of 150 000 steps; before, 70 % of 100 000)
+                'task_gp0_ic1_a01_her4_nb1_u05': 'ssq_goal_free_explore',
+                'task_gp0_ic1_a01_her4_nb1_u07': 'ssq_goal_free_explore_u07'}
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'

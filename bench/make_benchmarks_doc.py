@@ -60,8 +60,13 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                                  'policy collecting every training episode, alpha 0.1',
                 'ssq_goal_free_explore': "SSQ (ssq_ros) from mu that knows only safety, "
                                          'the induced policy collecting, alpha 0.1, a novelty '
-                                         'bonus for 70 % of the steps and 4 hindsight goals '
-                                         '(config/tasks/costly.yaml)',
+                                         'bonus for the first half of the steps and 4 '
+                                         'hindsight goals (config/tasks/costly.yaml)',
+                'ssq_goal_free_explore_u07': "SSQ (ssq_ros) from mu that knows only safety, "
+                                             'the induced policy collecting, alpha 0.1, a '
+                                             'novelty bonus for the first 70 % of the steps '
+                                             'and 4 hindsight goals (costly.yaml before '
+                                             '150 000 steps)',
                 'behavior_continuous': 'sampled mu, continuous actions',
                 'bc': "Behaviour cloning of mu's data",
                 'cql': "Discrete CQL (d3rlpy) on mu's data",

@@ -124,7 +124,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     ssq_runs += [{'task': t, 'variant': 'task_cont', 'seed': s, 'steps': 10_000,
                   'outcomes': {'policy': [1] * 20 + [0] * 80}} for t in outcomes for s in range(2)]
     # an SSQ variant run on the untuned task alone, at its own budget: per task, no IQM
-    ssq_runs += [{'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u07', 'seed': s,
+    ssq_runs += [{'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u05', 'seed': s,
                   'steps': 100_000, 'outcomes': {'policy': [1] * 40 + [0] * 60}}
                  for s in range(2)]
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
@@ -171,7 +171,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         {'task': t, 'variant': 'task_cont', 'seed': s, 'steps': 10_000,
          'unsafe_states_train': 0, 'wall_time_s': 300.0, 'wall_time_eval_s': 100.0}
         for t in outcomes for s in range(2)] + [
-        {'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u07', 'seed': s,
+        {'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u05', 'seed': s,
          'steps': 100_000, 'unsafe_states_train': 0, 'wall_time_s': 950.0 - 100 * s,
          'wall_time_eval_s': 50.0} for s in range(2)]}))
     result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])

@@ -130,8 +130,9 @@ def test_the_costly_task_explores_and_its_goal_seeking_variants_do_not(tmp_path)
                 schedule.induced_collection, schedule.hindsight_goals, schedule.novelty_bonus,
                 schedule.novelty_until, config.learner.replay_capacity)
 
-    assert learner('task') == learner('task_gp0_ic1_a01_her4_nb1_u07') == \
-        (0.0, 0.1, 1.0, 4, 1.0, 0.7, 150_000)
+    assert learner('task') == learner('task_gp0_ic1_a01_her4_nb1_u05') == \
+        (0.0, 0.1, 1.0, 4, 1.0, 0.5, 150_000)
+    assert learner('task_gp0_ic1_a01_her4_nb1_u07') == (0.0, 0.1, 1.0, 4, 1.0, 0.7, 150_000)
     assert learner('task_ic1') == (2.0, 0.3, 1.0, 0, 0.0, 1.0, 100_000)
     assert learner('task_gp0_ic1_a01') == (0.0, 0.1, 1.0, 0, 0.0, 1.0, 100_000)
     assert learner('task_gp0_ic1_a01_nb1_u07') == (0.0, 0.1, 1.0, 0, 1.0, 0.7, 100_000)
