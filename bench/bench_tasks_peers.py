@@ -48,7 +48,8 @@ The peers get every advantage SSQ has on the discrete task suite:
 episodes 131-230, 1-based, i.e. --first 130). Every (phase, method, task, seed) record goes
 to runs/tasks_peers/ and is reused only if its code commit and settings hash match (a stale
 record is rerun, never reused silently). `table` joins the test records with SSQ's
-(bench/results/tasks_test_induced.json) into bench/results/tasks_peers.json: success per task
+(--ssq, --ssq-train; by default the files the committed table was made from, so `table` alone
+rebuilds it) into bench/results/tasks_peers.json: success per task
 with Wilson 95 % intervals, IQM over (task, seed) with stratified-bootstrap intervals, and the
 probability that SSQ's run beats the peer's. The records stay on the machine that made them;
 a (method, budget, task) that runs/ has no record of is carried over from the table already
@@ -507,6 +508,8 @@ def carried_records(previous: dict, local: list[dict]) -> list[dict]:
     record in `local` is taken from `local` alone."""
     have = {(r['method'], r['steps'], r['task']) for r in local}
     as_record = {name: method for method, name in BASELINE_RECORDS.items()}
+    # a group the earlier table itself carried keeps the commit of the table that had records
+    first_seen = {tuple(entry[:3]): entry[3] for entry in previous.get('carried', [])}
     commit = previous.get('machine', {}).get('code_commit')
     out = []
     for row in previous.get('per_task', []):
@@ -521,7 +524,9 @@ def carried_records(previous: dict, local: list[dict]) -> list[dict]:
         for seed, rate in enumerate(seeds):
             wins = round(rate * episodes)
             record = {'method': method, 'task': row['task'], 'seed': seed,
-                      'steps': row['steps'], 'carried_from': commit,
+                      'steps': row['steps'],
+                      'carried_from': first_seen.get((method, row['steps'], row['task']),
+                                                     commit),
                       'training': {'unsafe_states_train': unsafe[seed],
                                    'wall_time_train_s': row.get('wall_time_train_s')},
                       'eval_shielded': {'outcomes': [1] * wins + [0] * (episodes - wins)}}
@@ -636,6 +641,7 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
     grid += [row for row in (previous or {}).get('grid', []) if row['method'] not in tuned_here]
     return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'versions': versions(),
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
+            'ssq_train_sources': [str(p) for p in ssq_train_paths],
             'test_split': TEST, 'validation_split': VALIDATION,
             'grid': grid,
             'carried': sorted({(r['method'], r['steps'], r['task'], r['carried_from'])
@@ -714,10 +720,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument('--steps', type=int, default=STEPS,
                         help='test, offline: env steps of the runs (offline: of SSQ\'s run)')
-    parser.add_argument('--ssq', type=Path, nargs='+', default=[SSQ_TEST],
-                        help='table: bench_tasks_test outputs with SSQ\'s test-split outcomes')
-    parser.add_argument('--ssq-train', type=Path, nargs='+', default=[SSQ_TRAIN],
-                        help='table: bench_tasks_train outputs with SSQ\'s training numbers')
+    parser.add_argument('--ssq', type=Path, nargs='+',
+                        help='table: bench_tasks_test outputs with SSQ\'s test-split outcomes '
+                        f'(default: those of --previous, else {SSQ_TEST.name})')
+    parser.add_argument('--ssq-train', type=Path, nargs='+',
+                        help='table: bench_tasks_train outputs with SSQ\'s training numbers '
+                        f'(default: those of --previous, else {SSQ_TRAIN.name})')
     parser.add_argument('--out', type=Path, default=RESULTS)
     parser.add_argument('--previous', type=Path, default=RESULTS,
                         help='table: the earlier table whose rows runs/ has no records for '
@@ -760,9 +768,11 @@ def main(argv: list[str] | None = None) -> int:
         each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
               for s in args.seeds for t in args.tasks], run_offline)
     else:
-        previous = None if args.fresh or not args.previous.exists() else \
-            json.loads(args.previous.read_text())
-        result = table(args.ssq, RUNS, args.ssq_train, previous)
+        earlier = json.loads(args.previous.read_text()) if args.previous.exists() else {}
+        ssq = args.ssq or [Path(p) for p in earlier.get('ssq_sources', [SSQ_TEST])]
+        ssq_train = args.ssq_train or [Path(p) for p in earlier.get('ssq_train_sources',
+                                                                    [SSQ_TRAIN])]
+        result = table(ssq, RUNS, ssq_train, None if args.fresh else earlier)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + '\n')
         print_table(result)

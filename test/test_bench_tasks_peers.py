@@ -248,8 +248,10 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert make_benchmarks_doc.plot_suite(one_budget, tmp_path / 'none.png') is None
     # a later sitting, on a machine without the records: the peers' rows come back from the
     # committed table, with every statistic of the first
+    first = dict(result, machine={'code_commit': 'a' * 40})
     again = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere',
-                                    ssq_train_paths=[train], previous=result)
+                                    ssq_train_paths=[train], previous=first)
+    assert again['ssq_sources'] == [str(ssq)] and again['ssq_train_sources'] == [str(train)]
     ssq_rows = set(bench_tasks_peers.SSQ_VARIANTS.values())
     learners = {(m, n, t) for m, n, t in rows if n and m not in ssq_rows}
     assert {(m, n, t) for m, n, t, _ in again['carried']} == \
@@ -267,6 +269,10 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         assert entry.get('probability_ssq_beats') == before.get('probability_ssq_beats')
     assert 'groups of peer runs come from the table of an earlier sitting' in '\n'.join(
         make_benchmarks_doc.suite_section(again, 'tasks.png'))
+    # carried twice, a row keeps the commit of the table that had its records
+    twice = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere', ssq_train_paths=[train],
+                                    previous=dict(again, machine={'code_commit': 'b' * 40}))
+    assert {commit for *_, commit in twice['carried']} == {'a' * 40}
     # records here replace the carried rows of their (method, budget, task), never mix
     assert not bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train],
                                        previous=result)['carried']
