@@ -31,11 +31,12 @@ The peers get every advantage SSQ has on the discrete task suite:
 - Without the shield in training, judged behind it (as every row) and also on their own
   (UNSHIELDED_TRAINING), in the continuous tasks:
   - SAC-Lagrangian (`bench/peers/sac_lagrangian.py`): a cost critic of the referee's unsafe
-    states and a learned multiplier, cost limit 0; its grid (LAGRANGIAN_GRID, 4 points): the
-    multiplier's learning rate x mu's prior for the warm-up, at SAC's tuned n-step and episode
-    length.
+    states and a learned multiplier, cost limit 0; its grid (LAGRANGIAN_GRID, 8 points): the
+    multiplier's learning rate (4 values) x mu's prior for the warm-up, at SAC's tuned n-step
+    and episode length.
   - TQC with HER (sb3-contrib; `bench/peers/tqc_her.py`), reward only: the unconstrained
-    ceiling; its grid (TQC_HER_GRID, 4 points): mu's prior x episode length.
+    ceiling; its grid (TQC_HER_GRID, 8 points): mu's prior x (episode length, relabelled
+    goals per transition).
 - On mu's data, the replay of SSQ's own run of the same task and seed (what SSQ learned
   from), observations standardised, 10 000 updates (SSQ's runs make 9 001), executed greedily
   behind the same shield: behaviour cloning ('bc', a network fitted to mu's actions) and
@@ -117,17 +118,21 @@ SAC_GRID = {f'{warmup}_n{n}_e{length}': {'warmup': warmup, 'n_steps': n,
                                          'train_episode_steps': length}
             for warmup in ('uniform', 'mu') for n in (1, 8) for length in (140, 400)}
 # SAC-Lagrangian trains without the shield (its safety is learned): its own levers, the
-# multiplier's learning rate and mu's prior for the warm-up, at SAC's tuned n-step (8) and
-# episode length (400); cost limit 0 (no unsafe state is acceptable). 4 points, SAC had 8.
+# multiplier's learning rate (4 values; the first 4 points had 3e-4 and 3e-3, the slower one
+# better, so the grid extends downward) and mu's prior for the warm-up, at SAC's tuned n-step
+# (8) and episode length (400); cost limit 0 (no unsafe state is acceptable). 8 points, as SAC.
 LAGRANGIAN_GRID = {f'{warmup}_lr{rate}': {'warmup': warmup, 'multiplier_lr': float(rate),
                                           'cost_limit': 0.0, 'n_steps': 8,
                                           'train_episode_steps': 400}
-                   for warmup in ('uniform', 'mu') for rate in ('3e-4', '3e-3')}
+                   for warmup in ('uniform', 'mu') for rate in ('3e-5', '1e-4', '3e-4', '3e-3')}
 # TQC with HER, no shield and no cost: the reward-only ceiling. SB3's HER takes one-step
-# targets only, so its grid is mu's prior x episode length, 'future' goals, 4 per transition.
-TQC_HER_GRID = {f'{warmup}_e{length}': {'warmup': warmup, 'train_episode_steps': length,
-                                        'n_sampled_goal': 4}
-                for warmup in ('uniform', 'mu') for length in (140, 400)}
+# targets only, so its grid is mu's prior x episode length x relabelled goals per transition
+# ('future' goals): the first 4 points had 4 goals and episodes of 140 or 400 steps, the
+# longer better; the other 4 add 8 goals and 1000-step episodes. 8 points, as SAC.
+TQC_HER_GRID = {f'{warmup}_e{length}' + ('' if goals == 4 else f'_k{goals}'): {
+                    'warmup': warmup, 'train_episode_steps': length, 'n_sampled_goal': goals}
+                for warmup in ('uniform', 'mu')
+                for length, goals in ((140, 4), (400, 4), (400, 8), (1000, 4))}
 GRIDS = {'dqn': GRID, 'sac': SAC_GRID, 'sac_lagrangian': LAGRANGIAN_GRID,
          'tqc_her': TQC_HER_GRID}
 # The online peers that train without mu's support shield: judged behind it (as deployed) and
@@ -462,6 +467,22 @@ def tune_table(records: list[dict], method: str = 'dqn') -> list[dict]:
     return sorted(rows, key=lambda r: -r['mean'])
 
 
+def grid_rows(runs: Path, previous: dict | None) -> list[dict]:
+    """Every method's tuned grid points, best first within each method: those with tune
+    records under `runs`, and the previous table's other points (a grid extended in a later
+    sitting keeps the points an earlier one measured), each carried row naming the commit of
+    the table it came from."""
+    records = saved_records(runs, 'tune')
+    here = [row for method in GRIDS for row in tune_table(records, method)]
+    measured = {(row['method'], row['point']) for row in here}
+    carried_from = (previous or {}).get('machine', {}).get('code_commit')
+    carried = [{**row, 'carried_from': row.get('carried_from', carried_from)}
+               for row in (previous or {}).get('grid', [])
+               if (row['method'], row['point']) not in measured]
+    order = list(GRIDS)
+    return sorted(here + carried, key=lambda r: (order.index(r['method']), -r['mean']))
+
+
 def ssq_test_outcomes(paths: list[Path]) -> tuple[dict, dict, list[str]]:
     """SSQ's deployed policy per method (SSQ_VARIANTS) and (steps, task, seed), the per-task
     baselines, and the code commits, from bench_tasks_test outputs made on the test split."""
@@ -635,15 +656,11 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             if entry['method'] != reference and here and here['tasks'] == entry['tasks']:
                 entry[f'probability_{reference}_beats'] = probability_of_improvement(
                     here['scores'], entry['scores'])
-    grid = [row for method in GRIDS
-            for row in tune_table(saved_records(runs, 'tune'), method)]
-    tuned_here = {row['method'] for row in grid}
-    grid += [row for row in (previous or {}).get('grid', []) if row['method'] not in tuned_here]
     return {'machine': {**provenance(), 'cpus': os.cpu_count()}, 'versions': versions(),
             'ssq_sources': [str(p) for p in ssq_paths], 'ssq_code_commits': commits,
             'ssq_train_sources': [str(p) for p in ssq_train_paths],
             'test_split': TEST, 'validation_split': VALIDATION,
-            'grid': grid,
+            'grid': grid_rows(runs, previous),
             'carried': sorted({(r['method'], r['steps'], r['task'], r['carried_from'])
                                for r in carried}),
             'per_task': per_task, 'across_tasks': across,
@@ -728,10 +745,11 @@ def main(argv: list[str] | None = None) -> int:
                         f'(default: those of --previous, else {SSQ_TRAIN.name})')
     parser.add_argument('--out', type=Path, default=RESULTS)
     parser.add_argument('--previous', type=Path, default=RESULTS,
-                        help='table: the earlier table whose rows runs/ has no records for '
-                        'are carried over (default: the committed one)')
+                        help='table, tune, test --point best: the earlier table whose rows '
+                        'and grid points runs/ has no records for are carried over (default: '
+                        'the committed one)')
     parser.add_argument('--fresh', action='store_true',
-                        help='table: only the records under runs/, nothing carried over')
+                        help='only the records under runs/, nothing carried over')
     args = parser.parse_args(argv)
     args.tasks = args.tasks or list(TUNED if args.phase == 'tune' else TASKS)
     grid, run = GRIDS[args.method], functools.partial(run_online, args.method)
@@ -743,18 +761,25 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f'--point: {args.point!r} is neither best nor in the {args.method} grid '
                      f'({", ".join(grid)})')
     torch.set_num_threads(1)
+    earlier = json.loads(args.previous.read_text()) if args.previous.exists() else {}
+    # the grid as measured: runs/'s tune records and the points the earlier table carries
+    tuned = [row for row in grid_rows(RUNS, None if args.fresh else earlier)
+             if row['method'] == args.method]
     if args.phase == 'tune':
         each([('tune', t, p, 0) for p in args.points or grid for t in args.tasks], run)
-        for row in tune_table(saved_records(RUNS, 'tune'), args.method):
+        tuned = [row for row in grid_rows(RUNS, None if args.fresh else earlier)
+                 if row['method'] == args.method]
+        for row in tuned:
             print(f"{row['point']:16} mean {100 * row['mean']:5.1f} %  " + '  '.join(
                 f'{t} {100 * v:.0f} %' for t, v in row['per_task'].items())
-                + ('' if row['complete'] else '  (not every task yet)'))
+                + ('' if row['complete'] else '  (not every task yet)')
+                + (f"  (carried from {row['carried_from'][:7]})" if 'carried_from' in row
+                   else ''))
     elif args.phase == 'test':
         if args.point is None:
             parser.error('test needs --point (a grid point, or best: the one tune chose)')
         if args.point == 'best':
-            tuned = [row for row in tune_table(saved_records(RUNS, 'tune'), args.method)
-                     if row['complete']]
+            tuned = [row for row in tuned if row['complete']]
             if not tuned:
                 parser.error('--point best: no grid point was tuned on every task (run tune)')
             args.point = tuned[0]['point']
@@ -768,7 +793,6 @@ def main(argv: list[str] | None = None) -> int:
         each([(m, t, s, RUNS, SSQ_RUNS, args.steps) for m in args.methods
               for s in args.seeds for t in args.tasks], run_offline)
     else:
-        earlier = json.loads(args.previous.read_text()) if args.previous.exists() else {}
         ssq = args.ssq or [Path(p) for p in earlier.get('ssq_sources', [SSQ_TEST])]
         ssq_train = args.ssq_train or [Path(p) for p in earlier.get('ssq_train_sources',
                                                                     [SSQ_TRAIN])]
