@@ -283,6 +283,36 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         bench_tasks_peers.table([ssq], runs=tmp_path / 'peers')
 
 
+def test_a_grid_extended_later_keeps_the_points_an_earlier_sitting_measured(tmp_path):
+    tune = tmp_path / 'tune'
+    tune.mkdir()
+    for point, wins in (('mu_lr3e-5', 29), ('mu_lr3e-4', 12)):  # mu_lr3e-4 measured again
+        for task in bench_tasks_peers.TUNED:
+            (tune / f'{task}-sac_lagrangian_{point}-10000-s0.json').write_text(json.dumps({
+                'method': f'sac_lagrangian_{point}', 'task': task, 'seed': 0,
+                'eval_shielded': {'outcomes': [1] * wins + [0] * (30 - wins)}}))
+    earlier = {'machine': {'code_commit': 'a' * 40}, 'grid': [
+        {'method': 'sac_lagrangian', 'point': 'mu_lr3e-4', 'per_task': {}, 'mean': 0.99,
+         'complete': True},
+        {'method': 'sac_lagrangian', 'point': 'mu_lr3e-3', 'per_task': {}, 'mean': 0.5,
+         'complete': True},
+        {'method': 'dqn', 'point': 'mu_n8_e140', 'per_task': {}, 'mean': 0.2,
+         'complete': True, 'carried_from': 'b' * 40}]}
+    rows = bench_tasks_peers.grid_rows(tmp_path, earlier)
+    assert [(r['method'], r['point']) for r in rows] == [
+        ('dqn', 'mu_n8_e140'), ('sac_lagrangian', 'mu_lr3e-5'),
+        ('sac_lagrangian', 'mu_lr3e-3'), ('sac_lagrangian', 'mu_lr3e-4')]
+    by_point = {r['point']: r for r in rows}
+    assert by_point['mu_lr3e-5']['mean'] == pytest.approx(29 / 30)
+    assert 'carried_from' not in by_point['mu_lr3e-5']
+    # a point measured here replaces the earlier table's, never mixes with it
+    assert by_point['mu_lr3e-4']['mean'] == pytest.approx(12 / 30)
+    assert 'carried_from' not in by_point['mu_lr3e-4']
+    assert by_point['mu_lr3e-3']['carried_from'] == 'a' * 40
+    assert by_point['mu_n8_e140']['carried_from'] == 'b' * 40  # carried twice: the first
+    assert bench_tasks_peers.grid_rows(tmp_path / 'none', None) == []
+
+
 def test_sacs_version_of_a_task_differs_only_in_its_actions():
     """SAC acts in the continuous version of the same task: same safe set, goals, time limit
     and learner settings it shares with SSQ; a point of another method's grid is refused."""
