@@ -14,7 +14,9 @@ run (greedy mu, sampled mu, the oracle). Episodes are new starts and goal draws;
 positions come from the same held-out half of each task's pool. Writes
 bench/results/tasks_test.json (per run outcomes, per (task, variant) pooled success with
 Wilson 95 % intervals, IQM across tasks with stratified-bootstrap intervals) and prints the
-table; one progress line per evaluation with its rate.
+table; one progress line per evaluation with its rate. Where a task has costly boxes, each
+learned executor's failures that still reached the goal, through a costly box, are counted
+apart (`reached_costly`): a learner that gets there the wrong way, not one that gets lost.
 """
 from __future__ import annotations
 
@@ -57,20 +59,24 @@ def run_config(folder: Path) -> TrainConfig:
     return parse(TrainConfig, yaml.safe_load(path.read_text()), str(path))
 
 
-def timed(label: str, problem, act, episodes: int, first: int, gamma: float) -> list[int]:
+def timed(label: str, problem, act, episodes: int, first: int, gamma: float):
+    """`act`'s EvalStats on the episodes, with a progress line."""
     started = time.monotonic()
     stats = evaluate_heldout(problem, act, episodes, gamma, first=first)
     wall = time.monotonic() - started
     if stats.unsafe:  # every actor here acts inside mu's support: this would be a bug
         raise AssertionError(f'{label}: {stats.unsafe} unsafe states in the test split')
-    print(f'{label}: {stats.successes}/{stats.episodes} in {wall:.0f} s '
+    costly = (f', {stats.reached_costly} more reached it through a costly box'
+              if stats.reached_costly else '')
+    print(f'{label}: {stats.successes}/{stats.episodes}{costly} in {wall:.0f} s '
           f'({stats.episodes / wall:.2f} episodes/s)', flush=True)
-    return [int(o) for o in stats.outcomes]
+    return stats
 
 
 def evaluate_run(folder: Path, episodes: int, first: int,
-                 executors: tuple[str, ...] = LEARNED) -> dict[str, list[int]]:
-    """The run's learned executors (those of `executors` it has) on the test episodes."""
+                 executors: tuple[str, ...] = LEARNED) -> tuple[dict, dict]:
+    """The run's learned executors (those of `executors` it has) on the test episodes: each
+    one's outcomes, and how many episodes it reached the goal through a costly box."""
     config = run_config(folder)
     learner = load_run_learner(config, folder)
     policy = load_exported_policy(folder / 'policy.pt')
@@ -83,8 +89,10 @@ def evaluate_run(folder: Path, episodes: int, first: int,
         executor = ShieldedExecutor(greedy=greedy, seed=config.schedule.seed)
         executor.set_policy(policy)
         actors[name] = executor_actor(problem, executor)
-    return {name: timed(f'{folder.name} {name}', problem, act, episodes, first, gamma)
-            for name, act in actors.items() if name in executors}
+    stats = {name: timed(f'{folder.name} {name}', problem, act, episodes, first, gamma)
+             for name, act in actors.items() if name in executors}
+    return ({name: [int(o) for o in s.outcomes] for name, s in stats.items()},
+            {name: s.reached_costly for name, s in stats.items()})
 
 
 def evaluate_baselines(folder: Path, episodes: int, first: int) -> dict[str, list[int]]:
@@ -95,7 +103,8 @@ def evaluate_baselines(folder: Path, episodes: int, first: int) -> dict[str, lis
     gamma = config.learner.critic.gamma
     actors = {'behavior_greedy': greedy_behavior_actor(problem),
               'behavior': behavior_actor(problem), 'oracle': oracle_actor(problem)}
-    return {name: timed(f'{folder.name} {name}', problem, act, episodes, first, gamma)
+    return {name: [int(o) for o in timed(f'{folder.name} {name}', problem, act, episodes,
+                                         first, gamma).outcomes]
             for name, act in actors.items()}
 
 
@@ -120,6 +129,9 @@ def summarise(runs: list[dict], baselines: dict[str, dict]) -> tuple[list[dict],
                                'rate': successes / trials,
                                'wilson95': wilson_interval(successes, trials),
                                'per_seed': [float(np.mean(x)) for x in lists]}
+            costly = [m.get('reached_costly', {}).get(executor) for m in members]
+            if executor in LEARNED and None not in costly:  # runs evaluated before: unknown
+                entry[executor]['reached_costly'] = int(sum(costly))
         summary.append(entry)
     across: dict = {}
     for variant in sorted({e['variant'] for e in summary}):
@@ -138,7 +150,9 @@ def format_table(summary: list[dict]) -> str:
     lines = []
     for e in summary:
         cells = ', '.join(f"{x} {e[x]['successes']}/{e[x]['episodes']} "
-                          f"({100 * e[x]['wilson95'][0]:.0f}-{100 * e[x]['wilson95'][1]:.0f} %)"
+                          f"({100 * e[x]['wilson95'][0]:.0f}-{100 * e[x]['wilson95'][1]:.0f} %"
+                          + (f"; {e[x]['reached_costly']} more through a costly box)"
+                             if e[x].get('reached_costly') else ')')
                           for x in (*LEARNED, *BASELINES) if x in e)
         lines.append(f"{e['task']:7} {e['variant']:16} seeds {e['seeds']}: {cells}")
     return '\n'.join(lines)
@@ -170,9 +184,10 @@ def evaluate_folders(args: argparse.Namespace,
     runs = []
     for k, (info, folder) in enumerate(folders):
         # a run reached through a link is named by where it is
+        outcomes, reached_costly = evaluate_run(folder, args.episodes, args.first,
+                                                tuple(args.executors))
         runs.append({**info, 'run_folder': os.path.relpath(folder.resolve()),
-                     'outcomes': evaluate_run(folder, args.episodes, args.first,
-                                              tuple(args.executors))})
+                     'outcomes': outcomes, 'reached_costly': reached_costly})
         elapsed = time.monotonic() - started
         print(f'[{k + 1}/{len(folders)} runs, {elapsed / 60:.1f} min, ETA '
               f'{elapsed / (k + 1) * (len(folders) - k - 1) / 60:.1f} min]', flush=True)

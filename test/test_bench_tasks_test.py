@@ -49,6 +49,9 @@ def test_a_finished_run_is_evaluated_on_the_test_episodes_from_its_folder(tiny_s
     entry = result['summary'][0]
     assert entry['policy']['episodes'] == 2 and entry['oracle']['episodes'] == 2
     assert entry['policy']['rate'] == np.mean(run['outcomes']['policy'])
+    # the easy task has no costly box: no episode reached the goal through one
+    assert run['reached_costly'] == {'induced': 0, 'policy_sampled': 0, 'policy': 0}
+    assert entry['policy']['reached_costly'] == 0 and 'reached_costly' not in entry['oracle']
     # two halves evaluated apart and combined give the same table
     again = tmp_path / 'again.json'
     assert bench_tasks_test.main(['--combine', str(out), '--out', str(again)]) == 0

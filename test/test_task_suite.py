@@ -98,6 +98,10 @@ def test_greedy_goal_seeking_mu_is_trapped_where_the_oracle_is_not(name):
     # each episode's outcome is kept, in held-out order, for the benchmark's unseen split
     assert oracle.summary()['outcomes'] == [1, 1, 1]
     assert len(greedy.outcomes) == 20 and sum(greedy.outcomes) == greedy.successes
+    # on the costly task greedy mu gets there, straight through the tray: counted apart
+    assert oracle.reached_costly == 0
+    assert (greedy.reached_costly >= 10) == (name == 'costly'), greedy.reached_costly
+    assert greedy.successes + greedy.reached_costly <= 20
 
 
 def test_bad_goal_sampling_is_an_error_naming_the_key(tmp_path):

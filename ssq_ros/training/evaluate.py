@@ -189,6 +189,9 @@ class EvalStats:
     g: list[float] = field(default_factory=list)
     calibration_incomplete: int = 0
     """calibration episodes cut before the returns of all their counted steps were complete"""
+    reached_costly: int = 0
+    """episodes that reached the goal within the time limit after a step inside a costly box
+    (the task's cost region): reached, and yet not a success"""
 
     @property
     def success_rate(self) -> float:
@@ -244,7 +247,8 @@ class EvalStats:
                 'min_margin': self.min_margin, 'statuses': self.statuses.as_dict(),
                 'behavior_fallbacks': self.behavior_fallbacks,
                 'calibration_pairs': len(self.q), 'calibration_bias': self.calibration_bias,
-                'calibration_error': self.calibration_error}
+                'calibration_error': self.calibration_error,
+                'reached_costly': self.reached_costly}
 
 
 def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: float,
@@ -273,7 +277,7 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
         calibrate = q_function is not None and index < calibration_episodes
         tail = calibration_tail if calibrate else 0
         observations, actions, rewards, kl_costs = [], [], [], []
-        total, success, terminated = 0.0, False, False
+        total, success, terminated, reached, costly = 0.0, False, False, False, False
         while True:
             choice = act(obs, rng)
             stats.behavior_fallbacks += int(choice.fallback)
@@ -289,11 +293,14 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
             if len(rewards) <= max_steps:
                 total += reward
                 success = success or info['success']
+                reached = reached or terminated  # the env ends an episode at the goal
+                costly = costly or bool(info.get('costly', False))
                 stats.interventions += int(choice.replaced)
             # Past the time limit only for calibration: keep going, stop at the goal.
             if terminated or len(rewards) >= max_steps + tail:
                 break
         stats.add_episode(total, success, min(len(rewards), max_steps))
+        stats.reached_costly += int(reached and costly and not success)
         if calibrate:
             complete = complete_returns(rewards, terminated, max_steps, tail, gamma).size
             q = q_function(np.array(observations[:complete]), np.array(actions[:complete])) \
