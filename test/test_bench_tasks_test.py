@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import bench_tasks_test
+from bench import bench_costly_paths, bench_tasks_test
 from bench.bench_tasks_train import MARKER
 from bench.peers.ssq import ssq_config, tiny_ssq_config, train_ssq
 from ssq_ros.training.evaluate import evaluate_heldout, greedy_behavior_actor
@@ -32,6 +32,34 @@ def test_first_reaches_the_later_heldout_episodes(tiny_suite):
     assert third.returns == [three.returns[2]] and third.outcomes == [three.outcomes[2]]
     with pytest.raises(ValueError, match='first'):
         evaluate_heldout(problem, act, 1, 0.98, first=-1)
+
+
+def test_each_episode_keeps_its_length_discounted_return_and_costly_steps(tiny_suite):
+    problem = build_problem(ssq_config('discrete', 0, 120, base=tiny_suite[1]))
+    act = greedy_behavior_actor(problem)
+    plain = evaluate_heldout(problem, act, 3, 1.0)
+    assert plain.discounted_returns == pytest.approx(plain.returns)  # gamma 1: the same
+    assert sum(plain.lengths) == plain.steps and len(plain.lengths) == 3
+    assert plain.costly_steps == [0, 0, 0] and plain.reached_costly == 0  # no costly box
+    assert plain.reached == [bool(o) for o in plain.outcomes]  # so reaching is success
+    halved = evaluate_heldout(problem, act, 3, 0.5)
+    assert halved.returns == plain.returns  # the same episodes
+    assert halved.discounted_returns != pytest.approx(plain.returns)
+
+
+def test_the_costly_paths_diagnosis_sets_the_oracle_beside_the_policy(tiny_suite, tmp_path):
+    runs, _ = tiny_suite
+    out = tmp_path / 'paths.json'
+    assert bench_costly_paths.main([str(runs / 'easy-n8_long_e30-120-s0'), '--first', '2',
+                                    '--episodes', '2', '--out', str(out)]) == 0
+    (run,) = json.loads(out.read_text())['runs']
+    assert run['first_episode'] == 2 and len(run['policy']) == len(run['oracle']) == 2
+    for row in run['policy'] + run['oracle']:  # no costly box: reaching is success
+        assert row['reached'] == row['success'] and row['costly_steps'] == 0
+        assert 0 < row['length'] <= 40  # the tiny task's time limit
+    assert run['through_costly'] == []  # the easy task has no costly box
+    with pytest.raises(SystemExit):  # not a finished run
+        bench_costly_paths.main([str(tmp_path), '--out', str(out)])
 
 
 def test_a_finished_run_is_evaluated_on_the_test_episodes_from_its_folder(tiny_suite, tmp_path):

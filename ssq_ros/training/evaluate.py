@@ -192,6 +192,16 @@ class EvalStats:
     reached_costly: int = 0
     """episodes that reached the goal within the time limit after a step inside a costly box
     (the task's cost region): reached, and yet not a success"""
+    lengths: list[int] = field(default_factory=list)
+    """counted steps of each episode, in held-out order (fewer than max_steps: the goal)"""
+    discounted_returns: list[float] = field(default_factory=list)
+    """each episode's discounted return over its counted steps (what the critic estimates);
+    this, `costly_steps` and `reached_costly` come from evaluate_heldout, not the graph's
+    episode summaries"""
+    costly_steps: list[int] = field(default_factory=list)
+    """each episode's counted steps inside a costly box"""
+    reached: list[bool] = field(default_factory=list)
+    """whether each episode reached the goal within the time limit (a costly step or not)"""
 
     @property
     def success_rate(self) -> float:
@@ -226,6 +236,7 @@ class EvalStats:
         self.successes += int(success)
         self.outcomes.append(bool(success))
         self.returns.append(float(episode_return))
+        self.lengths.append(int(length))
         self.steps += int(length)
 
     def add_calibration(self, q_values, rewards, terminated: bool, max_steps: int, tail: int,
@@ -277,7 +288,8 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
         calibrate = q_function is not None and index < calibration_episodes
         tail = calibration_tail if calibrate else 0
         observations, actions, rewards, kl_costs = [], [], [], []
-        total, success, terminated, reached, costly = 0.0, False, False, False, False
+        total, discounted, success, terminated, reached = 0.0, 0.0, False, False, False
+        costly = 0
         while True:
             choice = act(obs, rng)
             stats.behavior_fallbacks += int(choice.fallback)
@@ -292,15 +304,19 @@ def evaluate_heldout(problem: ArmProblem, act: Actor, episodes: int, gamma: floa
             rewards.append(reward)
             if len(rewards) <= max_steps:
                 total += reward
+                discounted += gamma ** (len(rewards) - 1) * reward
                 success = success or info['success']
                 reached = reached or terminated  # the env ends an episode at the goal
-                costly = costly or bool(info.get('costly', False))
+                costly += int(info.get('costly', False))
                 stats.interventions += int(choice.replaced)
             # Past the time limit only for calibration: keep going, stop at the goal.
             if terminated or len(rewards) >= max_steps + tail:
                 break
         stats.add_episode(total, success, min(len(rewards), max_steps))
-        stats.reached_costly += int(reached and costly and not success)
+        stats.reached_costly += int(reached and costly > 0 and not success)
+        stats.discounted_returns.append(discounted)
+        stats.costly_steps.append(costly)
+        stats.reached.append(reached)
         if calibrate:
             complete = complete_returns(rewards, terminated, max_steps, tail, gamma).size
             q = q_function(np.array(observations[:complete]), np.array(actions[:complete])) \
