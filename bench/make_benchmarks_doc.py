@@ -375,7 +375,7 @@ def iteration_section(iteration: dict) -> list[str]:
 GRID_LEVERS = (('dqn', 'DQN', 'exploration, n-step, training episode steps'),
                ('sac', 'SAC', 'warm-up, n-step, training episode steps'),
                ('sac_lagrangian', 'SAC-Lagrangian', "warm-up, multiplier's learning rate"),
-               ('tqc_her', 'TQC+HER', 'warm-up, training episode steps'))
+               ('tqc_her', 'TQC+HER', 'warm-up, training episode steps, relabelled goals'))
 
 
 def suite_label(method: str) -> str:
@@ -555,14 +555,22 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
         grid = [g for g in suite.get('grid', []) if g.get('method', 'dqn') == method]
         if not grid:
             continue
+        carried = [g for g in grid if g.get('carried_from')]
+        mixed = 0 < len(carried) < len(grid)
+        earlier = ', '.join(sorted({g['carried_from'][:7] for g in carried}))
         lines += [f'**The {name} grid ({len(grid)} points).** Every point trained on seed 0 '
                   f'of each task for 10 000 steps, judged on held-out episodes {first_v + 1}-'
                   f'{first_v + count_v} (the episodes SSQ\'s settings were chosen on); the '
-                  'best mean is the row above.', '',
+                  'best mean is the row above.' + (
+                      f' Points marked * were measured in an earlier sitting (commit {earlier})'
+                      ', the others in this one.' if mixed else '') + (
+                      f' Measured in an earlier sitting (commit {earlier}).'
+                      if carried and not mixed else ''), '',
                   f'| {levers} | ' + ' | '.join(tasks)
                   + ' | mean |', '|---|' + '---|' * (len(tasks) + 1)]
         for g in grid:
-            lines.append(f"| {g['point']} | " + ' | '.join(
+            mark = ' *' if mixed and g.get('carried_from') else ''
+            lines.append(f"| {g['point']}{mark} | " + ' | '.join(
                 _percent(g['per_task'][t]) if t in g['per_task'] else '-' for t in tasks)
                 + f" | {_percent(g['mean'])} |")
         lines.append('')

@@ -174,6 +174,11 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         {'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u05', 'seed': s,
          'steps': 100_000, 'unsafe_states_train': 0, 'wall_time_s': 950.0 - 100 * s,
          'wall_time_eval_s': 50.0} for s in range(2)]}))
+    (tmp_path / 'peers' / 'tune').mkdir()
+    for task in outcomes:  # one grid point tuned
+        (tmp_path / 'peers' / 'tune' / f'{task}-sac_lagrangian_mu_lr3e-5-10000-s0.json'
+         ).write_text(json.dumps({'method': 'sac_lagrangian_mu_lr3e-5', 'task': task, 'seed': 0,
+                                  'eval_shielded': {'outcomes': [1] * 27 + [0] * 3}}))
     result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
     assert rows[('ssq', 10_000, 'window')]['successes'] == 160
@@ -269,6 +274,16 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         assert entry.get('probability_ssq_beats') == before.get('probability_ssq_beats')
     assert 'groups of peer runs come from the table of an earlier sitting' in '\n'.join(
         make_benchmarks_doc.suite_section(again, 'tasks.png'))
+    assert 'Measured in an earlier sitting (commit aaaaaaa).' in '\n'.join(
+        make_benchmarks_doc.suite_section(again, 'tasks.png'))
+    # a grid extended in this sitting: the earlier sitting's points are marked
+    extended = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train],
+                                       previous=dict(first, grid=[dict(
+                                           result['grid'][0], point='mu_lr3e-3', mean=0.5)]))
+    text = '\n'.join(make_benchmarks_doc.suite_section(extended, 'tasks.png'))
+    assert '**The SAC-Lagrangian grid (2 points).**' in text
+    assert 'Points marked * were measured in an earlier sitting (commit aaaaaaa)' in text
+    assert '| mu_lr3e-3 * |' in text and '| mu_lr3e-5 | 90.0 % |' in text
     # carried twice, a row keeps the commit of the table that had its records
     twice = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere', ssq_train_paths=[train],
                                     previous=dict(again, machine={'code_commit': 'b' * 40}))
