@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / 'policy.pt').exists():
             parser.error(f'{folder}: no policy.pt (not a finished run folder)')
     torch.set_num_threads(1)
+    made_by = provenance()  # the code that runs, whatever is committed meanwhile
     results = []
     for folder in args.runs:
         result = compare_run(folder, args.first, args.episodes)
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{theirs[k]['length']} steps, {theirs[k]['return']:.1f} "
                   f"({theirs[k]['discounted_return']:.1f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({'machine': provenance(), 'runs': results}, indent=1) + '\n')
+    args.out.write_text(json.dumps({'machine': made_by, 'runs': results}, indent=1) + '\n')
     return 0
 
 
