@@ -53,17 +53,20 @@ for method in dqn sac sac_lagrangian tqc_her; do  # costly: untuned, as SSQ
     both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers tune --method $method
 done
 for steps in 10000 5000 2500; do
-    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --point best --steps $steps
+    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --point best --fresh \
+        --steps $steps
 done
 for method in sac sac_lagrangian tqc_her; do
-    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --method $method --point best
+    both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers test --method $method --point best \
+        --fresh
 done
 both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers offline
 "$PYTHON" -m bench.bench_tasks_peers baselines
 # The later SSQ rows (docs/results.md): goal-seeking mu with the induced policy collecting half
 # (10 000 steps); goal-free mu, the induced policy collecting (10 000 and 30 000 steps); the
 # costly task with directed exploration (config/tasks/costly.yaml, 150 000 steps; about 29 min
-# per run). SAC behind the shield at goal-free SSQ's 30 000 steps.
+# per run). SAC behind the shield and the DQN inside mu's support at goal-free SSQ's 30 000
+# steps.
 TUNED=("wall ushape" "window")
 both "${TUNED[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task_ic05 --seeds $SEEDS \
     --steps 10000 --results runs/suite/collect-ic05.json
@@ -88,8 +91,10 @@ LATER="$TEST --executors policy --baselines-from bench/results/tasks_test_induce
     --out bench/results/tasks_test_goal_free_a01_10000.json
 "$PYTHON" -m bench.bench_tasks_test --variants $EXPLORE --tasks costly --steps 150000 $LATER \
     --out bench/results/tasks_test_costly_u05.json
-both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers test --method sac \
-    --point best --steps 30000
+for method in sac dqn; do
+    both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers test --method $method \
+        --point best --fresh --steps 30000
+done
 "$PYTHON" -m bench.bench_tasks_peers table --ssq bench/results/tasks_test_induced.json \
     bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json \
     bench/results/tasks_test_continuous.json bench/results/tasks_test_ic05.json \
