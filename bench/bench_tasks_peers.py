@@ -18,7 +18,8 @@ The peers get every advantage SSQ has on the discrete task suite:
   return (1, 8) x training episode length (the task's 140 steps, or 400 as mu's episodes in
   SSQ's runs): 8 points, each on seed 0 of every task for 10 000 env steps, judged on
   held-out episodes 0-29 (SSQ's settings were chosen on the same episodes). `tune` prints the
-  grid's table; the point with the best mean success over the tasks is the one to `test`.
+  grid's table; the point with the best mean success over the tasks (between equal means, the
+  fewest unsafe states in training) is the one to `test`.
 - SAC (SB3) trained behind the same support shield on the continuous version of each task
   (`action_kind: continuous`: end-effector velocities, mu = K Gaussian samples checked by the
   support): every action it proposes runs only if mu's support accepts it, else mu's nearest
@@ -463,8 +464,16 @@ def tune_table(records: list[dict], method: str = 'dqn') -> list[dict]:
         rates = {t: float(np.mean(r['eval_shielded']['outcomes'])) for t, r in mine.items()}
         rows.append({'method': method, 'point': point, 'per_task': rates,
                      'mean': float(np.mean(list(rates.values()))),
+                     'unsafe_states_train': int(sum(r['training']['unsafe_states_train']
+                                                    for r in mine.values())),
                      'complete': set(TUNED) <= set(mine)})
-    return sorted(rows, key=lambda r: -r['mean'])
+    return sorted(rows, key=tuning_rank)
+
+
+def tuning_rank(row: dict) -> tuple[float, float]:
+    """A grid point's rank: the best mean success first and, between equal means, the fewest
+    unsafe states in its training runs (a point measured before they were kept ranks last)."""
+    return -row['mean'], row.get('unsafe_states_train', float('inf'))
 
 
 def grid_rows(runs: Path, previous: dict | None) -> list[dict]:
@@ -480,7 +489,7 @@ def grid_rows(runs: Path, previous: dict | None) -> list[dict]:
                for row in (previous or {}).get('grid', [])
                if (row['method'], row['point']) not in measured]
     order = list(GRIDS)
-    return sorted(here + carried, key=lambda r: (order.index(r['method']), -r['mean']))
+    return sorted(here + carried, key=lambda r: (order.index(r['method']), *tuning_rank(r)))
 
 
 def ssq_test_outcomes(paths: list[Path]) -> tuple[dict, dict, list[str]]:

@@ -562,10 +562,13 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                   f'of each task for 10 000 steps, judged on held-out episodes {first_v + 1}-'
                   f'{first_v + count_v} (the episodes SSQ\'s settings were chosen on); the '
                   'best mean is the row above.' + (
-                      f' Points marked * were measured in an earlier sitting (commit {earlier})'
-                      ', the others in this one.' if mixed else '') + (
-                      f' Measured in an earlier sitting (commit {earlier}).'
-                      if carried and not mixed else ''), '',
+                      ' Points marked * were measured in an earlier sitting (carried over '
+                      f'from the table made at commit {earlier}), the others in this one.'
+                      if mixed else '') + (
+                      ' Measured in an earlier sitting (carried over from the table made at '
+                      f'commit {earlier}).' if carried and not mixed else '') + (
+                      ' Between equal means, fewer unsafe states in training rank first.'),
+                  '',
                   f'| {levers} | ' + ' | '.join(tasks)
                   + ' | mean |', '|---|' + '---|' * (len(tasks) + 1)]
         for g in grid:

@@ -178,6 +178,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     for task in outcomes:  # one grid point tuned
         (tmp_path / 'peers' / 'tune' / f'{task}-sac_lagrangian_mu_lr3e-5-10000-s0.json'
          ).write_text(json.dumps({'method': 'sac_lagrangian_mu_lr3e-5', 'task': task, 'seed': 0,
+                                  'training': {'unsafe_states_train': 5},
                                   'eval_shielded': {'outcomes': [1] * 27 + [0] * 3}}))
     result = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train])
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
@@ -274,15 +275,16 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         assert entry.get('probability_ssq_beats') == before.get('probability_ssq_beats')
     assert 'groups of peer runs come from the table of an earlier sitting' in '\n'.join(
         make_benchmarks_doc.suite_section(again, 'tasks.png'))
-    assert 'Measured in an earlier sitting (commit aaaaaaa).' in '\n'.join(
-        make_benchmarks_doc.suite_section(again, 'tasks.png'))
+    assert ('Measured in an earlier sitting (carried over from the table made at commit '
+            'aaaaaaa).') in '\n'.join(make_benchmarks_doc.suite_section(again, 'tasks.png'))
     # a grid extended in this sitting: the earlier sitting's points are marked
     extended = bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train],
                                        previous=dict(first, grid=[dict(
                                            result['grid'][0], point='mu_lr3e-3', mean=0.5)]))
     text = '\n'.join(make_benchmarks_doc.suite_section(extended, 'tasks.png'))
     assert '**The SAC-Lagrangian grid (2 points).**' in text
-    assert 'Points marked * were measured in an earlier sitting (commit aaaaaaa)' in text
+    assert ('Points marked * were measured in an earlier sitting (carried over from the table '
+            'made at commit aaaaaaa)') in text
     assert '| mu_lr3e-3 * |' in text and '| mu_lr3e-5 | 90.0 % |' in text
     # carried twice, a row keeps the commit of the table that had its records
     twice = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere', ssq_train_paths=[train],
@@ -301,10 +303,13 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
 def test_a_grid_extended_later_keeps_the_points_an_earlier_sitting_measured(tmp_path):
     tune = tmp_path / 'tune'
     tune.mkdir()
-    for point, wins in (('mu_lr3e-5', 29), ('mu_lr3e-4', 12)):  # mu_lr3e-4 measured again
+    # mu_lr3e-4 measured again; mu_lr1e-4 ties with mu_lr3e-5 in success, fewer unsafe states
+    for point, wins, unsafe in (('mu_lr3e-5', 29, 300), ('mu_lr1e-4', 29, 100),
+                                ('mu_lr3e-4', 12, 0)):
         for task in bench_tasks_peers.TUNED:
             (tune / f'{task}-sac_lagrangian_{point}-10000-s0.json').write_text(json.dumps({
                 'method': f'sac_lagrangian_{point}', 'task': task, 'seed': 0,
+                'training': {'unsafe_states_train': unsafe},
                 'eval_shielded': {'outcomes': [1] * wins + [0] * (30 - wins)}}))
     earlier = {'machine': {'code_commit': 'a' * 40}, 'grid': [
         {'method': 'sac_lagrangian', 'point': 'mu_lr3e-4', 'per_task': {}, 'mean': 0.99,
@@ -315,9 +320,10 @@ def test_a_grid_extended_later_keeps_the_points_an_earlier_sitting_measured(tmp_
          'complete': True, 'carried_from': 'b' * 40}]}
     rows = bench_tasks_peers.grid_rows(tmp_path, earlier)
     assert [(r['method'], r['point']) for r in rows] == [
-        ('dqn', 'mu_n8_e140'), ('sac_lagrangian', 'mu_lr3e-5'),
+        ('dqn', 'mu_n8_e140'), ('sac_lagrangian', 'mu_lr1e-4'), ('sac_lagrangian', 'mu_lr3e-5'),
         ('sac_lagrangian', 'mu_lr3e-3'), ('sac_lagrangian', 'mu_lr3e-4')]
     by_point = {r['point']: r for r in rows}
+    assert by_point['mu_lr1e-4']['unsafe_states_train'] == 300  # over the 3 tasks
     assert by_point['mu_lr3e-5']['mean'] == pytest.approx(29 / 30)
     assert 'carried_from' not in by_point['mu_lr3e-5']
     # a point measured here replaces the earlier table's, never mixes with it
