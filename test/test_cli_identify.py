@@ -82,6 +82,20 @@ def test_a_file_that_is_not_a_servo_log_is_refused(tmp_path, capsys):
     assert exit_info.value.code == 2 and 'not a servo log' in capsys.readouterr().err
 
 
+def test_a_sent_command_keeps_the_time_it_was_decided_for(tmp_path):
+    path = tmp_path / 'servo.jsonl'
+    recorder = ServoRecorder(str(path), ['a'])
+    for k in range(12):
+        recorder.measured(0.01 * k, [0.0], [0.0])
+        # hardware_interface says when the gate decided; an older recording did not
+        recorder.sent(0.01 * k + 0.002, [0.1], 0.01 * k if k % 2 else None)
+    recorder.close()
+    log = read_servo_log(str(path))
+    assert log.decide_times[1::2] == pytest.approx(0.01 * np.arange(1, 12, 2))
+    assert np.all(np.isnan(log.decide_times[::2]))
+    assert log.send_times == pytest.approx(0.01 * np.arange(12) + 0.002)
+
+
 def test_the_tracking_check_passes_the_identified_servo(setup, tmp_path):
     """hardware_interface's tracking check with the identified model follows the simulated
     servo far more closely than with the ideal one, well inside its bounds."""

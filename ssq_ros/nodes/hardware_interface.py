@@ -203,7 +203,7 @@ class HardwareInterface(Node):
         self.get_logger().error(f'tracking fault, {fault}: the arm does not follow the servo '
                                 'model the support check relies on; stopped, call '
                                 '/ssq/estop_reset to resume')
-        self.send(self.gate.step(now))
+        self.send(self.gate.step(now), now)
 
     def on_command(self, msg: Float64MultiArray) -> None:
         now = self.now()
@@ -213,11 +213,12 @@ class HardwareInterface(Node):
             # Counted with the stop it causes (below); here only the details are logged.
             self.reporter.explain(reason, f'{len(msg.data)} values for '
                                   f'{len(self.robot.joint_names)} joints')
-        self.send(self.step(now))
+        self.send(self.step(now), now)
         self.timer.reset()  # the next periodic send is one full period after this one
 
     def on_timer(self) -> None:
-        self.send(self.step(self.now()))
+        now = self.now()
+        self.send(self.step(now), now)
 
     def step(self, now: float) -> GateOutput:
         """The gate's command, with the command topic's publisher count as of now."""
@@ -243,11 +244,13 @@ class HardwareInterface(Node):
         self.gate.set_button(bool(msg.data))
         if self.gate.estopped and not was_latched:
             self.get_logger().error('e-stop button pressed: stopping')
-            self.send(self.gate.step(self.now()))
+            now = self.now()
+            self.send(self.gate.step(now), now)
 
     def on_estop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.gate.estop()
-        self.send(self.gate.step(self.now()))
+        now = self.now()
+        self.send(self.gate.step(now), now)
         self.get_logger().error('e-stop requested: stopping; call /ssq/estop_reset to resume')
         response.success, response.message = True, 'e-stop latched'
         return response
@@ -264,14 +267,15 @@ class HardwareInterface(Node):
         self.get_logger().warning(response.message)
         return response
 
-    def send(self, out: GateOutput) -> None:
-        """Publish `out` in the controller's message type and count its reactions."""
+    def send(self, out: GateOutput, decided_at: float) -> None:
+        """Publish `out`, the gate's output for time `decided_at`, in the controller's message
+        type and count its reactions."""
         self.reporter.record(out.statuses)
         now = self.now()
         if self.tracking is not None:
             self.tracking.sent(now, out.velocity)
         if self.recorder is not None:
-            self.recorder.sent(now, out.velocity)
+            self.recorder.sent(now, out.velocity, decided_at)
         if out.safe_set is not None and out.safe_set.refused:
             self.explain_refusal(out.safe_set)
         if SafetyStatus.MULTIPLE_COMMANDERS_STOP in out.statuses:
@@ -310,7 +314,8 @@ class HardwareInterface(Node):
     def before_shutdown(self) -> None:
         """Leave the arm stopped: a forward controller would otherwise keep the last command."""
         self.gate.estop()
-        self.send(self.gate.step(self.now()))
+        now = self.now()
+        self.send(self.gate.step(now), now)
         wait_until_delivered(self.controller_pub)
         if self.recorder is not None:
             self.recorder.close()

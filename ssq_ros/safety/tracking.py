@@ -20,6 +20,7 @@ latency, lag and ramp rate to a recording with it).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -266,7 +267,9 @@ class ServoRecorder:
     """Writes a servo log: JSON lines of what was sent and what was measured, for ssq-identify.
 
     First line {"format": "ssq-servo-log/1", "joints": [...]}; then
-    {"t": s, "sent": [velocities]} per command sent to the controller and
+    {"t": s, "sent": [velocities], "decided": s} per command sent to the controller ("decided":
+    the time the gate computed it for, its watchdogs included; the send follows the safe-set
+    check) and
     {"t": s, "position": [...], "velocity": [...]} per accepted joint state, t on one
     monotonic clock.
     """
@@ -279,8 +282,11 @@ class ServoRecorder:
         import json
         self._file.write(json.dumps(record, separators=(',', ':')) + '\n')
 
-    def sent(self, t: float, velocity: np.ndarray) -> None:
-        self._write({'t': float(t), 'sent': [float(x) for x in velocity]})
+    def sent(self, t: float, velocity: np.ndarray, decided: float | None = None) -> None:
+        record = {'t': float(t), 'sent': [float(x) for x in velocity]}
+        if decided is not None:
+            record['decided'] = float(decided)
+        self._write(record)
 
     def measured(self, t: float, position: np.ndarray, velocity: np.ndarray) -> None:
         self._write({'t': float(t), 'position': [float(x) for x in position],
@@ -300,12 +306,14 @@ class ServoLog:
     times: np.ndarray
     positions: np.ndarray
     velocities: np.ndarray
+    decide_times: np.ndarray
+    """(M,) when each sent command was decided (NaN where the recorder did not say)"""
 
 
 def read_servo_log(path: str) -> ServoLog:
     """Read a `ServoRecorder` file; ValueError if it is not one or holds too little."""
     import json
-    send_times, commands, times, positions, velocities = [], [], [], [], []
+    send_times, commands, times, positions, velocities, decided = [], [], [], [], [], []
     with open(path, encoding='utf-8') as f:
         header = json.loads(f.readline() or '{}')
         if header.get('format') != SERVO_LOG_FORMAT:
@@ -322,6 +330,7 @@ def read_servo_log(path: str) -> ServoLog:
             if 'sent' in record:
                 send_times.append(record['t'])
                 commands.append(record['sent'])
+                decided.append(record.get('decided', math.nan))
             else:
                 times.append(record['t'])
                 positions.append(record['position'])
@@ -330,4 +339,5 @@ def read_servo_log(path: str) -> ServoLog:
         raise ValueError(f'{path}: too short to identify anything ({len(send_times)} commands, '
                          f'{len(times)} states)')
     return ServoLog(tuple(header['joints']), np.array(send_times), np.array(commands, float),
-                    np.array(times), np.array(positions, float), np.array(velocities, float))
+                    np.array(times), np.array(positions, float), np.array(velocities, float),
+                    np.array(decided, float))
