@@ -196,8 +196,8 @@ class EvalStats:
     """counted steps of each episode, in held-out order (fewer than max_steps: the goal)"""
     discounted_returns: list[float] = field(default_factory=list)
     """each episode's discounted return over its counted steps (what the critic estimates);
-    this, `costly_steps` and `reached_costly` come from evaluate_heldout, not the graph's
-    episode summaries"""
+    this, `costly_steps`, `reached` and `reached_costly` come from evaluate_heldout only (the
+    graph's episode summaries fill `lengths`, not them)"""
     costly_steps: list[int] = field(default_factory=list)
     """each episode's counted steps inside a costly box"""
     reached: list[bool] = field(default_factory=list)
