@@ -1,12 +1,18 @@
 """The gymnasium environments: API conformance, no shielding, referee verdict in info."""
+from dataclasses import replace
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 import ssq_ros.sim  # noqa: F401  (registers the environment ids)
+from ssq_ros.config import ConfigError, resolve_config_file
+from ssq_ros.paths import config_path
 from ssq_ros.sim.env import ReachAvoidEnv, make_setup
 from ssq_ros.task.reach_avoid import segment_hits_box, segment_hits_sphere
+from ssq_ros.task.setup import make_task_setup
+from ssq_ros.training.config import load_train_config
 
 
 @pytest.fixture(scope='module')
@@ -145,3 +151,40 @@ def test_an_observation_relabelled_with_another_goal_reads_as_one_made_with_it(s
                               (obs, np.array([0.5, np.nan, 0.3]))):
         with pytest.raises(ValueError, match='with_goal'):
             task.with_goal(bad_obs, bad_goal)
+
+
+def test_an_observed_costly_box_adds_the_hands_offset_to_it():
+    config = load_train_config(config_path('tasks/costly.yaml'))
+    sim = replace(config.sim, task=replace(config.sim.task, observe_costly=True))
+    setup = make_task_setup(resolve_config_file(config.robot),
+                            resolve_config_file(config.safe_set), sim)
+    task = setup.task
+    plain = make_task_setup(resolve_config_file(config.robot),
+                            resolve_config_file(config.safe_set), config.sim).task
+    assert 'to_costly' not in plain.layout
+    assert task.observation_size == plain.observation_size + 3
+    tray = task.config.costly_boxes[0]
+    q, qdot, goal = setup.robot.home, np.zeros(setup.robot.dof), np.array([0.7, 0.0, 0.4])
+    inside = np.array(tray.center) + 0.5 * np.array(tray.half_extents)
+    in_front = np.array(tray.center) - [tray.half_extents[0] + 0.1, 0.0, 0.0]
+    above = np.array(tray.center) + [0.0, 0.0, tray.half_extents[2] + 0.2]
+    for hand, offset in ((inside, [0.0, 0.0, 0.0]), (in_front, [0.1, 0.0, 0.0]),
+                         (above, [0.0, 0.0, -0.2])):
+        obs = task.observation(q, qdot, hand, goal)
+        assert obs.shape == (task.observation_size,)
+        np.testing.assert_allclose(obs[task.layout['to_costly']], offset, atol=1e-6)
+        # the rest reads as the plain task's observation; a new goal leaves the offset alone
+        np.testing.assert_array_equal(obs[:plain.observation_size],
+                                      plain.observation(q, qdot, hand, goal))
+        np.testing.assert_array_equal(task.with_goal(obs, goal + 0.1)[task.layout['to_costly']],
+                                      obs[task.layout['to_costly']])
+    env = ReachAvoidEnv(True, setup=make_setup(resolve_config_file(config.robot),
+                                               resolve_config_file(config.safe_set),
+                                               config=sim))
+    obs, _ = env.reset(seed=1)
+    assert env.observation_space.contains(obs)
+    np.testing.assert_allclose(obs[task.layout['to_costly']],
+                               task.costly_offsets(env.sim.measured_ee_position())[0], atol=1e-6)
+    with pytest.raises(ConfigError, match='observe_costly'):
+        make_task_setup(resolve_config_file(config.robot), resolve_config_file(config.safe_set),
+                        replace(sim, task=replace(sim.task, costly_boxes=())))

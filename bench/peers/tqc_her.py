@@ -25,7 +25,8 @@ from .sb3_common import Progress, WarmupWithMu, training_numbers
 
 class GoalObservation(gym.ObservationWrapper):
     """The reach-avoid env with dict observations for HER: 'observation' (joint positions,
-    velocities and the hand: no goal in it, so relabelling leaves it valid), 'achieved_goal'
+    velocities, the hand and its offsets to the costly boxes where the task observes them: no
+    goal in it, so relabelling leaves it valid), 'achieved_goal'
     (the hand) and 'desired_goal' (the goal); `compute_reward` is the task's reward of a hand
     position for any goal."""
 
@@ -33,9 +34,10 @@ class GoalObservation(gym.ObservationWrapper):
         super().__init__(env)
         self.task = task
         layout = task.layout
-        self.state = np.r_[np.arange(layout['q'].start, layout['q'].stop),
-                           np.arange(layout['qdot'].start, layout['qdot'].stop),
-                           np.arange(layout['ee'].start, layout['ee'].stop)]
+        # every part of the observation that does not depend on the goal
+        self.state = np.concatenate([np.arange(layout[name].start, layout[name].stop)
+                                     for name in ('q', 'qdot', 'ee', 'to_costly')
+                                     if name in layout])
         self.hand, self.goal = layout['ee'], layout['goal']
         flat = env.observation_space
         self.observation_space = gym.spaces.Dict({

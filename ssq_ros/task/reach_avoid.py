@@ -21,6 +21,8 @@ Observation (float32, in this order; `OBSERVATION_LAYOUT` gives the slices):
     ee         hand position in the world [m]                    (3)
     goal       goal position in the world [m]                    (3)
     to_goal    goal - ee [m]                                     (3)
+    to_costly  nearest point of each costly box - ee [m], 0 inside  (3 per box; only with
+               `observe_costly`)
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ssq_ros.config import spec
+from ssq_ros.config import ConfigError, spec
 from ssq_ros.safety.actions import CartesianActions
 from ssq_ros.safety.kinematics import Kinematics
 from ssq_ros.safety.safe_set import BoxZone, SafeSet
@@ -63,6 +65,10 @@ class TaskConfig:
                               doc='goal pool candidates: hand positions of random postures '
                                   'anywhere in the joint limits, or uniform points of the goal '
                                   'box (for a box the random postures rarely reach)')
+    observe_costly: bool = spec(False, doc="the observation ends with the hand's offset to "
+                                'each costly box (to_costly): the region the reward charges '
+                                'for, in a form a critic reads without carving the box out '
+                                'of the hand position itself')
 
 
 # Bumped whenever the same config yields other episodes, goals or rewards than before, so that
@@ -85,8 +91,11 @@ def goal_split_of_seed(seed: int | None) -> str | None:
     return GOAL_SPLITS[int(seed) % 2]
 
 
-def observation_layout(dof: int) -> dict[str, slice]:
+def observation_layout(dof: int, costly_boxes: int = 0) -> dict[str, slice]:
+    """The observation's slices by name; `costly_boxes` observed boxes add 'to_costly'."""
     sizes = (('q', dof), ('qdot', dof), ('ee', 3), ('goal', 3), ('to_goal', 3))
+    if costly_boxes:
+        sizes += (('to_costly', 3 * costly_boxes),)
     layout, start = {}, 0
     for name, size in sizes:
         layout[name] = slice(start, start + size)
@@ -136,8 +145,16 @@ class ReachAvoidTask:
         self.kinematics: Kinematics = safe_set.kinematics
         self.config = config
         self.robot = safe_set.robot
-        self.layout = observation_layout(self.robot.dof)
-        self.observation_size = self.layout['to_goal'].stop
+        self._costly_centers = np.array([box.center for box in config.costly_boxes],
+                                        dtype=float).reshape(-1, 3)
+        self._costly_halves = np.array([box.half_extents for box in config.costly_boxes],
+                                       dtype=float).reshape(-1, 3)
+        observed = len(config.costly_boxes) if config.observe_costly else 0
+        if config.observe_costly and not observed:
+            raise ConfigError('task.observe_costly: the task has no costly_boxes to observe; '
+                              'set it false or add task.costly_boxes')
+        self.layout = observation_layout(self.robot.dof, observed)
+        self.observation_size = max(part.stop for part in self.layout.values())
         self._goal_pool: np.ndarray | None = None
 
     def crosses_zone(self, start: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -265,9 +282,19 @@ class ReachAvoidTask:
         with no step inside a costly box."""
         return bool(reached) and costly_steps == 0
 
+    def costly_offsets(self, ee: np.ndarray) -> np.ndarray:
+        """The nearest point of each costly box minus the hand (boxes, 3); 0 inside one."""
+        ee = np.asarray(ee, dtype=float)
+        nearest = np.clip(ee, self._costly_centers - self._costly_halves,
+                          self._costly_centers + self._costly_halves)
+        return nearest - ee
+
     def observation(self, q: np.ndarray, qdot: np.ndarray, ee: np.ndarray,
                     goal: np.ndarray) -> np.ndarray:
-        return np.concatenate([q, qdot, ee, goal, goal - ee]).astype(np.float32)
+        parts = [q, qdot, ee, goal, goal - ee]
+        if 'to_costly' in self.layout:
+            parts.append(self.costly_offsets(ee).ravel())
+        return np.concatenate(parts).astype(np.float32)
 
     def with_goal(self, obs: np.ndarray, goal: np.ndarray) -> np.ndarray:
         """The observation `obs` as it reads with `goal` instead of its own (hindsight
