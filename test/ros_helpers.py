@@ -3,7 +3,6 @@
 Imported by test_ros_hardware_interface.py (the peer publishes /joint_states itself) and
 test_ros_hw_with_sim.py (mujoco_sim publishes them; the peer only commands and records).
 """
-import math
 import signal
 import subprocess
 import threading
@@ -116,14 +115,6 @@ class ArmPeer:
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()
-
-
-def worst_check_time(diagnostics):
-    """The largest p99 time [s] of hardware_interface's safe-set check in these /diagnostics
-    arrays: how late a send can be time-stamped after the tick that computed it."""
-    worst = [float(kv.value) * 1e-3 for d in diagnostics for s in d.status for kv in s.values
-             if kv.key == 'safe_set_check_p99_ms']
-    return max((w for w in worst if math.isfinite(w)), default=0.0)  # nan: none timed yet
 
 
 def moving(msg):
