@@ -15,7 +15,7 @@ objective mu does not know. An episode succeeds when it reaches the goal without
 a costly box (`ReachAvoidTask.succeeded`); the episode is truncated after `max_steps` control
 steps.
 
-Observation (float32, in this order; `OBSERVATION_LAYOUT` gives the slices):
+Observation (float32, in this order; `ReachAvoidTask.layout` gives the slices):
     q          joint positions [rad], command order             (n)
     qdot       joint velocities [rad/s]                          (n)
     ee         hand position in the world [m]                    (3)
@@ -264,8 +264,7 @@ class ReachAvoidTask:
 
     def in_costly_region(self, ee: np.ndarray) -> bool:
         """Whether the hand at `ee` is inside one of the costly boxes."""
-        return any(np.all(np.abs(np.asarray(ee) - box.center) <= box.half_extents)
-                   for box in self.config.costly_boxes)
+        return bool(np.any(np.all(self.costly_offsets(ee) == 0.0, axis=1)))
 
     def reward(self, ee: np.ndarray, goal: np.ndarray) -> tuple[float, bool]:
         """(reward, reached) for the hand at `ee`."""
