@@ -42,6 +42,8 @@ ADDED_SINCE_ISSUE13 = {
     # issue 14: the costly task's regions; none (and no cost) is the recorded task
     'sim.task.costly_boxes': [],
     'sim.task.costly_step_cost': 0.0,
+    # issue 14: the hand's offset to the costly boxes in the observation; off is the recorded one
+    'sim.task.observe_costly': False,
     # issue 14: the induced policy collecting part of the data; 0 is mu collecting everything
     'schedule.induced_collection': 0.0,
     # issue 14: the count-based novelty bonus of the costly task; 0 is no bonus (the cell
