@@ -81,6 +81,12 @@ def _goal_free(alpha: float, induced_collection: float = 1.0) -> dict:
                           'learner': {'critic': {'alpha': alpha}}})
 
 
+# config/tasks/costly.yaml's learner (variant task_gp0_ic1_a01_her4_nb1_u05), which the costly
+# ablations after it extend
+COSTLY_U05 = merge(_goal_free(0.1), {
+    'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.5},
+    'learner': {'replay_capacity': 150_000}})
+
 # Learner variants: overrides on top of the task's yaml (the measured ablations).
 VARIANTS: dict[str, dict] = {
     'task': {},                                   # the task's yaml as it is now
@@ -149,25 +155,19 @@ VARIANTS: dict[str, dict] = {
     # the critic gets 75 000 steps without it instead of 30 000: at 100 000 steps the held-out
     # success was still rising (seed 0: 10, 65, 70, 80 % at 70k, 80k, 90k, 100k); validation
     # (30 episodes x 5 seeds) 54 % against u07's 41 %: what config/tasks/costly.yaml runs now
-    'task_gp0_ic1_a01_her4_nb1_u05': merge(_goal_free(0.1), {
-        'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.5},
-        'learner': {'replay_capacity': 150_000}}),
+    'task_gp0_ic1_a01_her4_nb1_u05': COSTLY_U05,
     # ... with the hand's offset to the tray in the observation (task.observe_costly): on the
     # test split 113 of u05's 500 episodes reached the goal through the tray, and on the
     # validation episodes 34 of 38 such paths had a lower return than the oracle's detour: the
     # critic over-values entering a box it has to carve out of the hand position itself
-    'task_gp0_ic1_a01_her4_nb1_u05_oc': merge(_goal_free(0.1), {
-        'sim': {'task': {'observe_costly': True}},
-        'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.5},
-        'learner': {'replay_capacity': 150_000}}),
+    'task_gp0_ic1_a01_her4_nb1_u05_oc': merge(COSTLY_U05,
+                                              {'sim': {'task': {'observe_costly': True}}}),
     # ... and 10 per step inside instead of 3: with the tray observed, seed 4's validation
     # episodes still clipped its edge (8 of 30, 1-5 steps inside), 3 of them with a higher
     # discounted return than the oracle's clean detour: at 3 a step, a short clip can pay.
     # Piloted on seeds 1 and 4: validation 7 % and 0 %, the way found later; dropped
-    'task_gp0_ic1_a01_her4_nb1_u05_oc_c10': merge(_goal_free(0.1), {
-        'sim': {'task': {'observe_costly': True, 'costly_step_cost': 10.0}},
-        'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.5},
-        'learner': {'replay_capacity': 150_000}}),
+    'task_gp0_ic1_a01_her4_nb1_u05_oc_c10': merge(COSTLY_U05, {
+        'sim': {'task': {'observe_costly': True, 'costly_step_cost': 10.0}}}),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings of the goal-seeking learner
     'task_cont': _goal_seeking({'action_kind': 'continuous'}),
