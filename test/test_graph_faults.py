@@ -86,11 +86,11 @@ def test_the_learner_keeps_the_monitor_totals_across_a_monitor_restart(tmp_path)
 
 
 class Observer(Node):
-    """What the graph publishes, with the time each message arrived."""
+    """What the graph publishes; joint states with the time each was published."""
 
     def __init__(self):
         super().__init__('fault_observer')
-        self.states: list[tuple[float, float, np.ndarray]] = []  # (received, stamp, q)
+        self.states: list[tuple[float, float, np.ndarray]] = []  # (published, stamp, q)
         self.verdicts: list[int] = []
         self.seqs: dict[int, float] = {}  # transition number: phase code
         self.learner: dict[str, str] = {}
@@ -105,10 +105,13 @@ class Observer(Node):
         self.create_subscription(DiagnosticArray, '/ssq/safety/status', self.on_safety,
                                  LATCHED_QOS)
 
-    def on_state(self, msg):
+    def on_state(self, msg, info):
         self.took = True
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self.states.append((time.monotonic(), stamp, np.array(msg.position)))
+        # When the simulator published it (on this test's monotonic clock), not when this
+        # callback ran: under load a state published before a kill is taken after it.
+        on_the_way = (time.time_ns() - info['source_timestamp']) * 1e-9
+        self.states.append((time.monotonic() - on_the_way, stamp, np.array(msg.position)))
 
     def on_verdict(self, msg):
         self.took = True
@@ -241,8 +244,8 @@ def test_every_node_killed_mid_run_is_respawned_and_the_run_completes_safely(obs
             respawned_at = launch.find(rf'respawned {name} \(pid', killed_at)[0]
             died = launch.find(rf'{name} died \(exit code -9\); respawning it in 1 s', killed_at)
             assert died, launch.output[-3000:]
-            held = [(stamp, q) for arrived, stamp, q in observer.states
-                    if killed_at <= arrived <= respawned_at]
+            held = [(stamp, q) for published, stamp, q in observer.states
+                    if killed_at <= published <= respawned_at]
             stamps = sorted({stamp for stamp, _ in held})
             entry = {'kill_to_respawn_s': round(respawned_at - killed_at, 2),
                      'sim_periods_while_dead': max(len(stamps) - 1, 0),
@@ -255,7 +258,7 @@ def test_every_node_killed_mid_run_is_respawned_and_the_run_completes_safely(obs
                     same = [q for s, q in held if s == stamp]
                     assert all(np.array_equal(q, same[0]) for q in same)
             elif name == 'mujoco_sim':
-                last_old = max(s for arrived, s, _ in observer.states if arrived < killed_at)
+                last_old = max(s for published, s, _ in observer.states if published < killed_at)
                 spin_until(observer, lambda t=respawned_at: any(
                     a > t for a, _, _ in observer.states), what='the new simulator publishes')
                 first_new = min(s for a, s, _ in observer.states if a > respawned_at)
