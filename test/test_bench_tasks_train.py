@@ -136,3 +136,17 @@ def test_the_costly_task_explores_and_its_goal_seeking_variants_do_not(tmp_path)
     assert learner('task_ic1') == (2.0, 0.3, 1.0, 0, 0.0, 1.0, 100_000)
     assert learner('task_gp0_ic1_a01') == (0.0, 0.1, 1.0, 0, 0.0, 1.0, 100_000)
     assert learner('task_gp0_ic1_a01_nb1_u07') == (0.0, 0.1, 1.0, 0, 1.0, 0.7, 100_000)
+
+
+def test_the_costly_exploration_levers_change_only_their_own_setting(tmp_path):
+    def settings(variant):
+        config = btt.load_train_config(btt.variant_config('costly', variant, tmp_path))
+        return (config.sim.task.observe_costly, config.schedule.novelty_cell,
+                config.schedule.novelty_bonus, config.sim.behavior.persistence,
+                config.learner.critic.alpha, config.schedule.hindsight_goals)
+
+    base = (True, 0.05, 1.0, 0.0, 0.1, 4)
+    assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc') == base
+    assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc_cell10') == (True, 0.1, *base[2:])
+    assert settings('task_gp0_ic1_a01_her4_nb3_u05_oc') == (True, 0.05, 3.0, *base[3:])
+    assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc_p4') == (*base[:3], 4.0, *base[4:])
