@@ -27,6 +27,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
@@ -96,7 +97,12 @@ class Observer(Node):
         self.learner: dict[str, str] = {}
         self.monitors: list[str] = []
         self.took = False  # a callback ran (take_waiting)
-        self.create_subscription(JointState, '/joint_states', self.on_state, SENSOR_QOS)
+        # Best effort like the graph's, but deep: an observer that lags under load must not have
+        # the states of a kill's window overwritten by newer ones before it takes them.
+        self.create_subscription(JointState, '/joint_states', self.on_state,
+                                 QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                                            reliability=SENSOR_QOS.reliability,
+                                            durability=SENSOR_QOS.durability))
         self.create_subscription(DiagnosticArray, '/ssq/sim/verdict', self.on_verdict,
                                  DIAGNOSTICS_QOS)
         self.create_subscription(Float64MultiArray, '/ssq/transitions', self.on_transition,
@@ -244,6 +250,11 @@ def test_every_node_killed_mid_run_is_respawned_and_the_run_completes_safely(obs
             respawned_at = launch.find(rf'respawned {name} \(pid', killed_at)[0]
             died = launch.find(rf'{name} died \(exit code -9\); respawning it in 1 s', killed_at)
             assert died, launch.output[-3000:]
+            # Every state published up to the respawn has arrived once one published after it
+            # has (an observer starved of CPU takes them seconds late).
+            spin_until(observer, lambda t=respawned_at: observer.states
+                       and observer.states[-1][0] > t, what=f'a state published after {name} '
+                       'respawned')
             held = [(stamp, q) for published, stamp, q in observer.states
                     if killed_at <= published <= respawned_at]
             stamps = sorted({stamp for stamp, _ in held})
