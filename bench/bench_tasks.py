@@ -45,7 +45,10 @@ def task_config(name: str) -> TrainConfig:
 
 
 def with_goal_preference(config: TrainConfig, preference: float) -> TrainConfig:
-    behavior = dataclasses.replace(config.sim.behavior, goal_preference=preference)
+    """The task's config with mu as the suite's bar measures it: a goal preference and none
+    of the task's exploration prior (persistence), whatever mu the task's learner starts from."""
+    behavior = dataclasses.replace(config.sim.behavior, goal_preference=preference,
+                                   persistence=0.0)
     return dataclasses.replace(config, sim=dataclasses.replace(config.sim, behavior=behavior))
 
 

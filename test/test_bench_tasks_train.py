@@ -146,6 +146,10 @@ def test_the_costly_exploration_levers_change_only_their_own_setting(tmp_path):
                 config.learner.critic.alpha, config.schedule.hindsight_goals)
 
     base = (True, 0.05, 1.0, 0.0, 0.1, 4)
+    # costly.yaml adopted the tray observed and mu's persistence; the variants before keep
+    # the settings they ran with
+    assert settings('task_gp0_ic1_a01_her4_nb1_u05') == (False, *base[1:])
+    assert settings('task') == settings('task_gp0_ic1_a01_her4_nb1_u05_oc_p4')
     assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc') == base
     assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc_cell10') == (True, 0.1, *base[2:])
     assert settings('task_gp0_ic1_a01_her4_nb3_u05_oc') == (True, 0.05, 3.0, *base[3:])

@@ -155,12 +155,14 @@ def test_an_observation_relabelled_with_another_goal_reads_as_one_made_with_it(s
 
 def test_an_observed_costly_box_adds_the_hands_offset_to_it():
     config = load_train_config(config_path('tasks/costly.yaml'))
-    sim = replace(config.sim, task=replace(config.sim.task, observe_costly=True))
+    assert config.sim.task.observe_costly  # the task's own setting
+    sim = config.sim
     setup = make_task_setup(resolve_config_file(config.robot),
                             resolve_config_file(config.safe_set), sim)
     task = setup.task
+    unobserved = replace(sim, task=replace(sim.task, observe_costly=False))
     plain = make_task_setup(resolve_config_file(config.robot),
-                            resolve_config_file(config.safe_set), config.sim).task
+                            resolve_config_file(config.safe_set), unobserved).task
     assert 'to_costly' not in plain.layout
     assert task.observation_size == plain.observation_size + 3
     tray = task.config.costly_boxes[0]
