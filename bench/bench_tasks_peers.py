@@ -101,15 +101,21 @@ SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous',
                 # mu that knows only safety (goal preference 0), the induced policy collecting
                 # every training episode, alpha 0.1: no task prior, as SAC behind the shield
                 'task_gp0_ic1_a01': 'ssq_goal_free',
-                # ... with a novelty bonus and hindsight goals (config/tasks/costly.yaml: the
+                # ... with a novelty bonus and hindsight goals (costly.yaml until f38ea06: the
                 # bonus for the first half of 150 000 steps; before, 70 % of 100 000)
                 'task_gp0_ic1_a01_her4_nb1_u05': 'ssq_goal_free_explore',
-                'task_gp0_ic1_a01_her4_nb1_u07': 'ssq_goal_free_explore_u07'}
+                'task_gp0_ic1_a01_her4_nb1_u07': 'ssq_goal_free_explore_u07',
+                # ... and the tray observed, mu keeping the hand's heading (costly.yaml now)
+                'task_gp0_ic1_a01_her4_nb1_u05_oc_p4': 'ssq_goal_free_explore_p4'}
+# The executor each SSQ row deploys, where it is not the induced policy's most likely action
+# ('policy'): chosen on the validation episodes before the test split was run.
+SSQ_DEPLOYED = {'task_gp0_ic1_a01_her4_nb1_u05_oc_p4': 'policy_sampled'}
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'
 SSQ_TRAIN = SSQ_TEST.with_name('tasks_induced.json')
 STEPS = 10_000
+LONG_RUN = 50_000  # env steps from which a run shows its own progress bar
 VALIDATION = (0, 30)   # (first, episodes): the held-out episodes SSQ's settings were chosen on
 TEST = (130, 100)      # bench_tasks_test's split, used once by SSQ's runs
 GRID = {f'{explore}_n{n}_e{length}': {'explore': explore, 'n_steps': n,
@@ -244,28 +250,30 @@ def train_peer(method: str, problem, seed: int, steps: int, settings: dict,
     """Train the online peer in `problem` (peer_config's), behind mu's support unless it is one
     of UNSHIELDED_TRAINING; (its policy, training numbers)."""
     torch.manual_seed(seed)
+    # `each` prints a line per finished job; a job this long also shows its own bar
+    progress = steps >= LONG_RUN
     mu_prior = settings.get('warmup') == 'mu'
     episodes = settings['train_episode_steps']
     if method == 'dqn':
         from bench.peers.sb3_dqn import train_dqn
-        return train_dqn(problem, seed, steps, settings['hyper'], label, progress=False,
+        return train_dqn(problem, seed, steps, settings['hyper'], label, progress=progress,
                          shielded=True, masked=True,
                          explore_with_mu=settings['explore'] == 'mu',
                          train_episode_steps=episodes)
     if method == 'sac':
         from bench.peers.sb3_sac import train_sac
-        return train_sac(problem, seed, steps, settings['hyper'], label=label, progress=False,
+        return train_sac(problem, seed, steps, settings['hyper'], label=label, progress=progress,
                          shielded=True, warmup_with_mu=mu_prior, train_episode_steps=episodes)
     if method == 'sac_lagrangian':
         from bench.peers.sac_lagrangian import train_sac_lagrangian
         return train_sac_lagrangian(problem, seed, steps, settings['hyper'],
                                     settings['cost_limit'], settings['multiplier_lr'],
-                                    label=label, progress=False, warmup_with_mu=mu_prior,
+                                    label=label, progress=progress, warmup_with_mu=mu_prior,
                                     train_episode_steps=episodes)
     if method == 'tqc_her':
         from bench.peers.tqc_her import train_tqc_her
         return train_tqc_her(problem, seed, steps, settings['hyper'],
-                             settings['n_sampled_goal'], label=label, progress=False,
+                             settings['n_sampled_goal'], label=label, progress=progress,
                              warmup_with_mu=mu_prior, train_episode_steps=episodes)
     raise ValueError(f'unknown online peer {method!r}; known: {", ".join(GRIDS)}')
 
@@ -505,7 +513,8 @@ def ssq_test_outcomes(paths: list[Path]) -> tuple[dict, dict, list[str]]:
         for r in data['runs']:
             if r['variant'] in SSQ_VARIANTS and r['task'] in TASKS:
                 ssq.setdefault(SSQ_VARIANTS[r['variant']], {})[
-                    (r['steps'], r['task'], r['seed'])] = r['outcomes']['policy']
+                    (r['steps'], r['task'], r['seed'])] = \
+                    r['outcomes'][SSQ_DEPLOYED.get(r['variant'], 'policy')]
         baselines.update(data['baselines'])
         commits.append(data['machine']['code_commit'])
     return ssq, baselines, commits

@@ -61,7 +61,13 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                 'ssq_goal_free_explore': "SSQ (ssq_ros) from mu that knows only safety, "
                                          'the induced policy collecting, alpha 0.1, a novelty '
                                          'bonus for the first half of the steps and 4 '
-                                         'hindsight goals (config/tasks/costly.yaml)',
+                                         'hindsight goals (costly.yaml until f38ea06)',
+                'ssq_goal_free_explore_p4': "SSQ (ssq_ros) from mu that knows only safety and "
+                                            "keeps the hand's heading (persistence 4), the "
+                                            'tray observed, the induced policy collecting, '
+                                            'alpha 0.1, a novelty bonus for the first half of '
+                                            'the steps and 4 hindsight goals; the induced '
+                                            'policy sampled (config/tasks/costly.yaml)',
                 'ssq_goal_free_explore_u07': "SSQ (ssq_ros) from mu that knows only safety, "
                                              'the induced policy collecting, alpha 0.1, a '
                                              'novelty bonus for the first 70 % of the steps '

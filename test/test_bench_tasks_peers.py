@@ -127,6 +127,12 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     ssq_runs += [{'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u05', 'seed': s,
                   'steps': 100_000, 'outcomes': {'policy': [1] * 40 + [0] * 60}}
                  for s in range(2)]
+    # a row that deploys the sampled induced policy (chosen on validation episodes): its
+    # outcomes are that executor's, not the most likely action's
+    ssq_runs += [{'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u05_oc_p4', 'seed': s,
+                  'steps': 150_000, 'outcomes': {'policy': [1] * 80 + [0] * 20,
+                                                 'policy_sampled': [1] * 90 + [0] * 10}}
+                 for s in range(2)]
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
                      'oracle': [1] * 100} for t in outcomes}
     ssq = tmp_path / 'ssq.json'
@@ -184,6 +190,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     rows = {(r['method'], r['steps'], r['task']): r for r in result['per_task']}
     assert rows[('ssq', 10_000, 'window')]['successes'] == 160
     assert rows[('ssq', 10_000, 'costly')]['rate'] == 0.0
+    assert rows[('ssq_goal_free_explore_p4', 150_000, 'costly')]['successes'] == 180
     assert rows[('dqn_mu_n8_e140', 10_000, 'wall')]['rate'] == pytest.approx(0.4)
     assert rows[('dqn_mu_n8_e140', 5000, 'wall')]['rate'] == 1.0
     assert rows[('oracle', 0, 'ushape')]['rate'] == 1.0
@@ -233,8 +240,9 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert '| 1.00 | 0.00 | 6 | 0 in 6 runs | 90 s |' in text  # SAC: the continuous SSQ not
     assert 'except in the rows of ssq:' in text
     assert '**100000 environment steps per run.**' in text
-    assert ('4 hindsight goals (config/tasks/costly.yaml) | - | - | - | 40.0 % (33-47) | - | 2 '
+    assert ('4 hindsight goals (costly.yaml until f38ea06) | - | - | - | 40.0 % (33-47) | - | 2 '
             '| 0 in 2 runs | 850 s |') in text
+    assert '; the induced policy sampled (config/tasks/costly.yaml) | - | - | - | 90.0 %' in text
     assert not any(a['steps'] == 100_000 for a in result['across_tasks'])
     assert '| sampled mu, continuous actions | 7/100 | 7/100 | 7/100 |' in text
     assert "SAC (SB3) behind mu's support, continuous actions, uniform warm-up" in text

@@ -4,6 +4,8 @@ teach the critic the value of an action that never ran. The progress bar and the
 numbers every SB3 peer reports."""
 from __future__ import annotations
 
+import sys
+
 import gymnasium as gym
 import numpy as np
 import torch
@@ -154,8 +156,9 @@ class Progress(BaseCallback):
     def __init__(self, total: int, recorder: TrainingRecorder | None, label: str,
                  enabled: bool):
         super().__init__()
+        # into a log file (no terminal) one update a minute, not ten a second
         self.bar = tqdm(total=total, desc=label, unit='step', disable=not enabled,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 60.0)
         self.recorder = recorder
 
     def _on_step(self) -> bool:
