@@ -164,8 +164,9 @@ class Progress(BaseCallback):
     def _on_step(self) -> bool:
         self.bar.update(1)
         if self.recorder is not None and self.num_timesteps % 200 == 0:
+            # refresh=False: the postfix waits for the bar's own next update (mininterval)
             self.bar.set_postfix(unsafe=self.recorder.unsafe_states,
-                                 episodes=self.recorder.episodes)
+                                 episodes=self.recorder.episodes, refresh=False)
         return True
 
     def _on_training_end(self) -> None:
