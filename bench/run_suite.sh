@@ -5,8 +5,9 @@
 # same commit with the same settings is reused, anything else runs again. Two processes at a
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 10 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
-# costly task at 150 000 steps: about 1.5 h).
+# About 13 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
+# costly task at 150 000 steps: about 1.5 h for SSQ, 1.7 h for SAC behind the shield and
+# 45 min for the DQN inside mu's support).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -64,9 +65,9 @@ both "${ALL[@]}" "$PYTHON" -m bench.bench_tasks_peers offline
 "$PYTHON" -m bench.bench_tasks_peers baselines
 # The later SSQ rows (docs/results.md): goal-seeking mu with the induced policy collecting half
 # (10 000 steps); goal-free mu, the induced policy collecting (10 000 and 30 000 steps); the
-# costly task with directed exploration (config/tasks/costly.yaml, 150 000 steps; about 29 min
-# per run). SAC behind the shield and the DQN inside mu's support at goal-free SSQ's 30 000
-# steps.
+# costly task with directed exploration and mu keeping its heading (config/tasks/costly.yaml,
+# 150 000 steps; about 30 min per run). SAC behind the shield and the DQN inside mu's support
+# at goal-free SSQ's 30 000 steps, and on costly at its 150 000.
 TUNED=("wall ushape" "window")
 both "${TUNED[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task_ic05 --seeds $SEEDS \
     --steps 10000 --results runs/suite/collect-ic05.json
@@ -74,7 +75,9 @@ for steps in 10000 30000; do
     both "${TUNED[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task_gp0_ic1_a01 \
         --seeds $SEEDS --steps $steps --results "runs/suite/collect-goal-free-$steps.json"
 done
-EXPLORE=task_gp0_ic1_a01_her4_nb1_u05  # its config hash is costly.yaml's
+# costly.yaml's settings under the name its rows carry (test_bench_tasks_train asserts both
+# resolve to the same settings)
+EXPLORE=task_gp0_ic1_a01_her4_nb1_u05_oc_p4
 "$PYTHON" -m bench.bench_tasks_train --variants $EXPLORE --tasks costly --seeds 0 1 2 \
     --steps 150000 --results runs/suite/collect-costly-a.json &
 first=$!
@@ -89,17 +92,24 @@ LATER="$TEST --executors policy --baselines-from bench/results/tasks_test_induce
     --out bench/results/tasks_test_goal_free_a01.json
 "$PYTHON" -m bench.bench_tasks_test --variants task_gp0_ic1_a01 --steps 10000 $LATER \
     --out bench/results/tasks_test_goal_free_a01_10000.json
-"$PYTHON" -m bench.bench_tasks_test --variants $EXPLORE --tasks costly --steps 150000 $LATER \
-    --out bench/results/tasks_test_costly_u05.json
+"$PYTHON" -m bench.bench_tasks_test --variants $EXPLORE --tasks costly --steps 150000 $TEST \
+    --executors policy_sampled policy --baselines-from bench/results/tasks_test_induced.json \
+    --out bench/results/tasks_test_costly_u05_oc_p4.json
 for method in sac dqn; do
     both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers test --method $method \
         --point best --fresh --steps 30000
+    PEER_COSTLY=("$PYTHON" -m bench.bench_tasks_peers test --method $method --point best \
+        --fresh --tasks costly --steps 150000)
+    "${PEER_COSTLY[@]}" --seeds 0 1 2 &
+    first=$!
+    "${PEER_COSTLY[@]}" --seeds 3 4
+    wait "$first"
 done
 "$PYTHON" -m bench.bench_tasks_peers table --ssq bench/results/tasks_test_induced.json \
     bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json \
     bench/results/tasks_test_continuous.json bench/results/tasks_test_ic05.json \
     bench/results/tasks_test_goal_free_a01.json bench/results/tasks_test_goal_free_a01_10000.json \
-    bench/results/tasks_test_costly_u05.json \
+    bench/results/tasks_test_costly_u05_oc_p4.json \
     --ssq-train bench/results/tasks_induced.json --fresh
 # The DQN peer's harness on CartPole; equal work per env step (alone: it measures time)
 "$PYTHON" -m bench.bench_harness_check --algo dqn --seeds 0 1 2 --no-progress
