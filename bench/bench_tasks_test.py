@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.first < 0 or args.episodes < 1:
         parser.error('--first must be >= 0 and --episodes >= 1')
     started = time.monotonic()
+    # the code that evaluates, taken before the (long) evaluation: a commit made meanwhile
+    # must not be named as its author
+    machine = {**provenance(), 'cpus': os.cpu_count()}
     if args.combine:
         parts = [json.loads(path.read_text()) for path in args.combine]
         if len({(p['first_episode'], p['episodes']) for p in parts}) != 1:
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         runs, baselines = evaluate_folders(args, parser)
         wall = time.monotonic() - started
     summary, across = summarise(runs, baselines)
-    result = {'machine': {**provenance(), 'cpus': os.cpu_count()},
+    result = {'machine': machine,
               'first_episode': args.first, 'episodes': args.episodes,
               'summary': summary, 'across_tasks': across, 'baselines': baselines,
               'runs': runs, 'wall_time_s': wall}
