@@ -7,7 +7,7 @@
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
 # About 13 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
 # costly task at 150 000 steps: about 1.5 h for SSQ, 1.7 h for SAC behind the shield and
-# 45 min for the DQN inside mu's support).
+# 1 h for the DQN inside mu's support).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
