@@ -195,6 +195,12 @@ VARIANTS: dict[str, dict] = {
     'task_gp0_ic1_a01_her4_nb1_u03_oc_p4': merge(COSTLY_U05, {
         'sim': {'task': {'observe_costly': True}, 'behavior': {'persistence': 4.0}},
         'schedule': {'novelty_until': 0.3}}),
+    # costly.yaml's settings (oc_p4) with every export kept: the same runs (the keeping draws
+    # nothing), then ssq-select chooses the deployed policy among the later ones on validation
+    # episodes instead of taking the last (late in training the success swings 20-35 points)
+    'task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep': merge(COSTLY_U05, {
+        'sim': {'task': {'observe_costly': True}, 'behavior': {'persistence': 4.0}},
+        'schedule': {'keep_policies': True}}),
     # the same task with continuous end-effector velocities (K samples of mu; the SAC peer's
     # action set), the discrete settings of the goal-seeking learner
     'task_cont': _goal_seeking({'action_kind': 'continuous'}),

@@ -51,6 +51,8 @@ ADDED_SINCE_ISSUE13 = {
     'schedule.novelty_bonus': 0.0, 'schedule.novelty_cell': 0.05, 'schedule.novelty_until': 1.0,
     # issue 14: hindsight goals (goal-free mu); 0 stores each transition once, as recorded
     'schedule.hindsight_goals': 0,
+    # issue 14: every export kept for ssq-select; false keeps only policy.pt, as recorded
+    'schedule.keep_policies': False,
 }
 
 

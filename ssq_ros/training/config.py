@@ -106,6 +106,12 @@ class ScheduleConfig:
         doc="ssq-train: copies of each training transition stored with a goal the hand "
             'reached later in the same episode (reward and end recomputed for it); needs '
             'discrete actions and sim.behavior.goal_preference 0; 0 = none')
+    # Issue 14, the costly task: late in a run the greedy success swings 20-35 points between
+    # two evaluations 10 000 steps apart, so the last export is a draw among good and weak
+    # networks. Keeping every export lets ssq-select choose among them on validation episodes.
+    keep_policies: bool = spec(False, doc='keep every exported policy as '
+                                          'policies/policy-STEP.pt beside policy.pt (for '
+                                          'ssq-select); false = only the latest')
     seed: int = spec(0, low=0, high=2**31 - 1, doc='seed of mu, the networks and the episodes')
     torch_threads: int = spec(1, low=1, high=256, doc='torch CPU threads')
 

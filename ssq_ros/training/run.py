@@ -13,6 +13,8 @@ Run folder:
     checkpoints/<name>.pt      learner + run counters + the driver's own state, atomic
                                (ssq-train: trainer.pt, the graph: graph_learner.pt)
     policy.pt                  the latest exported policy (TorchScript bytes)
+    policies/policy-STEP.pt    every exported policy, by the step it was made at
+                               (schedule.keep_policies; ssq-select chooses among them)
     calibration.npz            Q(s_t, a_t) and G_t of the final evaluation (mu, policy, induced)
     metrics.json               `RunMetrics` (written last)
     tb/                        TensorBoard (charts/, losses/)
@@ -48,6 +50,7 @@ from ssq_ros.training.learner import OnlineLearner, TaskSpaces
 from ssq_ros.training.provenance import provenance
 
 LOG = 'log.jsonl'
+KEPT_POLICIES = 'policies'
 _KIND = 'ssq_ros.Run/1'
 # A training record is logged every this many transitions.
 REPORT_EVERY = 250
@@ -429,6 +432,10 @@ class Run:
         stats = self.learner.extract(steps, progress)
         data = export_policy(self.learner, to_dict(self.config))
         atomic_write(self.out / 'policy.pt', lambda f: f.write(data))
+        if self.schedule.keep_policies:
+            kept = self.out / KEPT_POLICIES / f'policy-{self.steps:07d}.pt'
+            kept.parent.mkdir(exist_ok=True)
+            atomic_write(kept, lambda f: f.write(data))
         self.scalar('losses/policy_loss', stats['loss'])
         self.scalar('losses/policy_fit_kl', stats['fit_kl'])
         self.scalar('charts/policy_fit_agreement', stats['fit_agreement'])
