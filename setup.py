@@ -36,6 +36,7 @@ CONSOLE_SCRIPTS = [
     'ssq-sim-demo = ssq_ros.cli.sim_demo:main',
     'ssq-train = ssq_ros.cli.train:main',
     'ssq-report = ssq_ros.cli.report:main',
+    'ssq-select = ssq_ros.cli.select:main',
     'hardware_interface = ssq_ros.nodes.hardware_interface:main',
     'mujoco_sim = ssq_ros.nodes.mujoco_sim:main',
     'episode_server = ssq_ros.nodes.episode_server:main',

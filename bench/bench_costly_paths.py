@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from bench.bench_tasks_test import run_config
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import load_exported_policy
 from ssq_ros.training.evaluate import evaluate_heldout, executor_actor, oracle_actor
 from ssq_ros.training.problem import build_problem
 from ssq_ros.training.provenance import provenance
+from ssq_ros.training.run import read_run_config
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'costly_paths.json'
 
@@ -41,7 +41,7 @@ def episodes_of(stats) -> list[dict]:
 
 def compare_run(folder: Path, first: int, episodes: int) -> dict:
     """The run's greedy shielded policy and the oracle on the same held-out episodes."""
-    config = run_config(folder)
+    config = read_run_config(folder)
     problem = build_problem(config)
     gamma = config.learner.critic.gamma
     executor = ShieldedExecutor(greedy=True, seed=config.schedule.seed)

@@ -75,7 +75,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.bench_tasks_test import run_config
 from bench.peers.common import EvalPolicy, evaluate
 from bench.peers.ssq import split_episodes, ssq_transitions
 from bench.stats import (
@@ -88,6 +87,7 @@ from ssq_ros.training.config import TrainConfig, load_train_config
 from ssq_ros.training.evaluate import behavior_actor, evaluate_heldout
 from ssq_ros.training.problem import build_problem
 from ssq_ros.training.provenance import provenance
+from ssq_ros.training.run import read_run_config
 
 TASKS = ('wall', 'ushape', 'window', 'costly')
 # The tasks the DQN grid was tuned on (as SSQ's settings were); costly came later, and neither
@@ -382,7 +382,7 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
         raise FileNotFoundError(f'{folder}: no finished SSQ run to learn mu\'s data from '
                                 f'(bench.bench_tasks_train --tasks {task} --variants task '
                                 f'--seeds {seed} --steps {steps})')
-    config = run_config(folder)
+    config = read_run_config(folder)
     critic = config.learner.critic
     settings = {'method': method, 'task': task, 'seed': seed, 'steps': steps,
                 'split': list(split), 'data': str(folder), 'hidden': list(critic.hidden_sizes),

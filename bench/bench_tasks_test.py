@@ -28,14 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from bench.bench_tasks_train import MARKER, VARIANTS
 from bench.stats import stratified_bootstrap_interval, wilson_interval
-from ssq_ros.config import parse
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import load_exported_policy
-from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.evaluate import (
     behavior_actor,
     evaluate_heldout,
@@ -46,17 +43,12 @@ from ssq_ros.training.evaluate import (
 )
 from ssq_ros.training.problem import build_problem
 from ssq_ros.training.provenance import provenance
+from ssq_ros.training.run import read_run_config
 from ssq_ros.training.trainer import load_run_learner
 
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_test.json'
 LEARNED = ('induced', 'policy_sampled', 'policy')
 BASELINES = ('behavior_greedy', 'behavior', 'oracle')
-
-
-def run_config(folder: Path) -> TrainConfig:
-    """The resolved config the run wrote (what its checkpoint was made with)."""
-    path = folder / 'config.yaml'
-    return parse(TrainConfig, yaml.safe_load(path.read_text()), str(path))
 
 
 def timed(label: str, problem, act, episodes: int, first: int, gamma: float):
@@ -74,17 +66,22 @@ def timed(label: str, problem, act, episodes: int, first: int, gamma: float):
 
 
 def evaluate_run(folder: Path, episodes: int, first: int,
-                 executors: tuple[str, ...] = LEARNED) -> tuple[dict, dict]:
+                 executors: tuple[str, ...] = LEARNED,
+                 policy_file: str = 'policy.pt') -> tuple[dict, dict]:
     """The run's learned executors (those of `executors` it has) on the test episodes: each
-    one's outcomes, and how many episodes it reached the goal through a costly box."""
-    config = run_config(folder)
+    one's outcomes, and how many episodes it reached the goal through a costly box.
+    `policy_file`: the exported policy the executors run (ssq-select's choice:
+    policy_selected.pt)."""
+    config = read_run_config(folder)
     learner = load_run_learner(config, folder)
-    policy = load_exported_policy(folder / 'policy.pt')
+    policy = load_exported_policy(folder / policy_file)
     problem = build_problem(config)
     gamma = config.learner.critic.gamma
     # A run that deploys the induced policy (discrete_policy: induced) has it in policy.pt:
     # its sampled executor is that policy, evaluating the induced actor again adds nothing.
-    actors = {} if policy.kind == 'induced' else {'induced': induced_actor(problem, learner)}
+    # The induced actor is the final critic's: it belongs with the final export only.
+    actors = ({} if policy.kind == 'induced' or policy_file != 'policy.pt'
+              else {'induced': induced_actor(problem, learner)})
     for name, greedy in (('policy_sampled', False), ('policy', True)):
         executor = ShieldedExecutor(greedy=greedy, seed=config.schedule.seed)
         executor.set_policy(policy)
@@ -98,7 +95,7 @@ def evaluate_run(folder: Path, episodes: int, first: int,
 def evaluate_baselines(folder: Path, episodes: int, first: int) -> dict[str, list[int]]:
     """Greedy mu, sampled mu and the oracle on the test episodes of `folder`'s task (they do
     not depend on the run's seed: one folder per task is enough)."""
-    config = run_config(folder)
+    config = read_run_config(folder)
     problem = build_problem(config)
     gamma = config.learner.critic.gamma
     actors = {'behavior_greedy': greedy_behavior_actor(problem),
@@ -185,8 +182,9 @@ def evaluate_folders(args: argparse.Namespace,
     for k, (info, folder) in enumerate(folders):
         # a run reached through a link is named by where it is
         outcomes, reached_costly = evaluate_run(folder, args.episodes, args.first,
-                                                tuple(args.executors))
+                                                tuple(args.executors), args.policy)
         runs.append({**info, 'run_folder': os.path.relpath(folder.resolve()),
+                     'policy_file': args.policy,
                      'outcomes': outcomes, 'reached_costly': reached_costly})
         elapsed = time.monotonic() - started
         print(f'[{k + 1}/{len(folders)} runs, {elapsed / 60:.1f} min, ETA '
@@ -208,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='evaluate nothing: join these outputs of earlier invocations')
     parser.add_argument('--executors', nargs='+', default=list(LEARNED), choices=LEARNED,
                         help='the learned executors to evaluate (each costs one pass)')
+    parser.add_argument('--policy', default='policy.pt', metavar='FILE',
+                        help="the exported policy in each run folder the executors run "
+                        "(policy_selected.pt: ssq-select's choice among the kept ones)")
     parser.add_argument('--baselines-from', type=Path, metavar='JSON',
                         help='take the baselines from an earlier output on the same episodes')
     parser.add_argument('--out', type=Path, default=RESULTS)

@@ -270,7 +270,7 @@ class Run:
         mine = to_dict(self.config)
         if config_file.exists():
             try:
-                theirs = resolve_budgets(_parse_config(config_file))
+                theirs = resolve_budgets(read_run_config(self.out))
             except ConfigError:
                 theirs = None  # not even a config of this version
             if theirs != self.config:
@@ -595,8 +595,15 @@ def is_checkpoint_of(state: dict, config: TrainConfig) -> bool:
     return to_dict(stored) == to_dict(config)
 
 
-def _parse_config(path: Path) -> TrainConfig:
-    return parse(TrainConfig, yaml.safe_load(path.read_text()), str(path))
+def read_run_config(folder: str | Path) -> TrainConfig:
+    """The resolved config a run folder was made with (its config.yaml)."""
+    path = Path(folder) / 'config.yaml'
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f'{path}: not readable ({exc.strerror}); is {folder} a run '
+                          'folder?') from exc
+    return parse(TrainConfig, yaml.safe_load(text), str(path))
 
 
 class _ProgressLine:

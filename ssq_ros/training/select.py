@@ -1,0 +1,105 @@
+"""Choose a run's deployed policy among its kept exports (schedule.keep_policies), on
+validation episodes.
+
+Late in a run the held-out success can swing by 20-35 points between two exports 10 000 steps
+apart (the costly task, docs/results.md), so the last export is one draw among good and weak
+networks. The candidates are the exports made at or after `from_share` of schedule.steps; each
+runs the same held-out episodes behind the ShieldedExecutor, sampled or greedy as it will be
+deployed. Most successes wins; ties go to the higher mean return, then to the later export.
+The winner's success on the episodes it was chosen on is biased upwards (the best of several
+draws): its worth is measured on other episodes (bench/bench_tasks_test.py --policy).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ssq_ros.deploy.executor import ShieldedExecutor
+from ssq_ros.deploy.export import load_exported_policy
+from ssq_ros.storage import atomic_write
+from ssq_ros.training.evaluate import evaluate_heldout, executor_actor
+from ssq_ros.training.problem import build_problem
+from ssq_ros.training.provenance import provenance
+from ssq_ros.training.run import KEPT_POLICIES, read_run_config
+
+SELECTED = 'policy_selected.pt'
+RECORD = 'selection.json'
+_NAME = re.compile(r'policy-(\d+)\.pt')
+
+
+@dataclass
+class Candidate:
+    """One kept export and its validation score."""
+
+    step: int
+    file: str
+    successes: int = 0
+    episodes: int = 0
+    mean_return: float = float('nan')
+
+    def key(self) -> tuple:
+        return (self.successes, self.mean_return, self.step)
+
+
+def kept_policies(folder: Path) -> list[tuple[int, Path]]:
+    """The run's kept exports as (step made at, path), by step."""
+    found = sorted((int(m.group(1)), path) for path in (folder / KEPT_POLICIES).glob('*.pt')
+                   if (m := _NAME.fullmatch(path.name)))
+    if not found:
+        raise FileNotFoundError(f'{folder / KEPT_POLICIES}: no kept policies (run with '
+                                'schedule.keep_policies: true)')
+    return found
+
+
+def candidates(folder: Path, from_share: float) -> list[tuple[int, Path]]:
+    """The kept exports made at or after from_share of the run's schedule.steps."""
+    if not 0.0 <= from_share <= 1.0:
+        raise ValueError(f'from_share must be in [0, 1], got {from_share}')
+    steps = read_run_config(folder).schedule.steps
+    chosen = [(step, path) for step, path in kept_policies(folder)
+              if step >= from_share * steps]
+    if not chosen:
+        raise FileNotFoundError(f'{folder}: no kept policy made at or after step '
+                                f'{from_share * steps:.0f}')
+    return chosen
+
+
+def select_policy(folder: str | Path, *, from_share: float = 2 / 3, first: int = 0,
+                  episodes: int = 100, greedy: bool = False,
+                  report: Callable[[Candidate], None] | None = None) -> dict:
+    """Score the candidates on held-out episodes first..first+episodes-1, copy the best to
+    policy_selected.pt and write selection.json; returns that record. `report(candidate)`
+    after each one is scored."""
+    folder = Path(folder)
+    if episodes < 1 or first < 0:
+        raise ValueError(f'episodes must be >= 1 and first >= 0, got {episodes}, {first}')
+    config = read_run_config(folder)
+    problem = build_problem(config)
+    scored = []
+    for step, path in candidates(folder, from_share):
+        policy = load_exported_policy(path)
+        # the executor's draws start from the same seed for every candidate: a fair comparison
+        executor = ShieldedExecutor(greedy=greedy, seed=config.schedule.seed)
+        executor.set_policy(policy)
+        stats = evaluate_heldout(problem, executor_actor(problem, executor), episodes,
+                                 config.learner.critic.gamma, first=first)
+        if stats.unsafe:  # the executor acts inside mu's support: this would be a bug
+            raise AssertionError(f'{path}: {stats.unsafe} unsafe states in validation')
+        candidate = Candidate(step, path.name, stats.successes, stats.episodes,
+                              float(np.mean(stats.returns)))
+        scored.append(candidate)
+        if report is not None:
+            report(candidate)
+    best = max(scored, key=Candidate.key)
+    data = (folder / KEPT_POLICIES / best.file).read_bytes()
+    atomic_write(folder / SELECTED, lambda f: f.write(data))
+    record = {'selected': asdict(best), 'candidates': [asdict(c) for c in scored],
+              'first_episode': first, 'episodes': episodes, 'greedy': greedy,
+              'from_share': from_share, **provenance()}
+    atomic_write(folder / RECORD, lambda f: f.write(json.dumps(record, indent=1).encode()))
+    return record

@@ -1,0 +1,93 @@
+"""ssq-select on a real tiny ssq-train run (MuJoCo arm, torch): every export kept, the choice
+among them scored on held-out episodes, and bad input refused."""
+import json
+import shutil
+
+import pytest
+from test_training_run import tiny_config, write_config
+
+from bench.bench_tasks_test import evaluate_run
+from ssq_ros.cli.select import main as select_main
+from ssq_ros.training.config import load_train_config
+from ssq_ros.training.run import KEPT_POLICIES
+from ssq_ros.training.select import (
+    RECORD,
+    SELECTED,
+    Candidate,
+    candidates,
+    kept_policies,
+    select_policy,
+)
+from ssq_ros.training.trainer import Trainer
+
+
+@pytest.fixture(scope='module')
+def kept_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('keep')
+    config = load_train_config(write_config(folder, tiny_config('discrete',
+                                                                keep_policies=True)))
+    Trainer(config, folder / 'run', progress=False).run()
+    return folder / 'run'
+
+
+def test_every_export_is_kept_by_the_step_it_was_made_at(kept_run):
+    records = [json.loads(line) for line in (kept_run / 'log.jsonl').read_text().splitlines()]
+    exported = [r['step'] for r in records if r['type'] == 'extract']
+    assert exported == [80, 160, 240]
+    kept = kept_policies(kept_run)
+    assert [step for step, _ in kept] == exported
+    # the last kept export is the run's policy.pt, byte for byte
+    assert kept[-1][1].read_bytes() == (kept_run / 'policy.pt').read_bytes()
+    assert len({path.read_bytes() for _, path in kept}) == 3
+
+
+def test_candidates_start_at_the_share_of_the_steps(kept_run):
+    assert [s for s, _ in candidates(kept_run, 0.5)] == [160, 240]
+    assert [s for s, _ in candidates(kept_run, 0.0)] == [80, 160, 240]
+    with pytest.raises(ValueError, match='from_share'):
+        candidates(kept_run, 1.5)
+
+
+def test_the_best_scored_export_is_selected_and_scored_as_the_benchmark_does(kept_run):
+    reported = []
+    record = select_policy(kept_run, from_share=0.0, first=3, episodes=2,
+                           report=reported.append)
+    scored = [Candidate(**c) for c in record['candidates']]
+    assert [c.step for c in scored] == [80, 160, 240] and scored == reported
+    assert all(c.episodes == 2 for c in scored)
+    best = Candidate(**record['selected'])
+    assert best == max(scored, key=Candidate.key)
+    assert (kept_run / SELECTED).read_bytes() == \
+        (kept_run / KEPT_POLICIES / best.file).read_bytes()
+    assert json.loads((kept_run / RECORD).read_text()) == record
+    # bench_tasks_test --policy policy_selected.pt runs the same executor on the same episodes
+    outcomes, _ = evaluate_run(kept_run, 2, 3, ('policy_sampled',), SELECTED)
+    assert sum(outcomes['policy_sampled']) == best.successes
+
+
+def test_ties_go_to_the_higher_return_then_the_later_export():
+    a, b, c = Candidate(10, 'a', 5, 9, -3.0), Candidate(20, 'b', 5, 9, -2.0), \
+        Candidate(30, 'c', 5, 9, -2.0)
+    assert max([a, b, c], key=Candidate.key) is c
+    assert max([a, Candidate(40, 'd', 4, 9, 0.0)], key=Candidate.key) is a
+
+
+def test_bad_runs_and_files_are_refused_with_the_reason(kept_run, tmp_path, capsys):
+    assert select_main([str(tmp_path / 'none')]) == 2
+    assert 'not readable' in capsys.readouterr().err
+    # a run made without keep_policies
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    shutil.copy(kept_run / 'config.yaml', bare / 'config.yaml')
+    assert select_main([str(bare)]) == 2
+    assert 'keep_policies' in capsys.readouterr().err
+    # a corrupt kept export
+    broken = tmp_path / 'broken'
+    shutil.copytree(kept_run, broken)
+    (broken / KEPT_POLICIES / 'policy-0000240.pt').write_bytes(b'not a policy')
+    (broken / SELECTED).unlink()
+    assert select_main([str(broken), '--from', '0.9', '--episodes', '1']) == 2
+    assert 'policy-0000240.pt' in capsys.readouterr().err
+    assert not (broken / SELECTED).exists()
+    assert select_main([str(kept_run), '--episodes', '0']) == 2
+    assert 'episodes' in capsys.readouterr().err
