@@ -226,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = [run for p in parts for run in p['runs']]
         baselines = {task: b for p in parts for task, b in p['baselines'].items()}
         args.first, args.episodes = parts[0]['first_episode'], parts[0]['episodes']
+        # the code that evaluated is the parts': keep it, and the combiner's beside it
+        made = {(p['machine']['code_commit'], p['machine']['code_dirty']) for p in parts}
+        machine = ({**parts[0]['machine'], 'combined_by': machine} if len(made) == 1
+                   else {**machine, 'parts': [p['machine'] for p in parts]})
         wall = sum(p['wall_time_s'] for p in parts)
     else:
         runs, baselines = evaluate_folders(args, parser)

@@ -84,6 +84,19 @@ def test_a_finished_run_is_evaluated_on_the_test_episodes_from_its_folder(tiny_s
     again = tmp_path / 'again.json'
     assert bench_tasks_test.main(['--combine', str(out), '--out', str(again)]) == 0
     assert json.loads(again.read_text())['summary'] == result['summary']
+    # ... and name the code that evaluated the parts, not the code that joined them
+    made_elsewhere = tmp_path / 'elsewhere.json'
+    made_elsewhere.write_text(json.dumps({**result, 'machine': {
+        **result['machine'], 'code_commit': 'f' * 40, 'code_dirty': False}}))
+    assert bench_tasks_test.main(['--combine', str(made_elsewhere), '--out', str(again)]) == 0
+    machine = json.loads(again.read_text())['machine']
+    assert machine['code_commit'] == 'f' * 40
+    assert machine['combined_by']['code_commit'] == result['machine']['code_commit']
+    assert bench_tasks_test.main(['--combine', str(made_elsewhere), str(out),
+                                  '--out', str(again)]) == 0
+    machine = json.loads(again.read_text())['machine']
+    assert [p['code_commit'] for p in machine['parts']] == \
+        ['f' * 40, result['machine']['code_commit']]
     # one executor, the baselines taken from the earlier output on the same episodes
     only = tmp_path / 'only.json'
     assert bench_tasks_test.main(['--variants', 'n8_long_e30', '--steps', '120', '--runs',
