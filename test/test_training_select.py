@@ -1,19 +1,25 @@
 """ssq-select on a real tiny ssq-train run (MuJoCo arm, torch): every export kept, the choice
 among them scored on held-out episodes, and bad input refused."""
+import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 from test_training_run import tiny_config, write_config
 
 from bench.bench_tasks_test import evaluate_run
 from ssq_ros.cli.select import main as select_main
+from ssq_ros.deploy.export import average_policies, load_exported_policy
 from ssq_ros.training.config import load_train_config
 from ssq_ros.training.run import KEPT_POLICIES
 from ssq_ros.training.select import (
+    AVERAGE_RECORD,
+    AVERAGED,
     RECORD,
     SELECTED,
     Candidate,
+    average_candidates,
     candidates,
     kept_policies,
     select_policy,
@@ -24,8 +30,9 @@ from ssq_ros.training.trainer import Trainer
 @pytest.fixture(scope='module')
 def kept_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp('keep')
-    config = load_train_config(write_config(folder, tiny_config('discrete',
-                                                                keep_policies=True)))
+    data = tiny_config('discrete', keep_policies=True)
+    data['learner']['extraction']['discrete_policy'] = 'induced'  # as the costly task deploys
+    config = load_train_config(write_config(folder, data))
     Trainer(config, folder / 'run', progress=False).run()
     return folder / 'run'
 
@@ -91,3 +98,43 @@ def test_bad_runs_and_files_are_refused_with_the_reason(kept_run, tmp_path, caps
     assert not (broken / SELECTED).exists()
     assert select_main([str(kept_run), '--episodes', '0']) == 2
     assert 'episodes' in capsys.readouterr().err
+
+
+def test_the_average_is_the_normalised_geometric_mean_of_the_exports(kept_run):
+    policies = [load_exported_policy(path) for _, path in kept_policies(kept_run)]
+    assert {p.kind for p in policies} == {'induced'}
+    averaged = load_exported_policy(average_policies(policies))
+    assert averaged.kind == 'induced' and averaged.policy_version == policies[-1].policy_version
+    rng = np.random.default_rng(0)
+    n = averaged.spaces.action_size
+    for _ in range(20):
+        obs = rng.normal(size=averaged.spaces.obs_dim)
+        mu = rng.random(n) * (rng.random(n) < 0.7)
+        mu[rng.integers(n)] = 0.5  # at least one action allowed
+        parts = np.array([p.probabilities(obs, mu) for p in policies])
+        expected = np.zeros(n)
+        allowed = mu > 0
+        expected[allowed] = np.exp(np.log(parts[:, allowed]).mean(axis=0))
+        expected /= expected.sum()
+        got = averaged.probabilities(obs, mu)
+        assert np.all(got[~allowed] == 0)
+        assert got == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match='no policy'):
+        average_policies([])
+    with pytest.raises(ValueError, match='differ'):
+        average_policies([policies[0], dataclasses.replace(policies[1], alpha=0.5)])
+
+
+def test_the_average_of_the_candidates_is_written_and_scored_as_the_benchmark_does(kept_run,
+                                                                                  capsys):
+    assert select_main([str(kept_run), '--average', '--from', '0.9', '--episodes', '1']) == 0
+    assert 'the geometric mean of 1 exports: ' in capsys.readouterr().out
+    assert json.loads((kept_run / AVERAGE_RECORD).read_text())['averaged'] == \
+        ['policy-0000240.pt']
+    record = average_candidates(kept_run, from_share=0.5, first=3, episodes=2)
+    assert record['averaged'] == ['policy-0000160.pt', 'policy-0000240.pt']
+    assert json.loads((kept_run / AVERAGE_RECORD).read_text()) == record
+    outcomes, _ = evaluate_run(kept_run, 2, 3, ('policy_sampled',), AVERAGED)
+    assert sum(outcomes['policy_sampled']) == record['score']['successes']
+    assert load_exported_policy(kept_run / AVERAGED).policy_version == \
+        load_exported_policy(kept_run / 'policy.pt').policy_version

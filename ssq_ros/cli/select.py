@@ -1,13 +1,15 @@
 """ssq-select: choose a finished run's deployed policy among its kept exports, on validation
 episodes.
 
-    ssq-select RUN_FOLDER [--from 0.667] [--first 0] [--episodes 100] [--greedy]
+    ssq-select RUN_FOLDER [--from 0.667] [--first 0] [--episodes 100] [--greedy] [--average]
 
 The run must have kept its exports (schedule.keep_policies: true). Each export made at or
 after --from of the run's steps runs held-out episodes first..first+episodes-1 behind the
 shielded executor (sampled, or --greedy); the best is copied to RUN_FOLDER/policy_selected.pt
 and every score written to RUN_FOLDER/selection.json (ssq_ros/training/select.py). Deploy it
 by passing that file as the executor's policy; measure it on other episodes than these.
+With --average no choice is made: the candidates' geometric mean (the induced policy of their
+mean critic) goes to RUN_FOLDER/policy_averaged.pt and its score to averaging.json.
 """
 from __future__ import annotations
 
@@ -17,7 +19,16 @@ import time
 from pathlib import Path
 
 from ssq_ros.config import ConfigError
-from ssq_ros.training.select import RECORD, SELECTED, Candidate, candidates, select_policy
+from ssq_ros.training.select import (
+    AVERAGE_RECORD,
+    AVERAGED,
+    RECORD,
+    SELECTED,
+    Candidate,
+    average_candidates,
+    candidates,
+    select_policy,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--greedy', action='store_true',
                         help='score the greedy executor (default: sampled, as deployed '
                              'with policy_executor greedy:=false)')
+    parser.add_argument('--average', action='store_true',
+                        help="deploy the candidates' geometric mean instead of the best one")
     args = parser.parse_args(argv)
     started = time.monotonic()
     try:
+        if args.average:
+            record = average_candidates(args.run, from_share=args.from_share,
+                                        first=args.first, episodes=args.episodes,
+                                        greedy=args.greedy)
+            score = record['score']
+            print(f"the geometric mean of {len(record['averaged'])} exports: "
+                  f"{score['successes']}/{score['episodes']} on episodes {args.first}-"
+                  f'{args.first + args.episodes - 1} in {time.monotonic() - started:.0f} s: '
+                  f'{args.run / AVERAGED}; its score in {args.run / AVERAGE_RECORD}')
+            return 0
         total = len(candidates(args.run, args.from_share))
         done = []
 

@@ -80,6 +80,36 @@ class _DiagonalGaussian(nn.Module):
         return mean, log_std.clamp(self.log_std_min, self.log_std_max).exp()
 
 
+class _GeometricMean(nn.Module):
+    """log of the normalised geometric mean of discrete policies: softmax of their mean
+    log-probabilities. For induced policies pi_k ∝ mu exp(Q_k/alpha) it is the induced policy
+    of the mean critic, mu exp(mean_k Q_k / alpha) (each pi_k's normaliser cancels)."""
+
+    def __init__(self, heads: list[torch.jit.ScriptModule]):
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+        self.count = len(heads)
+
+    def forward(self, obs: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros_like(mu)
+        for head in self.heads:
+            total = total + head(obs, mu)  # -inf where mu is 0, alike in every head
+        return torch.log_softmax(total / self.count, dim=-1)
+
+
+def _save(head: nn.Module, meta: dict[str, Any]) -> bytes:
+    """Script `head` and save it with its metadata as TorchScript bytes."""
+    head = head.eval().requires_grad_(False)
+    with warnings.catch_warnings():
+        # TorchScript is deprecated in favour of torch.export, but it is what loads with torch
+        # alone (C++ included) and round-trips through bytes; keep it until that changes.
+        warnings.simplefilter('ignore', DeprecationWarning)
+        scripted = torch.jit.script(head)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer, _extra_files={_META_FILE: json.dumps(meta)})
+    return buffer.getvalue()
+
+
 def export_policy(learner: OnlineLearner, train_config: dict[str, Any] | None = None) -> bytes:
     """The learner's current policy as self-contained TorchScript bytes: the fitted network,
     or (`learner.deploys_induced`) the critic's exact induced policy."""
@@ -92,20 +122,29 @@ def export_policy(learner: OnlineLearner, train_config: dict[str, Any] | None = 
         net = copy.deepcopy(learner.extractor.policy.net)
         head = _MaskedCategorical(net) if learner.spaces.discrete else _DiagonalGaussian(net)
         kind = 'fitted'
-    head = head.eval().requires_grad_(False)
-    with warnings.catch_warnings():
-        # TorchScript is deprecated in favour of torch.export, but it is what loads with torch
-        # alone (C++ included) and round-trips through bytes; keep it until that changes.
-        warnings.simplefilter('ignore', DeprecationWarning)
-        scripted = torch.jit.script(head)
     meta = {'format': EXPORT_FORMAT, 'kind': kind, 'policy_version': learner.policy_version,
             'spaces': to_dict(learner.spaces), 'alpha': learner.critic.config.alpha,
             'train_config': train_config or {}}
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)
-        torch.jit.save(scripted, buffer, _extra_files={_META_FILE: json.dumps(meta)})
-    return buffer.getvalue()
+    return _save(head, meta)
+
+
+def average_policies(policies: list[ExportedPolicy]) -> bytes:
+    """One exported policy, the normalised geometric mean of discrete `policies` of the same
+    run (same spaces, alpha and kind); its version is the last one's, `averaged_versions`
+    lists all of them."""
+    if not policies:
+        raise ValueError('average_policies: no policy given')
+    last = policies[-1]
+    if not last.spaces.discrete:
+        raise ValueError('average_policies: only discrete policies can be averaged')
+    for policy in policies:
+        if (policy.spaces, policy.alpha, policy.kind) != (last.spaces, last.alpha, last.kind):
+            raise ValueError('average_policies: the policies differ in spaces, alpha or kind')
+    meta = {'format': EXPORT_FORMAT, 'kind': last.kind, 'policy_version': last.policy_version,
+            'averaged_versions': [p.policy_version for p in policies],
+            'spaces': to_dict(last.spaces), 'alpha': last.alpha,
+            'train_config': last.train_config}
+    return _save(_GeometricMean([p.module for p in policies]), meta)
 
 
 @dataclass
