@@ -21,7 +21,7 @@ publishes the URDF of the run's robot (`robot_file`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +258,14 @@ MUJOCO_SIM_TRAIN = NodeSpec(executable='mujoco_sim', name='mujoco_sim',
                                         ('commanders', TRAIN_COMMANDERS)), **RESPAWN)
 SAFETY_MONITOR = NodeSpec(executable='safety_monitor', name='safety_monitor',
                           param_files=('nodes.yaml',), parameters=(COMMON[0],))
-# Deployed, the executor also takes goals an operator clicks in RViz (Publish Point).
+# Deployed, the executor also takes goals an operator clicks in RViz (Publish Point), and runs
+# the run folder's last export or the one ssq-select chose.
+POLICY_FILE = _arg('policy_file', 'policy.pt', "the run folder's policy to run: policy.pt (its "
+                   "last export) or ssq-select's policy_selected.pt / policy_averaged.pt")
 POLICY_EXECUTOR = NodeSpec(executable='policy_executor', name='policy_executor',
                            param_files=('nodes.yaml',),
-                           parameters=COMMON + (('operator_goals', True),))
+                           parameters=COMMON + (('operator_goals', True),
+                                                ('policy_file', FromArg('policy_file'))))
 # The simulated controller acts on a command only at its next control period (the experiment's
 # sim.physics.control_period, 50 ms by default), so the interface must brake that much earlier
 # than on a 1 kHz ros2_control loop.
@@ -292,12 +296,12 @@ GRAPHS = {g.name: g for g in (
            RVIZ_NODE)),
     Graph('deploy_sim', 'run a trained policy in MuJoCo behind the support shield and the '
           'hardware interface, exactly as on a real arm',
-          (CONFIG, RUN_DIR, HEADLESS, RVIZ),
+          (CONFIG, RUN_DIR, POLICY_FILE, HEADLESS, RVIZ),
           (ROBOT_STATE_PUBLISHER, MUJOCO_SIM, HARDWARE_INTERFACE, POLICY_EXECUTOR,
            SAFETY_MONITOR, RVIZ_NODE)),
     Graph('deploy_hw', 'run on a real arm under ros2_control (its driver, controllers and '
           'robot_state_publisher are started by the arm\'s own bring-up)',
-          (CONFIG, RUN_DIR,
+          (CONFIG, RUN_DIR, POLICY_FILE,
            _arg('controller', 'forward_velocity_controller',
                 'active ros2_control controller the hardware interface commands'),
            _arg('controller_kind', '', "velocity, position or trajectory; '' derives it from a "
@@ -311,9 +315,7 @@ GRAPHS = {g.name: g for g in (
                     parameters=(COMMON[0], ('controller', FromArg('controller')),
                                 ('controller_kind', FromArg('controller_kind')),
                                 ('robot_config', FromArg('robot_config')))),
-           NodeSpec(executable='policy_executor', name='policy_executor',
-                    param_files=('nodes.yaml',), parameters=COMMON + (('operator_goals', True),),
-                    unless_arg='train_on_robot'),
+           replace(POLICY_EXECUTOR, unless_arg='train_on_robot'),
            NodeSpec(executable='safe_behavior', name='safe_behavior',
                     param_files=('nodes.yaml',), parameters=(COMMON[0],),
                     if_arg='train_on_robot'),

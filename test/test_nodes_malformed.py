@@ -32,6 +32,7 @@ from std_msgs.msg import (
 from std_srvs.srv import Trigger
 
 from ssq_ros.config import ConfigError
+from ssq_ros.deploy.export import export_policy
 from ssq_ros.nodes.common import COMMAND_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
 from ssq_ros.nodes.interfaces import EPISODE_QOS
 from ssq_ros.nodes.mujoco_sim import MujocoSim
@@ -40,6 +41,9 @@ from ssq_ros.nodes.q_learner import QLearner
 from ssq_ros.nodes.safe_behavior import SafeBehavior
 from ssq_ros.nodes.safety_monitor import SafetyMonitor
 from ssq_ros.nodes.transition_msg import TRANSITION_QOS, command_message
+from ssq_ros.task.setup import build_task_problem
+from ssq_ros.training.config import load_run_config
+from ssq_ros.training.learner import LearnerConfig, OnlineLearner
 
 TINY = str(Path(__file__).parent / 'data' / 'train_sim_tiny.yaml')
 JOINTS = [f'ssq_joint{i}' for i in range(1, 8)]
@@ -338,6 +342,32 @@ def test_policy_executor_refuses_bad_states_goals_policies_and_phases(ros):
         assert len(harness.commands) == 2
     finally:
         harness.close()
+
+
+def test_policy_executor_runs_the_named_export_of_the_run_and_refuses_bad_names(ros, tmp_path):
+    spaces = build_task_problem(load_run_config(TINY)).spaces
+    learner = OnlineLearner(spaces, LearnerConfig(), seed=0)
+    (tmp_path / 'policy_selected.pt').write_bytes(export_policy(learner))
+    node = PolicyExecutor(parameter_overrides=[
+        Parameter('config_file', value=TINY), Parameter('run_dir', value=str(tmp_path)),
+        Parameter('policy_file', value='policy_selected.pt')])
+    try:
+        assert node.shield.policy is not None and node.shield.policy.spaces == spaces
+    finally:
+        node.destroy_node()
+    # no policy.pt there: the default starts without a policy (the train graph's case)
+    node = PolicyExecutor(parameter_overrides=[
+        Parameter('config_file', value=TINY), Parameter('run_dir', value=str(tmp_path))])
+    try:
+        assert node.shield.policy is None
+    finally:
+        node.destroy_node()
+    for name, reason in (('policy_averaged.pt', 'does not exist'),
+                         ('../policy_selected.pt', 'a file name in run_dir')):
+        with pytest.raises(ConfigError, match=reason):
+            PolicyExecutor(parameter_overrides=[
+                Parameter('config_file', value=TINY), Parameter('run_dir', value=str(tmp_path)),
+                Parameter('policy_file', value=name)])
 
 
 # ---------------------------------------------------------------------- safety_monitor

@@ -7,7 +7,7 @@ The run must have kept its exports (schedule.keep_policies: true). Each export m
 after --from of the run's steps runs held-out episodes first..first+episodes-1 behind the
 shielded executor (sampled, or --greedy); the best is copied to RUN_FOLDER/policy_selected.pt
 and every score written to RUN_FOLDER/selection.json (ssq_ros/training/select.py). Deploy it
-by passing that file as the executor's policy; measure it on other episodes than these.
+with the deploy graphs' policy_file:=policy_selected.pt; measure it on other episodes than these.
 With --average no choice is made: the candidates' geometric mean (the induced policy of their
 mean critic) goes to RUN_FOLDER/policy_averaged.pt and its score to averaging.json.
 """

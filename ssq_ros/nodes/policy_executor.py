@@ -16,7 +16,8 @@ A new policy version replaces the running one between two states (no restart); a
 other spaces, or bytes that do not load, are refused and the running one stays. Without a
 policy, mu's own draw is sent (NO_POLICY_YET). Each measured state gets one decision; a state
 re-sent with the same stamp gets the command decided for it again (`LastCommand`), never an
-older one. `run_dir/policy.pt` is loaded at start when it exists.
+older one. `run_dir/policy.pt` is loaded at start when it exists; `policy_file` names another
+export of the run instead (ssq-select's choice, docs/training.md), which must then exist.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, String, UInt8MultiArray
 
-from ssq_ros.config import spec
+from ssq_ros.config import ConfigError, spec
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import ExportedPolicy, PolicyExportError, load_exported_policy
 from ssq_ros.graph_logic.episode_goal import OperatorGoalError, operator_goal
@@ -59,6 +60,8 @@ from ssq_ros.safety.support import CommandsInFlight
 from ssq_ros.task.setup import build_task_problem
 from ssq_ros.training.config import load_run_config
 
+DEFAULT_POLICY_FILE = 'policy.pt'
+
 
 @dataclass(frozen=True)
 class PolicyExecutorConfig(JointStateInput, NodeDiagnostics):
@@ -66,8 +69,12 @@ class PolicyExecutorConfig(JointStateInput, NodeDiagnostics):
 
     config_file: str = spec('', doc="experiment YAML (robot, safe set, actions, mu); '' is the "
                             "package's train_sim.yaml")
-    run_dir: str = spec('', doc="run folder whose policy.pt is loaded at start if present; "
+    run_dir: str = spec('', doc="run folder whose policy_file is loaded at start if present; "
                         "'' for none")
+    policy_file: str = spec(DEFAULT_POLICY_FILE,
+                            doc="file in run_dir loaded at start: policy.pt (the run's last "
+                                "export, skipped if absent), or ssq-select's policy_selected.pt "
+                                '/ policy_averaged.pt (required then)')
     act_only_in_eval: bool = spec(False, doc='act only in the eval_policy phase of a train_sim '
                                   'run, with the policy version it announces')
     operator_goals: bool = spec(False, doc="take goals from RViz's Publish Point tool "
@@ -112,9 +119,14 @@ class PolicyExecutor(Node):
             # Volatile: RViz publishes clicks volatile, and an old click must not become a goal.
             self.create_subscription(PointStamped, '/clicked_point', self.on_clicked_point,
                                      COMMAND_QOS)
-        stored = Path(self.cfg.run_dir) / 'policy.pt' if self.cfg.run_dir else None
+        if Path(self.cfg.policy_file).name != self.cfg.policy_file:
+            raise ConfigError(f'parameter policy_file: a file name in run_dir, got '
+                              f'{self.cfg.policy_file!r}')
+        stored = Path(self.cfg.run_dir) / self.cfg.policy_file if self.cfg.run_dir else None
         if stored is not None and stored.is_file():
             self.install(stored, str(stored))
+        elif stored is not None and self.cfg.policy_file != DEFAULT_POLICY_FILE:
+            raise ConfigError(f'parameter policy_file: {stored} does not exist')
 
     @property
     def version(self) -> int:
