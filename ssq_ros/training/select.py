@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ssq_ros.deploy.executor import ShieldedExecutor
 from ssq_ros.deploy.export import ExportedPolicy, average_policies, load_exported_policy
@@ -85,6 +86,9 @@ def score(problem: ArmProblem, config: TrainConfig, policy: ExportedPolicy, wher
           first: int, episodes: int, greedy: bool) -> EvalStats:
     """`policy` behind the shielded executor on held-out episodes first..first+episodes-1; the
     executor's draws start from the run's seed for every policy scored (a fair comparison)."""
+    # the run's torch threads (1 by default): more only contend with the simulator and the
+    # support check, as in training
+    torch.set_num_threads(config.schedule.torch_threads)
     executor = ShieldedExecutor(greedy=greedy, seed=config.schedule.seed)
     executor.set_policy(policy)
     stats = evaluate_heldout(problem, executor_actor(problem, executor), episodes,
