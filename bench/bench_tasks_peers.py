@@ -106,10 +106,14 @@ SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous',
                 'task_gp0_ic1_a01_her4_nb1_u05': 'ssq_goal_free_explore',
                 'task_gp0_ic1_a01_her4_nb1_u07': 'ssq_goal_free_explore_u07',
                 # ... and the tray observed, mu keeping the hand's heading (costly.yaml now)
-                'task_gp0_ic1_a01_her4_nb1_u05_oc_p4': 'ssq_goal_free_explore_p4'}
+                'task_gp0_ic1_a01_her4_nb1_u05_oc_p4': 'ssq_goal_free_explore_p4',
+                # ... the same runs, deployed as the geometric mean of the exports from step
+                # 100 000 on (ssq-select --average; costly.yaml now)
+                'task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep': 'ssq_goal_free_explore_p4_avg'}
 # The executor each SSQ row deploys, where it is not the induced policy's most likely action
 # ('policy'): chosen on the validation episodes before the test split was run.
-SSQ_DEPLOYED = {'task_gp0_ic1_a01_her4_nb1_u05_oc_p4': 'policy_sampled'}
+SSQ_DEPLOYED = {'task_gp0_ic1_a01_her4_nb1_u05_oc_p4': 'policy_sampled',
+                'task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep': 'policy_sampled'}
 SSQ_RUNS = Path('runs') / 'suite'
 RESULTS = Path(__file__).resolve().parent / 'results' / 'tasks_peers.json'
 SSQ_TEST = Path(__file__).resolve().parent / 'results' / 'tasks_test_induced.json'

@@ -67,7 +67,13 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                                             'tray observed, the induced policy collecting, '
                                             'alpha 0.1, a novelty bonus for the first half of '
                                             'the steps and 4 hindsight goals; the induced '
-                                            'policy sampled (config/tasks/costly.yaml)',
+                                            'policy sampled, the last export',
+                'ssq_goal_free_explore_p4_avg': 'the same SSQ runs deployed as the geometric '
+                                                'mean of their exports from step 100 000 on '
+                                                '(ssq-select --average; config/tasks/'
+                                                'costly.yaml). Chosen on this split among '
+                                                'three ways to deploy: 98.2 % (491 / 500) on '
+                                                'episodes 331-430, never used',
                 'ssq_goal_free_explore_u07': "SSQ (ssq_ros) from mu that knows only safety, "
                                              'the induced policy collecting, alpha 0.1, a '
                                              'novelty bonus for the first 70 % of the steps '

@@ -6,8 +6,8 @@
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
 # About 13 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
-# costly task at 150 000 steps: about 1.5 h for SSQ, 1.7 h for SAC behind the shield and
-# 1 h for the DQN inside mu's support).
+# costly task at 150 000 steps: about 1.5 h for SSQ and 5 min for its averaging, 1.7 h for SAC
+# behind the shield and 1 h for the DQN inside mu's support).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -77,13 +77,17 @@ for steps in 10000 30000; do
 done
 # costly.yaml's settings under the name its rows carry (test_bench_tasks_train asserts both
 # resolve to the same settings)
-EXPLORE=task_gp0_ic1_a01_her4_nb1_u05_oc_p4
+EXPLORE=task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep
 "$PYTHON" -m bench.bench_tasks_train --variants $EXPLORE --tasks costly --seeds 0 1 2 \
     --steps 150000 --results runs/suite/collect-costly-a.json &
 first=$!
 "$PYTHON" -m bench.bench_tasks_train --variants $EXPLORE --tasks costly --seeds 3 4 \
     --steps 150000 --results runs/suite/collect-costly-b.json
 wait "$first"
+# costly.yaml's deployed policy: the geometric mean of each run's exports from step 100 000 on
+for seed in $SEEDS; do
+    "$(dirname "$PYTHON")/ssq-select" "runs/suite/costly-$EXPLORE-150000-s$seed" --average
+done
 "$PYTHON" -m bench.bench_tasks_train --collect-only --results bench/results/tasks_induced.json
 LATER="$TEST --executors policy --baselines-from bench/results/tasks_test_induced.json"
 "$PYTHON" -m bench.bench_tasks_test --variants task_ic05 --steps 10000 $LATER \
@@ -93,8 +97,9 @@ LATER="$TEST --executors policy --baselines-from bench/results/tasks_test_induce
 "$PYTHON" -m bench.bench_tasks_test --variants task_gp0_ic1_a01 --steps 10000 $LATER \
     --out bench/results/tasks_test_goal_free_a01_10000.json
 "$PYTHON" -m bench.bench_tasks_test --variants $EXPLORE --tasks costly --steps 150000 $TEST \
-    --executors policy_sampled policy --baselines-from bench/results/tasks_test_induced.json \
-    --out bench/results/tasks_test_costly_u05_oc_p4.json
+    --executors policy_sampled policy --policy policy_averaged.pt \
+    --baselines-from bench/results/tasks_test_induced.json \
+    --out bench/results/tasks_test_costly_oc_p4_keep_averaged.json
 for method in sac dqn; do
     both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers test --method $method \
         --point best --fresh --steps 30000
@@ -109,7 +114,7 @@ done
     bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json \
     bench/results/tasks_test_continuous.json bench/results/tasks_test_ic05.json \
     bench/results/tasks_test_goal_free_a01.json bench/results/tasks_test_goal_free_a01_10000.json \
-    bench/results/tasks_test_costly_u05_oc_p4.json \
+    bench/results/tasks_test_costly_oc_p4_keep_averaged.json \
     --ssq-train bench/results/tasks_induced.json --fresh
 # The DQN peer's harness on CartPole; equal work per env step (alone: it measures time)
 "$PYTHON" -m bench.bench_harness_check --algo dqn --seeds 0 1 2 --no-progress
