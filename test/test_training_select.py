@@ -10,6 +10,7 @@ from test_training_run import tiny_config, write_config
 
 from bench.bench_tasks_test import evaluate_run
 from ssq_ros.cli.select import main as select_main
+from ssq_ros.cli.train import main as train_main
 from ssq_ros.deploy.export import average_policies, load_exported_policy
 from ssq_ros.training.config import load_train_config
 from ssq_ros.training.run import KEPT_POLICIES
@@ -46,6 +47,13 @@ def test_every_export_is_kept_by_the_step_it_was_made_at(kept_run):
     # the last kept export is the run's policy.pt, byte for byte
     assert kept[-1][1].read_bytes() == (kept_run / 'policy.pt').read_bytes()
     assert len({path.read_bytes() for _, path in kept}) == 3
+
+
+def test_ssq_train_names_the_kept_exports_and_the_next_step(kept_run, capsys):
+    # the finished run again: its metrics are returned, the summary printed with the hint
+    assert train_main(['--config', str(kept_run.parent / 'train.yaml'), '--out', str(kept_run),
+                       '--no-progress']) == 0
+    assert f'`ssq-select {kept_run} --average`' in capsys.readouterr().out
 
 
 def test_candidates_start_at_the_share_of_the_steps(kept_run):

@@ -17,6 +17,7 @@ from ssq_ros.config import ConfigError
 from ssq_ros.learning.critic import CheckpointError
 from ssq_ros.training.config import load_train_config, resolve_config_file, with_overrides
 from ssq_ros.training.plots import summary_rows
+from ssq_ros.training.run import KEPT_POLICIES
 from ssq_ros.training.trainer import Trainer, default_out
 
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in summary_rows(out):
         print(f'{name:<{width}}  {value}')
     print(f'run folder: {out}')
+    if config.schedule.keep_policies:
+        print(f'every export is kept in {out / KEPT_POLICIES}: `ssq-select {out} --average` '
+              'deploys the mean of the later ones (docs/training.md)')
     return 0
 
 
