@@ -133,6 +133,10 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
                   'steps': 150_000, 'outcomes': {'policy': [1] * 80 + [0] * 20,
                                                  'policy_sampled': [1] * 90 + [0] * 10}}
                  for s in range(2)]
+    # the same runs deployed as their averaged exports: a row of its own, also sampled
+    ssq_runs += [{'task': 'costly', 'variant': 'task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep',
+                  'seed': s, 'steps': 150_000, 'outcomes': {'policy_sampled': [1] * 98 + [0] * 2}}
+                 for s in range(2)]
     baselines = {t: {'behavior_greedy': [0] * 100, 'behavior': [0] * 100,
                      'oracle': [1] * 100} for t in outcomes}
     ssq = tmp_path / 'ssq.json'
@@ -242,7 +246,8 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     assert '**100000 environment steps per run.**' in text
     assert ('4 hindsight goals (costly.yaml until f38ea06) | - | - | - | 40.0 % (33-47) | - | 2 '
             '| 0 in 2 runs | 850 s |') in text
-    assert '; the induced policy sampled (config/tasks/costly.yaml) | - | - | - | 90.0 %' in text
+    assert '; the induced policy sampled, the last export | - | - | - | 90.0 %' in text
+    assert "98.2 % (491 / 500) on episodes 331-430, never used | - | - | - | 98.0 %" in text
     assert not any(a['steps'] == 100_000 for a in result['across_tasks'])
     assert '| sampled mu, continuous actions | 7/100 | 7/100 | 7/100 |' in text
     assert "SAC (SB3) behind mu's support, continuous actions, uniform warm-up" in text
