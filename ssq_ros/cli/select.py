@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--first', type=int, default=0, help='first validation episode')
     parser.add_argument('--episodes', type=int, default=100, help='validation episodes')
     parser.add_argument('--greedy', action='store_true',
-                        help='score the greedy executor (default: sampled, as deployed '
-                             'with policy_executor greedy:=false)')
+                        help='score the greedy executor (default: sampled, as the '
+                             'policy_executor deploys it with its parameter greedy: false)')
     parser.add_argument('--average', action='store_true',
                         help="deploy the candidates' geometric mean instead of the best one")
     args = parser.parse_args(argv)
