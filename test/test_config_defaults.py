@@ -53,6 +53,8 @@ ADDED_SINCE_ISSUE13 = {
     'schedule.hindsight_goals': 0,
     # issue 14: every export kept for ssq-select; false keeps only policy.pt, as recorded
     'schedule.keep_policies': False,
+    # issue 14: the collecting induced policy's own temperature; 0 is the critic's, as recorded
+    'schedule.collection_alpha': 0.0,
 }
 
 

@@ -4,9 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ssq_ros.config import parse, to_dict
-from ssq_ros.training.config import load_run_config
-from ssq_ros.training.evaluate import induced_actor
+from ssq_ros.config import ConfigError, parse, to_dict
+from ssq_ros.control.safe_behavior import Decision
+from ssq_ros.training.config import TrainConfig, load_run_config, with_overrides
+from ssq_ros.training.evaluate import induced_actor, induced_choice
 from ssq_ros.training.learner import LearnerConfig, OnlineLearner
 from ssq_ros.training.problem import build_problem
 
@@ -79,3 +80,34 @@ def test_continuous_induced_policy_weights_mus_samples_by_softmax_q():
     for _ in range(20):  # every executed action passes the support check at this state
         choice = act(obs, rng)
         assert is_safe(np.asarray(choice.action)[None])[0]
+
+
+def test_collection_temperature_reweights_mus_support_and_keeps_the_critics_kl_weight(problem):
+    """schedule.collection_alpha: the collecting policy is mu exp(Q/t) at its own temperature t,
+    still exactly 0 where mu is; the KL cost stays weighed by the critic's alpha."""
+    obs, mu = state_with_masked_primitives(problem)
+    learner = sharp_learner(problem.spaces)
+    q = learner.q_values(np.repeat(obs[None], mu.size, 0), np.arange(mu.size))
+    alpha = learner.critic.config.alpha
+    for temperature in (alpha, 0.1, 1.0):
+        pi, _ = learner.induced_policy(obs, mu, temperature)
+        logits = np.where(mu > 0, np.log(np.where(mu > 0, mu, 1.0)) + q / temperature, -np.inf)
+        expected = np.exp(logits - logits.max())
+        np.testing.assert_allclose(pi, expected / expected.sum(), rtol=1e-5, atol=1e-9)
+        assert np.all(pi[mu == 0] == 0)
+    sharp, _ = learner.induced_policy(obs, mu)
+    soft, kl_soft = learner.induced_policy(obs, mu, 1.0)
+    assert np.abs(soft - mu).max() < np.abs(sharp - mu).max()  # a hotter pi is closer to mu
+    choice = induced_choice(problem, learner, obs, Decision(0, np.zeros(3), probs=mu),
+                            np.random.default_rng(0), alpha=1.0)
+    assert mu[choice.action] > 0 and choice.kl_cost == pytest.approx(alpha * kl_soft)
+
+
+def test_collection_alpha_without_induced_collection_is_refused():
+    data = to_dict(load_run_config(TINY))
+    data['schedule']['collection_alpha'] = 0.1
+    data['schedule']['induced_collection'] = 0.0
+    with pytest.raises(ConfigError, match='collection_alpha'):
+        with_overrides(parse(TrainConfig, data, 'test'))
+    data['schedule']['induced_collection'] = 1.0
+    assert with_overrides(parse(TrainConfig, data, 'test')).schedule.collection_alpha == 0.1

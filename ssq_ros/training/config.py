@@ -79,6 +79,15 @@ class ScheduleConfig:
         doc="ssq-train: share of the training episodes after learning_starts that the critic's "
             'induced policy collects (sampled inside mu\'s support) instead of mu, drawn per '
             'episode; 0 = mu collects everything')
+    # Issue 14, the alpha check: at alpha 0.03 the induced policy that collects is nearly
+    # greedy, so the runs cover fewer states than at 0.1 and the held-out success fell. The
+    # collecting policy's temperature may differ from the critic's: any policy inside mu's
+    # support is as safe as mu, and the soft target does not depend on who collected.
+    collection_alpha: float = spec(
+        0.0, low=0.0, high=1e6,
+        doc="ssq-train: temperature of the induced policy that collects training episodes, "
+            'pi ∝ mu exp(Q/collection_alpha); 0 = the critic\'s alpha (the target, the '
+            'evaluation and the deployed policy always use the critic\'s)')
     # Issue 14, the costly task: the way round runs against the distance reward, and neither
     # mu nor the induced policy takes it. A count-based bonus on the hand's cell (ssq_ros.
     # learning.exploration) joins the reward the critic learns from, never the logged return
@@ -181,6 +190,10 @@ def with_overrides(config: TrainConfig, *, seed: int | None = None,
                           "only where mu's support does not depend on the goal: set "
                           'action_kind: discrete and sim.behavior.goal_preference: 0, or '
                           'schedule.hindsight_goals: 0')
+    if schedule.collection_alpha > 0 and schedule.induced_collection == 0:
+        raise ConfigError('schedule.collection_alpha: no training episode is collected by the '
+                          'induced policy (schedule.induced_collection is 0); set '
+                          'induced_collection above 0, or collection_alpha: 0')
     if schedule.learning_starts > schedule.steps:
         raise ConfigError(f'schedule.learning_starts ({schedule.learning_starts}) exceeds '
                           f'schedule.steps ({schedule.steps}): nothing would be learned')

@@ -123,11 +123,13 @@ def induced_actor(problem: ArmProblem, learner: OnlineLearner) -> Actor:
 
 
 def induced_choice(problem: ArmProblem, learner: OnlineLearner, obs: np.ndarray,
-                   decision: Decision, rng: np.random.Generator) -> Choice:
+                   decision: Decision, rng: np.random.Generator,
+                   alpha: float | None = None) -> Choice:
     """One draw of the induced policy at a state where mu decided `decision` (its support):
-    never an action mu gives probability 0, nor one outside mu's K samples."""
+    never an action mu gives probability 0, nor one outside mu's K samples. `alpha` None is
+    the critic's temperature; the KL cost is always weighed with the critic's."""
     support = decision.probs if problem.discrete else decision.samples
-    pi, kl = learner.induced_policy(obs, support)
+    pi, kl = learner.induced_policy(obs, support, alpha)
     index = sample_index(pi / pi.sum(), rng)
     action = index if problem.discrete else decision.samples[index].copy()
     return Choice(action, fallback=bool(decision.fallback),

@@ -157,11 +157,13 @@ class OnlineLearner:
         return self.critic.q_values(obs_t, actions_t).numpy()
 
     @torch.no_grad()
-    def induced_policy(self, obs: np.ndarray, support: np.ndarray) -> tuple[np.ndarray, float]:
+    def induced_policy(self, obs: np.ndarray, support: np.ndarray,
+                       alpha: float | None = None) -> tuple[np.ndarray, float]:
         """The exact induced policy pi ∝ mu exp(Q/alpha) at one state and KL(pi || mu) [nats].
         `support` as in the replay: mu's probabilities (n,) -> pi over the n actions, exactly 0
         where mu is 0; mu's K samples (K, d) -> pi over the K rows (self-normalised weights,
-        mu uniform over the rows)."""
+        mu uniform over the rows). `alpha` None is the critic's; another temperature is for
+        collecting (schedule.collection_alpha)."""
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32)[None]
         support_t = torch.as_tensor(np.asarray(support), dtype=torch.float32)[None]
         if self.spaces.discrete:
@@ -169,7 +171,8 @@ class OnlineLearner:
         else:
             q = self.critic.q_values(obs_t, support_t)
             log_mu = torch.full_like(q, -math.log(q.shape[-1]))
-        pi, kl = induced_policy(q.double(), log_mu.double(), self.critic.config.alpha)
+        temperature = self.critic.config.alpha if alpha is None else alpha
+        pi, kl = induced_policy(q.double(), log_mu.double(), temperature)
         return pi[0].numpy(), float(kl[0])
 
     def state_dict(self) -> dict:

@@ -78,6 +78,8 @@ class Trainer:
         # the novelty bonus's visits of the hand (schedule.novelty_bonus; None without one)
         self.visits = VisitCounts(schedule.novelty_cell, schedule.novelty_bonus) \
             if schedule.novelty_bonus > 0 else None
+        # the collecting induced policy's temperature (None: the critic's alpha)
+        self._collection_alpha = schedule.collection_alpha or None
         # draws the hindsight goals; mu's draws (self.rng) stay those of a run without them
         self.hindsight_rng = np.random.default_rng([schedule.seed, 1])
         self._bar: tqdm | None = None
@@ -192,7 +194,8 @@ class Trainer:
         total, length, min_margin, success = 0.0, 0, info['min_margin'], False
         steps = []  # the episode's transitions, for its hindsight goals
         while not engine.budget_reached:
-            action = induced_choice(problem, self.learner, obs, decision, self.rng).action \
+            action = induced_choice(problem, self.learner, obs, decision, self.rng,
+                                    self._collection_alpha).action \
                 if induced else decision.action
             next_obs, reward, terminated, truncated, info = problem.env.step(action)
             counters.unsafe_train += int(info['unsafe'])
