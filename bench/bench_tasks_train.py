@@ -86,9 +86,9 @@ def _goal_free(alpha: float, induced_collection: float = 1.0) -> dict:
 # config/tasks/costly.yaml's learner before the tray was observed and mu kept its heading
 # (variant task_gp0_ic1_a01_her4_nb1_u05), which the costly ablations after it extend
 COSTLY_U05 = merge(_goal_free(0.1), {
-    # keep_policies: the costly variants before oc_p4_keep ran keeping only the last export
+    # the costly variants before oc_p4_keep ran keeping only the last export, and deployed it
     'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.5,
-                 'keep_policies': False},
+                 'keep_policies': False, 'average_exports_from': 1.0},
     'learner': {'replay_capacity': 150_000}})
 
 # Learner variants: overrides on top of the task's yaml (the measured ablations).
@@ -205,7 +205,8 @@ VARIANTS: dict[str, dict] = {
     # swings 20-35 points). Of the last export, ssq-select's best on validation episodes 0-99
     # and the geometric mean of all 11 (ssq-select --average), the mean won on test episodes
     # 131-230 (492 / 500 against 455 and 449) and reached 491 / 500 on 331-430, never used
-    # before (the last export: 456): what config/tasks/costly.yaml runs now (docs/results.md)
+    # before (the last export: 456): what config/tasks/costly.yaml deploys now, in ssq-train
+    # itself (schedule.average_exports_from; docs/results.md)
     'task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep': merge(COSTLY_U05, {
         'sim': {'task': {'observe_costly': True}, 'behavior': {'persistence': 4.0}},
         'schedule': {'keep_policies': True}}),

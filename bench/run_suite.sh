@@ -75,8 +75,9 @@ for steps in 10000 30000; do
     both "${TUNED[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task_gp0_ic1_a01 \
         --seeds $SEEDS --steps $steps --results "runs/suite/collect-goal-free-$steps.json"
 done
-# costly.yaml's settings under the name its rows carry (test_bench_tasks_train asserts both
-# resolve to the same settings)
+# costly.yaml's settings with every export kept instead of averaged in ssq-train: ssq-select
+# --average then makes the same mean of the exports from step 100 000 on (test_bench_tasks_train
+# asserts the two differ in nothing else)
 EXPLORE=task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep
 "$PYTHON" -m bench.bench_tasks_train --variants $EXPLORE --tasks costly --seeds 0 1 2 \
     --steps 150000 --results runs/suite/collect-costly-a.json &

@@ -144,17 +144,20 @@ def test_the_costly_exploration_levers_change_only_their_own_setting(tmp_path):
         return (config.sim.task.observe_costly, config.schedule.novelty_cell,
                 config.schedule.novelty_bonus, config.sim.behavior.persistence,
                 config.learner.critic.alpha, config.schedule.hindsight_goals,
-                config.schedule.novelty_until, config.schedule.keep_policies)
+                config.schedule.novelty_until, config.schedule.keep_policies,
+                config.schedule.average_exports_from)
 
-    base = (True, 0.05, 1.0, 0.0, 0.1, 4, 0.5, False)
-    # costly.yaml adopted the tray observed, mu's persistence and keeping every export (for
-    # ssq-select --average); the variants before keep the settings they ran with
+    base = (True, 0.05, 1.0, 0.0, 0.1, 4, 0.5, False, 1.0)
+    # costly.yaml adopted the tray observed, mu's persistence and deploying the mean of the
+    # exports from 2/3 of the steps on (oc_p4_keep kept them for ssq-select --average); the
+    # variants before keep the settings they ran with
     assert settings('task_gp0_ic1_a01_her4_nb1_u05') == (False, *base[1:])
-    assert settings('task') == settings('task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep') == \
-        (*base[:3], 4.0, *base[4:7], True)
+    assert settings('task') == (*base[:3], 4.0, *base[4:7], False, 0.66)
+    assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc_p4_keep') == \
+        (*base[:3], 4.0, *base[4:7], True, 1.0)
     assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc') == base
     assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc_cell10') == (True, 0.1, *base[2:])
     assert settings('task_gp0_ic1_a01_her4_nb3_u05_oc') == (True, 0.05, 3.0, *base[3:])
     assert settings('task_gp0_ic1_a01_her4_nb1_u05_oc_p4') == (*base[:3], 4.0, *base[4:])
     assert settings('task_gp0_ic1_a01_her4_nb1_u03_oc_p4') == (*base[:3], 4.0, 0.1, 4, 0.3,
-                                                               False)
+                                                               False, 1.0)

@@ -55,6 +55,8 @@ ADDED_SINCE_ISSUE13 = {
     'schedule.keep_policies': False,
     # issue 14: the collecting induced policy's own temperature; 0 is the critic's, as recorded
     'schedule.collection_alpha': 0.0,
+    # issue 14: deploy the mean of the last exports; 1 is the final export alone, as recorded
+    'schedule.average_exports_from': 1.0,
 }
 
 

@@ -11,9 +11,10 @@ from test_training_run import tiny_config, write_config
 from bench.bench_tasks_test import evaluate_run
 from ssq_ros.cli.select import main as select_main
 from ssq_ros.cli.train import main as train_main
+from ssq_ros.config import ConfigError
 from ssq_ros.deploy.export import average_policies, load_exported_policy
 from ssq_ros.training.config import load_train_config
-from ssq_ros.training.run import KEPT_POLICIES
+from ssq_ros.training.run import KEPT_POLICIES, kept_policies
 from ssq_ros.training.select import (
     AVERAGE_RECORD,
     AVERAGED,
@@ -22,7 +23,6 @@ from ssq_ros.training.select import (
     Candidate,
     average_candidates,
     candidates,
-    kept_policies,
     select_policy,
 )
 from ssq_ros.training.trainer import Trainer
@@ -146,3 +146,43 @@ def test_the_average_of_the_candidates_is_written_and_scored_as_the_benchmark_do
     assert sum(outcomes['policy_sampled']) == record['score']['successes']
     assert load_exported_policy(kept_run / AVERAGED).policy_version == \
         load_exported_policy(kept_run / 'policy.pt').policy_version
+
+
+def test_ssq_train_deploys_the_average_of_the_last_exports_when_asked(tmp_path, capsys):
+    """schedule.average_exports_from: policy.pt at the end is the geometric mean of the exports
+    made from that share of the steps on (kept on disk without keep_policies), and the final
+    evaluation is the average's."""
+    data = tiny_config('discrete', average_exports_from=0.5)
+    data['learner']['extraction']['discrete_policy'] = 'induced'
+    config = load_train_config(write_config(tmp_path, data))
+    metrics = Trainer(config, tmp_path / 'run', progress=True).run()
+    run = tmp_path / 'run'
+    kept = kept_policies(run)
+    assert [step for step, _ in kept] == [80, 160, 240]
+    records = [json.loads(line) for line in (run / 'log.jsonl').read_text().splitlines()]
+    assert [r['exports'] for r in records if r['type'] == 'average'] == \
+        [['policy-0000160.pt', 'policy-0000240.pt']]
+    assert 'the geometric mean of the 2 exports of steps 160-240' in capsys.readouterr().err
+    deployed = load_exported_policy(run / 'policy.pt')
+    expected = load_exported_policy(average_policies(
+        [load_exported_policy(path) for _, path in kept[1:]]))
+    last = load_exported_policy(kept[-1][1])
+    rng = np.random.default_rng(0)
+    n = deployed.spaces.action_size
+    gaps = []
+    for _ in range(20):
+        obs, mu = rng.normal(size=deployed.spaces.obs_dim), np.full(n, 1 / n)
+        got = deployed.probabilities(obs, mu)
+        assert got == pytest.approx(expected.probabilities(obs, mu), abs=1e-6)
+        gaps.append(np.abs(got - last.probabilities(obs, mu)).max())
+    assert max(gaps) > 1e-3  # the average is not the last export
+    # the final evaluation ran the deployed file: the benchmark's evaluation of policy.pt on
+    # the same held-out episodes agrees
+    outcomes, _ = evaluate_run(run, 2, 0, ('policy',), 'policy.pt')
+    assert np.mean(outcomes['policy']) == metrics['success_rate_policy']
+
+
+def test_average_exports_from_needs_discrete_actions(tmp_path):
+    data = tiny_config('continuous', average_exports_from=0.5)
+    with pytest.raises(ConfigError, match='average_exports_from'):
+        load_train_config(write_config(tmp_path, data))

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in summary_rows(out):
         print(f'{name:<{width}}  {value}')
     print(f'run folder: {out}')
-    if config.schedule.keep_policies:
+    if config.schedule.keep_policies and config.schedule.average_exports_from >= 1.0:
         print(f'every export is kept in {out / KEPT_POLICIES}: `ssq-select {out} --average` '
               'deploys the mean of the later ones (docs/training.md)')
     return 0

@@ -12,9 +12,11 @@ Run folder:
                                evaluation, appended as it happens (a killed run can be reported)
     checkpoints/<name>.pt      learner + run counters + the driver's own state, atomic
                                (ssq-train: trainer.pt, the graph: graph_learner.pt)
-    policy.pt                  the latest exported policy (TorchScript bytes)
+    policy.pt                  the latest exported policy (TorchScript bytes); at the end, with
+                               schedule.average_exports_from < 1, the mean of the last exports
     policies/policy-STEP.pt    every exported policy, by the step it was made at
-                               (schedule.keep_policies; ssq-select chooses among them)
+                               (schedule.keep_policies or average_exports_from < 1; ssq-select
+                               chooses among them)
     calibration.npz            Q(s_t, a_t) and G_t of the final evaluation (mu, policy, induced)
     metrics.json               `RunMetrics` (written last)
     tb/                        TensorBoard (charts/, losses/)
@@ -26,6 +28,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,7 +39,7 @@ import torch
 import yaml
 
 from ssq_ros.config import ConfigError, parse, to_dict
-from ssq_ros.deploy.export import export_policy
+from ssq_ros.deploy.export import average_policies, export_policy, load_exported_policy
 from ssq_ros.learning.critic import load_checkpoint
 from ssq_ros.storage import atomic_write
 from ssq_ros.training.config import TrainConfig, resolve_budgets, with_overrides
@@ -51,6 +54,7 @@ from ssq_ros.training.provenance import provenance
 
 LOG = 'log.jsonl'
 KEPT_POLICIES = 'policies'
+_KEPT_NAME = re.compile(r'policy-(\d+)\.pt')
 _KIND = 'ssq_ros.Run/1'
 # A training record is logged every this many transitions.
 REPORT_EVERY = 250
@@ -432,7 +436,7 @@ class Run:
         stats = self.learner.extract(steps, progress)
         data = export_policy(self.learner, to_dict(self.config))
         atomic_write(self.out / 'policy.pt', lambda f: f.write(data))
-        if self.schedule.keep_policies:
+        if self.keeps_exports:
             kept = self.out / KEPT_POLICIES / f'policy-{self.steps:07d}.pt'
             kept.parent.mkdir(exist_ok=True)
             atomic_write(kept, lambda f: f.write(data))
@@ -451,8 +455,28 @@ class Run:
                      f'{stats["fit_agreement"]:.0%}, KL {stats["fit_kl"]:.3g}')
         return data
 
+    @property
+    def keeps_exports(self) -> bool:
+        return self.schedule.keep_policies or self.schedule.average_exports_from < 1.0
+
     def final_extract(self) -> bytes:
-        return self.extract(self.schedule.final_extract_steps, final=True)
+        """The final extraction's export; with schedule.average_exports_from < 1, policy.pt
+        becomes the normalised geometric mean of the exports made from that share of the steps
+        on, this one included (kept on disk, so a resumed run averages the same ones)."""
+        data = self.extract(self.schedule.final_extract_steps, final=True)
+        share = self.schedule.average_exports_from
+        if share >= 1.0:
+            return data
+        chosen = exports_from(self.out, share, self.schedule.steps)
+        if len(chosen) < 2:
+            return data
+        data = average_policies([load_exported_policy(path) for _, path in chosen])
+        atomic_write(self.out / 'policy.pt', lambda f: f.write(data))
+        self.log({'type': 'average', 'step': self.steps,
+                  'exports': [path.name for _, path in chosen]})
+        self.say(f'deployed policy: the geometric mean of the {len(chosen)} exports of steps '
+                 f'{chosen[0][0]}-{chosen[-1][0]} (schedule.average_exports_from {share:g})')
+        return data
 
     # ------------------------------------------------------------------ evaluation, metrics
     def count_eval_safety(self, stats: EvalStats) -> None:
@@ -593,6 +617,29 @@ def is_checkpoint_of(state: dict, config: TrainConfig) -> bool:
     except ConfigError:
         return False
     return to_dict(stored) == to_dict(config)
+
+
+def kept_policies(folder: str | Path) -> list[tuple[int, Path]]:
+    """A run's kept exports as (step made at, path), by step."""
+    folder = Path(folder)
+    found = sorted((int(m.group(1)), path) for path in (folder / KEPT_POLICIES).glob('*.pt')
+                   if (m := _KEPT_NAME.fullmatch(path.name)))
+    if not found:
+        raise FileNotFoundError(f'{folder / KEPT_POLICIES}: no kept policies (run with '
+                                'schedule.keep_policies: true)')
+    return found
+
+
+def exports_from(folder: str | Path, from_share: float, steps: int) -> list[tuple[int, Path]]:
+    """The kept exports made at or after from_share of `steps` (the run's schedule.steps)."""
+    if not 0.0 <= from_share <= 1.0:
+        raise ValueError(f'from_share must be in [0, 1], got {from_share}')
+    chosen = [(step, path) for step, path in kept_policies(folder)
+              if step >= from_share * steps]
+    if not chosen:
+        raise FileNotFoundError(f'{folder}: no kept policy made at or after step '
+                                f'{from_share * steps:.0f}')
+    return chosen
 
 
 def read_run_config(folder: str | Path) -> TrainConfig:

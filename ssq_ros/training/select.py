@@ -16,7 +16,6 @@ induced policy of the mean critic), scored on the same episodes for the record o
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,13 +30,12 @@ from ssq_ros.training.config import TrainConfig
 from ssq_ros.training.evaluate import EvalStats, evaluate_heldout, executor_actor
 from ssq_ros.training.problem import ArmProblem, build_problem
 from ssq_ros.training.provenance import provenance
-from ssq_ros.training.run import KEPT_POLICIES, read_run_config
+from ssq_ros.training.run import KEPT_POLICIES, exports_from, read_run_config
 
 SELECTED = 'policy_selected.pt'
 RECORD = 'selection.json'
 AVERAGED = 'policy_averaged.pt'
 AVERAGE_RECORD = 'averaging.json'
-_NAME = re.compile(r'policy-(\d+)\.pt')
 
 
 @dataclass
@@ -54,27 +52,9 @@ class Candidate:
         return (self.successes, self.mean_return, self.step)
 
 
-def kept_policies(folder: Path) -> list[tuple[int, Path]]:
-    """The run's kept exports as (step made at, path), by step."""
-    found = sorted((int(m.group(1)), path) for path in (folder / KEPT_POLICIES).glob('*.pt')
-                   if (m := _NAME.fullmatch(path.name)))
-    if not found:
-        raise FileNotFoundError(f'{folder / KEPT_POLICIES}: no kept policies (run with '
-                                'schedule.keep_policies: true)')
-    return found
-
-
 def candidates(folder: Path, from_share: float) -> list[tuple[int, Path]]:
     """The kept exports made at or after from_share of the run's schedule.steps."""
-    if not 0.0 <= from_share <= 1.0:
-        raise ValueError(f'from_share must be in [0, 1], got {from_share}')
-    steps = read_run_config(folder).schedule.steps
-    chosen = [(step, path) for step, path in kept_policies(folder)
-              if step >= from_share * steps]
-    if not chosen:
-        raise FileNotFoundError(f'{folder}: no kept policy made at or after step '
-                                f'{from_share * steps:.0f}')
-    return chosen
+    return exports_from(folder, from_share, read_run_config(folder).schedule.steps)
 
 
 def _check_episodes(first: int, episodes: int) -> None:
