@@ -127,6 +127,8 @@ VARIANTS: dict[str, dict] = {
     'task_gp0_ic1_a003': _goal_free(0.03),
     # the alpha check: the critic at 0.03, collecting at 0.1 as the shipped 0.1 runs do
     'task_gp0_ic1_a003_c01': merge(_goal_free(0.03), {'schedule': {'collection_alpha': 0.1}}),
+    'task_gp0_ic1_a001_c01': merge(_goal_free(0.01), {'schedule': {'collection_alpha': 0.1}}),
+    'task_gp0_ic1_a03_c01': merge(_goal_free(0.3), {'schedule': {'collection_alpha': 0.1}}),
     # the costly task's long detour (15-30 cm up or aside, against the distance reward): mu
     # that keeps the hand's heading, so the induced policy's draws run straight further
     'task_gp0_p4_ic1_a01': merge(_goal_free(0.1), {'sim': {'behavior': {'persistence': 4.0}}}),
