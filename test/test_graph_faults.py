@@ -42,6 +42,7 @@ from ssq_ros.training.config import load_run_config
 
 TINY = Path(__file__).parent / 'data' / 'train_sim_tiny.yaml'
 BIN = Path(sys.executable).parent
+HELD_AFTER_RESPAWN = 0.5  # s
 STEPS = 1500
 # The order of the kills: the two that training does not wait for first, then the three it
 # waits for (the learner, the simulator, the commander).
@@ -250,13 +251,16 @@ def test_every_node_killed_mid_run_is_respawned_and_the_run_completes_safely(obs
             respawned_at = launch.find(rf'respawned {name} \(pid', killed_at)[0]
             died = launch.find(rf'{name} died \(exit code -9\); respawning it in 1 s', killed_at)
             assert died, launch.output[-3000:]
-            # Every state published up to the respawn has arrived once one published after it
-            # has (an observer starved of CPU takes them seconds late).
-            spin_until(observer, lambda t=respawned_at: observer.states
+            # Every state published up to HELD_AFTER_RESPAWN after the respawn has arrived once one
+            # published after that has (an observer starved of CPU takes them seconds late).
+            spin_until(observer, lambda t=respawned_at + HELD_AFTER_RESPAWN: observer.states
                        and observer.states[-1][0] > t, what=f'a state published after {name} '
                        'respawned')
+            # A respawned node needs seconds (imports, its safe set) before it can command, so
+            # the arm is still held half a second after the respawn: on a loaded machine the
+            # simulator's re-sends inside [kill, respawn] alone may all be late or lost.
             held = [(stamp, q) for published, stamp, q in observer.states
-                    if killed_at <= published <= respawned_at]
+                    if killed_at <= published <= respawned_at + HELD_AFTER_RESPAWN]
             stamps = sorted({stamp for stamp, _ in held})
             entry = {'kill_to_respawn_s': round(respawned_at - killed_at, 2),
                      'sim_periods_while_dead': max(len(stamps) - 1, 0),

@@ -27,6 +27,11 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
+# The simulator's referee verdicts, one per state: every one counts (a dropped unsafe verdict is a
+# missed violation), so as deep as the training data's queue.
+VERDICT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
 # Training data: every message matters and a burst must not overwrite unread ones, so reliable
 # with a deep queue; volatile, because a learner that restarts resumes from its checkpoint.
 TRANSITION_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,

@@ -64,11 +64,11 @@ from ssq_ros.nodes.common import (
 from ssq_ros.nodes.interfaces import (
     COMMAND_QOS,
     COMMAND_TOPIC,
-    DIAGNOSTICS_QOS,
     LATCHED_QOS,
     SENSOR_QOS,
     STAMP_TOLERANCE,
     STANDARD_CONTROLLERS,
+    VERDICT_QOS,
 )
 from ssq_ros.nodes.transition_msg import answered_stamp
 from ssq_ros.safety.status import SafetyStatus
@@ -156,7 +156,7 @@ class MujocoSim(Node):
         self.state_pub = self.create_publisher(JointState, '/joint_states', SENSOR_QOS)
         self.goal_pub = self.create_publisher(PointStamped, '/ssq/goal', LATCHED_QOS)
         self.verdict_pub = self.create_publisher(DiagnosticArray, '/ssq/sim/verdict',
-                                                 DIAGNOSTICS_QOS)
+                                                 VERDICT_QOS)
         self.clock_pub = self.create_publisher(ClockMsg, '/clock', SENSOR_QOS) \
             if self.training else None
         topics = [f'/{self.cfg.controller}/commands']

@@ -44,7 +44,7 @@ from ssq_ros.nodes.common import (
     run_node,
     stamp_seconds,
 )
-from ssq_ros.nodes.interfaces import DIAGNOSTICS_QOS, LATCHED_QOS, SENSOR_QOS
+from ssq_ros.nodes.interfaces import LATCHED_QOS, SENSOR_QOS, VERDICT_QOS
 from ssq_ros.safety.geometry_judge import GeometryJudge
 from ssq_ros.safety.joint_state import JointStateError, JointStateReader
 from ssq_ros.safety.robot import load_robot
@@ -123,7 +123,7 @@ class SafetyMonitor(Node):
         self.marker_pub = self.create_publisher(MarkerArray, '/ssq/safety/markers', LATCHED_QOS)
         self.create_subscription(JointState, '/joint_states', self.on_joint_state, SENSOR_QOS)
         self.create_subscription(DiagnosticArray, '/ssq/sim/verdict', self.on_verdict,
-                                 DIAGNOSTICS_QOS)
+                                 VERDICT_QOS)
         self.create_subscription(PointStamped, '/ssq/goal', self.on_goal, LATCHED_QOS)
         self.create_subscription(String, '/ssq/run_phase', self.on_phase, LATCHED_QOS)
         self.static_markers = self.zone_markers()
