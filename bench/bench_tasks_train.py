@@ -130,8 +130,10 @@ VARIANTS: dict[str, dict] = {
     'task_gp0_ic1_a001_c01': merge(_goal_free(0.01), {'schedule': {'collection_alpha': 0.1}}),
     'task_gp0_ic1_a03_c01': merge(_goal_free(0.3), {'schedule': {'collection_alpha': 0.1}}),
     # ... and each run's policy.pt the mean of its exports from 2/3 of the steps on (20 000,
-    # 25 000 and 30 000), at 0.01 and at the shipped 0.1: does a steadier critic mend 0.01?
+    # 25 000 and 30 000), at 0.01, 0.03 and the shipped 0.1: does a steadier critic mend 0.01?
     'task_gp0_ic1_a001_c01_avg': merge(_goal_free(0.01), {
+        'schedule': {'collection_alpha': 0.1, 'average_exports_from': 0.66}}),
+    'task_gp0_ic1_a003_c01_avg': merge(_goal_free(0.03), {
         'schedule': {'collection_alpha': 0.1, 'average_exports_from': 0.66}}),
     'task_gp0_ic1_a01_avg': merge(_goal_free(0.1), {'schedule': {'average_exports_from': 0.66}}),
     # the costly task's long detour (15-30 cm up or aside, against the distance reward): mu
