@@ -62,15 +62,17 @@ def _variant(critic: dict | None = None, behavior: dict | None = None,
 
 
 # The hard tasks' learner before their yamls moved to goal-free mu (goal preference 0, the
-# induced policy collecting every episode, alpha 0.1; costly.yaml also directed exploration,
-# the tray observed and mu keeping its heading): goal-seeking mu collecting, alpha 0.3, no
-# novelty bonus, no hindsight goals, no persistence, no costly region observed. The ablations
-# on it keep meaning what they measured.
+# induced policy collecting every episode, alpha 0.1, policy.pt the mean of the last exports;
+# costly.yaml also directed exploration, the tray observed and mu keeping its heading):
+# goal-seeking mu collecting, alpha 0.3, no novelty bonus, no hindsight goals, no persistence,
+# no costly region observed, the last export deployed. The ablations on it keep meaning what
+# they measured.
 GOAL_SEEKING = {'sim': {'behavior': {'goal_preference': 2.0, 'persistence': 0.0},
                         'task': {'observe_costly': False}},
                 'learner': {'critic': {'alpha': 0.3}, 'replay_capacity': 100_000},
                 'schedule': {'induced_collection': 0.0, 'hindsight_goals': 0,
-                             'novelty_bonus': 0.0, 'novelty_until': 1.0}}
+                             'novelty_bonus': 0.0, 'novelty_until': 1.0,
+                             'average_exports_from': 1.0}}
 
 
 def _goal_seeking(overrides: dict) -> dict:
@@ -88,7 +90,7 @@ def _goal_free(alpha: float, induced_collection: float = 1.0) -> dict:
 COSTLY_U05 = merge(_goal_free(0.1), {
     # the costly variants before oc_p4_keep ran keeping only the last export, and deployed it
     'schedule': {'hindsight_goals': 4, 'novelty_bonus': 1.0, 'novelty_until': 0.5,
-                 'keep_policies': False, 'average_exports_from': 1.0},
+                 'keep_policies': False},
     'learner': {'replay_capacity': 150_000}})
 
 # Learner variants: overrides on top of the task's yaml (the measured ablations).

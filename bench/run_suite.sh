@@ -5,7 +5,7 @@
 # same commit with the same settings is reused, anything else runs again. Two processes at a
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 13 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
+# About 14 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
 # costly task at 150 000 steps: about 1.5 h for SSQ and 5 min for its averaging, 1.7 h for SAC
 # behind the shield and 1 h for the DQN inside mu's support).
 set -euo pipefail
@@ -75,6 +75,10 @@ for steps in 10000 30000; do
     both "${TUNED[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task_gp0_ic1_a01 \
         --seeds $SEEDS --steps $steps --results "runs/suite/collect-goal-free-$steps.json"
 done
+# the wall, U and window yamls' learner now: the same runs, policy.pt the mean of the exports
+# at 20 000-30 000 (every evaluation during training repeats task_gp0_ic1_a01's)
+both "${TUNED[@]}" "$PYTHON" -m bench.bench_tasks_train --variants task_gp0_ic1_a01_avg \
+    --seeds $SEEDS --steps 30000 --results runs/suite/collect-goal-free-avg.json
 # costly.yaml's settings with every export kept instead of averaged in ssq-train: ssq-select
 # --average then makes the same mean of the exports from step 100 000 on (test_bench_tasks_train
 # asserts the two differ in nothing else)
@@ -97,6 +101,18 @@ LATER="$TEST --executors policy --baselines-from bench/results/tasks_test_induce
     --out bench/results/tasks_test_goal_free_a01.json
 "$PYTHON" -m bench.bench_tasks_test --variants task_gp0_ic1_a01 --steps 10000 $LATER \
     --out bench/results/tasks_test_goal_free_a01_10000.json
+# the mean on the test split, then beside the last export on episodes 331-430 (never used by
+# a wall, U or window run before)
+AVG="--variants task_gp0_ic1_a01_avg --steps 30000 --episodes 100 --executors policy_sampled \
+    policy"
+"$PYTHON" -m bench.bench_tasks_test $AVG --first 130 \
+    --baselines-from bench/results/tasks_test_goal_free_a01.json \
+    --out bench/results/tasks_test_goal_free_a01_avg.json
+"$PYTHON" -m bench.bench_tasks_test $AVG --first 330 \
+    --out bench/results/tasks_test_goal_free_a01_avg_ep330.json
+"$PYTHON" -m bench.bench_tasks_test $AVG --first 330 --policy policies/policy-0030000.pt \
+    --baselines-from bench/results/tasks_test_goal_free_a01_avg_ep330.json \
+    --out bench/results/tasks_test_goal_free_a01_last_ep330.json
 "$PYTHON" -m bench.bench_tasks_test --variants $EXPLORE --tasks costly --steps 150000 $TEST \
     --executors policy_sampled policy --policy policy_averaged.pt \
     --baselines-from bench/results/tasks_test_induced.json \

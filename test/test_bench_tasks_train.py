@@ -112,12 +112,15 @@ def test_the_shipped_task_is_goal_free_and_the_sweep_variants_keep_the_goal_seek
     def learner(variant):
         config = btt.load_train_config(btt.variant_config(task, variant, tmp_path))
         return (config.sim.behavior.goal_preference, config.learner.critic.alpha,
-                config.schedule.induced_collection)
+                config.schedule.induced_collection, config.schedule.average_exports_from)
 
-    assert learner('task') == learner('task_gp0_ic1_a01') == (0.0, 0.1, 1.0)
-    assert learner('task_ic05') == (2.0, 0.3, 0.5)
-    assert learner('task_gp0_ic1') == (0.0, 0.3, 1.0)
-    assert learner('task_a01') == (2.0, 0.1, 0.0)
+    # The yamls deploy the mean of the last exports; the goal-free runs recorded before that
+    # (task_gp0_ic1_a01) deployed the last one, and the _avg variant is the yaml.
+    assert learner('task') == learner('task_gp0_ic1_a01_avg') == (0.0, 0.1, 1.0, 0.66)
+    assert learner('task_gp0_ic1_a01') == (0.0, 0.1, 1.0, 1.0)
+    assert learner('task_ic05') == (2.0, 0.3, 0.5, 1.0)
+    assert learner('task_gp0_ic1') == (0.0, 0.3, 1.0, 1.0)
+    assert learner('task_a01') == (2.0, 0.1, 0.0, 1.0)
 
 
 def test_the_costly_task_explores_and_its_goal_seeking_variants_do_not(tmp_path):
