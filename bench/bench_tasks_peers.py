@@ -101,6 +101,9 @@ SSQ_VARIANTS = {'task': 'ssq', 'task_cont': 'ssq_continuous',
                 # mu that knows only safety (goal preference 0), the induced policy collecting
                 # every training episode, alpha 0.1: no task prior, as SAC behind the shield
                 'task_gp0_ic1_a01': 'ssq_goal_free',
+                # ... new runs of it, deployed as the geometric mean of the exports at 20 000,
+                # 25 000 and 30 000 (the wall, U and window yamls now)
+                'task_gp0_ic1_a01_avg': 'ssq_goal_free_avg',
                 # ... with a novelty bonus and hindsight goals (costly.yaml until f38ea06: the
                 # bonus for the first half of 150 000 steps; before, 70 % of 100 000)
                 'task_gp0_ic1_a01_her4_nb1_u05': 'ssq_goal_free_explore',

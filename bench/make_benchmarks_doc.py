@@ -58,6 +58,10 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                 'ssq_goal_free': "SSQ (ssq_ros) from mu that knows only safety (goal "
                                  'preference 0, uniform over its safe primitives), the induced '
                                  'policy collecting every training episode, alpha 0.1',
+                'ssq_goal_free_avg': 'the same SSQ learner (new runs), deployed as the '
+                                     'geometric mean of its exports at 20 000, 25 000 and '
+                                     '30 000 steps (config/tasks/wall, ushape, window.yaml '
+                                     'now; adopted by a rule fixed on validation episodes)',
                 'ssq_goal_free_explore': "SSQ (ssq_ros) from mu that knows only safety, "
                                          'the induced policy collecting, alpha 0.1, a novelty '
                                          'bonus for the first half of the steps and 4 '

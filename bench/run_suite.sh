@@ -131,6 +131,7 @@ done
     bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json \
     bench/results/tasks_test_continuous.json bench/results/tasks_test_ic05.json \
     bench/results/tasks_test_goal_free_a01.json bench/results/tasks_test_goal_free_a01_10000.json \
+    bench/results/tasks_test_goal_free_a01_avg.json \
     bench/results/tasks_test_costly_oc_p4_keep_averaged.json \
     --ssq-train bench/results/tasks_induced.json --fresh
 # The DQN peer's harness on CartPole; equal work per env step (alone: it measures time)
