@@ -546,13 +546,15 @@ def ssq_training(paths: list[Path]) -> dict[str, dict]:
 
 def carried_records(previous: dict, local: list[dict]) -> list[dict]:
     """Test records rebuilt from the rows of an earlier table (`previous`) for every peer
-    (method, budget, task) with no record in `local`: a sitting's records stay under its own
-    runs/, its table is what is committed. The table's statistics need each seed's success
-    count, its training violations and the group's mean training time, which the rows keep;
-    each seed's outcomes come back as its successes, then its failures, and of an unshielded
-    evaluation only the group's totals are kept (spread over the seeds). A group with any
-    record in `local` is taken from `local` alone."""
-    have = {(r['method'], r['steps'], r['task']) for r in local}
+    (method, budget, task, seed) with no record in `local`: a sitting's records stay under its
+    own runs/, its table is what is committed, and a group too costly for one sitting gathers
+    its seeds over several (a seed run here replaces the carried one). The table's statistics
+    need each seed's success count, its training violations and the group's mean training
+    time, which the rows keep; each seed's outcomes come back as its successes, then its
+    failures. Rows from before the tables kept seed numbers, commits and unshielded successes
+    per seed held seeds 0, 1, ... of one commit, and their unshielded totals are spread over
+    the seeds."""
+    have = {(r['method'], r['steps'], r['task'], r['seed']) for r in local}
     as_record = {name: method for method, name in BASELINE_RECORDS.items()}
     # a group the earlier table itself carried keeps the commit of the table that had records
     first_seen = {tuple(entry[:3]): entry[3] for entry in previous.get('carried', [])}
@@ -560,30 +562,39 @@ def carried_records(previous: dict, local: list[dict]) -> list[dict]:
     out = []
     for row in previous.get('per_task', []):
         method = as_record.get(row['method'], row['method'])
-        if (row['method'] in SSQ_VARIANTS.values() or (method, row['steps'], row['task']) in have
+        group = (method, row['steps'], row['task'])
+        if (row['method'] in SSQ_VARIANTS.values()
                 or (row['steps'] == 0 and method not in BASELINE_RECORDS)):
             continue  # SSQ's rows and mu's discrete baselines come from SSQ's own files
-        seeds = row.get('per_seed', [row['rate']])
-        episodes = row['episodes'] // len(seeds)
-        unsafe = row.get('unsafe_states_train_per_seed') or [None] * len(seeds)
+        rates = row.get('per_seed', [row['rate']])
+        seeds = row.get('seed_ids', list(range(len(rates))))
+        commits = [known or first_seen.get(group, commit)
+                   for known in row.get('seed_commits', [None] * len(rates))]
+        walls = row.get('wall_time_train_s_per_seed',
+                        [row.get('wall_time_train_s')] * len(rates))
+        episodes = row['episodes'] // len(rates)
+        unsafe = row.get('unsafe_states_train_per_seed') or [None] * len(rates)
         alone = row.get('unshielded')
-        for seed, rate in enumerate(seeds):
+        for i, (seed, rate) in enumerate(zip(seeds, rates, strict=True)):
+            if (*group, seed) in have:
+                continue
             wins = round(rate * episodes)
             record = {'method': method, 'task': row['task'], 'seed': seed,
-                      'steps': row['steps'],
-                      'carried_from': first_seen.get((method, row['steps'], row['task']),
-                                                     commit),
-                      'training': {'unsafe_states_train': unsafe[seed],
-                                   'wall_time_train_s': row.get('wall_time_train_s')},
+                      'steps': row['steps'], 'carried_from': commits[i],
+                      'training': {'unsafe_states_train': unsafe[i],
+                                   'wall_time_train_s': walls[i]},
                       'eval_shielded': {'outcomes': [1] * wins + [0] * (episodes - wins)}}
             if alone:
-                share, extra = divmod(alone['successes'], len(seeds))
-                alone_wins = share + (seed < extra)
-                alone_episodes = alone['episodes'] // len(seeds)
+                if 'successes_per_seed' in alone:
+                    alone_wins = alone['successes_per_seed'][i]
+                else:
+                    share, extra = divmod(alone['successes'], len(rates))
+                    alone_wins = share + (i < extra)
+                alone_episodes = alone['episodes'] // len(rates)
                 record['eval_unshielded'] = {
                     'outcomes': [1] * alone_wins + [0] * (alone_episodes - alone_wins),
                     'episodes': alone_episodes,
-                    'unsafe_states': alone['unsafe_states_per_seed'][seed]}
+                    'unsafe_states': alone['unsafe_states_per_seed'][i]}
             out.append(record)
     return out
 
@@ -597,7 +608,7 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
     tasks (TUNED); a later task (costly) is reported per task only."""
     methods, baselines, commits = ssq_test_outcomes(ssq_paths)
     training = ssq_training(list(ssq_train_paths))
-    measured_baselines, alone = {}, {}
+    measured_baselines, alone, origin = {}, {}, {}
     records = saved_records(runs, 'test')
     carried = carried_records(previous, records) if previous else []
     for r in records + carried:
@@ -607,6 +618,7 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             continue
         key = (r['steps'], r['task'], r['seed'])
         methods.setdefault(r['method'], {})[key] = r['eval_shielded']['outcomes']
+        origin.setdefault(r['method'], {})[key] = r.get('carried_from', r.get('code_commit'))
         if 'eval_unshielded' in r:
             alone.setdefault(r['method'], {})[key] = r['eval_unshielded']
         if r['training']['unsafe_states_train'] is not None:
@@ -618,27 +630,32 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
         for steps in sorted({k[0] for k in outcomes}):
             scores = []
             for task in TASKS:
-                lists = [outcomes[k] for k in sorted(outcomes) if k[:2] == (steps, task)]
-                if not lists:
+                keys = [k for k in sorted(outcomes) if k[:2] == (steps, task)]
+                if not keys:
                     continue
+                lists = [outcomes[k] for k in keys]
                 wins, n = int(sum(map(sum, lists))), int(sum(map(len, lists)))
                 per_seed = [float(np.mean(x)) for x in lists]
                 row = {'method': name, 'steps': steps, 'task': task, 'seeds': len(lists),
                        'successes': wins, 'episodes': n, 'rate': wins / n,
-                       'wilson95': wilson_interval(wins, n), 'per_seed': per_seed}
+                       'wilson95': wilson_interval(wins, n), 'per_seed': per_seed,
+                       'seed_ids': [k[2] for k in keys],
+                       'seed_commits': [origin.get(name, {}).get(k) for k in keys]}
                 runs_alone = [v for k, v in sorted(alone.get(name, {}).items())
                               if k[:2] == (steps, task)]
                 trained = training.get(name, {})
                 row['unsafe_states_train_per_seed'] = [
                     trained[k]['unsafe_states_train'] for k in sorted(outcomes)
                     if k[:2] == (steps, task) and k in trained]
-                walls = [trained[k]['wall_time_train_s'] for k in sorted(outcomes)
-                         if k[:2] == (steps, task) and k in trained]
+                row['wall_time_train_s_per_seed'] = [
+                    trained[k]['wall_time_train_s'] if k in trained else None for k in keys]
+                walls = [w for w in row['wall_time_train_s_per_seed'] if w is not None]
                 row['wall_time_train_s'] = float(np.mean(walls)) if walls else None
                 if runs_alone:  # the same episodes without the shield
                     row['unshielded'] = {
                         'successes': int(sum(sum(v['outcomes']) for v in runs_alone)),
                         'episodes': int(sum(v['episodes'] for v in runs_alone)),
+                        'successes_per_seed': [int(sum(v['outcomes'])) for v in runs_alone],
                         'unsafe_states_per_seed': [v['unsafe_states'] for v in runs_alone]}
                 per_task.append(row)
                 if task in TUNED:
@@ -688,6 +705,9 @@ def table(ssq_paths: list[Path], runs: Path = RUNS,
             'grid': grid_rows(runs, previous),
             'carried': sorted({(r['method'], r['steps'], r['task'], r['carried_from'])
                                for r in carried}),
+            # groups whose seeds come partly from runs/ and partly from the earlier table
+            'mixed': sorted({(r['method'], r['steps'], r['task']) for r in carried}
+                            & {(r['method'], r['steps'], r['task']) for r in records}),
             'per_task': per_task, 'across_tasks': across,
             'to_success': budget_to_success(learned, training)}
 

@@ -487,10 +487,15 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
             + '.', '']
     carried = sorted({commit[:7] for *_, commit in suite.get('carried', []) if commit})
     if carried:
-        lines += [f"{len(suite['carried'])} (method, budget, task) groups of peer runs come "
-                  f"from the table of an earlier sitting (commit {', '.join(carried)}; its "
-                  'per-seed counts; `carried` in the JSON lists them), whose libraries may '
-                  'have differed.', '']
+        groups = {tuple(entry[:3]) for entry in suite['carried']}
+        mixed = suite.get('mixed', [])
+        lines += [f"{len(groups)} (method, budget, task) groups of peer runs come, in whole or "
+                  f"in part, from the table of an earlier sitting (commit {', '.join(carried)}; "
+                  'its per-seed counts; `carried` in the JSON lists them), whose libraries may '
+                  'have differed.' + (
+                      f' In {len(mixed)} of them, seeds run in this sitting join the carried '
+                      'ones (`seed_ids` and `seed_commits` in the JSON say which came from '
+                      'where).' if mixed else ''), '']
     budgets = {r['steps'] for r in suite['per_task'] if r['steps']}
     for steps in sorted(budgets, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]

@@ -230,6 +230,7 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     lagrangian = rows[('sac_lagrangian_mu_lr3e-3', 10_000, 'ushape')]
     assert lagrangian['successes'] == 140  # behind the shield
     assert lagrangian['unshielded'] == {'successes': 150, 'episodes': 200,
+                                        'successes_per_seed': [75, 75],
                                         'unsafe_states_per_seed': [0, 3]}
     assert lagrangian['unsafe_states_train_per_seed'] == [40, 7]
     assert 'unshielded' not in rows[('sac_uniform_n1_e140', 10_000, 'ushape')]
@@ -286,8 +287,8 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
         before = across[(entry['method'], entry['steps'])]
         assert entry['iqm'] == before['iqm'] and entry['runs'] == before['runs']
         assert entry.get('probability_ssq_beats') == before.get('probability_ssq_beats')
-    assert 'groups of peer runs come from the table of an earlier sitting' in '\n'.join(
-        make_benchmarks_doc.suite_section(again, 'tasks.png'))
+    assert 'groups of peer runs come, in whole or in part, from the table of an earlier' \
+        in '\n'.join(make_benchmarks_doc.suite_section(again, 'tasks.png'))
     assert ('Measured in an earlier sitting (carried over from the table made at commit '
             'aaaaaaa).') in '\n'.join(make_benchmarks_doc.suite_section(again, 'tasks.png'))
     # a grid extended in this sitting: the earlier sitting's points are marked
@@ -303,9 +304,43 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
     twice = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere', ssq_train_paths=[train],
                                     previous=dict(again, machine={'code_commit': 'b' * 40}))
     assert {commit for *_, commit in twice['carried']} == {'a' * 40}
-    # records here replace the carried rows of their (method, budget, task), never mix
+    # records here replace the carried seeds they repeat: every seed here, nothing carried
     assert not bench_tasks_peers.table([ssq], runs=tmp_path / 'peers', ssq_train_paths=[train],
                                        previous=result)['carried']
+    # a group gathers its seeds over sittings: seed 1 run here (a new result), seed 0 and the
+    # unshielded counts of seed 0 carried from the table that measured them
+    later = tmp_path / 'later' / 'test'
+    later.mkdir(parents=True)
+    (later / 'wall-sac_lagrangian_mu_lr3e-3-10000-s1.json').write_text(json.dumps({
+        'method': 'sac_lagrangian_mu_lr3e-3', 'task': 'wall', 'seed': 1, 'steps': 10_000,
+        'code_commit': 'd' * 40,
+        'training': {'unsafe_states_train': 9, 'wall_time_train_s': 120.0},
+        'eval_shielded': {'outcomes': [1] * 100},
+        'eval_unshielded': {'outcomes': [1] * 99 + [0], 'episodes': 100, 'unsafe_states': 2}}))
+    gathered = bench_tasks_peers.table([ssq], runs=tmp_path / 'later', ssq_train_paths=[train],
+                                       previous=first)
+    lag = {(r['method'], r['steps'], r['task']): r for r in gathered['per_task']}[
+        ('sac_lagrangian_mu_lr3e-3', 10_000, 'wall')]
+    assert lag['seed_ids'] == [0, 1] and lag['seed_commits'] == ['a' * 40, 'd' * 40]
+    assert lag['successes'] == 170 and lag['per_seed'] == [0.7, 1.0]
+    assert lag['unsafe_states_train_per_seed'] == [40, 9]
+    assert lag['wall_time_train_s_per_seed'] == [80.0, 120.0]
+    assert lag['unshielded'] == {'successes': 174, 'episodes': 200,
+                                 'successes_per_seed': [75, 99],
+                                 'unsafe_states_per_seed': [0, 2]}
+    assert gathered['mixed'] == [('sac_lagrangian_mu_lr3e-3', 10_000, 'wall')]
+    assert 'In 1 of them, seeds run in this sitting join the carried ones' in '\n'.join(
+        make_benchmarks_doc.suite_section(gathered, 'tasks.png'))
+    # ... and the next sitting, with no records, carries both seeds with their own commits
+    next_time = bench_tasks_peers.table([ssq], runs=tmp_path / 'elsewhere',
+                                        ssq_train_paths=[train],
+                                        previous=json.loads(json.dumps(gathered)))
+    lag_again = {(r['method'], r['steps'], r['task']): r for r in next_time['per_task']}[
+        ('sac_lagrangian_mu_lr3e-3', 10_000, 'wall')]
+    for key in ('seed_ids', 'seed_commits', 'per_seed', 'unshielded',
+                'unsafe_states_train_per_seed', 'wall_time_train_s_per_seed'):
+        assert lag_again[key] == lag[key], key
+    assert not next_time['mixed']
     # SSQ's outcomes from another split are refused
     ssq.write_text(json.dumps({'first_episode': 30, 'episodes': count, 'runs': ssq_runs,
                                'baselines': baselines, 'machine': {'code_commit': 'c'}}))
