@@ -391,7 +391,9 @@ def iteration_section(iteration: dict) -> list[str]:
 GRID_LEVERS = (('dqn', 'DQN', 'exploration, n-step, training episode steps'),
                ('sac', 'SAC', 'warm-up, n-step, training episode steps'),
                ('sac_lagrangian', 'SAC-Lagrangian', "warm-up, multiplier's learning rate"),
-               ('tqc_her', 'TQC+HER', 'warm-up, training episode steps, relabelled goals'))
+               ('tqc_her', 'TQC+HER', 'warm-up, training episode steps, relabelled goals'),
+               ('sac_her', "SAC+HER behind mu's support",
+                'warm-up, training episode steps, relabelled goals'))
 
 
 def suite_label(method: str) -> str:
@@ -411,6 +413,12 @@ def suite_label(method: str) -> str:
         prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
         return (f'TQC + HER (sb3-contrib), reward only, no shield in training, {prior}, '
                 f'{length[1:]}-step training episodes')
+    if method.startswith('sac_her_'):
+        warmup, length, *goals = method[len('sac_her_'):].split('_')
+        prior = "with mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
+        return (f"SAC (SB3) behind mu's support with HER ({goals[0][1:] if goals else 4} "
+                f"relabelled goals per transition, as SSQ's costly runs), continuous actions, "
+                f'{prior}, one-step targets, {length[1:]}-step training episodes')
     if method.startswith('sac_'):
         warmup, n, length = method[4:].split('_')
         prior = "with mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'

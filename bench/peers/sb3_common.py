@@ -30,6 +30,52 @@ class StoresExecutedAction:
         super()._store_transition(replay_buffer, stored, new_obs, reward, dones, infos)
 
 
+# Hindsight relabelling (TQC+HER, SAC behind the shield with HER) needs the task as a
+# goal-conditioned env: the arm's own state apart from the goal, the hand as the achieved goal,
+# the task's goal as the desired one, and the task's own reward recomputed for any goal
+# (`ReachAvoidTask.reward`: distance, success bonus and costly steps, all functions of the hand
+# and the goal).
+class GoalObservation(gym.ObservationWrapper):
+    """The reach-avoid env with dict observations for HER: 'observation' (joint positions,
+    velocities, the hand and its offsets to the costly boxes where the task observes them: no
+    goal in it, so relabelling leaves it valid), 'achieved_goal'
+    (the hand) and 'desired_goal' (the goal); `compute_reward` is the task's reward of a hand
+    position for any goal."""
+
+    def __init__(self, env: gym.Env, task):
+        super().__init__(env)
+        self.task = task
+        layout = task.layout
+        # every part of the observation that does not depend on the goal
+        self.state = np.concatenate([np.arange(layout[name].start, layout[name].stop)
+                                     for name in ('q', 'qdot', 'ee', 'to_costly')
+                                     if name in layout])
+        self.hand, self.goal = layout['ee'], layout['goal']
+        flat = env.observation_space
+        self.observation_space = gym.spaces.Dict({
+            'observation': gym.spaces.Box(flat.low[self.state], flat.high[self.state],
+                                          dtype=np.float32),
+            'achieved_goal': gym.spaces.Box(flat.low[self.hand], flat.high[self.hand],
+                                            dtype=np.float32),
+            'desired_goal': gym.spaces.Box(flat.low[self.goal], flat.high[self.goal],
+                                           dtype=np.float32)})
+
+    def observation(self, observation: np.ndarray) -> dict:
+        flat = np.asarray(observation, dtype=np.float32)
+        return {'observation': flat[self.state], 'achieved_goal': flat[self.hand],
+                'desired_goal': flat[self.goal]}
+
+    def compute_reward(self, achieved_goal: np.ndarray, desired_goal: np.ndarray,
+                       info) -> np.ndarray:
+        """The task's reward of the hand at each `achieved_goal` for each `desired_goal`
+        ((N, 3) each, or (3,) for one)."""
+        hands = np.atleast_2d(achieved_goal)
+        goals = np.atleast_2d(desired_goal)
+        rewards = np.array([self.task.reward(hand, goal)[0]
+                            for hand, goal in zip(hands, goals, strict=True)], dtype=np.float32)
+        return rewards if np.ndim(achieved_goal) > 1 else rewards[0]
+
+
 class WarmupWithMu:
     """Mixin for SB3's off-policy continuous learners (SAC, TQC): with `warmup_from` (the
     `MuAtState` or `SupportShield` around the env it trains in), its warm-up steps take mu's own

@@ -5,7 +5,10 @@ unsafe set, so the referee's count during training is what a team would see on a
 `penalty > 0` subtracts that much reward for every unsafe step (penalised safe RL).
 `shielded=True` trains SAC behind SSQ's own support shield (`SupportShield`): every action it
 proposes runs only if mu's support accepts it, else mu's nearest safe sample runs, and the
-replay stores the action that ran (`ShieldedSAC`, sb3_common.py).
+replay stores the action that ran (`ShieldedSAC`, sb3_common.py). `her_goals > 0` adds
+hindsight experience replay (SB3's HerReplayBuffer, 'future' goals, that many relabelled per
+real transition) on the goal-conditioned view of the task (`GoalObservation`): the lever SSQ
+has on the costly task (4 hindsight goals), given to SAC behind the same shield.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import time
 
 import numpy as np
 import torch
-from stable_baselines3 import SAC
+from stable_baselines3 import SAC, HerReplayBuffer
 
 from ssq_ros.training.problem import ArmProblem
 
@@ -24,7 +27,7 @@ from .common import (
     TrainingRecorder,
     UnsafePenalty,
 )
-from .sb3_common import Progress, ShieldedSAC, training_numbers
+from .sb3_common import GoalObservation, Progress, ShieldedSAC, training_numbers
 
 
 def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
@@ -36,12 +39,13 @@ def sac_hyperparameters(batch_size: int, hidden: list[int], gamma: float,
 
 def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: float = 0.0,
               label: str = 'sac', progress: bool = True, shielded: bool = False,
-              warmup_with_mu: bool = False,
-              train_episode_steps: int = 0) -> tuple[EvalPolicy, dict]:
+              warmup_with_mu: bool = False, train_episode_steps: int = 0,
+              her_goals: int = 0) -> tuple[EvalPolicy, dict]:
     """Train SAC for `steps` env steps in `problem`'s env (behind mu's support if `shielded`;
     its warm-up steps drawn by mu if `warmup_with_mu`; training episodes run to
-    `train_episode_steps` if that exceeds the task's limit); (its deterministic policy,
-    training numbers + curve)."""
+    `train_episode_steps` if that exceeds the task's limit; with hindsight relabelling of
+    `her_goals` goals per transition if > 0, one-step targets then); (its deterministic
+    policy, training numbers + curve; no critic readout with HER)."""
     if problem.discrete:
         raise ValueError('SAC needs the continuous env (ssq_ros/ReachAvoidContinuous-v0)')
     if warmup_with_mu and not shielded:
@@ -53,16 +57,25 @@ def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: 
     recorder = TrainingRecorder(env, seed)
     wrapped = UnsafePenalty(recorder, penalty) if penalty > 0 else recorder
     prior = {'warmup_from': shield} if warmup_with_mu else {}
-    model = (ShieldedSAC if shielded else SAC)('MlpPolicy', wrapped, seed=seed, device='cpu',
-                                               verbose=0, buffer_size=max(steps, 1), **prior,
-                                               **hyper)
+    goals = None
+    if her_goals > 0:
+        if hyper.get('n_steps', 1) != 1:
+            raise ValueError(f"SB3's HER takes one-step targets only, got n_steps "
+                             f"{hyper['n_steps']}")
+        goals = wrapped = GoalObservation(wrapped, problem.env.task)
+        prior.update(replay_buffer_class=HerReplayBuffer, replay_buffer_kwargs={
+            'n_sampled_goal': int(her_goals), 'goal_selection_strategy': 'future'})
+    model = (ShieldedSAC if shielded else SAC)(
+        'MlpPolicy' if goals is None else 'MultiInputPolicy', wrapped, seed=seed,
+        device='cpu', verbose=0, buffer_size=max(steps, 1), **prior, **hyper)
     started = time.monotonic()
     model.learn(total_timesteps=steps, callback=Progress(steps, recorder, label, progress))
     wall = time.monotonic() - started
     policy = model.policy
 
     def act(obs: np.ndarray) -> np.ndarray:
-        return model.predict(obs, deterministic=True)[0]
+        return model.predict(obs if goals is None else goals.observation(obs),
+                             deterministic=True)[0]
 
     @torch.no_grad()
     def q(observations: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -71,4 +84,5 @@ def train_sac(problem: ArmProblem, seed: int, steps: int, hyper: dict, penalty: 
         return torch.min(torch.cat(policy.critic(obs_t, act_t), dim=1), dim=1).values.numpy()
 
     training = training_numbers(recorder, model, wall, shield)
-    return EvalPolicy(label, False, act=act, q=q), training
+    return EvalPolicy(label, False, act=act, q=q if goals is None else None,
+                      model=model), training

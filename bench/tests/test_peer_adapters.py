@@ -349,3 +349,38 @@ def test_an_unshielded_peers_test_record_holds_its_episodes_alone(tmp_path, monk
     tune = bench_tasks_peers.run_online('sac_lagrangian', 'tune', 'wall', point, 0, steps=30,
                                         runs=tmp_path)
     assert 'eval_unshielded' not in tune
+
+
+def test_sac_with_her_trains_behind_the_shield_on_relabelled_goals(tiny_config):
+    """bench_tasks_peers' SAC+HER: it trains behind mu's support (0 unsafe states, the
+    shield's replacements counted, the replay holding what ran), its replay relabels goals
+    (SB3's HerReplayBuffer on the task's goal-conditioned view) and its policy acts on the
+    flat observation the evaluation gives; HER with n-step targets is refused."""
+    from stable_baselines3 import HerReplayBuffer
+
+    from bench import bench_tasks_peers
+    from bench.peers.sb3_sac import train_sac
+    from bench.peers.ssq import ssq_config
+    from ssq_ros.training.problem import build_problem
+
+    problem = build_problem(ssq_config('continuous', 0, 300, base=tiny_config))
+    settings = bench_tasks_peers.peer_settings('sac_her', 'wall', 'uniform_e400', 300)
+    assert 'n_steps' not in settings['hyper'] and settings['n_sampled_goal'] == 4
+    settings['hyper'].update(batch_size=32, learning_starts=100,
+                             policy_kwargs={'net_arch': [32, 32]})
+    settings['train_episode_steps'] = 60
+    policy, training = bench_tasks_peers.train_peer('sac_her', problem, 0, 300, settings,
+                                                    'sac_her')
+    replay = policy.model.replay_buffer
+    assert isinstance(replay, HerReplayBuffer) and replay.n_sampled_goal == 4
+    assert training['env_steps'] == 300 and training['updates'] > 0
+    assert training['unsafe_states_train'] == 0
+    assert training['shield_interventions_train'] > 0  # uniform warm-up leaves mu's support
+    stored = policy.model.policy.unscale_action(replay.actions[:300, 0])
+    ran = problem.env.actions
+    assert np.all(stored >= ran.low - 1e-6) and np.all(stored <= ran.high + 1e-6)
+    shielded = bench_tasks_peers.evaluate(problem, policy, 1, True, 0.98)
+    assert shielded['episodes'] == 1 and shielded['unsafe_states'] == 0
+    with pytest.raises(ValueError, match='one-step targets'):
+        train_sac(problem, 0, 10, {**settings['hyper'], 'n_steps': 8}, shielded=True,
+                  her_goals=4)
