@@ -5,9 +5,11 @@
 # same commit with the same settings is reused, anything else runs again. Two processes at a
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 14 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER: about 1.7 h of it; the
-# costly task at 150 000 steps: about 1.5 h for SSQ and 5 min for its averaging, 1.7 h for SAC
-# behind the shield and 1 h for the DQN inside mu's support).
+# About 21 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER at 10 000 steps: about
+# 1.7 h of it; the costly task at 150 000 steps: about 1.5 h for SSQ and 5 min for its
+# averaging, 1.7 h for SAC behind the shield, 1 h for the DQN inside mu's support, and about
+# 2 h each for SAC-Lagrangian and SAC+HER behind the shield (50-56 min per seed, measured
+# three processes on 2 cores) and, estimated, for TQC+HER).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -117,16 +119,26 @@ AVG="--variants task_gp0_ic1_a01_avg --steps 30000 --episodes 100 --executors po
     --executors policy_sampled policy --policy policy_averaged.pt \
     --baselines-from bench/results/tasks_test_induced.json \
     --out bench/results/tasks_test_costly_oc_p4_keep_averaged.json
+# costly_150k METHOD POINT: the peer on the costly task at 150 000 steps, seeds 0-2 and 3-4
+# side by side
+costly_150k() {
+    local run=("$PYTHON" -m bench.bench_tasks_peers test --method "$1" --point "$2" --fresh \
+        --tasks costly --steps 150000)
+    "${run[@]}" --seeds 0 1 2 &
+    local first=$!
+    "${run[@]}" --seeds 3 4
+    wait "$first"
+}
 for method in sac dqn; do
     both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers test --method $method \
         --point best --fresh --steps 30000
-    PEER_COSTLY=("$PYTHON" -m bench.bench_tasks_peers test --method $method --point best \
-        --fresh --tasks costly --steps 150000)
-    "${PEER_COSTLY[@]}" --seeds 0 1 2 &
-    first=$!
-    "${PEER_COSTLY[@]}" --seeds 3 4
-    wait "$first"
+    costly_150k $method best
 done
+# the peers trained without the shield, and SAC behind it with HER (the hindsight goals SSQ's
+# costly runs have; its point named, not tuned: bench_tasks_peers' SAC_HER_GRID)
+costly_150k sac_lagrangian best
+costly_150k tqc_her best
+costly_150k sac_her uniform_e400
 "$PYTHON" -m bench.bench_tasks_peers table --ssq bench/results/tasks_test_induced.json \
     bench/results/tasks_test_5000.json bench/results/tasks_test_2500.json \
     bench/results/tasks_test_continuous.json bench/results/tasks_test_ic05.json \
