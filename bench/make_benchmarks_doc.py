@@ -408,17 +408,18 @@ def suite_label(method: str) -> str:
         prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
         return (f'SAC-Lagrangian (on SB3), no shield in training, {prior}, multiplier '
                 f'learning rate {rate[2:]}, cost limit 0')
-    if method.startswith('tqc_her_'):
-        warmup, length = method[len('tqc_her_'):].split('_')
+    if method.startswith(('tqc_her_', 'sac_her_')):
+        # the HER grids' points: warm-up, episode length and, where not 4, the goals ('_k8')
+        kind, point = method[:3], method[len('tqc_her_'):]
+        warmup, length, *goals = point.split('_')
+        relabelled = f"{goals[0][1:] if goals else 4} relabelled goals per transition"
         prior = "mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
-        return (f'TQC + HER (sb3-contrib), reward only, no shield in training, {prior}, '
-                f'{length[1:]}-step training episodes')
-    if method.startswith('sac_her_'):
-        warmup, length, *goals = method[len('sac_her_'):].split('_')
-        prior = "with mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'
-        return (f"SAC (SB3) behind mu's support with HER ({goals[0][1:] if goals else 4} "
-                f"relabelled goals per transition, as SSQ's costly runs), continuous actions, "
-                f'{prior}, one-step targets, {length[1:]}-step training episodes')
+        if kind == 'tqc':
+            return (f'TQC + HER (sb3-contrib, {relabelled}), reward only, no shield in '
+                    f'training, {prior}, {length[1:]}-step training episodes')
+        return (f"SAC (SB3) behind mu's support with HER ({relabelled}, as SSQ's costly "
+                f'runs), continuous actions, {prior}, one-step targets, {length[1:]}-step '
+                'training episodes')
     if method.startswith('sac_'):
         warmup, n, length = method[4:].split('_')
         prior = "with mu's prior (warm-up drawn by mu)" if warmup == 'mu' else 'uniform warm-up'

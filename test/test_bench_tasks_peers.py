@@ -412,3 +412,13 @@ def test_mu_in_the_continuous_task_is_a_cached_baseline_record(tmp_path, clean_c
     stamp = path.stat().st_mtime_ns
     assert bench_tasks_peers.run_mu_continuous('wall', runs=runs, split=(130, 1)) == record
     assert path.stat().st_mtime_ns == stamp
+
+
+def test_every_her_grid_point_has_a_label_that_names_its_goals():
+    """The page names each HER point's relabelled goals (4 unless the point says '_k8')."""
+    for method in ('tqc_her', 'sac_her'):
+        for point in bench_tasks_peers.GRIDS[method]:
+            label = make_benchmarks_doc.suite_label(f'{method}_{point}')
+            goals = bench_tasks_peers.GRIDS[method][point]['n_sampled_goal']
+            assert f'{goals} relabelled goals per transition' in label, label
+            assert ('no shield in training' in label) == (method == 'tqc_her')
