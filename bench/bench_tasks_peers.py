@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_tasks_peers tune [--method M] [--tasks wall]  # M's grid
     .venv/bin/python -m bench.bench_tasks_peers test [--method M] --point best [--seeds ..]
-    .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql]  # on mu's data
+    .venv/bin/python -m bench.bench_tasks_peers offline [--methods bc cql iql]  # mu's data
     .venv/bin/python -m bench.bench_tasks_peers baselines   # mu sampled in the continuous tasks
     .venv/bin/python -m bench.bench_tasks_peers table                    # the comparison
 
@@ -45,7 +45,10 @@ The peers get every advantage SSQ has on the discrete task suite:
 - On mu's data, the replay of SSQ's own run of the same task and seed (what SSQ learned
   from), observations standardised, 10 000 updates (SSQ's runs make 9 001), executed greedily
   behind the same shield: behaviour cloning ('bc', a network fitted to mu's actions) and
-  d3rlpy's discrete CQL ('cql').
+  d3rlpy's discrete CQL ('cql'). d3rlpy's IQL ('iql') acts in the continuous version of the
+  task: its data is mu alone there, the same number of env steps on the training episodes of
+  a run of that seed (what SAC's mu prior starts from), with the same updates and
+  standardisation, executed behind the continuous shield as SAC is.
 
 `baselines` runs mu alone, sampled, in the continuous version of each task on the test split
 (the continuous rows' baseline; the discrete baselines come with SSQ's test outcomes).
@@ -79,7 +82,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.peers.common import EvalPolicy, evaluate
+from bench.peers.common import EvalPolicy, behavior_transitions, evaluate
 from bench.peers.ssq import split_episodes, ssq_transitions
 from bench.stats import (
     probability_of_improvement,
@@ -166,7 +169,11 @@ UNSHIELDED_TRAINING = ('sac_lagrangian', 'tqc_her')
 EXPLORATION = {'exploration_fraction': 0.3, 'exploration_final_eps': 0.05}
 # Offline peers on mu's data: as many updates as SSQ's 10 000-step runs make (9 001).
 OFFLINE_UPDATES = 10_000
-OFFLINE = ('bc', 'cql')
+OFFLINE = ('bc', 'cql', 'iql')
+# d3rlpy's algorithm for each offline peer that uses one (mu's data is discrete in the task,
+# continuous in its continuous version)
+OFFLINE_ALGORITHMS = {'cql': 'discrete_cql', 'iql': 'iql'}
+D3RLPY_NAMES = {'cql': 'DiscreteCQL', 'iql': 'IQL'}
 
 
 def task_config(task: str):
@@ -394,29 +401,47 @@ def fit_behavior_cloning(observations: np.ndarray, actions: np.ndarray, action_c
 def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
                 ssq_runs: Path = SSQ_RUNS, steps: int = STEPS, split: tuple[int, int] = TEST,
                 updates: int = OFFLINE_UPDATES) -> dict:
-    """`method` ('bc' or 'cql') on the replay of SSQ's run
-    `ssq_runs`/<task>-task-<steps>-s<seed> (mu's data, what SSQ learned from), executed
-    greedily behind mu's support on held-out episodes `split` (first, count)."""
+    """`method` (OFFLINE) on mu's data, executed greedily behind mu's support on held-out
+    episodes `split` (first, count). 'bc' and 'cql' learn from the replay of SSQ's run
+    `ssq_runs`/<task>-task-<steps>-s<seed> (what SSQ learned from); 'iql', whose actions are
+    continuous, from `steps` env steps of mu in the continuous version of the task, on the
+    training episodes of run `seed` (what SAC's mu prior starts from)."""
     if method not in OFFLINE:
         raise ValueError(f'unknown offline method {method!r} (known: {", ".join(OFFLINE)})')
-    folder = ssq_runs / f'{task}-task-{steps}-s{seed}'
-    if not (folder / 'metrics.json').exists():
-        raise FileNotFoundError(f'{folder}: no finished SSQ run to learn mu\'s data from '
-                                f'(bench.bench_tasks_train --tasks {task} --variants task '
-                                f'--seeds {seed} --steps {steps})')
-    config = read_run_config(folder)
+    continuous = method == 'iql'
+    if continuous:
+        config = continuous_task_config(task)
+        problem = build_problem(config)
+        episode_steps = max(config.schedule.train_episode_steps,
+                            problem.env.task.config.max_steps)
+        source = (f'mu sampled, {steps} env steps on the training episodes of run {seed}, up '
+                  f'to {episode_steps} steps each')
+    else:
+        folder = ssq_runs / f'{task}-task-{steps}-s{seed}'
+        if not (folder / 'metrics.json').exists():
+            raise FileNotFoundError(f'{folder}: no finished SSQ run to learn mu\'s data from '
+                                    f'(bench.bench_tasks_train --tasks {task} --variants task '
+                                    f'--seeds {seed} --steps {steps})')
+        config = read_run_config(folder)
+        source = str(folder)
     critic = config.learner.critic
     settings = {'method': method, 'task': task, 'seed': seed, 'steps': steps,
-                'split': list(split), 'data': str(folder), 'hidden': list(critic.hidden_sizes),
+                'split': list(split), 'data': source, 'hidden': list(critic.hidden_sizes),
                 'batch_size': critic.batch_size, 'gamma': critic.gamma, 'updates': updates,
                 'normalised_observations': True,
-                'lr': critic.lr if method == 'bc' else 'd3rlpy DiscreteCQL default'}
+                'lr': critic.lr if method == 'bc' else f'd3rlpy {D3RLPY_NAMES[method]} default'}
+    if continuous:
+        settings['action_kind'] = 'continuous'
     path = record_path(runs, 'test', method, task, steps, seed)
     if (record := cached(path, settings)) is not None:
         return record
-    data = ssq_transitions(config, folder)
-    problem = build_problem(config)
     started = time.monotonic()
+    if continuous:
+        data, unsafe_train = behavior_transitions(problem, seed, steps, episode_steps)
+    else:
+        data = ssq_transitions(config, folder)
+        problem = build_problem(config)
+        unsafe_train = json.loads((folder / 'metrics.json').read_text())['unsafe_states_train']
     if method == 'bc':
         model, fit = fit_behavior_cloning(data['obs'], data['action'].astype(np.int64).ravel(),
                                           problem.spaces.action_size, settings['hidden'],
@@ -438,15 +463,17 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
         )
         torch.manual_seed(seed)
         d3rlpy.seed(seed)
-        dataset = make_dataset(split_episodes(data), True, problem.spaces.action_size)
-        algo = make_algorithm('discrete_cql', critic.batch_size, settings['hidden'],
-                              critic.gamma, normalise_observations=True)
-        fit = train_offline(algo, dataset, updates, f'{task} cql s{seed}', progress=False)
-        policy = offline_policy(algo, 'cql', True, problem.spaces.action_size)
+        actions = problem.env.actions
+        action_size = actions.low.size if continuous else problem.spaces.action_size
+        dataset = make_dataset(split_episodes(data), not continuous, action_size)
+        algo = make_algorithm(OFFLINE_ALGORITHMS[method], critic.batch_size, settings['hidden'],
+                              critic.gamma, *((actions.low, actions.high) if continuous else ()),
+                              normalise_observations=True)
+        fit = train_offline(algo, dataset, updates, f'{task} {method} s{seed}', progress=False)
+        policy = offline_policy(algo, method, not continuous, action_size)
     training = {**fit, 'transitions': int(len(data['obs'])),
                 'wall_time_train_s': time.monotonic() - started,
-                'unsafe_states_train': json.loads((folder / 'metrics.json').read_text())[
-                    'unsafe_states_train']}
+                'unsafe_states_train': int(unsafe_train)}
     first, episodes = split
     result = evaluate(problem, policy, episodes, True, critic.gamma, first=first)
     return save(path, _record(method, task, seed, settings, training, result))

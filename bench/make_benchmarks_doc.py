@@ -86,6 +86,8 @@ SUITE_LABELS = {'ssq': "SSQ (ssq_ros): the critic's induced policy, its most lik
                 'behavior_continuous': 'sampled mu, continuous actions',
                 'bc': "Behaviour cloning of mu's data",
                 'cql': "Discrete CQL (d3rlpy) on mu's data",
+                'iql': "IQL (d3rlpy) on mu's data in the continuous task (mu's own env steps), "
+                       'behind mu\'s support',
                 'behavior_greedy': 'greedy mu (goal preference 2)', 'behavior': 'sampled mu',
                 'oracle': 'scripted oracle on mu\'s support'}
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench import bench_tasks_peers, make_benchmarks_doc
-from bench.peers.common import LongerEpisodes, SupportShield
+from bench.peers.common import LongerEpisodes, SupportShield, behavior_transitions
 from bench.peers.ssq import ssq_config, tiny_ssq_config, train_ssq
 from bench.stats import iqm
 from ssq_ros.training.problem import build_problem
@@ -62,6 +62,33 @@ def test_the_shield_draws_mu_once_per_state(tiny):
     assert shield.decision() is not first  # a new state, a new draw
     shield.reset(seed=4)
     assert shield._decision is None
+
+
+def test_mus_data_follows_a_runs_training_episodes_past_the_task_limit(tiny):
+    """IQL's data: mu alone on the training episodes of run `seed`, each run to 55 steps past
+    the tiny task's 40, every action inside the continuous action bounds, repeatable by seed."""
+    from ssq_ros.task.episodes import training_episode_seed
+
+    problem = build_problem(ssq_config('continuous', 0, 120, base=tiny[0]))
+    data, unsafe = behavior_transitions(problem, 3, 200, 55)
+    assert unsafe == 0 and {k: len(v) for k, v in data.items()} == dict.fromkeys(data, 200)
+    actions = problem.env.actions
+    assert data['action'].shape == (200, actions.low.size)
+    assert np.all(data['action'] >= actions.low - 1e-6)
+    assert np.all(data['action'] <= actions.high + 1e-6)
+    # an episode ends where the next row does not continue it: on arrival or at 55 steps
+    starts = np.r_[0, np.flatnonzero(np.any(data['next_obs'][:-1] != data['obs'][1:], axis=1))
+                   + 1]
+    lengths = np.diff(np.r_[starts, 200])
+    ended = data['done'][starts[1:] - 1] > 0
+    assert np.all(ended | (lengths[:-1] == 55)) and lengths.max() <= 55
+    for episode, start in enumerate(starts[:2]):
+        obs, _ = problem.env.reset(seed=training_episode_seed(3, episode))
+        np.testing.assert_array_equal(data['obs'][start], obs.astype(np.float32))
+    again, _ = behavior_transitions(problem, 3, 200, 55)
+    other, _ = behavior_transitions(problem, 4, 200, 55)
+    np.testing.assert_array_equal(again['action'], data['action'])
+    assert not np.array_equal(other['obs'][0], data['obs'][0])
 
 
 def test_behavior_cloning_recovers_a_labelling_on_unscaled_observations():

@@ -23,8 +23,8 @@ from ssq_ros.training.problem import ArmProblem
 from ssq_ros.training.provenance import code_version
 
 __all__ = ['Curve', 'EvalPolicy', 'LongerEpisodes', 'MuAtState', 'SupportShield',
-           'TrainingRecorder', 'UnsafePenalty', 'choose_action', 'evaluate', 'machine_info',
-           'peer_actor', 'shield_continuous']
+           'TrainingRecorder', 'UnsafePenalty', 'behavior_transitions', 'choose_action',
+           'evaluate', 'machine_info', 'peer_actor', 'shield_continuous']
 
 
 @dataclass
@@ -239,6 +239,33 @@ class LongerEpisodes(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._length += 1
         return obs, reward, terminated, truncated and self._length >= self.steps, info
+
+
+def behavior_transitions(problem: ArmProblem, run_seed: int, steps: int,
+                         episode_steps: int) -> tuple[dict[str, np.ndarray], int]:
+    """mu alone for `steps` env steps on the training episodes of run `run_seed` (the starts
+    and goals an ssq-train run of that seed trains on), each run to `episode_steps` past the
+    task's time limit as ssq-train's mu episodes are: (obs, action, reward, next_obs, done in
+    time order; the referee's unsafe states, 0 unless mu's support failed)."""
+    rng = np.random.default_rng(run_seed)
+    rows: dict[str, list] = {k: [] for k in ('obs', 'action', 'reward', 'next_obs', 'done')}
+    unsafe, episode, length = 0, 0, 0
+    obs, info = problem.env.reset(seed=training_episode_seed(run_seed, episode))
+    unsafe += int(info['unsafe'])
+    for _ in range(steps):
+        action = problem.behavior(rng).action
+        next_obs, reward, terminated, truncated, info = problem.env.step(action)
+        unsafe += int(info['unsafe'])
+        length += 1
+        for name, value in zip(rows, (obs, action, reward, next_obs, float(terminated)),
+                               strict=True):
+            rows[name].append(value)
+        obs = next_obs
+        if terminated or (truncated and length >= episode_steps):
+            episode, length = episode + 1, 0
+            obs, info = problem.env.reset(seed=training_episode_seed(run_seed, episode))
+            unsafe += int(info['unsafe'])
+    return {name: np.asarray(values, dtype=np.float32) for name, values in rows.items()}, unsafe
 
 
 def peer_actor(problem: ArmProblem, policy: EvalPolicy, shielded: bool) -> Actor:

@@ -129,6 +129,23 @@ def test_discrete_cql_on_an_ssq_runs_data_is_evaluated_behind_the_shield(tiny_co
     assert len(record['eval_shielded']['outcomes']) == 2
 
 
+def test_iql_on_mus_continuous_data_is_evaluated_behind_the_continuous_shield(tmp_path):
+    """bench_tasks_peers' offline IQL: mu's own env steps in the continuous task, d3rlpy's IQL
+    on them (observations standardised), its deterministic action behind the support check."""
+    from bench import bench_tasks_peers
+
+    record = bench_tasks_peers.run_offline('iql', 'wall', 0, runs=tmp_path / 'peers',
+                                           steps=150, split=(0, 2), updates=20)
+    settings, training = record['settings'], record['training']
+    assert settings['action_kind'] == 'continuous' and settings['normalised_observations']
+    assert settings['data'].startswith('mu sampled, 150 env steps')
+    assert training['updates'] == 20 and training['transitions'] == 150
+    assert training['unsafe_states_train'] == 0 and 'v_loss' in training['final_losses']
+    shielded = record['eval_shielded']
+    assert shielded['unsafe_states'] == 0 and len(shielded['outcomes']) == 2
+    assert 0.0 <= shielded['intervention_rate'] <= 1.0
+
+
 def test_masked_dqns_update_is_sb3_dqns_where_mu_allows_every_primitive():
     """MaskedDQN.train re-implements SB3 DQN's update with the target's max over mu's support
     at s': with every primitive allowed it must move the network exactly as DQN.train does,
