@@ -50,8 +50,8 @@ wait "$first"
 "$PYTHON" -m bench.bench_tasks_test --combine runs/suite/test-cont-a.json \
     runs/suite/test-cont-b.json --out bench/results/tasks_test_continuous.json
 # Peers: the DQN, SAC, SAC-Lagrangian and TQC+HER grids on the validation episodes, their best
-# points on the test split (DQN at every budget), BC and CQL on each SSQ run's data, mu in the
-# continuous tasks.
+# points on the test split (DQN at every budget), BC and CQL on each SSQ run's data, IQL on mu's
+# own steps in the continuous tasks, mu in the continuous tasks.
 for method in dqn sac sac_lagrangian tqc_her; do  # costly: untuned, as SSQ
     both "wall ushape" "window" "$PYTHON" -m bench.bench_tasks_peers tune --method $method
 done
