@@ -5,11 +5,12 @@
 # same commit with the same settings is reused, anything else runs again. Two processes at a
 # time (2 cores).
 #   bench/run_suite.sh            (or: make bench-full, after the peer table)
-# About 21 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER at 10 000 steps: about
-# 1.7 h of it; the costly task at 150 000 steps: about 1.5 h for SSQ and 5 min for its
-# averaging, 1.7 h for SAC behind the shield, 1 h for the DQN inside mu's support, and about
-# 2 h each for SAC-Lagrangian and SAC+HER behind the shield (50-56 min per seed, measured
-# three processes on 2 cores) and, estimated, for TQC+HER).
+# About 22 h on a 2-core CPU from nothing (SAC-Lagrangian and TQC+HER at 10 000 steps: about
+# 1.7 h of it; IQL on mu's data about 30 min (20 runs of 2-6 min); the costly task at 150 000
+# steps: about 1.5 h for SSQ and 5 min for its averaging, 1.7 h for SAC behind the shield, 1 h
+# for the DQN inside mu's support, about 2 h each for SAC-Lagrangian and SAC+HER behind the
+# shield (50-56 min per seed, measured three processes on 2 cores) and 2.5 h for TQC+HER (66
+# min per seed at that pace, measured in its first 20 min)).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
