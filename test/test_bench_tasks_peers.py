@@ -135,7 +135,8 @@ def test_behavior_cloning_of_an_ssq_runs_data_is_evaluated_behind_the_shield_and
     with pytest.raises(FileNotFoundError, match='no finished SSQ run'):
         clone(seed=1)
     with pytest.raises(ValueError, match='unknown offline method'):
-        bench_tasks_peers.run_offline('iql', 'wall', 0, runs=runs, ssq_runs=tiny[1], steps=120)
+        bench_tasks_peers.run_offline('td3_bc', 'wall', 0, runs=runs, ssq_runs=tiny[1],
+                                      steps=120)
 
 
 def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
