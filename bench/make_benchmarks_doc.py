@@ -43,6 +43,7 @@ LABELS = {'ssq_discrete': 'SSQ (discrete, ssq_ros)', 'ssq_continuous': 'SSQ (con
 EXPLORING = ('sac', 'sac_penalized', 'dqn')
 SUITE_RESULTS = PEERS_RESULTS.with_name('tasks_peers.json')  # bench_tasks_peers table
 SUITE_TASKS = ('wall', 'ushape', 'window', 'costly')
+PROTOCOL_SEEDS = 5  # seeds per (method, task) the suite's protocol asks (issue 15)
 # The SSQ rows a peer is compared with, in column order, and their column names.
 SSQ_REFERENCES = {'ssq': 'SSQ', 'ssq_continuous': 'SSQ continuous',
                   'ssq_induced_collection': 'SSQ, induced collection',
@@ -507,6 +508,14 @@ def suite_section(suite: dict, plot_name: str | None) -> list[str]:
                       f' In {len(mixed)} of them, seeds run in this sitting join the carried '
                       'ones (`seed_ids` and `seed_commits` in the JSON say which came from '
                       'where).' if mixed else ''), '']
+    short = sorted((r['method'], r['steps'], r['task'], r['seeds']) for r in suite['per_task']
+                   if r['steps'] and r['seeds'] < PROTOCOL_SEEDS)
+    if short:
+        lines += [f"Below the protocol's {PROTOCOL_SEEDS} seeds per (method, task), so probes "
+                  'rather than comparisons: ' + '; '.join(
+                      f"{suite_label(method)} ({steps} steps, {task}): {seeds} "
+                      f"seed{'s' if seeds > 1 else ''}"
+                      for method, steps, task, seeds in short) + '.', '']
     budgets = {r['steps'] for r in suite['per_task'] if r['steps']}
     for steps in sorted(budgets, reverse=True):
         entries = [a for a in suite['across_tasks'] if a['steps'] == steps]

@@ -285,6 +285,12 @@ def test_the_table_sets_ssq_beside_the_peers_on_the_same_split(tmp_path):
             'mu), multiplier learning rate 3e-3, cost limit 0 | 10000 | window | 140/200 | '
             '150/200 | [40, 7] | [0, 3] |') in text
     assert 'episodes 131-230' in text and '![success against environment steps' in text
+    # every group here has fewer seeds than the protocol's 5: the page names them as probes
+    probes = next(line for line in text.splitlines() if line.startswith('Below the protocol'))
+    assert ("DQN (SB3) restricted to mu's support, mu-drawn exploration, 8-step targets, "
+            '140-step training episodes (5000 steps, wall): 1 seed;') in probes
+    assert probes.count('): 2 seeds') == len([r for r in result['per_task']
+                                              if r['steps'] and r['seeds'] == 2])
     assert f"torch {result['versions']['torch']}" in text  # what the rows ran on
     # steps to 90 %: DQN's wall at 5 000 (20 s), SSQ's window not within its budgets
     assert '| 5 000 (20 s) | not by 10 000 | not by 10 000 | - | 5 000, 10 000 |' in text
