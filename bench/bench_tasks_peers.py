@@ -411,9 +411,7 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
     continuous = method == 'iql'
     if continuous:
         config = continuous_task_config(task)
-        problem = build_problem(config)
-        episode_steps = max(config.schedule.train_episode_steps,
-                            problem.env.task.config.max_steps)
+        episode_steps = max(config.schedule.train_episode_steps, config.sim.task.max_steps)
         source = (f'mu sampled, {steps} env steps on the training episodes of run {seed}, up '
                   f'to {episode_steps} steps each')
     else:
@@ -436,11 +434,11 @@ def run_offline(method: str, task: str, seed: int, runs: Path = RUNS,
     if (record := cached(path, settings)) is not None:
         return record
     started = time.monotonic()
+    problem = build_problem(config)  # after the cache check: building a task takes a second
     if continuous:
         data, unsafe_train = behavior_transitions(problem, seed, steps, episode_steps)
     else:
         data = ssq_transitions(config, folder)
-        problem = build_problem(config)
         unsafe_train = json.loads((folder / 'metrics.json').read_text())['unsafe_states_train']
     if method == 'bc':
         model, fit = fit_behavior_cloning(data['obs'], data['action'].astype(np.int64).ravel(),

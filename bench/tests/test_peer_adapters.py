@@ -129,13 +129,21 @@ def test_discrete_cql_on_an_ssq_runs_data_is_evaluated_behind_the_shield(tiny_co
     assert len(record['eval_shielded']['outcomes']) == 2
 
 
-def test_iql_on_mus_continuous_data_is_evaluated_behind_the_continuous_shield(tmp_path):
+def test_iql_on_mus_continuous_data_is_evaluated_behind_the_continuous_shield(tmp_path,
+                                                                              monkeypatch):
     """bench_tasks_peers' offline IQL: mu's own env steps in the continuous task, d3rlpy's IQL
-    on them (observations standardised), its deterministic action behind the support check."""
+    on them (observations standardised), its deterministic action behind the support check.
+    A second call finds the record without building the task."""
     from bench import bench_tasks_peers
 
-    record = bench_tasks_peers.run_offline('iql', 'wall', 0, runs=tmp_path / 'peers',
-                                           steps=150, split=(0, 2), updates=20)
+    monkeypatch.setattr(bench_tasks_peers, 'code_at_start',
+                        lambda: {'code_commit': 'a' * 40, 'code_dirty': False})
+
+    def iql():
+        return bench_tasks_peers.run_offline('iql', 'wall', 0, runs=tmp_path / 'peers',
+                                             steps=150, split=(0, 2), updates=20)
+
+    record = iql()
     settings, training = record['settings'], record['training']
     assert settings['action_kind'] == 'continuous' and settings['normalised_observations']
     assert settings['data'].startswith('mu sampled, 150 env steps')
@@ -144,6 +152,12 @@ def test_iql_on_mus_continuous_data_is_evaluated_behind_the_continuous_shield(tm
     shielded = record['eval_shielded']
     assert shielded['unsafe_states'] == 0 and len(shielded['outcomes']) == 2
     assert 0.0 <= shielded['intervention_rate'] <= 1.0
+
+    def no_build(config):
+        raise AssertionError('a cached record built its task')
+
+    monkeypatch.setattr(bench_tasks_peers, 'build_problem', no_build)
+    assert iql() == record
 
 
 def test_masked_dqns_update_is_sb3_dqns_where_mu_allows_every_primitive():
