@@ -1,4 +1,5 @@
 """The support check: model path math, rejection of unsafe commands, hold always available."""
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +54,19 @@ def test_braking_ends_at_rest_after_the_braking_distance():
     # Synchronised braking stops both joints in 1.0/2.0 s: travel 1.0 * 0.5 / 2 = 0.25.
     assert np.allclose(positions[0, -1], PERIOD * command[0] + 0.25)
     assert np.allclose(durations[0], [PERIOD / 3] * 3 + [0.5 / 5] * 5)
+
+
+def test_a_ramp_of_a_few_denormals_is_an_instant_switch_without_numpy_warnings():
+    """A command a denormal away from the velocity (the fuzz campaign found one) ramps in no
+    time: the path holds the command from the first sample, and nothing overflows."""
+    commands = np.array([[1e-310, 0.0], [0.5, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        positions, velocities, _ = swept_path(np.zeros(2), np.zeros(2), commands, PERIOD,
+                                              np.array([1.0, 1.0]), 4, 4)
+    assert np.all(np.isfinite(positions))
+    assert np.array_equal(velocities[0, :4], np.broadcast_to(commands[0], (4, 2)))
+    assert np.allclose(velocities[1, :4, 0], [0.0125, 0.025, 0.0375, 0.05])
 
 
 def test_chord_deviation_bounds_the_bulge_between_samples(support):

@@ -81,7 +81,9 @@ def ramp_displacement(start: np.ndarray, target: np.ndarray, duration: np.ndarra
     lasting `duration` (N,), then holding target."""
     t = times[None, :]
     ramp = duration[:, None]
-    with np.errstate(divide='ignore', invalid='ignore'):
+    # np.where evaluates both branches: t * t / (2 ramp) divides by 0 or overflows for a ramp
+    # shorter than every sample time, where the other branch is the one kept.
+    with np.errstate(divide='ignore', invalid='ignore', over='ignore'):
         shaped = np.where(t < ramp, t * t / (2.0 * ramp), t - ramp / 2.0)
     shaped = np.where(ramp > 0, shaped, t)  # an instant switch when start == target
     return start[:, None, :] * t[..., None] + (target - start)[:, None, :] * shaped[..., None]
@@ -110,8 +112,9 @@ def swept_path(q: np.ndarray, qdot: np.ndarray, commands: np.ndarray, period: fl
     ramp = ramp_time(start, commands, rate)
     times = period * np.arange(1, period_samples + 1) / period_samples
     positions = q + ramp_displacement(start, commands, ramp, times)
-    progress = np.minimum(1.0, np.divide(times, ramp[:, None], out=np.ones((len(ramp),
-                                         len(times))), where=ramp[:, None] > 0))
+    with np.errstate(over='ignore'):  # a ramp of a few denormals: times / ramp is inf, then 1
+        progress = np.minimum(1.0, np.divide(times, ramp[:, None], out=np.ones((len(ramp),
+                                             len(times))), where=ramp[:, None] > 0))
     velocities = start[:, None, :] + (commands - start)[:, None, :] * progress[..., None]
     end_position, end_velocity = positions[:, -1], velocities[:, -1]
     stop = ramp_time(end_velocity, np.zeros_like(end_velocity), rate)
